@@ -1,0 +1,91 @@
+"""Registry of reference model factories, addressed as ``reference:NAME`` by the CLI and the loader."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch.nn as nn
+
+TRACK_INPUT_SHAPES: dict[str, tuple[int, ...]] = {
+    "cifar100": (1, 3, 32, 32),
+    "imagenet": (1, 3, 224, 224),
+}
+
+
+@dataclass(frozen=True)
+class ReferenceInfo:
+    """What the registry knows about one reference model."""
+
+    name: str
+    factory: Callable[..., nn.Module]
+    track: str = "cifar100"
+    rules: str = "micronet2019"
+    bits: int | None = None
+    input_shape: tuple[int, ...] | None = None
+    description: str = ""
+    kwargs: dict = field(default_factory=dict)
+
+    @property
+    def default_input_shape(self) -> tuple[int, ...]:
+        """The example input shape: the model's own, else its track's."""
+        return self.input_shape or TRACK_INPUT_SHAPES.get(self.track, (1, 3, 32, 32))
+
+    def build(self, **overrides) -> nn.Module:
+        """Build the model in eval mode with the registered keyword arguments plus ``overrides``."""
+        model = self.factory(**{**self.kwargs, **overrides})
+        return model.eval()
+
+
+_REGISTRY: dict[str, ReferenceInfo] = {}
+
+# Modules whose import registers factories. Listed here so that the registry is complete without the
+# caller importing them first; a module that is missing is reported by name, never silently skipped.
+_MODULES = (
+    "reference_models.baselines",
+    "reference_models.teams",
+)
+_loaded = False
+
+
+def register(name: str, **info) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register ``factory`` under ``name`` with ReferenceInfo fields given as keywords."""
+
+    def deco(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"reference model {name!r} registered twice")
+        _REGISTRY[name] = ReferenceInfo(name=name, factory=factory, **info)
+        return factory
+
+    return deco
+
+
+def _load_all() -> None:
+    global _loaded
+    if _loaded:
+        return
+    for mod in _MODULES:
+        importlib.import_module(mod)
+    _loaded = True
+
+
+def list_references() -> list[ReferenceInfo]:
+    """All registered reference models, sorted by name."""
+    _load_all()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def get_reference(name: str) -> ReferenceInfo:
+    """The registry entry for ``name``; KeyError naming the known models otherwise."""
+    _load_all()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise KeyError(f"unknown reference model {name!r}; known: {known}") from None
+
+
+def build_reference(name: str, **overrides) -> nn.Module:
+    """Build reference model ``name`` (eval mode)."""
+    return get_reference(name).build(**overrides)

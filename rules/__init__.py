@@ -1,0 +1,73 @@
+"""Rule sets: the official 2019 conventions, the official notebook, team variants and peer conventions."""
+
+from __future__ import annotations
+
+import importlib
+
+from rules.base import Cost, RuleContext, RuleSet
+from rules.micronet2019 import Micronet2019
+from rules.official_notebook import OfficialNotebook
+from rules.peers import Flops, Macs
+
+_BUILTIN: dict[str, str] = {
+    "micronet2019": "rules.micronet2019:Micronet2019",
+    "official_notebook": "rules.official_notebook:OfficialNotebook",
+    "macs": "rules.peers:Macs",
+    "flops": "rules.peers:Flops",
+    "osi_ai2019": "rules.teams:OsiAi2019",
+    "kaist2019": "rules.teams:Kaist2019",
+    "brain2019": "rules.teams:Brain2019",
+}
+
+
+def available_rulesets() -> list[str]:
+    """Names of the built-in rule sets whose modules import."""
+    names = []
+    for name, path in _BUILTIN.items():
+        try:
+            _load(path)
+        except (ImportError, AttributeError):
+            continue
+        names.append(name)
+    return names
+
+
+def _load(path: str) -> type[RuleSet]:
+    if ":" in path:
+        mod_name, attr = path.split(":", 1)
+    else:
+        mod_name, _, attr = path.rpartition(".")
+    mod = importlib.import_module(mod_name)
+    cls = getattr(mod, attr)
+    return cls
+
+
+def get_ruleset(spec: str | RuleSet | type[RuleSet]) -> RuleSet:
+    """A RuleSet instance from a built-in name, an import path (``pkg.mod:Class``), a class or an instance."""
+    if isinstance(spec, RuleSet):
+        return spec
+    if isinstance(spec, type) and issubclass(spec, RuleSet):
+        return spec()
+    path = _BUILTIN.get(spec, spec)
+    if path == spec and ":" not in spec and "." not in spec:
+        raise ValueError(f"unknown rule set {spec!r}; built-in: {', '.join(available_rulesets())}")
+    try:
+        cls = _load(path)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"cannot load rule set {spec!r}: {exc}") from None
+    if not (isinstance(cls, type) and issubclass(cls, RuleSet)):
+        raise ValueError(f"rule set {spec!r} is not a rules.RuleSet subclass")
+    return cls()
+
+
+__all__ = [
+    "Cost",
+    "Flops",
+    "Macs",
+    "Micronet2019",
+    "OfficialNotebook",
+    "RuleContext",
+    "RuleSet",
+    "available_rulesets",
+    "get_ruleset",
+]

@@ -1,0 +1,288 @@
+"""The rules engine: a RuleSet turns one annotated Op into a Cost.
+
+A rule set is data (an activation table and a few switches) plus a handful of structural formulas, one
+``cost_<kind>`` method per op kind. A team's convention is a subclass that changes a table entry or
+overrides one formula; each override cites its source in its docstring.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from scorer.graph import Op, WeightRef
+
+
+@dataclass
+class Cost:
+    """What one op costs: raw counts plus the bit-widths they run at and the storage they need."""
+
+    mults: float = 0.0
+    adds: float = 0.0
+    param_bits: float = 0.0  # stored parameter values (nonzeros × bits), biases included
+    mask_bits: float = 0.0  # sparsity masks
+    note: str = ""
+
+
+@dataclass
+class RuleContext:
+    """What a formula may look at besides its own op."""
+
+    ops: list[Op]
+    by_name: dict[str, Op]
+    consumers: dict[str, list[str]]
+    mask_block: tuple[int, int] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class RuleSet:
+    """Base rule set with the official MicroNet 2019 formulas (`official_rules.md` §2.2).
+
+    Subclasses change the class attributes or override ``cost_<kind>`` methods.
+    """
+
+    name = "base"
+    description = ""
+    #: activation kind -> (mults, adds) per output element.
+    activations: dict[str, tuple[float, float]] = {}
+    #: "sparse": 1 bit per dense element of a tensor with any zero (official code); "always": every
+    #: weight tensor of ndim > 1 pays its mask; "none": no mask.
+    mask_policy = "sparse"
+    #: BatchNorm right after a conv/linear folds into it as a bias (official notebook, organisers' ruling).
+    fold_bn = True
+    #: Sparsity is credited for the weights of conv/linear/matmul (False: every tensor dense).
+    credit_sparsity = True
+    #: Bit-widths honoured (False: every count at 32 bits, every parameter at 32 bits).
+    honour_bits = True
+    #: ops per element for nearest-neighbour upsampling (a copy).
+    upsample_nearest = (0.0, 0.0)
+    #: (mults, adds) per output element for bilinear upsampling.
+    upsample_bilinear = (4.0, 3.0)
+
+    # ----------------------------------------------------------------- dispatch
+    def cost(self, op: Op, ctx: RuleContext) -> Cost | None:
+        """The Cost of ``op``, or None when this rule set has no rule for its kind."""
+        method = getattr(self, "cost_" + op.kind.replace(":", "_"), None)
+        if method is not None:
+            return method(op, ctx)
+        if op.kind in self.activations:
+            return self.cost_activation(op, ctx)
+        return None
+
+    # ----------------------------------------------------------------- storage
+    def mask_bits(self, w: WeightRef, ctx: RuleContext) -> float:
+        """Mask storage of weight tensor ``w`` (official rules §4: 1 bit per dense element, or per block)."""
+        if self.mask_policy == "none":
+            return 0.0
+        if self.mask_policy == "sparse" and not w.sparsity > 0:
+            return 0.0
+        if self.mask_policy == "always" and len(w.shape) <= 1:
+            return 0.0
+        if ctx.mask_block is not None:
+            bh, bw = ctx.mask_block
+            rows = w.shape[0]
+            cols = w.numel // rows if rows else 0
+            return float(math.ceil(rows / bh) * math.ceil(cols / bw))
+        return float(w.numel)
+
+    def weight_storage(self, w: WeightRef | None, ctx: RuleContext, sparse: bool = True) -> tuple[float, float]:
+        """(value bits, mask bits) of ``w``; zero when another op already stored it."""
+        if w is None or not w.first_use:
+            return 0.0, 0.0
+        if sparse and self.credit_sparsity:
+            return w.nonzeros * w.bits, self.mask_bits(w, ctx)
+        return w.numel * w.bits, 0.0
+
+    def dense_storage(self, w: WeightRef | None) -> float:
+        """Bits of a tensor stored dense (biases, norm parameters: never sparse, no mask)."""
+        if w is None or not w.first_use:
+            return 0.0
+        return w.numel * w.bits
+
+    def density(self, w: WeightRef | None) -> float:
+        """Share of nonzero weights credited to the op counts (1 when sparsity is not credited)."""
+        if w is None or not self.credit_sparsity or not w.numel:
+            return 1.0
+        return w.nonzeros / w.numel
+
+    # ----------------------------------------------------------------- dot products
+    def dot_product(self, op: Op, ctx: RuleContext) -> Cost:
+        """n mults and n−1 adds per output, n the (sparse) vector length; +1 add per output for a bias.
+
+        Source: `counting.py` Conv2D/DepthWiseConv2D/FullyConnected (official_rules.md §2.2); grouped
+        convolution uses n = k²·C_in/groups (the natural generalisation, §2.2 [INF]).
+        """
+        w = op.weight("weight")
+        b = op.weight("bias")
+        n = op.attrs["vector_len"] * self.density(w)
+        outputs = op.out_numel
+        mults = n * outputs
+        adds = (n - 1) * outputs + (outputs if b is not None else 0.0)
+        vbits, mbits = self.weight_storage(w, ctx)
+        return Cost(mults=mults, adds=adds, param_bits=vbits + self.dense_storage(b), mask_bits=mbits)
+
+    def cost_conv(self, op: Op, ctx: RuleContext) -> Cost:
+        """Convolution (any dimension, groups, dilation, padding; shapes from the real tensors)."""
+        return self.dot_product(op, ctx)
+
+    def cost_linear(self, op: Op, ctx: RuleContext) -> Cost:
+        """Fully connected layer over any leading dimensions."""
+        return self.dot_product(op, ctx)
+
+    def cost_matmul(self, op: Op, ctx: RuleContext) -> Cost:
+        """matmul/bmm/@/einsum: n mults and n−1 adds per output, n the contracted length."""
+        return self.dot_product(op, ctx)
+
+    # ----------------------------------------------------------------- normalisation
+    def bn_folds(self, op: Op, ctx: RuleContext) -> Op | None:
+        """The conv/linear ``op`` (a BatchNorm) folds into, or None."""
+        if not self.fold_bn or not op.inputs:
+            return None
+        prod = ctx.by_name.get(op.inputs[0])
+        if prod is None or prod.kind not in ("conv", "linear"):
+            return None
+        if ctx.consumers.get(prod.name, []) != [op.name]:
+            return None
+        return prod
+
+    def cost_bn(self, op: Op, ctx: RuleContext) -> Cost:
+        """BatchNorm. Folded into a directly preceding conv/linear: the scale merges into the weights and
+        the shift becomes a bias, C params + 1 add per output (official notebook; organisers' ruling in
+        OSI-AI issue #7), nothing when that layer already has a bias. Otherwise 2C params and 1 mult +
+        1 add per element (MSUNet, verified; official_rules.md §2.4)."""
+        c = op.attrs["channels"]
+        bits = self._norm_bits(op)
+        first = self._first_use(op)
+        prod = self.bn_folds(op, ctx)
+        if prod is not None:
+            if prod.weight("bias") is not None:
+                return Cost(note=f"folded into {prod.name} (bias merged)")
+            return Cost(adds=op.out_numel, param_bits=c * bits if first else 0.0, note=f"folded into {prod.name}")
+        return Cost(mults=op.out_numel, adds=op.out_numel, param_bits=2 * c * bits if first else 0.0)
+
+    def _norm_bits(self, op: Op) -> int:
+        for w in op.weights:
+            return w.bits
+        return op.attrs.get("param_bits", 32)
+
+    def _first_use(self, op: Op) -> bool:
+        return all(w.first_use for w in op.weights) if op.weights else op.attrs.get("first_use", True)
+
+    def layer_norm_counts(self, n: float) -> tuple[float, float]:
+        """(mults, adds) to normalise one group of n values without the affine part: mean (n−1 adds,
+        1 division), centring (n adds), squares (n mults), variance (n−1 adds, 1 division), eps (1 add),
+        rsqrt (1 op, counted as a mult), scaling (n mults). [INF], in the spirit of MIT-HAN-Lab's
+        verified LayerNorm count (official_rules.md §2.4)."""
+        return 2 * n + 3, 3 * n - 1
+
+    def cost_layernorm(self, op: Op, ctx: RuleContext) -> Cost:
+        """LayerNorm: the normalisation per group plus the affine γ/β (n mults + n adds, 2n params)."""
+        n = op.attrs["norm_numel"]
+        groups = op.out_numel / n
+        m, a = self.layer_norm_counts(n)
+        mults, adds = m * groups, a * groups
+        params = sum(self.dense_storage(w) for w in op.weights)
+        if op.weights:
+            mults += op.out_numel
+            adds += op.out_numel
+        return Cost(mults=mults, adds=adds, param_bits=params)
+
+    def cost_groupnorm(self, op: Op, ctx: RuleContext) -> Cost:
+        """GroupNorm: LayerNorm's count per group, plus the per-channel affine part."""
+        groups = op.attrs["groups"]
+        n = op.out_numel / groups
+        m, a = self.layer_norm_counts(n)
+        mults, adds = m * groups, a * groups
+        if op.weights:
+            mults += op.out_numel
+            adds += op.out_numel
+        return Cost(mults=mults, adds=adds, param_bits=sum(self.dense_storage(w) for w in op.weights))
+
+    # ----------------------------------------------------------------- activations
+    def cost_activation(self, op: Op, ctx: RuleContext) -> Cost:
+        """Table-driven activation: (mults, adds) per output element."""
+        m, a = self.activations[op.kind]
+        return Cost(mults=m * op.out_numel, adds=a * op.out_numel)
+
+    def cost_act_clamp(self, op: Op, ctx: RuleContext) -> Cost:
+        """clamp/clip: one comparison (counted as a mult, like ReLU) per bound given."""
+        return Cost(mults=op.attrs.get("bounds", 2) * op.out_numel)
+
+    def cost_act_prelu(self, op: Op, ctx: RuleContext) -> Cost:
+        """PReLU: a comparison and a multiplication per element, plus its slopes as parameters. [INF]"""
+        return Cost(mults=2 * op.out_numel, param_bits=sum(self.dense_storage(w) for w in op.weights))
+
+    def cost_act_softmax(self, op: Op, ctx: RuleContext) -> Cost:
+        """Softmax over n values: n exp + n divisions (mults) and n−1 adds, i.e. 3n − 1 ops
+        (MIT-HAN-Lab, verified WikiText entry; official_rules.md §2.4)."""
+        n = op.attrs["n"]
+        groups = op.out_numel / n
+        return Cost(mults=2 * n * groups, adds=(n - 1) * groups)
+
+    # ----------------------------------------------------------------- elementwise
+    def _operand_storage(self, op: Op) -> float:
+        return sum(self.dense_storage(w) for w in op.weights)
+
+    def cost_add(self, op: Op, ctx: RuleContext) -> Cost:
+        """Elementwise add (residual, bias-like broadcast, or + scalar): 1 add per output element
+        (`counting.py` Add, official_rules.md §2.2, over the tensor's real channels)."""
+        return Cost(adds=op.out_numel, param_bits=self._operand_storage(op))
+
+    def cost_sub(self, op: Op, ctx: RuleContext) -> Cost:
+        """Elementwise subtraction counts as an addition."""
+        return Cost(adds=op.out_numel, param_bits=self._operand_storage(op))
+
+    def cost_mul(self, op: Op, ctx: RuleContext) -> Cost:
+        """Elementwise multiply (e.g. SE scale): 1 mult per output element (`counting.py` Scale)."""
+        return Cost(mults=op.out_numel, param_bits=self._operand_storage(op))
+
+    def cost_div(self, op: Op, ctx: RuleContext) -> Cost:
+        """Elementwise division: 1 mult per output element (the official code counts GlobalAvg's
+        division as a mult)."""
+        return Cost(mults=op.out_numel, param_bits=self._operand_storage(op))
+
+    # ----------------------------------------------------------------- reductions and pools
+    def cost_mean(self, op: Op, ctx: RuleContext) -> Cost:
+        """Mean over n values (global average pooling, torch.mean): n−1 adds and 1 division per output
+        (`counting.py` GlobalAvg: C mults, (HW−1)·C adds)."""
+        n = op.attrs["reduce"]
+        return Cost(mults=op.out_numel, adds=(n - 1) * op.out_numel)
+
+    def cost_sum(self, op: Op, ctx: RuleContext) -> Cost:
+        """Sum over n values: n−1 adds per output. [INF]"""
+        return Cost(adds=(op.attrs["reduce"] - 1) * op.out_numel)
+
+    def cost_avgpool(self, op: Op, ctx: RuleContext) -> Cost:
+        """k×k average pooling: k²−1 adds + 1 mult per output (MSUNet, RIAIR; official_rules.md §2.4)."""
+        k = op.attrs["window"]
+        return Cost(mults=op.out_numel, adds=(k - 1) * op.out_numel)
+
+    def cost_maxpool(self, op: Op, ctx: RuleContext) -> Cost:
+        """k×k max pooling: k²−1 comparisons per output, counted as mults like ReLU's. [INF]"""
+        return Cost(mults=(op.attrs["window"] - 1) * op.out_numel)
+
+    def cost_upsample_nearest(self, op: Op, ctx: RuleContext) -> Cost:
+        """Nearest upsampling is a copy: 0 ops by default ([INF]; OSI-AI listed 1 mult per output but
+        left it out of its total, official_rules.md §2.4)."""
+        m, a = self.upsample_nearest
+        return Cost(mults=m * op.out_numel, adds=a * op.out_numel)
+
+    def cost_upsample_bilinear(self, op: Op, ctx: RuleContext) -> Cost:
+        """Bilinear upsampling: about 4 mults + 3 adds per output element. [INF]"""
+        m, a = self.upsample_bilinear
+        return Cost(mults=m * op.out_numel, adds=a * op.out_numel)
+
+    # ----------------------------------------------------------------- free
+    def cost_free(self, op: Op, ctx: RuleContext) -> Cost:
+        """Data movement (view, reshape, flatten, permute, cat, slice, pad, dropout in eval, identity):
+        no ops, no params (the notebook counts nothing for them, official_rules.md §2.3)."""
+        return Cost()
+
+    def cost_quant(self, op: Op, ctx: RuleContext) -> Cost:
+        """Quantise/dequantise between FP32-representable formats: free (official rules §3.1)."""
+        return Cost(note=f"{op.attrs.get('bits')}-bit quantiser")
+
+    def cost_embedding(self, op: Op, ctx: RuleContext) -> Cost:
+        """Embedding lookup: a table read, no arithmetic; the table is stored."""
+        vbits, mbits = self.weight_storage(op.weight("weight"), ctx)
+        return Cost(param_bits=vbits, mask_bits=mbits)

@@ -1,0 +1,184 @@
+"""The Python API: ``score(model, ...) -> Report``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from rules import RuleSet, get_ruleset
+from scorer.capture import capture_model
+from scorer.engine import build_context, cost_ops
+from scorer.errors import ScorerError, UnknownOpError
+from scorer.precision import PrecisionPolicy, annotate_bits
+from scorer.report import COLUMNS, Report, row_of
+from scorer.sparsity import SparsitySpec, annotate_sparsity
+from scorer.tracks import get_track
+
+
+def _example_inputs(
+    input_shape: Sequence[int] | None, example_inputs: object, track_shape: tuple[int, ...] | None
+) -> tuple:
+    if example_inputs is not None:
+        if isinstance(example_inputs, torch.Tensor):
+            return (example_inputs,)
+        return tuple(example_inputs)  # type: ignore[arg-type]
+    shape = tuple(input_shape) if input_shape is not None else track_shape
+    if shape is None:
+        raise ScorerError("no input shape: pass input_shape (--input-shape) or example_inputs")
+    if not shape or any(not isinstance(d, int) or d <= 0 for d in shape):
+        raise ScorerError(f"input shape must be positive integers, got {shape}")
+    return (torch.empty(shape, device="meta"),)
+
+
+def _parse_block(mask_block: object) -> tuple[int, int] | None:
+    if mask_block is None:
+        return None
+    if isinstance(mask_block, str):
+        try:
+            a, b = (int(x) for x in mask_block.lower().split("x"))
+        except ValueError:
+            raise ScorerError(f"bad mask block {mask_block!r}: use RxC, e.g. 4x4") from None
+        mask_block = (a, b)
+    a, b = mask_block  # type: ignore[misc]
+    if a <= 0 or b <= 0:
+        raise ScorerError(f"mask block sizes must be positive, got {mask_block}")
+    return int(a), int(b)
+
+
+def score(
+    model: nn.Module,
+    input_shape: Sequence[int] | None = None,
+    rules: str | RuleSet = "micronet2019",
+    bits: int | None = None,
+    track: str = "cifar100",
+    sparsity: object = None,
+    precision: str | Path | Mapping | None = None,
+    example_inputs: object = None,
+    exit_fractions: Mapping[str, float] | None = None,
+    mask_block: object = None,
+    allow_unknown: bool = False,
+    param_bits: int | None = None,
+    mul_bits: int | None = None,
+    add_bits: int | None = None,
+    capture: str = "auto",
+) -> Report:
+    """Score ``model`` under the MicroNet rules.
+
+    Args:
+        model: the model; it is not changed (modes are restored, no hooks remain).
+        input_shape: example input shape including the batch dimension; default: the track's.
+        rules: rule set name (micronet2019, official_notebook, macs, flops, team sets), import path or object.
+        bits: N stores parameters and runs multiplications at N bits, additions at 32 (16 = the freebie).
+        track: cifar100, imagenet or wikitext103 (normalisation baselines).
+        sparsity: None (measured zeros / prune masks), "uniform:S", S, or {name glob: S}.
+        precision: per-layer bits config (TOML/JSON path or mapping).
+        example_inputs: real example inputs instead of ``input_shape``.
+        exit_fractions: {path: fraction} for a model with ``exit_paths()``; fractions sum to 1.
+        mask_block: block-sparse mask size, e.g. (4, 4) or "4x4".
+        allow_unknown: count ops without a rule as zero (listed in ``report.unknown``) instead of raising.
+        param_bits, mul_bits, add_bits: global overrides of one width each.
+        capture: "auto" (fx, then torch.export, then the dispatch recorder) or one of them.
+    """
+    if not isinstance(model, nn.Module):
+        raise ScorerError(f"score() needs a torch.nn.Module, got {type(model).__name__}")
+    trk = get_track(track)
+    try:
+        ruleset = get_ruleset(rules)
+    except ValueError as exc:
+        raise ScorerError(str(exc)) from None
+    inputs = _example_inputs(input_shape, example_inputs, trk.input_shape)
+    policy = PrecisionPolicy.from_options(bits, param_bits, mul_bits, add_bits, precision)
+    if not ruleset.honour_bits:
+        policy = PrecisionPolicy(read_model_bits=False)
+    spec = SparsitySpec.parse(sparsity)
+    block = _parse_block(mask_block)
+
+    if exit_fractions:
+        paths = _exit_paths(model, exit_fractions)
+    else:
+        paths = [("", model, 1.0)]
+
+    modules = dict(model.named_modules())
+    seen: set = set()
+    rows: list[dict] = []
+    unknown_rows: list[dict] = []
+    method = ""
+    used: set[str] = set()
+    for path_name, path_model, fraction in paths:
+        cap = capture_model(path_model, inputs, capture)
+        method = cap.method
+        used |= cap.used_params
+        path_modules = dict(path_model.named_modules())
+        for op in cap.ops:
+            op.path = path_name
+        annotate_sparsity(cap.ops, spec, seen)
+        annotate_bits(cap.ops, policy, path_modules if path_model is not model else modules)
+        ctx = build_context(cap.ops, block)
+        for op, cost in cost_ops(cap.ops, ruleset, ctx)[0]:
+            rows.append(row_of(op, cost, fraction))
+            if cost.note.startswith("UNKNOWN"):
+                unknown_rows.append({"name": op.name, "module": op.module, "target": op.target, "path": path_name})
+    if unknown_rows and not allow_unknown:
+        raise UnknownOpError([(u["name"], u["module"], u["target"]) for u in unknown_rows])
+
+    layers = pd.DataFrame(rows, columns=COLUMNS)
+    notes = []
+    if unknown_rows:
+        notes.append(f"WARNING: {len(unknown_rows)} op(s) without a rule were counted as zero")
+    if not exit_fractions:
+        unused = _unused_params(model, used)
+        if unused:
+            notes.append(f"{len(unused)} parameter tensor(s) are never used by forward and are not counted: "
+                         + ", ".join(unused[:8]) + (" ..." if len(unused) > 8 else ""))
+    settings = {
+        "bits": bits,
+        "param_bits": policy.param_bits,
+        "act_bits": policy.act_bits,
+        "acc_bits": policy.acc_bits,
+        "mul_bits_override": policy.mul_bits_override,
+        "add_bits_override": policy.add_bits_override,
+        "sparsity": sparsity if isinstance(sparsity, (str, float, int, type(None))) else dict(sparsity),
+        "mask_block": block,
+        "input_shapes": [list(getattr(x, "shape", ())) for x in inputs],
+        "exit_fractions": dict(exit_fractions) if exit_fractions else None,
+    }
+    return Report(
+        layers=layers, track=trk, rules=ruleset.name, capture=method, settings=settings, notes=notes,
+        unknown=unknown_rows,
+    )
+
+
+def _exit_paths(model: nn.Module, fractions: Mapping[str, float]) -> list[tuple[str, nn.Module, float]]:
+    getter = getattr(model, "exit_paths", None)
+    if getter is None:
+        raise ScorerError(f"{type(model).__name__} has no exit_paths(); exit fractions need a model with exits")
+    paths = dict(getter())
+    missing = [k for k in fractions if k not in paths]
+    if missing:
+        raise ScorerError(f"unknown exit path(s) {missing}; the model has {sorted(paths)}")
+    total = sum(fractions.values())
+    if any(f < 0 for f in fractions.values()):
+        raise ScorerError("exit fractions must be non-negative")
+    fr = dict(fractions)
+    if len(fr) == len(paths) - 1 and total <= 1.0:
+        rest = next(k for k in paths if k not in fr)
+        fr[rest] = 1.0 - total
+    if not math.isclose(sum(fr.values()), 1.0, abs_tol=1e-9) or set(fr) != set(paths):
+        raise ScorerError(
+            f"exit fractions must cover every path {sorted(paths)} and sum to 1, got {fr}"
+        )
+    return [(name, paths[name], fr[name]) for name in paths]
+
+
+def _unused_params(model: nn.Module, used: set[str]) -> list[str]:
+    names = []
+    for name, _ in model.named_parameters():
+        base = name[:-5] if name.endswith("_orig") else name
+        if base not in used:
+            names.append(name)
+    return names

@@ -1,0 +1,176 @@
+"""Capture with torch.fx symbolic tracing, known layers kept whole, shapes propagated on the meta device.
+
+Nothing is computed on real data: every value is a meta tensor, so the cost of capture does not grow with
+the input resolution or the model's FLOPs, and the user's model is never run, copied or changed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from scorer.capture.normalise import from_function, from_method, from_module, is_known_leaf, quant_bits
+from scorer.capture.values import Val
+from scorer.graph import Op
+
+
+class LeafTracer(fx.Tracer):
+    """fx Tracer that keeps known layers (conv, linear, norms, activations, pools, quantisers) as leaves."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        """Known layer types (and their subclasses) are leaves; other torch.nn modules keep fx's default."""
+        if is_known_leaf(m):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+
+def _meta(t: object) -> object:
+    if isinstance(t, torch.Tensor):
+        return torch.empty(t.shape, dtype=t.dtype, device="meta")
+    return t
+
+
+def _unwrap(a: object) -> object:
+    if isinstance(a, Val):
+        return a.meta
+    if isinstance(a, tuple):
+        return tuple(_unwrap(x) for x in a)
+    if isinstance(a, list):
+        return [_unwrap(x) for x in a]
+    if isinstance(a, dict):
+        return {k: _unwrap(v) for k, v in a.items()}
+    return a
+
+
+def _layer_of(node: fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return ""
+    last = next(reversed(stack.values()))
+    return last[0] if isinstance(last, tuple) else str(last)
+
+
+def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
+    """Output of leaf ``mod`` on meta inputs, computed without running its forward or hooks on real data."""
+    x = args[0] if args else next(iter(kwargs.values()))
+    if isinstance(mod, nn.modules.conv._ConvNd):
+        n = len(mod.kernel_size)
+        w = torch.empty(mod.out_channels, mod.in_channels // mod.groups, *mod.kernel_size, device="meta")
+        fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[n]
+        return fn(x.to("meta"), w, None, mod.stride, mod.padding, mod.dilation, mod.groups)
+    if isinstance(mod, nn.Linear):
+        return torch.empty((*x.shape[:-1], mod.out_features), dtype=x.dtype, device="meta")
+    if isinstance(mod, nn.Embedding):
+        return torch.empty((*x.shape, mod.embedding_dim), device="meta")
+    if isinstance(mod, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.PReLU)):
+        return torch.empty_like(x)
+    if quant_bits(mod) is not None:
+        return torch.empty_like(x)
+    # Parameter-free layers (activations, pools, upsample, dropout, flatten, ...): their forward only
+    # reads configuration, so running it on meta tensors is exact and cheap. forward() is called
+    # directly so the user's hooks never see meta tensors.
+    return mod.forward(*args, **kwargs)
+
+
+class FxCapture:
+    """Result of a capture: the ops, the input example's batch size, the parameters used."""
+
+    def __init__(self, ops: list[Op], method: str, batch: int, used_params: set[str]):
+        self.ops = ops
+        self.method = method
+        self.batch = batch
+        self.used_params = used_params
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """Symbolically trace ``model`` with the leaf-keeping tracer."""
+    tracer = LeafTracer()
+    graph = tracer.trace(model)
+    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+def capture_fx(model: nn.Module, example_inputs: tuple) -> FxCapture:
+    """Trace ``model`` and propagate meta shapes; raises on untraceable Python or shape errors."""
+    gm = trace(model)
+    return ops_from_graph(model, gm.graph, example_inputs, method="fx")
+
+
+def ops_from_graph(model: nn.Module, graph: fx.Graph, example_inputs: tuple, method: str) -> FxCapture:
+    """Walk an fx graph of ``model`` in order, computing meta values and one Op per call node."""
+    env: dict[fx.Node, object] = {}
+    ops: list[Op] = []
+    used: set[str] = set()
+    placeholders = iter(example_inputs)
+    modules = dict(model.named_modules())
+    batch = 1
+    first_input = True
+
+    def load(a: object) -> object:
+        return fx.node.map_arg(a, lambda n: env[n])
+
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            try:
+                inp = next(placeholders)
+            except StopIteration:
+                default = node.args[0] if node.args else None
+                env[node] = Val(meta=_meta(default))
+                continue
+            if first_input and isinstance(inp, torch.Tensor) and inp.dim() > 0:
+                batch = int(inp.shape[0])
+                first_input = False
+            env[node] = Val(meta=_meta(inp), producer=None)
+        elif node.op == "get_attr":
+            real = _get_attr(model, node.target)
+            if isinstance(real, torch.Tensor):
+                env[node] = Val(meta=_meta(real), param=str(node.target), real=real, ident=id(real))
+            else:
+                env[node] = Val(meta=real)
+        elif node.op in ("call_module", "call_function", "call_method"):
+            args = load(node.args)
+            kwargs = load(node.kwargs)
+            margs, mkwargs = _unwrap(args), _unwrap(kwargs)
+            path = str(node.target) if node.op == "call_module" else _layer_of(node)
+            if node.op == "call_module":
+                mod = modules[str(node.target)]
+                out = _module_meta_forward(mod, margs, mkwargs)
+                op = from_module(node.name, path, mod, args, kwargs, out)
+            elif node.op == "call_function":
+                out = node.target(*margs, **mkwargs)
+                op = from_function(node.name, path, node.target, args, kwargs, out)
+            else:
+                self_obj, *rest = margs
+                out = getattr(self_obj, node.target)(*rest, **mkwargs)
+                op = from_method(node.name, path, str(node.target), args, kwargs, out)
+            if op is not None:
+                op.batch = batch
+                ops.append(op)
+                used.update(w.name for w in op.weights)
+            env[node] = _wrap_out(out, op.name if op is not None else None)
+        elif node.op == "output":
+            pass
+    return FxCapture(ops, method, batch, used)
+
+
+def _wrap_out(out: object, producer: str | None) -> object:
+    if isinstance(out, torch.Tensor):
+        return Val(meta=out, producer=producer)
+    if isinstance(out, (tuple, list)):
+        return type(out)(_wrap_out(o, producer) for o in out)
+    return Val(meta=out, producer=producer) if producer else Val(meta=out)
+
+
+def _get_attr(model: nn.Module, target: str) -> object:
+    obj: object = model
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def numel(shape: tuple[int, ...]) -> int:
+    """Number of elements of ``shape``."""
+    return math.prod(shape)

@@ -1,0 +1,38 @@
+"""Values flowing through capture: a meta tensor (or Python value) plus where it came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Val:
+    """One argument value seen by the capture.
+
+    ``meta`` is a meta-device tensor (or any Python value); ``param`` names the model parameter or buffer
+    it is (None for activations); ``real`` is that parameter's real tensor; ``producer`` names the op
+    whose output this is (None for parameters, constants and the model input).
+    """
+
+    meta: object
+    param: str | None = None
+    real: torch.Tensor | None = None
+    producer: str | None = None
+    ident: int | None = None  # identity of the stored tensor, for shared-weight detection
+
+    @property
+    def is_tensor(self) -> bool:
+        """True when the value is a tensor."""
+        return isinstance(self.meta, torch.Tensor)
+
+    @property
+    def is_activation(self) -> bool:
+        """True for a tensor that is not a parameter/buffer."""
+        return self.is_tensor and self.param is None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The tensor's shape."""
+        return tuple(self.meta.shape)  # type: ignore[union-attr]

@@ -1,0 +1,88 @@
+"""The Op record: one node of the captured graph that may cost parameters or arithmetic.
+
+Capture (fx, torch.export or the dispatch recorder) turns a model into a list of Ops in execution order.
+Every later stage (passes, precision, sparsity, rules, report) reads and annotates these records.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+# Kinds whose output holds exactly the values of their input (no new values are computed), so the
+# output tensor keeps the input's bit-width.
+VALUE_PRESERVING_KINDS = frozenset(
+    {"free", "act:relu", "act:relu6", "act:hardtanh", "act:clamp", "maxpool", "upsample:nearest"}
+)
+
+# Kinds whose arithmetic is a dot product over a weight tensor (adds at the accumulator width).
+DOT_PRODUCT_KINDS = frozenset({"conv", "linear", "matmul"})
+
+
+@dataclass
+class WeightRef:
+    """A parameter tensor an op reads, with what sparsity and precision annotation adds later."""
+
+    role: str  # "weight", "bias", "bn_weight", "bn_bias", "prelu_weight", ...
+    name: str  # fully qualified parameter name (as in state_dict)
+    tensor: torch.Tensor | None  # the real tensor (None for a meta-only capture)
+    shape: tuple[int, ...]
+    mask: torch.Tensor | None = None  # torch.nn.utils.prune mask, when present
+    # Filled by annotation:
+    numel: int = 0
+    nonzeros: float = 0.0
+    bits: int = 32
+    first_use: bool = True  # storage is counted at the first op that reads a tensor
+
+    def __post_init__(self) -> None:
+        self.numel = math.prod(self.shape)
+        if self.nonzeros == 0.0:
+            self.nonzeros = float(self.numel)
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of zeros (0 for an empty tensor)."""
+        return 1.0 - self.nonzeros / self.numel if self.numel else 0.0
+
+
+@dataclass
+class Op:
+    """One captured operation."""
+
+    name: str  # graph node name, unique
+    module: str  # dotted module path of the layer that ran it ("" for the top level)
+    kind: str  # canonical kind: conv, linear, matmul, bn, act:relu, add, mul, div, mean, ...
+    target: str  # what was called, for messages: "nn.Conv2d", "torch.relu", "Tensor.add_", "aten.add.Tensor"
+    in_shapes: list[tuple[int, ...]]  # shapes of the tensor inputs (activations, not weights)
+    out_shape: tuple[int, ...]
+    attrs: dict = field(default_factory=dict)
+    weights: list[WeightRef] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)  # names of the ops producing the tensor inputs
+    scalar_operand: bool = False  # elementwise op with a Python scalar operand
+    # Filled by annotation:
+    batch: int = 1
+    in_bits: list[int] = field(default_factory=list)
+    out_bits: int = 32
+    acc_bits: int = 32
+    mul_bits: int = 32
+    add_bits: int = 32
+    path: str = ""  # early-exit path name, when scoring a model with exits
+    weight_fraction: float = 1.0  # share of examples that run this op (early exit)
+
+    @property
+    def out_numel(self) -> float:
+        """Output elements per example."""
+        return math.prod(self.out_shape) / self.batch if self.out_shape else 0.0
+
+    def in_numel(self, i: int = 0) -> float:
+        """Elements of tensor input ``i`` per example."""
+        return math.prod(self.in_shapes[i]) / self.batch if self.in_shapes else 0.0
+
+    def weight(self, role: str) -> WeightRef | None:
+        """The weight with ``role``, or None."""
+        for w in self.weights:
+            if w.role == role:
+                return w
+        return None

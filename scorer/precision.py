@@ -1,0 +1,163 @@
+"""Bit-widths on tensor edges: the precision policy and its propagation along the captured ops.
+
+An op costs max(input bits)/32 per multiplication (official page, §3.1), where the inputs are its
+activation tensors and the weights it multiplies; additions run at the accumulator width. ``--bits 16``
+is the freebie: parameters and multiplications at 16 bits, additions at 32.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch.nn as nn
+
+from scorer.errors import ScorerError
+from scorer.graph import VALUE_PRESERVING_KINDS, Op
+
+_LAYER_KEYS = {"weight", "act", "acc", "bias"}
+
+
+@dataclass
+class PrecisionPolicy:
+    """Default widths plus per-layer overrides (layer-name globs, later entries win)."""
+
+    param_bits: int = 32
+    act_bits: int = 32
+    acc_bits: int = 32
+    input_bits: int | None = None
+    mul_bits_override: int | None = None
+    add_bits_override: int | None = None
+    layers: list[tuple[str, dict[str, int]]] = field(default_factory=list)
+    read_model_bits: bool = True
+
+    @classmethod
+    def from_options(
+        cls,
+        bits: int | None = None,
+        param_bits: int | None = None,
+        mul_bits: int | None = None,
+        add_bits: int | None = None,
+        config: str | Path | Mapping | None = None,
+    ) -> PrecisionPolicy:
+        """Build the policy. ``bits=N`` stores parameters and runs multiplications at N bits with additions
+        at 32 (for N=16 this is the official freebie); the other options override one aspect each."""
+        pol = cls()
+        if bits is not None:
+            _check_bits("bits", bits)
+            pol.param_bits = pol.act_bits = bits
+        if param_bits is not None:
+            _check_bits("param_bits", param_bits)
+            pol.param_bits = param_bits
+        if mul_bits is not None:
+            _check_bits("mul_bits", mul_bits)
+            pol.mul_bits_override = mul_bits
+        if add_bits is not None:
+            _check_bits("add_bits", add_bits)
+            pol.add_bits_override = add_bits
+        if config is not None:
+            pol.apply_config(load_precision_config(config))
+        return pol
+
+    def apply_config(self, cfg: Mapping) -> None:
+        """Merge a config mapping ``{"default": {...}, "layers": {glob: {...}}}``."""
+        default = cfg.get("default", {})
+        for key, value in default.items():
+            _check_bits(f"default.{key}", value)
+            if key == "weight":
+                self.param_bits = value
+            elif key == "act":
+                self.act_bits = value
+            elif key == "acc":
+                self.acc_bits = value
+            elif key == "input":
+                self.input_bits = value
+            else:
+                raise ScorerError(f"precision config: unknown default key {key!r} (use weight, act, acc, input)")
+        for glob, spec in (cfg.get("layers") or {}).items():
+            if not isinstance(spec, Mapping):
+                raise ScorerError(f"precision config: layer {glob!r} must map to a table of bits")
+            for key, value in spec.items():
+                if key not in _LAYER_KEYS:
+                    raise ScorerError(f"precision config: unknown key {key!r} for layer {glob!r}")
+                _check_bits(f"{glob}.{key}", value)
+            self.layers.append((glob, dict(spec)))
+
+    def layer(self, module: str) -> dict[str, int]:
+        """Merged overrides for layer ``module`` (glob patterns match the dotted module path)."""
+        merged: dict[str, int] = {}
+        for glob, spec in self.layers:
+            if fnmatch.fnmatchcase(module, glob):
+                merged.update(spec)
+        return merged
+
+
+def _check_bits(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 64:
+        raise ScorerError(f"{name} must be an integer number of bits between 1 and 64, got {value!r}")
+
+
+def load_precision_config(src: str | Path | Mapping) -> Mapping:
+    """Read a precision config from TOML or JSON (or pass a mapping through)."""
+    if isinstance(src, Mapping):
+        return src
+    path = Path(src)
+    if not path.is_file():
+        raise ScorerError(f"precision config {path} does not exist")
+    try:
+        text = path.read_text()
+        if path.suffix.lower() == ".json":
+            return json.loads(text)
+        return tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ScorerError(f"precision config {path} is not valid {path.suffix[1:] or 'TOML'}: {exc}") from None
+
+
+def _module_int(mod: nn.Module | None, attr: str) -> int | None:
+    v = getattr(mod, attr, None) if mod is not None else None
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+_MULTIPLIED_ROLES = {"weight", "operand", "prelu_weight"}
+
+
+def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, nn.Module]) -> None:
+    """Set weight bits, edge bits and the mul/add widths of every op, in execution order."""
+    out_bits: dict[str, int] = {}
+    input_bits = policy.input_bits or policy.act_bits
+    for op in ops:
+        mod = modules.get(op.module) if policy.read_model_bits else None
+        cfg = policy.layer(op.module)
+        wbits = cfg.get("weight") or _module_int(mod, "weight_bits") or policy.param_bits
+        bias_bits = cfg.get("bias") or _module_int(mod, "bias_bits") or policy.param_bits
+        act = cfg.get("act") or _module_int(mod, "act_bits") or policy.act_bits
+        acc = cfg.get("acc") or _module_int(mod, "acc_bits") or policy.acc_bits
+        for w in op.weights:
+            w.bits = wbits if w.role in ("weight", "operand", "embedding") else bias_bits
+        ins = [out_bits.get(p, act) for p in op.inputs]
+        if len(ins) < len(op.in_shapes):
+            ins.append(input_bits)
+        op.in_bits = ins or [input_bits]
+        if op.kind == "quant":
+            op.out_bits = int(op.attrs["bits"])
+        elif op.kind in VALUE_PRESERVING_KINDS:
+            op.out_bits = max(op.in_bits)
+        else:
+            op.out_bits = act
+        op.acc_bits = acc
+        multiplied = [w.bits for w in op.weights if w.role in _MULTIPLIED_ROLES]
+        if multiplied and min(multiplied) == 1:
+            # A ±1 weight times a value with a standalone sign bit counts 1/32 (official page §3.1).
+            op.mul_bits = 1
+        else:
+            op.mul_bits = max(op.in_bits + multiplied)
+        op.add_bits = acc
+        if policy.mul_bits_override is not None:
+            op.mul_bits = policy.mul_bits_override
+        if policy.add_bits_override is not None:
+            op.add_bits = policy.add_bits_override
+        out_bits[op.name] = op.out_bits

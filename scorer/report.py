@@ -1,0 +1,154 @@
+"""The Report: one row per op in a pandas DataFrame, totals, and the normalised score for a track."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from rules.base import Cost
+from scorer.graph import Op
+from scorer.tracks import Track
+
+#: Columns every layer row has (a contract: other tools read them).
+COLUMNS = [
+    "name",
+    "module",
+    "kind",
+    "target",
+    "path",
+    "fraction",
+    "in_shapes",
+    "out_shape",
+    "weight_numel",
+    "nonzeros",
+    "sparsity",
+    "param_bits",
+    "mask_bits",
+    "mults",
+    "adds",
+    "mul_bits",
+    "add_bits",
+    "ops",
+    "note",
+]
+TOTAL_KEYS = ["param_bits", "params", "mults", "adds", "ops", "param_score", "ops_score", "score"]
+
+
+def row_of(op: Op, cost: Cost, fraction: float = 1.0) -> dict:
+    """The report row for ``op`` costed as ``cost``; counts weighted by the share of examples running it."""
+    stored = [w for w in op.weights if w.role in ("weight", "operand")]
+    numel = sum(w.numel for w in stored)
+    nnz = sum(w.nonzeros for w in stored)
+    mults, adds = cost.mults * fraction, cost.adds * fraction
+    return {
+        "name": op.name,
+        "module": op.module,
+        "kind": op.kind,
+        "target": op.target,
+        "path": op.path,
+        "fraction": fraction,
+        "in_shapes": ";".join("x".join(map(str, s)) for s in op.in_shapes),
+        "out_shape": "x".join(map(str, op.out_shape)),
+        "weight_numel": numel,
+        "nonzeros": nnz,
+        "sparsity": (1.0 - nnz / numel) if numel else 0.0,
+        "param_bits": cost.param_bits + cost.mask_bits,
+        "mask_bits": cost.mask_bits,
+        "mults": mults,
+        "adds": adds,
+        "mul_bits": op.mul_bits,
+        "add_bits": op.add_bits,
+        "ops": mults * op.mul_bits / 32 + adds * op.add_bits / 32,
+        "note": cost.note,
+    }
+
+
+@dataclass
+class Report:
+    """A scored model: ``layers`` (one row per op) and ``totals`` (see TOTAL_KEYS)."""
+
+    layers: pd.DataFrame
+    track: Track
+    rules: str
+    capture: str
+    settings: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    unknown: list[dict] = field(default_factory=list)
+
+    @property
+    def totals(self) -> dict[str, float]:
+        """param_bits, params, mults, adds, ops, param_score, ops_score, score."""
+        df = self.layers
+        param_bits = float(df["param_bits"].sum())
+        params = param_bits / 32
+        ops = float(df["ops"].sum())
+        param_score = params / self.track.baseline_params
+        ops_score = ops / self.track.baseline_ops
+        return {
+            "param_bits": param_bits,
+            "params": params,
+            "mults": float(df["mults"].sum()),
+            "adds": float(df["adds"].sum()),
+            "ops": ops,
+            "param_score": param_score,
+            "ops_score": ops_score,
+            "score": param_score + ops_score,
+        }
+
+    def by_depth(self, depth: int | None) -> pd.DataFrame:
+        """Rows grouped by the first ``depth`` components of the module path (None: one row per op)."""
+        if depth is None:
+            return self.layers
+        df = self.layers.copy()
+        df["module"] = df["module"].map(lambda m: ".".join(m.split(".")[:depth]) if m else "<top>")
+        agg = {c: "sum" for c in ("weight_numel", "nonzeros", "param_bits", "mask_bits", "mults", "adds", "ops")}
+        agg["kind"] = lambda s: ",".join(sorted(set(s)))
+        out = df.groupby(["path", "module"], sort=False).agg(agg).reset_index()
+        out["sparsity"] = [1 - n / w if w else 0.0 for n, w in zip(out["nonzeros"], out["weight_numel"], strict=True)]
+        return out
+
+    # Renderers live in scorer.render; thin methods keep the contract of the Python API.
+    def to_markdown(self, depth: int | None = None) -> str:
+        """Markdown table of the rows (or groups) plus a totals table."""
+        from scorer.render import to_markdown
+
+        return to_markdown(self, depth)
+
+    def to_csv(self, path: str | Path | None = None, depth: int | None = None) -> str:
+        """CSV of the rows; written to ``path`` when given. Returns the text."""
+        text = self.by_depth(depth).to_csv(index=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    def to_dict(self) -> dict:
+        """``{"totals": {...}, "layers": [rows], "settings": {...}, "notes": [...]}``."""
+        return {
+            "totals": self.totals,
+            "layers": self.layers.to_dict(orient="records"),
+            "track": self.track.name,
+            "rules": self.rules,
+            "capture": self.capture,
+            "settings": self.settings,
+            "notes": self.notes,
+            "unknown_ops": self.unknown,
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """JSON text of ``to_dict()``."""
+        return json.dumps(self.to_dict(), indent=indent, default=str)
+
+    def print(self, depth: int | None = None) -> None:
+        """Print a rich terminal table."""
+        from scorer.render import print_rich
+
+        print_rich(self, depth)
+
+    def plot(self, path: str | Path, depth: int | None = None) -> Path:
+        """Bar plot of params and ops per layer (PNG, needs matplotlib)."""
+        from scorer.render import plot
+
+        return plot(self, path, depth)

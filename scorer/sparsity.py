@@ -1,0 +1,101 @@
+"""Sparsity of weight tensors: measured exact zeros, torch.nn.utils.prune masks, or a user override.
+
+The official code credits sparsity to the weights of Conv2D, DepthWiseConv2D and FullyConnected only
+(official_rules.md §2.2); biases and normalisation parameters are always dense.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from scorer.errors import ScorerError
+from scorer.graph import Op
+
+SPARSE_KINDS = frozenset({"conv", "linear", "matmul", "embedding"})
+SPARSE_ROLES = frozenset({"weight"})
+
+
+@dataclass
+class SparsitySpec:
+    """How to obtain each weight tensor's nonzero count."""
+
+    uniform: float | None = None
+    per_tensor: Mapping[str, float] | None = None
+
+    @classmethod
+    def parse(cls, spec: object) -> SparsitySpec:
+        """From None, a float, ``"uniform:0.64"``, ``"measured"`` or a {name glob: sparsity} mapping."""
+        if spec is None or spec == "measured":
+            return cls()
+        if isinstance(spec, SparsitySpec):
+            return spec
+        if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+            return cls(uniform=_check(float(spec)))
+        if isinstance(spec, str):
+            text = spec.strip()
+            if text.startswith("uniform:"):
+                text = text.split(":", 1)[1]
+            try:
+                return cls(uniform=_check(float(text)))
+            except ValueError:
+                raise ScorerError(
+                    f"bad sparsity {spec!r}: use 'measured', 'uniform:S' or a number S in [0, 1)"
+                ) from None
+        if isinstance(spec, Mapping):
+            return cls(per_tensor={str(k): _check(float(v)) for k, v in spec.items()})
+        raise ScorerError(f"bad sparsity {spec!r}")
+
+
+def _check(s: float) -> float:
+    if not 0.0 <= s < 1.0:
+        raise ScorerError(f"sparsity must be in [0, 1), got {s}")
+    return s
+
+
+def measured_nonzeros(t: torch.Tensor | None) -> float | None:
+    """Exact count of nonzero entries, or None for a tensor without data."""
+    if t is None or t.device.type == "meta":
+        return None
+    return float(torch.count_nonzero(t).item())
+
+
+def annotate_sparsity(ops: list[Op], spec: SparsitySpec, seen: set | None = None) -> None:
+    """Set nonzeros and first-use flags on every weight reference.
+
+    ``seen`` carries the identities of tensors already stored (shared weights, several exit paths).
+    """
+    seen = set() if seen is None else seen
+    cache: dict[object, float] = {}
+    for op in ops:
+        idents = op.attrs.get("idents", {})
+        for w in op.weights:
+            key = idents.get(w.name, w.name)
+            w.first_use = key not in seen
+            seen.add(key)
+            if op.kind not in SPARSE_KINDS or w.role not in SPARSE_ROLES or len(w.shape) < 2:
+                w.nonzeros = float(w.numel)
+                continue
+            override = _override(spec, w.name)
+            if override is not None:
+                w.nonzeros = w.numel * (1.0 - override)
+                continue
+            if key not in cache:
+                nz = measured_nonzeros(w.tensor)
+                cache[key] = float(w.numel) if nz is None else nz
+            w.nonzeros = cache[key]
+
+
+def _override(spec: SparsitySpec, name: str) -> float | None:
+    if spec.uniform is not None:
+        return spec.uniform
+    if spec.per_tensor:
+        value = None
+        for glob, s in spec.per_tensor.items():
+            if fnmatch.fnmatchcase(name, glob):
+                value = s
+        return value
+    return None
