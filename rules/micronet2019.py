@@ -29,6 +29,8 @@ OFFICIAL_ACTIVATIONS: dict[str, tuple[float, float]] = {
     "act:reciprocal": (1, 0),
     "act:abs": (1, 0),  # sign-bit operation: one op
     "act:neg": (1, 0),  # sign-bit operation: one op
+    "act:compare": (1, 0),  # a comparison, counted as a mult like ReLU's [INF]
+    "act:select": (1, 0),  # where(cond, a, b): one selection per element, like a comparison [INF]
 }
 
 

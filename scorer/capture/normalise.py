@@ -42,6 +42,13 @@ TRANSCENDENTAL_FUNCTIONS = {
     torch.abs: "act:abs",
     torch.neg: "act:neg",
     torch.reciprocal: "act:reciprocal",
+    torch.gt: "act:compare",
+    torch.lt: "act:compare",
+    torch.ge: "act:compare",
+    torch.le: "act:compare",
+    torch.eq: "act:compare",
+    torch.ne: "act:compare",
+    torch.where: "act:select",
 }
 TRANSCENDENTAL_METHODS = {
     "exp": "act:exp",
@@ -51,6 +58,16 @@ TRANSCENDENTAL_METHODS = {
     "abs": "act:abs",
     "neg": "act:neg",
     "reciprocal": "act:reciprocal",
+    "gt": "act:compare",
+    "lt": "act:compare",
+    "ge": "act:compare",
+    "le": "act:compare",
+    "eq": "act:compare",
+    "ne": "act:compare",
+    "__gt__": "act:compare",
+    "__lt__": "act:compare",
+    "__ge__": "act:compare",
+    "__le__": "act:compare",
 }
 
 
