@@ -15,6 +15,7 @@ _BUILTIN: dict[str, str] = {
     "macs": "rules.peers:Macs",
     "flops": "rules.peers:Flops",
     "osi_ai2019": "rules.teams:OsiAi2019",
+    "osi_ai2019_prereview": "rules.teams:OsiAi2019PreReview",
     "kaist2019": "rules.teams:Kaist2019",
     "brain2019": "rules.teams:Brain2019",
 }

@@ -22,6 +22,9 @@ class Cost:
     param_bits: float = 0.0  # stored parameter values (nonzeros × bits), biases included
     mask_bits: float = 0.0  # sparsity masks
     note: str = ""
+    #: A convention that counts this op at a fixed width (e.g. "full precision") sets it here.
+    mul_bits: int | None = None
+    add_bits: int | None = None
 
 
 @dataclass

@@ -1,8 +1,28 @@
-"""micronet-score: exact MicroNet Challenge (NeurIPS 2019) scoring of PyTorch models."""
+"""micronet-score: exact MicroNet Challenge (NeurIPS 2019) scoring of PyTorch models.
+
+``from scorer import score`` is the Python API; ``micronet-score`` the command line.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-
-from scorer.api import score
-from scorer.report import Report
-
 __all__ = ["Report", "__version__", "score"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from scorer.api import score
+    from scorer.report import Report
+
+
+def __getattr__(name: str) -> object:
+    # Lazy, so that `rules` (which needs scorer.graph) and `scorer` can import each other's leaves.
+    if name == "score":
+        from scorer.api import score
+
+        return score
+    if name == "Report":
+        from scorer.report import Report
+
+        return Report
+    raise AttributeError(f"module 'scorer' has no attribute {name!r}")

@@ -43,6 +43,8 @@ def row_of(op: Op, cost: Cost, fraction: float = 1.0) -> dict:
     numel = sum(w.numel for w in stored)
     nnz = sum(w.nonzeros for w in stored)
     mults, adds = cost.mults * fraction, cost.adds * fraction
+    mul_bits = op.mul_bits if cost.mul_bits is None else cost.mul_bits
+    add_bits = op.add_bits if cost.add_bits is None else cost.add_bits
     return {
         "name": op.name,
         "module": op.module,
@@ -59,9 +61,9 @@ def row_of(op: Op, cost: Cost, fraction: float = 1.0) -> dict:
         "mask_bits": cost.mask_bits,
         "mults": mults,
         "adds": adds,
-        "mul_bits": op.mul_bits,
-        "add_bits": op.add_bits,
-        "ops": mults * op.mul_bits / 32 + adds * op.add_bits / 32,
+        "mul_bits": mul_bits,
+        "add_bits": add_bits,
+        "ops": mults * mul_bits / 32 + adds * add_bits / 32,
         "note": cost.note,
     }
 

@@ -297,7 +297,10 @@ def from_module(name: str, path: str, mod: nn.Module, args: tuple, kwargs: dict,
             return mk("mean", attrs={"reduce": math.prod(acts[0].shape[2:])})
         return mk("avgpool", attrs={"window": _pool_kernel(acts[0].shape, tuple(out.shape), None)})
     if isinstance(mod, nn.modules.pooling._AvgPoolNd):
-        return mk("avgpool", attrs={"window": _pool_kernel(acts[0].shape, tuple(out.shape), mod.kernel_size)})
+        attrs = {"window": _pool_kernel(acts[0].shape, tuple(out.shape), mod.kernel_size)}
+        if isinstance(mod.kernel_size, int):
+            attrs["kernel_int"] = mod.kernel_size
+        return mk("avgpool", attrs=attrs)
     if isinstance(mod, nn.modules.pooling._AdaptiveMaxPoolNd):
         return mk("maxpool", attrs={"window": _pool_kernel(acts[0].shape, tuple(out.shape), None)})
     if isinstance(mod, nn.modules.pooling._MaxPoolNd):

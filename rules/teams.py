@@ -1,0 +1,142 @@
+"""Team rule sets: the official set plus each published team's own counting conventions.
+
+Each override cites its source in `shared/spec/team_scores.md` (§2 architecture notes, §3 conventions).
+"""
+
+from __future__ import annotations
+
+from rules.base import Cost, RuleContext
+from rules.micronet2019 import Micronet2019
+from rules.official_notebook import OfficialNotebook
+from scorer.graph import Op
+
+
+def is_residual_add(op: Op) -> bool:
+    """An add of two activation tensors of the same shape (a skip connection)."""
+    return not op.scalar_operand and len(op.in_shapes) == 2 and op.in_shapes[0] == op.in_shapes[1]
+
+
+def is_channel_scale(op: Op) -> bool:
+    """A multiply of an activation by a broadcast activation (SE excitation)."""
+    return not op.scalar_operand and len(op.in_shapes) == 2 and op.in_shapes[0] != op.in_shapes[1]
+
+
+class OsiAi2019(OfficialNotebook):
+    """OSI AI (CIFAR-100, verified): the official notebook including its expanded-channel skip add
+    (team_scores.md §2.1, official_rules.md §5.3), BN shift as a bias (after the organisers' review, OSI
+    issue #7), and the nearest upsample as 1 full-precision op per output element on its own line
+    (README rows from 2019-11-01: 11,907 ops for 63·63·3, §2.1.2)."""
+
+    name = "osi_ai2019"
+    description = "OSI AI: notebook skip-add quirk, BN as bias, upsample 1 full-precision op per output"
+
+    def cost_upsample_nearest(self, op: Op, ctx: RuleContext) -> Cost:
+        """1 mult per output element at 32 bits (OSI README adds 11,907 full-precision ops)."""
+        return Cost(mults=op.out_numel, mul_bits=32, note="OSI: upsample counted at full precision")
+
+
+class OsiAi2019PreReview(OsiAi2019):
+    """OSI AI's numbers before the organisers' review (README before commit 2e1636b, 2019-11-01): no BN
+    bias (``use_bias=False``) and no upsample term (team_scores.md §2.1.2: 0.014777, 0.005896, 0.005784,
+    0.005604)."""
+
+    name = "osi_ai2019_prereview"
+    description = "OSI AI before review: no BN bias, no upsample"
+
+    def cost_bn(self, op: Op, ctx: RuleContext) -> Cost:
+        """BN not counted at all (``use_bias=False`` in their counter)."""
+        return Cost(note="OSI pre-review: BN not counted")
+
+    def cost_upsample_nearest(self, op: Op, ctx: RuleContext) -> Cost:
+        """No upsample term before 2019-11-01."""
+        return Cost()
+
+
+class Kaist2019(Micronet2019):
+    """KAIST AI (CIFAR-100 2nd/3rd, verified): `Counting/count_hooks.py` at commit 6abf891 and the revised
+    score notebook (team_scores.md §2.2, §3)."""
+
+    name = "kaist2019"
+    description = "KAIST: bias on every conv, BN free, GAP adds H·W, SE scale and residual add free, mask on all"
+    #: "bitmask(net)" charges numel/32 for every parameter tensor with ndim != 1, sparse or not.
+    mask_policy = "always"
+
+    def cost_conv(self, op: Op, ctx: RuleContext) -> Cost:
+        """adds = N·(K·d − 1) + N and params = nnz + C_out for *every* conv (``bias_ops = 1``), even SE convs
+        that already have a bias (their bias is that one)."""
+        w = op.weight("weight")
+        n = op.attrs["vector_len"] * self.density(w)
+        outputs = op.out_numel
+        vbits, mbits = self.weight_storage(w, ctx)
+        c_out = op.attrs["out_channels"]
+        bias_bits = (op.weight("bias").bits if op.weight("bias") else w.bits if w else 32) * c_out
+        first = w is None or w.first_use
+        return Cost(mults=n * outputs, adds=(n - 1) * outputs + outputs,
+                    param_bits=vbits + (bias_bits if first else 0.0), mask_bits=mbits)
+
+    def cost_bn(self, op: Op, ctx: RuleContext) -> Cost:
+        """BatchNorm: 0 ops, 0 params (folded; its bias is the conv's ``+C_out``)."""
+        return Cost(note="KAIST: BN folded into the conv's counted bias")
+
+    def cost_linear(self, op: Op, ctx: RuleContext) -> Cost:
+        """Linear: mults = in·out·d, adds = (in−1)·out·d (no bias add), params = nnz(weight) + nnz(bias)."""
+        w, b = op.weight("weight"), op.weight("bias")
+        d = self.density(w)
+        rows = op.out_numel / op.attrs["out_features"]
+        mults = op.attrs["vector_len"] * op.attrs["out_features"] * d * rows
+        adds = (op.attrs["vector_len"] - 1) * op.attrs["out_features"] * d * rows
+        vbits, mbits = self.weight_storage(w, ctx)
+        bias_bits = 0.0
+        if b is not None and b.first_use:
+            nz = float((b.tensor != 0).sum()) if b.tensor is not None else b.numel
+            bias_bits = nz * b.bits
+        return Cost(mults=mults, adds=adds, param_bits=vbits + bias_bits, mask_bits=mbits)
+
+    def cost_mean(self, op: Op, ctx: RuleContext) -> Cost:
+        """AdaptiveAvgPool2d(1): H·W adds per output (not H·W − 1) and 1 mult."""
+        return Cost(mults=op.out_numel, adds=op.attrs["reduce"] * op.out_numel)
+
+    def cost_mul(self, op: Op, ctx: RuleContext) -> Cost:
+        """The SE channel multiply ``out * w`` has no hook and is not counted; other multiplies are."""
+        if is_channel_scale(op):
+            return Cost(note="KAIST: SE scale not counted")
+        return super().cost_mul(op, ctx)
+
+    def cost_add(self, op: Op, ctx: RuleContext) -> Cost:
+        """The residual add has no hook and is not counted; other adds are."""
+        if is_residual_add(op):
+            return Cost(note="KAIST: residual add not counted")
+        return super().cost_add(op, ctx)
+
+
+class Brain2019(Micronet2019):
+    """BrAIn (CIFAR-100): `Final/profile.py` (team_scores.md §2.3). Run with the freebie (``bits=16``):
+    every parameter tensor at 16 bits, BN γ and β included."""
+
+    name = "brain2019"
+    description = "BrAIn: BN 3 full ops/element, ReLU 1 full op, AvgPool int-kernel quirk, Linear no bias add"
+    fold_bn = False
+
+    def cost_bn(self, op: Op, ctx: RuleContext) -> Cost:
+        """BN: 3 full-precision ops per input element ("2 sub + 1 div"), γ and β stored."""
+        first = all(w.first_use for w in op.weights)
+        params = 2 * op.attrs["channels"] * self._norm_bits(op) if first else 0.0
+        return Cost(adds=3 * op.out_numel, add_bits=32, param_bits=params, note="BrAIn: 2 sub + 1 div")
+
+    def cost_act_relu(self, op: Op, ctx: RuleContext) -> Cost:
+        """ReLU: 1 op per input element at full precision."""
+        return Cost(mults=op.out_numel, mul_bits=32)
+
+    def cost_avgpool(self, op: Op, ctx: RuleContext) -> Cost:
+        """AvgPool2d(k): ``(prod(Tensor([k])) − 1) + 1`` = k ops per output with an int kernel (the bug
+        gives 2 for k = 2 and 4 for k = 4, not k²), at full precision."""
+        k_int = op.attrs.get("kernel_int") or op.attrs["window"]  # a tuple kernel: prod = k², no bug
+        return Cost(mults=op.out_numel, adds=(k_int - 1) * op.out_numel, mul_bits=32, add_bits=32,
+                    note="BrAIn: int-kernel AvgPool count")
+
+    def cost_linear(self, op: Op, ctx: RuleContext) -> Cost:
+        """Linear: in mults (halved by the freebie) + (in − 1) adds per output, no bias add."""
+        cost = self.dot_product(op, ctx)
+        if op.weight("bias") is not None:
+            cost.adds -= op.out_numel
+        return cost

@@ -1,0 +1,571 @@
+"""Load the model named on the command line, safely.
+
+MODEL forms (see ``load_model``):
+
+* ``reference:NAME``: a registered reference model (carries its track, rules, bits and input shape);
+* ``path/to/file.py:factory``: import the file by path and call ``factory()``;
+* ``package.module:factory``: import the module and call ``factory()``;
+* a ``torch.export`` program (``.pt2``), a TorchScript archive, a micronet checkpoint
+  (``scorer.checkpoint``), a plain state_dict together with ``arch`` (a reference name or
+  ``pkg.mod:factory``), or, only with ``trust_pickle=True``, a pickled whole ``nn.Module``.
+
+Files are only read, never written; ``torch.load`` always runs weights-only first, so a file that holds a
+pickled Python object is refused unless the user says they trust it. Every problem is a ScorerError with
+one line naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import importlib.util
+import pickle
+import re
+import sys
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from scorer.checkpoint import checkpoint_from_payload, is_checkpoint_payload
+from scorer.errors import ScorerError
+
+#: Keys under which training scripts commonly nest a state_dict.
+_NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")
+#: Prefixes added by DataParallel / torch.compile wrappers.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+_FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for ``score()`` plus the defaults its source carries (None: not known)."""
+
+    model: nn.Module
+    input_shape: tuple[int, ...] | None = None
+    track: str | None = None
+    rules: str | None = None
+    bits: int | None = None
+    exit_fractions: dict[str, float] | None = None
+    precision: dict[str, Any] | None = None
+    masks_applied: int = 0
+    description: str = ""
+    #: Example inputs recorded in the file (meta tensors keeping shape and dtype), e.g. a .pt2 program's.
+    example_inputs: tuple | None = None
+    #: Which loader was used: reference, factory, export, torchscript, checkpoint, state_dict, pickle.
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: first line`` of an exception, for messages about the user's code or file."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    text = lines[0] if lines else ""
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- factories
+
+
+@contextlib.contextmanager
+def _no_bytecode(extra_path: Path | None = None) -> Iterator[None]:
+    """Import without writing ``__pycache__`` next to the user's files; optionally extend sys.path."""
+    old = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    added = False
+    if extra_path is not None and str(extra_path) not in sys.path:
+        sys.path.insert(0, str(extra_path))
+        added = True
+    try:
+        yield
+    finally:
+        sys.dont_write_bytecode = old
+        if added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(str(extra_path))
+
+
+def _import_file(path: Path) -> Any:
+    """Import ``path`` as a module under a private, unique name (the file is only read)."""
+    if not path.exists():
+        raise ScorerError(f"{path}: no such file")
+    if path.is_dir():
+        raise ScorerError(f"{path} is a directory, not a Python file")
+    resolved = path.resolve()
+    digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:10]
+    name = f"_micronet_user_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{digest}"
+    spec = importlib.util.spec_from_file_location(name, resolved)
+    if spec is None or spec.loader is None:
+        raise ScorerError(f"{path}: cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        with _no_bytecode(resolved.parent):
+            spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
+        sys.modules.pop(name, None)
+        raise ScorerError(f"importing {path} failed: {_one_line(exc)}") from None
+    return module
+
+
+def _import_module(name: str) -> Any:
+    try:
+        with _no_bytecode(Path.cwd()):
+            return importlib.import_module(name)
+    except Exception as exc:  # noqa: BLE001
+        raise ScorerError(f"cannot import module {name!r}: {_one_line(exc)}") from None
+
+
+def _getattr_path(obj: Any, dotted: str, where: str) -> Any:
+    for part in dotted.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ScorerError(f"{where} has no attribute {dotted!r}") from None
+    return obj
+
+
+def _is_file_factory(spec: str) -> bool:
+    left, sep, right = spec.rpartition(":")
+    return bool(sep) and left.endswith(".py") and bool(right)
+
+
+def _is_module_factory(spec: str) -> bool:
+    return bool(_FACTORY_RE.match(spec))
+
+
+def _resolve_factory(spec: str) -> tuple[Callable[..., Any] | nn.Module, str]:
+    """The object named by ``file.py:attr`` or ``pkg.mod:attr`` and a description."""
+    left, _, attr = spec.rpartition(":")
+    if left.endswith(".py"):
+        module = _import_file(Path(left))
+        where = left
+    else:
+        module = _import_module(left)
+        where = f"module {left!r}"
+    return _getattr_path(module, attr, where), f"{attr}() from {left}"
+
+
+def _call_factory(obj: Any, spec: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
+    if isinstance(obj, nn.Module):
+        if kwargs:
+            raise ScorerError(f"{spec} is a module instance; it cannot take arch_kwargs {dict(kwargs)}")
+        return obj
+    if not callable(obj):
+        raise ScorerError(f"{spec} is not callable (a factory returning an nn.Module is needed)")
+    try:
+        model = obj(**dict(kwargs or {}))
+    except Exception as exc:  # noqa: BLE001 - the user's factory may raise anything
+        raise ScorerError(f"calling {spec} failed: {_one_line(exc)}") from None
+    if not isinstance(model, nn.Module):
+        raise ScorerError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _reference_info(name: str) -> Any:
+    from reference_models.registry import get_reference
+
+    try:
+        return get_reference(name)
+    except KeyError as exc:
+        raise ScorerError(str(exc.args[0]) if exc.args else f"unknown reference model {name!r}") from None
+    except Exception as exc:  # noqa: BLE001 - a broken registry module
+        raise ScorerError(f"cannot load the reference model registry: {_one_line(exc)}") from None
+
+
+def _build_reference(name: str, kwargs: Mapping[str, Any] | None = None) -> tuple[nn.Module, Any]:
+    info = _reference_info(name)
+    try:
+        model = info.build(**dict(kwargs or {}))
+    except Exception as exc:  # noqa: BLE001
+        raise ScorerError(f"building reference model {name!r} failed: {_one_line(exc)}") from None
+    if not isinstance(model, nn.Module):
+        raise ScorerError(f"reference model {name!r} factory returned {type(model).__name__}, not an nn.Module")
+    return model, info
+
+
+def _build_arch(arch: str, kwargs: Mapping[str, Any] | None = None) -> tuple[nn.Module, Any]:
+    """Build ``arch``: a reference name (optionally ``reference:NAME``), ``pkg.mod:factory`` or
+    ``file.py:factory``. Returns (model, ReferenceInfo or None)."""
+    if arch.startswith("reference:"):
+        arch = arch.split(":", 1)[1]
+    if _is_file_factory(arch) or (":" in arch and _is_module_factory(arch)):
+        obj, _ = _resolve_factory(arch)
+        return _call_factory(obj, arch, kwargs), None
+    return _build_reference(arch, kwargs)
+
+
+def _reference_defaults(info: Any) -> dict[str, Any]:
+    if info is None:
+        return {}
+    return {
+        "input_shape": tuple(info.default_input_shape),
+        "track": info.track,
+        "rules": info.rules,
+        "bits": info.bits,
+    }
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _zip_names(path: Path) -> list[str] | None:
+    try:
+        if not zipfile.is_zipfile(path):
+            return None
+        with zipfile.ZipFile(path) as zf:
+            return zf.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return None
+
+
+def _is_export_archive(names: list[str]) -> bool:
+    return any(
+        n.endswith("/archive_format") or n == "archive_format" or "serialized_exported_program" in n
+        for n in names
+    )
+
+
+def _is_torchscript_archive(names: list[str]) -> bool:
+    return any(n.endswith("constants.pkl") or "/code/" in n or n.startswith("code/") for n in names)
+
+
+def _meta_like(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return torch.empty(x.shape, dtype=x.dtype, device="meta")
+    return x
+
+
+def _load_export(path: Path) -> LoadedModel:
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise ScorerError(f"{path}: cannot load the torch.export program ({_one_line(exc)})") from None
+    try:
+        module = ep.module()
+    except Exception as exc:  # noqa: BLE001
+        raise ScorerError(f"{path}: cannot build a module from the torch.export program ({_one_line(exc)})") from None
+    # ep.module() replaces train()/eval() with methods that raise; the graph is already fixed, so the
+    # ordinary nn.Module methods (which only flip flags) are safe and let the scorer toggle modes.
+    for attr in ("train", "eval"):
+        if attr in module.__dict__:
+            delattr(module, attr)
+    input_shape = None
+    example = None
+    ex = getattr(ep, "example_inputs", None)
+    if isinstance(ex, tuple) and len(ex) == 2 and not ex[1]:
+        args = tuple(ex[0])
+        if args and all(isinstance(a, torch.Tensor) for a in args):
+            example = tuple(_meta_like(a) for a in args)
+            if len(args) == 1:
+                input_shape = tuple(args[0].shape)
+    return LoadedModel(
+        model=module, input_shape=input_shape, example_inputs=example,
+        description=f"torch.export program {path.name}", source="export",
+    )
+
+
+def _load_torchscript(path: Path) -> LoadedModel:
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # noqa: BLE001
+        raise ScorerError(f"{path}: cannot load the TorchScript archive ({_one_line(exc)})") from None
+    return LoadedModel(model=module, description=f"TorchScript module {path.name}", source="torchscript")
+
+
+def _weights_only_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)``; raises _UnsafePickle for a file holding arbitrary objects."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        m = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if m:
+            raise _UnsafePickle(m.group(1)) from None
+        raise ScorerError(f"{path} is corrupt or not a PyTorch file (unpickling failed)") from None
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, IndexError) as exc:
+        lowered = str(exc).lower()
+        if "zip archive" in lowered or "central directory" in lowered or isinstance(exc, EOFError):
+            raise ScorerError(f"{path} is corrupt or truncated (not a readable PyTorch archive)") from None
+        raise ScorerError(f"{path} is corrupt or not a PyTorch file ({_one_line(exc)})") from None
+
+
+class _UnsafePickle(Exception):
+    def __init__(self, global_name: str):
+        super().__init__(global_name)
+        self.global_name = global_name
+
+
+def _trusted_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (ModuleNotFoundError, AttributeError) as exc:
+        raise ScorerError(
+            f"{path}: cannot unpickle it: a class it needs is not importable here ({_one_line(exc)})"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - unpickling trusted data may raise anything
+        raise ScorerError(f"{path}: cannot unpickle it ({_one_line(exc)})") from None
+
+
+def _tensor_mapping(obj: Any) -> dict[str, torch.Tensor] | None:
+    """``obj`` as a state_dict (a mapping of names to tensors), looking one level into common wrappers."""
+    if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        if all(isinstance(k, str) for k in obj):
+            return dict(obj)
+    if isinstance(obj, Mapping):
+        for key in _NESTED_STATE_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                return dict(inner)
+    return None
+
+
+def _fold_prune_reparam(sd: dict[str, torch.Tensor], expected: set[str]) -> tuple[dict[str, torch.Tensor], int]:
+    """Turn ``X_orig`` + ``X_mask`` pairs (torch.nn.utils.prune) into ``X = orig * mask``."""
+    out = dict(sd)
+    folded = 0
+    for key in list(sd):
+        if not key.endswith("_orig"):
+            continue
+        base = key[: -len("_orig")]
+        mask_key = base + "_mask"
+        if mask_key in sd and base not in sd and base in expected:
+            out[base] = sd[key] * sd[mask_key].to(sd[key].dtype)
+            del out[key], out[mask_key]
+            folded += 1
+    return out, folded
+
+
+def _strip_wrapper_prefixes(sd: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
+    for prefix in _WRAPPER_PREFIXES:
+        if sd and all(k.startswith(prefix) for k in sd) and not any(k.startswith(prefix) for k in expected):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def _list(keys: list[str], limit: int = 4) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def _load_state(model: nn.Module, sd: dict[str, torch.Tensor], path: Path, arch: str) -> int:
+    """Load ``sd`` into ``model`` strictly; ScorerError summarising what does not fit. Returns prune folds."""
+    own = model.state_dict()
+    expected = set(own)
+    sd = _strip_wrapper_prefixes(dict(sd), expected)
+    sd, folded = _fold_prune_reparam(sd, expected)
+    missing = sorted(expected - set(sd))
+    unexpected = sorted(set(sd) - expected)
+    mismatched = [
+        f"{k} (file {'x'.join(map(str, sd[k].shape)) or 'scalar'}, model {'x'.join(map(str, own[k].shape)) or 'scalar'})"
+        for k in sorted(expected & set(sd))
+        if tuple(sd[k].shape) != tuple(own[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {_list(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {_list(unexpected)}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatch(es): {_list(mismatched, 3)}")
+    if problems:
+        raise ScorerError(f"the state_dict in {path} does not fit arch {arch!r}: " + "; ".join(problems))
+    try:
+        model.load_state_dict(sd, strict=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ScorerError(f"the state_dict in {path} does not fit arch {arch!r}: {_one_line(exc)}") from None
+    return folded
+
+
+def _apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor], path: Path) -> int:
+    """Zero the weights whose mask entry is False (True = kept). Returns how many masks were applied."""
+    tensors = dict(model.named_parameters())
+    tensors.update(dict(model.named_buffers()))
+    applied = 0
+    with torch.no_grad():
+        for name, mask in masks.items():
+            target_name = name
+            if target_name not in tensors and target_name.endswith("_mask"):
+                target_name = target_name[: -len("_mask")]
+            target = tensors.get(target_name)
+            if target is None:
+                raise ScorerError(f"{path}: mask {name!r} names no parameter of the model")
+            if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(target.shape):
+                shape = "x".join(map(str, getattr(mask, "shape", ()))) or "?"
+                raise ScorerError(
+                    f"{path}: mask {name!r} has shape {shape}, the parameter has "
+                    f"{'x'.join(map(str, target.shape))}"
+                )
+            target.mul_(mask.to(device=target.device).bool().to(target.dtype))
+            applied += 1
+    return applied
+
+
+def _precision_from_bits(bits: Mapping[str, Any]) -> dict[str, Any] | None:
+    if not bits:
+        return None
+    if set(bits) <= {"default", "layers"}:
+        return dict(bits)
+    return {"layers": dict(bits)}
+
+
+def _load_checkpoint_payload(obj: dict, path: Path, arch: str | None) -> LoadedModel:
+    try:
+        ckpt = checkpoint_from_payload(obj)
+    except (ValueError, TypeError) as exc:
+        raise ScorerError(f"{path}: {exc}") from None
+    arch_name = arch or ckpt.arch
+    model, info = _build_arch(arch_name, ckpt.arch_kwargs)
+    folded = _load_state(model, ckpt.state_dict, path, arch_name)
+    applied = _apply_masks(model, ckpt.masks, path) + folded
+    defaults = _reference_defaults(info)
+    meta = ckpt.meta
+    input_shape = meta.get("input_shape")
+    if input_shape is not None:
+        try:
+            input_shape = tuple(int(d) for d in input_shape)
+        except (TypeError, ValueError):
+            raise ScorerError(f"{path}: meta input_shape {input_shape!r} is not a list of integers") from None
+    global_bits = meta.get("bits") if isinstance(meta.get("bits"), int) else None
+    precision = _precision_from_bits(ckpt.bits)
+    parts = [f"micronet checkpoint {path.name} (arch {arch_name}"]
+    if applied:
+        parts.append(f", {applied} mask(s) applied")
+    if ckpt.bits:
+        parts.append(f", bits for {len(ckpt.bits)} layer pattern(s)")
+    if ckpt.exit_fractions:
+        parts.append(", exit fractions")
+    description = "".join(parts) + ")"
+    return LoadedModel(
+        model=model.eval(),
+        input_shape=input_shape or defaults.get("input_shape"),
+        track=meta.get("track") or defaults.get("track"),
+        rules=meta.get("rules") or defaults.get("rules"),
+        bits=global_bits if global_bits is not None else (None if precision else defaults.get("bits")),
+        exit_fractions=dict(ckpt.exit_fractions) or None,
+        precision=precision,
+        masks_applied=applied,
+        description=description,
+        source="checkpoint",
+        extra={"arch": arch_name, "meta": dict(meta)},
+    )
+
+
+def _load_state_dict_file(sd: dict[str, torch.Tensor], path: Path, arch: str | None) -> LoadedModel:
+    if not arch:
+        raise ScorerError(
+            f"{path} holds a state_dict ({len(sd)} tensors) but no architecture: pass --arch NAME "
+            "(a reference model name or package.module:factory)"
+        )
+    model, info = _build_arch(arch)
+    folded = _load_state(model, sd, path, arch)
+    defaults = _reference_defaults(info)
+    return LoadedModel(
+        model=model.eval(),
+        masks_applied=folded,
+        description=f"state_dict {path.name} on arch {arch}",
+        source="state_dict",
+        **defaults,
+    )
+
+
+def _load_torch_file(path: Path, arch: str | None, trust_pickle: bool) -> LoadedModel:
+    try:
+        obj = _weights_only_load(path)
+    except _UnsafePickle as unsafe:
+        if not trust_pickle:
+            raise ScorerError(
+                f"{path} holds a pickled Python object ({unsafe.global_name}); loading it could run "
+                "arbitrary code: pass --trust-pickle if you trust the file"
+            ) from None
+        obj = _trusted_load(path)
+        if isinstance(obj, Mapping) and not isinstance(obj, nn.Module):
+            inner = obj.get("model")
+            if isinstance(inner, nn.Module):
+                obj = inner
+        if isinstance(obj, nn.Module):
+            return LoadedModel(model=obj, description=f"pickled {type(obj).__name__} from {path.name}",
+                               source="pickle")
+    if isinstance(obj, nn.Module):  # e.g. an allow-listed class
+        return LoadedModel(model=obj, description=f"{type(obj).__name__} from {path.name}", source="pickle")
+    if is_checkpoint_payload(obj):
+        return _load_checkpoint_payload(obj, path, arch)
+    sd = _tensor_mapping(obj)
+    if sd is not None:
+        return _load_state_dict_file(sd, path, arch)
+    kind = type(obj).__name__
+    if isinstance(obj, Mapping):
+        kind = f"dict with keys {_list(sorted(map(str, obj)), 5)}" if obj else "an empty dict"
+    raise ScorerError(f"{path} is not a model: it holds {kind} (expected a module, state_dict or checkpoint)")
+
+
+def _load_path(path: Path, arch: str | None, trust_pickle: bool) -> LoadedModel:
+    if not path.exists():
+        raise ScorerError(f"{path}: no such file")
+    if path.is_dir():
+        raise ScorerError(f"{path} is a directory, not a model file")
+    try:
+        size = path.stat().st_size
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ScorerError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if size == 0:
+        raise ScorerError(f"{path} is empty")
+    if path.suffix == ".py":
+        raise ScorerError(f"{path} is a Python file: name the factory to call, e.g. {path}:build_model")
+    names = _zip_names(path)
+    if names is not None:
+        if _is_export_archive(names):
+            return _load_export(path)
+        if _is_torchscript_archive(names):
+            return _load_torchscript(path)
+    elif path.suffix == ".pt2":
+        raise ScorerError(f"{path} is corrupt or truncated (not a readable torch.export archive)")
+    return _load_torch_file(path, arch, trust_pickle)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def load_model(spec: str, *, arch: str | None = None, trust_pickle: bool = False) -> LoadedModel:
+    """Load the model named by ``spec`` (see the module docstring for the accepted forms).
+
+    Args:
+        spec: ``reference:NAME``, ``file.py:factory``, ``package.module:factory`` or a file path.
+        arch: architecture for a plain state_dict (or to override a checkpoint's): a reference name,
+            ``pkg.mod:factory`` or ``file.py:factory``.
+        trust_pickle: allow unpickling arbitrary objects (a whole pickled ``nn.Module``). Only for
+            files the user trusts: unpickling can run code.
+
+    Raises:
+        ScorerError: with one line naming the file for every unusable input.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ScorerError("no MODEL given")
+    spec = spec.strip()
+    if spec.startswith("reference:"):
+        name = spec.split(":", 1)[1]
+        if not name:
+            raise ScorerError("reference: needs a name, e.g. reference:wrn28_10 (see --list-references)")
+        model, info = _build_reference(name)
+        suffix = f": {info.description}" if info.description else ""
+        return LoadedModel(model=model, description=f"reference model {name}{suffix}", source="reference",
+                           **_reference_defaults(info))
+    path = Path(spec)
+    if path.exists():
+        return _load_path(path, arch, trust_pickle)
+    if _is_file_factory(spec):
+        obj, desc = _resolve_factory(spec)
+        return LoadedModel(model=_call_factory(obj, spec), description=desc, source="factory")
+    if _is_module_factory(spec):
+        obj, desc = _resolve_factory(spec)
+        return LoadedModel(model=_call_factory(obj, spec), description=desc, source="factory")
+    return _load_path(path, arch, trust_pickle)
