@@ -13,6 +13,15 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from scorer.capture.kinds import (
+    ACTIVATION_FUNCTIONS,
+    ACTIVATION_METHODS,
+    ACTIVATION_MODULES,
+    CLAMP_FUNCTIONS,
+    CLAMP_METHODS,
+    ELEMENTWISE_FUNCTIONS,
+    ELEMENTWISE_METHODS,
+)
 from scorer.capture.normalise import from_function, from_method, from_module, is_known_leaf, quant_bits
 from scorer.capture.values import Val
 from scorer.graph import Op
@@ -66,14 +75,60 @@ def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
         return torch.empty((*x.shape[:-1], mod.out_features), dtype=x.dtype, device="meta")
     if isinstance(mod, nn.Embedding):
         return torch.empty((*x.shape, mod.embedding_dim), device="meta")
-    if isinstance(mod, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.PReLU)):
-        return torch.empty_like(x)
-    if quant_bits(mod) is not None:
-        return torch.empty_like(x)
+    if isinstance(mod, _SAME_SHAPE_MODULES) or quant_bits(mod) is not None:
+        return x  # shape-preserving: the input's meta tensor stands for the output (meta holds no data)
     # Parameter-free layers (activations, pools, upsample, dropout, flatten, ...): their forward only
     # reads configuration, so running it on meta tensors is exact and cheap. forward() is called
     # directly so the user's hooks never see meta tensors.
     return mod.forward(*args, **kwargs)
+
+
+_SAME_SHAPE_MODULES: tuple[type, ...] = (
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.PReLU,
+    nn.Identity,
+    nn.modules.dropout._DropoutNd,
+    *(t for t, _ in ACTIVATION_MODULES),
+    nn.Hardtanh,
+)
+_NO_FAST = object()
+_UNARY_SAME = (
+    set(ACTIVATION_FUNCTIONS) | set(ACTIVATION_METHODS) | set(CLAMP_FUNCTIONS) | set(CLAMP_METHODS)
+    | {F.dropout, F.dropout2d, F.hardtanh, F.relu6, "contiguous", "detach", "clone", "float"}
+)
+_BINARY = set(ELEMENTWISE_FUNCTIONS) | set(ELEMENTWISE_METHODS)
+
+
+def _fast_output(target: object, margs: tuple, mkwargs: dict) -> object:
+    """Output meta for common shape-preserving or broadcasting calls, by shape arithmetic alone.
+
+    Running such ops on meta tensors costs hundreds of microseconds each (Python decompositions);
+    the shapes are known without them. Anything else returns ``_NO_FAST``.
+    """
+    try:
+        hashable = target in _UNARY_SAME or target in _BINARY
+    except TypeError:
+        return _NO_FAST
+    if not hashable or not margs or not isinstance(margs[0], torch.Tensor):
+        return _NO_FAST
+    if target in _UNARY_SAME:
+        if target in ("float",) or (target in (F.softmax, torch.softmax, "softmax") and "dtype" in mkwargs):
+            return _NO_FAST
+        return margs[0]
+    other = margs[1] if len(margs) > 1 else mkwargs.get("other")
+    a = margs[0]
+    if not isinstance(other, torch.Tensor):
+        return a if isinstance(other, (int, float)) and a.dtype.is_floating_point else _NO_FAST
+    if other.dtype != a.dtype:
+        return _NO_FAST
+    shape = torch.broadcast_shapes(a.shape, other.shape)
+    if shape == a.shape:
+        return a
+    if shape == other.shape:
+        return other
+    return torch.empty(shape, dtype=a.dtype, device="meta")
 
 
 class FxCapture:
@@ -140,11 +195,15 @@ def ops_from_graph(model: nn.Module, graph: fx.Graph, example_inputs: tuple, met
                 out = _module_meta_forward(mod, margs, mkwargs)
                 op = from_module(node.name, path, mod, args, kwargs, out)
             elif node.op == "call_function":
-                out = node.target(*margs, **mkwargs)
+                out = _fast_output(node.target, margs, mkwargs)
+                if out is _NO_FAST:
+                    out = node.target(*margs, **mkwargs)
                 op = from_function(node.name, path, node.target, args, kwargs, out)
             else:
-                self_obj, *rest = margs
-                out = getattr(self_obj, node.target)(*rest, **mkwargs)
+                out = _fast_output(str(node.target), margs, mkwargs)
+                if out is _NO_FAST:
+                    self_obj, *rest = margs
+                    out = getattr(self_obj, node.target)(*rest, **mkwargs)
                 op = from_method(node.name, path, str(node.target), args, kwargs, out)
             if op is not None:
                 op.batch = batch

@@ -1,0 +1,362 @@
+"""The ``micronet-score`` command line.
+
+``micronet-score MODEL [options]`` loads MODEL (see ``scorer.load``), scores it and prints the report.
+Exit codes: 0 success, 2 usage or input error, 3 ops without a counting rule. Every error is one line
+on stderr (``micronet-score: error: ...``), never a traceback (``--debug`` shows one).
+
+Subcommands are dispatched on the first word: ``micronet-score leaderboard ...`` calls
+``scorer.leaderboard.leaderboard_main(argv)``; add more in ``SUBCOMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import traceback
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+PROG = "micronet-score"
+
+#: First-word subcommands: name -> "module:function" taking the remaining argv and returning an exit code.
+SUBCOMMANDS: dict[str, str] = {
+    "leaderboard": "scorer.leaderboard:leaderboard_main",
+}
+
+FORMATS = ("table", "markdown", "csv", "json")
+CAPTURES = ("auto", "fx", "export", "dispatch")
+DEFAULT_TRACK = "cifar100"
+DEFAULT_RULES = "micronet2019"
+
+
+class UsageError(Exception):
+    """A command-line usage problem (exit code 2)."""
+
+    exit_code = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (raised, printed by ``main``)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``micronet-score MODEL``."""
+    p = _Parser(
+        prog=PROG,
+        description="Score a PyTorch model under the MicroNet Challenge 2019 rules, layer by layer.",
+        epilog="MODEL: reference:NAME | file.py:factory | package.module:factory | model.pt2 (torch.export) | "
+        "TorchScript file | micronet checkpoint | state_dict file with --arch | pickled module with "
+        "--trust-pickle. Subcommands: " + ", ".join(SUBCOMMANDS) + ". Exit codes: 0 ok, 2 usage/input "
+        "error, 3 ops without a counting rule.",
+    )
+    p.add_argument("model", nargs="?", metavar="MODEL", help="the model to score (forms below)")
+    g = p.add_argument_group("precision")
+    g.add_argument("--bits", type=int, metavar="N",
+                   help="parameters and multiplications at N bits, additions at 32 (16 = the freebie)")
+    g.add_argument("--param-bits", type=int, metavar="N", help="parameter storage width")
+    g.add_argument("--mul-bits", type=int, metavar="N", help="multiplication width for every op")
+    g.add_argument("--add-bits", type=int, metavar="N", help="addition width for every op")
+    g.add_argument("--precision", metavar="FILE", help="per-layer bits config (TOML or JSON)")
+    g = p.add_argument_group("scoring")
+    g.add_argument("--rules", metavar="NAME", help="rule set name or package.module:Class (see --list-rules)")
+    g.add_argument("--track", choices=("cifar100", "imagenet", "wikitext103"),
+                   help="normalisation baselines and default input (default: the model's, else cifar100)")
+    g.add_argument("--input-shape", metavar="SHAPE", help="example input shape, e.g. 1,3,32,32")
+    g.add_argument("--sparsity", metavar="SPEC", help="measured (default) or uniform:S")
+    g.add_argument("--mask-block", metavar="RxC", help="block-sparse mask size, e.g. 4x4")
+    g.add_argument("--exit-fraction", action="extend", nargs="+", metavar="NAME=F", default=None,
+                   help="share of examples leaving at each exit of an early-exit model")
+    g.add_argument("--allow-unknown", action="store_true",
+                   help="count ops without a rule as zero (with a warning) instead of failing with exit 3")
+    g.add_argument("--capture", choices=CAPTURES, default="auto", help="graph capture method (default: auto)")
+    g = p.add_argument_group("loading")
+    g.add_argument("--arch", metavar="NAME",
+                   help="architecture for a state_dict file: reference name or package.module:factory")
+    g.add_argument("--trust-pickle", action="store_true",
+                   help="allow loading a pickled whole module (unpickling can run arbitrary code)")
+    g = p.add_argument_group("output")
+    g.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    g.add_argument("--depth", type=int, metavar="N", help="group rows by the first N levels of the module path")
+    g.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of stdout")
+    g.add_argument("--plot", metavar="FILE.png", help="bar plot of params and ops per layer (needs matplotlib)")
+    g.add_argument("--show-free", action="store_true", help="table format: also show ops that cost nothing")
+    g.add_argument("--list-references", action="store_true", help="list the registered reference models")
+    g.add_argument("--list-rules", action="store_true", help="list the built-in rule sets")
+    g.add_argument("--debug", action="store_true", help="show full tracebacks and warnings on error")
+    return p
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _one_line(text: str) -> str:
+    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
+    return " ".join(lines)
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {_one_line(message)}", file=sys.stderr)
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"1,3,32,32"`` (or ``1x3x32x32``) as a tuple of positive integers; ScorerError otherwise."""
+    from scorer.errors import ScorerError
+
+    cleaned = text.strip().strip("()[]").replace("x", ",").replace(" ", "")
+    try:
+        shape = tuple(int(p) for p in cleaned.split(",") if p != "")
+    except ValueError:
+        raise ScorerError(f"bad --input-shape {text!r}: use comma-separated integers, e.g. 1,3,32,32") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise ScorerError(f"bad --input-shape {text!r}: dimensions must be positive integers")
+    return shape
+
+
+def parse_exit_fractions(items: Sequence[str]) -> dict[str, float]:
+    """``["exit4=0.3", "final=0.7"]`` as a dict; ScorerError on a malformed item."""
+    from scorer.errors import ScorerError
+
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ScorerError(f"bad --exit-fraction {item!r}: use NAME=F, e.g. exit4=0.29")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ScorerError(f"bad --exit-fraction {item!r}: {value!r} is not a number") from None
+    return out
+
+
+def _write(text: str, output: str | None) -> None:
+    from scorer.errors import ScorerError
+
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    try:
+        Path(output).write_text(text if text.endswith("\n") else text + "\n")
+    except OSError as exc:
+        raise ScorerError(f"cannot write {output}: {exc.strerror or exc}") from None
+
+
+def _references_table(fmt: str) -> str:
+    from tabulate import tabulate
+
+    from reference_models.registry import list_references
+
+    refs = list_references()
+    rows = [
+        {"name": r.name, "track": r.track, "rules": r.rules, "bits": r.bits if r.bits is not None else 32,
+         "description": r.description}
+        for r in refs
+    ]
+    if fmt == "json":
+        return json.dumps(rows, indent=2)
+    if fmt == "csv":
+        import pandas as pd
+
+        return pd.DataFrame(rows, columns=["name", "track", "rules", "bits", "description"]).to_csv(index=False)
+    if not rows:
+        return "no reference models are registered"
+    return tabulate(rows, headers="keys", tablefmt="pipe" if fmt == "markdown" else "simple")
+
+
+def _summary(doc: str | None, limit: int = 110) -> str:
+    """The first sentence of a docstring's first paragraph, at most ``limit`` characters."""
+    para = " ".join((doc or "").strip().split("\n\n")[0].split())
+    end = para.find(". ")
+    text = para if end < 0 else para[: end + 1]
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def _rules_table(fmt: str) -> str:
+    from tabulate import tabulate
+
+    import scorer  # noqa: F401 - import order: rules imports scorer.graph
+    from rules import available_rulesets, get_ruleset
+
+    rows = []
+    for name in available_rulesets():
+        rows.append({"name": name, "description": _summary(type(get_ruleset(name)).__doc__)})
+    if fmt == "json":
+        return json.dumps(rows, indent=2)
+    if fmt == "csv":
+        import pandas as pd
+
+        return pd.DataFrame(rows, columns=["name", "description"]).to_csv(index=False)
+    return tabulate(rows, headers="keys", tablefmt="pipe" if fmt == "markdown" else "simple")
+
+
+def _unknown_warning(report: Any) -> str:
+    from tabulate import tabulate
+
+    rows = [[u.get("target", ""), u.get("module") or "<top>", u.get("name", ""), u.get("path", "")]
+            for u in report.unknown]
+    head = (f"WARNING: {len(rows)} op(s) have NO counting rule and were counted as ZERO "
+            "(--allow-unknown); the totals are too low:")
+    return head + "\n" + tabulate(rows, headers=["op", "layer", "node", "path"], tablefmt="simple") + "\n"
+
+
+def _render(report: Any, args: argparse.Namespace, title: str) -> None:
+    if args.format == "json":
+        data = report.to_dict()
+        if args.depth is not None:
+            data["groups"] = report.by_depth(args.depth).to_dict(orient="records")
+        _write(json.dumps(data, indent=2, default=str), args.output)
+    elif args.format == "csv":
+        _write(report.to_csv(depth=args.depth), args.output)
+        for note in report.notes:
+            if not (report.unknown and note.startswith("WARNING:")):  # the unknown-op table says it louder
+                print(f"{PROG}: note: {note}", file=sys.stderr)
+    elif args.format == "markdown":
+        _write(report.to_markdown(args.depth), args.output)
+    else:
+        from scorer.render import print_rich
+
+        if args.output is None:
+            print_rich(report, args.depth, show_free=args.show_free, title=title)
+        else:
+            from rich.console import Console
+
+            try:
+                with open(args.output, "w") as fh:
+                    console = Console(file=fh, width=200, no_color=True, force_terminal=False)
+                    print_rich(report, args.depth, show_free=args.show_free, console=console, title=title)
+            except OSError as exc:
+                from scorer.errors import ScorerError
+
+                raise ScorerError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+
+
+def _score(args: argparse.Namespace) -> int:
+    from scorer.api import score
+    from scorer.errors import ScorerError
+    from scorer.load import load_model
+
+    if args.plot:
+        from scorer.render import require_matplotlib
+
+        require_matplotlib()  # fail before the (slower) scoring
+    if args.depth is not None and args.depth < 0:
+        raise ScorerError(f"--depth must be >= 0, got {args.depth}")
+    input_shape = parse_shape(args.input_shape) if args.input_shape else None
+    exit_fractions = parse_exit_fractions(args.exit_fraction) if args.exit_fraction else None
+
+    loaded = load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle)
+    track = args.track or loaded.track or DEFAULT_TRACK
+    rules = args.rules or loaded.rules or DEFAULT_RULES
+    bits = args.bits if args.bits is not None else loaded.bits
+    precision: Any = args.precision if args.precision else loaded.precision
+    example_inputs = None
+    if input_shape is None:
+        if loaded.example_inputs is not None:
+            example_inputs = loaded.example_inputs
+        elif loaded.input_shape is not None and (args.track is None or args.track == loaded.track):
+            input_shape = loaded.input_shape
+    report = score(
+        loaded.model,
+        input_shape=input_shape,
+        example_inputs=example_inputs,
+        rules=rules,
+        bits=bits,
+        track=track,
+        sparsity=args.sparsity,
+        precision=precision,
+        exit_fractions=exit_fractions if exit_fractions is not None else loaded.exit_fractions,
+        mask_block=args.mask_block,
+        allow_unknown=args.allow_unknown,
+        param_bits=args.param_bits,
+        mul_bits=args.mul_bits,
+        add_bits=args.add_bits,
+        capture=args.capture,
+    )
+    _render(report, args, title=loaded.description or str(args.model))
+    if args.plot:
+        report.plot(args.plot, args.depth)
+    if report.unknown:
+        sys.stderr.write(_unknown_warning(report))
+    return 0
+
+
+def _subcommand(name: str, argv: list[str]) -> int:
+    target = SUBCOMMANDS[name]
+    mod_name, func_name = target.split(":")
+    try:
+        module = importlib.import_module(mod_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == mod_name:
+            _error(f"the {name!r} subcommand is not available in this installation ({mod_name} is missing)")
+            return 2
+        raise
+    func = getattr(module, func_name, None)
+    if func is None:
+        _error(f"the {name!r} subcommand is not available ({mod_name} has no {func_name})")
+        return 2
+    return int(func(argv) or 0)
+
+
+def _run(argv: list[str]) -> int:
+    if argv and argv[0] in SUBCOMMANDS:
+        return _subcommand(argv[0], argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.list_references or args.list_rules:
+        if args.list_references:
+            _write(_references_table(args.format), args.output)
+        if args.list_rules:
+            _write(_rules_table(args.format), args.output if not args.list_references else None)
+        return 0
+    if not args.model:
+        raise UsageError("MODEL is required (or --list-references / --list-rules); see --help")
+    if args.debug:
+        return _score(args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _score(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``micronet-score`` with ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        import scorer  # noqa: F401 - import order: scorer before rules (rules imports scorer.graph)
+        from scorer.errors import ScorerError
+    except Exception as exc:  # noqa: BLE001
+        _error(f"cannot import the scorer: {type(exc).__name__}: {exc}")
+        return 2
+    try:
+        return _run(argv)
+    except UsageError as exc:
+        _error(str(exc))
+        return UsageError.exit_code
+    except ScorerError as exc:
+        if debug:
+            traceback.print_exc()
+        _error(str(exc))
+        return exc.exit_code
+    except SystemExit as exc:  # --help, --version, or a subcommand calling sys.exit
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 2)
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # noqa: BLE001 - the user's model code may raise anything; one line, exit 2
+        if debug:
+            traceback.print_exc()
+        lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+        _error(f"{type(exc).__name__}: {lines[0] if lines else ''} (run with --debug for the traceback)")
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,235 @@
+"""Renderers of a Report: markdown (tabulate), a rich terminal table, and a per-layer bar plot.
+
+They only read ``report.layers`` / ``report.by_depth()`` and ``report.totals``; nothing here counts.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from scorer.errors import ScorerError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Console
+
+    from scorer.report import Report
+
+#: Columns shown per op (depth None) and per group (depth N); optional ones appear only when used.
+OP_COLUMNS = ["name", "module", "kind", "weight_numel", "nonzeros", "sparsity", "param_bits", "mults", "adds",
+              "mul_bits", "add_bits", "ops"]
+GROUP_COLUMNS = ["module", "kind", "weight_numel", "nonzeros", "sparsity", "param_bits", "mults", "adds", "ops"]
+_TEXT_COLUMNS = {"name", "module", "kind", "path", "note", "target"}
+_SCORE_KEYS = {"param_score", "ops_score", "score"}
+
+
+def fmt_number(value: Any) -> str:
+    """A count with thousands separators: integers exactly, fractions to two decimals."""
+    if value is None:
+        return ""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isnan(v):
+        return ""
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    if v.is_integer():
+        return f"{int(v):,}"
+    return f"{v:,.2f}"
+
+
+def fmt_score(value: float) -> str:
+    """A normalised score with six significant digits."""
+    return f"{float(value):.6g}"
+
+
+def _fmt_cell(column: str, value: Any) -> str:
+    if column in _TEXT_COLUMNS:
+        return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+    if column == "sparsity":
+        return f"{float(value):.2%}"
+    if column == "fraction":
+        return f"{float(value):.4g}"
+    return fmt_number(value)
+
+
+def _columns(report: Report, df: pd.DataFrame, depth: int | None) -> list[str]:
+    cols = list(OP_COLUMNS if depth is None else GROUP_COLUMNS)
+    if "path" in df.columns and df["path"].astype(str).str.len().gt(0).any():
+        cols.insert(0, "path")
+        if depth is None and "fraction" in df.columns:
+            cols.insert(1, "fraction")
+    if depth is None and "note" in df.columns and df["note"].astype(str).str.len().gt(0).any():
+        cols.append("note")
+    return [c for c in cols if c in df.columns]
+
+
+def _row(rec: dict, cols: list[str]) -> list[str]:
+    cells = []
+    for c in cols:
+        if c == "sparsity" and not float(rec.get("weight_numel") or 0):
+            cells.append("")  # no weight tensor: sparsity does not apply
+        else:
+            cells.append(_fmt_cell(c, rec[c]))
+    return cells
+
+
+def _rows(df: pd.DataFrame, cols: list[str]) -> list[list[str]]:
+    return [_row(rec, cols) for rec in df.to_dict(orient="records")]
+
+
+def totals_rows(report: Report) -> list[tuple[str, str]]:
+    """(key, formatted value) for every total, in TOTAL_KEYS order."""
+    from scorer.report import TOTAL_KEYS
+
+    totals = report.totals
+    return [(k, fmt_score(totals[k]) if k in _SCORE_KEYS else fmt_number(totals[k])) for k in TOTAL_KEYS]
+
+
+def settings_line(report: Report) -> str:
+    """One line: track, rules, capture method and the precision settings that differ from 32-bit."""
+    parts = [f"track: {report.track.name}", f"rules: {report.rules}", f"capture: {report.capture}"]
+    s = report.settings or {}
+    if s.get("bits") is not None:
+        parts.append(f"bits: {s['bits']}")
+    for key in ("mul_bits_override", "add_bits_override"):
+        if s.get(key) is not None:
+            parts.append(f"{key.replace('_override', '')}: {s[key]}")
+    if s.get("sparsity") not in (None, "measured"):
+        parts.append(f"sparsity: {s['sparsity']}")
+    if s.get("mask_block"):
+        parts.append("mask block: " + "x".join(map(str, s["mask_block"])))
+    shapes = s.get("input_shapes")
+    if shapes:
+        parts.append("input: " + ", ".join("x".join(map(str, sh)) for sh in shapes))
+    if s.get("exit_fractions"):
+        parts.append("exit fractions: " + ", ".join(f"{k}={v:g}" for k, v in s["exit_fractions"].items()))
+    return " | ".join(parts)
+
+
+def to_markdown(report: Report, depth: int | None = None) -> str:
+    """Pipe-format markdown: the per-op (or per-group) table, a totals table, then the settings line and notes."""
+    from tabulate import tabulate
+
+    df = report.by_depth(depth)
+    cols = _columns(report, df, depth)
+    align = ["left" if c in _TEXT_COLUMNS else "right" for c in cols]
+    table = tabulate(_rows(df, cols), headers=cols, tablefmt="pipe", colalign=align, disable_numparse=True)
+    totals = tabulate(totals_rows(report), headers=["total", "value"], tablefmt="pipe",
+                      colalign=["left", "right"], disable_numparse=True)
+    parts = [table, "", totals, "", settings_line(report)]
+    if report.unknown:
+        parts += ["", f"**WARNING: {len(report.unknown)} op(s) without a counting rule were counted as zero:** "
+                  + ", ".join(f"{u['target']} at {u['module'] or '<top>'}" for u in report.unknown)]
+    if report.notes:
+        parts += [""] + [f"- {n}" for n in report.notes]
+    return "\n".join(parts) + "\n"
+
+
+def _is_free(rec: dict) -> bool:
+    note = str(rec.get("note") or "")
+    return float(rec.get("param_bits") or 0) == 0 and float(rec.get("ops") or 0) == 0 and not note.startswith("UNKNOWN")
+
+
+def print_rich(
+    report: Report,
+    depth: int | None = None,
+    show_free: bool = False,
+    console: Console | None = None,
+    title: str | None = None,
+) -> None:
+    """Print a rich table of the rows (or groups) and a totals panel.
+
+    Rows that cost nothing (no parameters, no ops) are hidden unless ``show_free``; a footer says how many.
+    """
+    from rich.console import Console, Group
+    from rich.panel import Panel
+    from rich.table import Table
+
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=200)
+    df = report.by_depth(depth)
+    cols = _columns(report, df, depth)
+    records = df.to_dict(orient="records")
+    hidden = 0
+    if not show_free:
+        kept = [r for r in records if not _is_free(r)]
+        hidden = len(records) - len(kept)
+        records = kept
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for c in cols:
+        if c in _TEXT_COLUMNS:
+            table.add_column(c, justify="left", overflow="fold")
+        else:
+            table.add_column(c, justify="right", no_wrap=True)
+    for rec in records:
+        style = "bold red" if str(rec.get("note") or "").startswith("UNKNOWN") else None
+        table.add_row(*_row(rec, cols), style=style)
+    if hidden:
+        table.caption = f"{hidden} free op(s) with zero cost hidden (--show-free shows them)"
+    console.print(table)
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(justify="left", style="bold")
+    grid.add_column(justify="right")
+    for key, value in totals_rows(report):
+        grid.add_row(key, value)
+    console.print(Panel(Group(grid, "", settings_line(report)), title="totals", expand=False))
+    if report.unknown:
+        console.print(f"[bold red]WARNING: {len(report.unknown)} op(s) without a counting rule were counted "
+                      "as zero[/bold red]")
+    for note in report.notes:
+        console.print(f"note: {note}", markup=False, highlight=False)
+
+
+def require_matplotlib() -> Any:
+    """Import matplotlib with a file-only backend; ScorerError telling how to install it otherwise."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ScorerError("plotting needs matplotlib, which is not installed: pip install matplotlib") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot(report: Report, path: str | Path, depth: int | None = None) -> Path:
+    """Horizontal bar plots of parameters (32-bit units) and ops per layer, saved as an image (PNG)."""
+    plt = require_matplotlib()
+    df = report.by_depth(depth)
+    if depth is None:
+        labels = [f"{m or '<top>'}:{n}" if m != n else n for n, m in zip(df["name"], df["module"], strict=True)]
+    else:
+        labels = [str(m) for m in df["module"]]
+    params = (df["param_bits"].astype(float) / 32).tolist()
+    ops = df["ops"].astype(float).tolist()
+    n = max(len(labels), 1)
+    fig, axes = plt.subplots(1, 2, figsize=(12, max(3.0, 0.28 * n + 1.5)), sharey=True)
+    y = list(range(len(labels)))
+    axes[0].barh(y, params, color="tab:blue")
+    axes[0].set_title("parameters (32-bit units)")
+    axes[1].barh(y, ops, color="tab:orange")
+    axes[1].set_title("ops (32-bit units)")
+    axes[0].set_yticks(y)
+    axes[0].set_yticklabels(labels, fontsize=7)
+    axes[0].invert_yaxis()
+    totals = report.totals
+    fig.suptitle(f"{report.track.name} / {report.rules}: score {fmt_score(totals['score'])} "
+                 f"(params {fmt_number(totals['params'])}, ops {fmt_number(totals['ops'])})")
+    fig.tight_layout()
+    out = Path(path)
+    try:
+        fig.savefig(out, dpi=120)
+    except OSError as exc:
+        raise ScorerError(f"cannot write plot {out}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
+    return out
