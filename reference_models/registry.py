@@ -34,7 +34,11 @@ class ReferenceInfo:
 
     def build(self, **overrides) -> nn.Module:
         """Build the model in eval mode with the registered keyword arguments plus ``overrides``."""
-        model = self.factory(**{**self.kwargs, **overrides})
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # reference weights are reproducible from run to run
+            model = self.factory(**{**self.kwargs, **overrides})
         return model.eval()
 
 

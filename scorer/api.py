@@ -104,6 +104,7 @@ def score(
         paths = [("", model, 1.0)]
 
     modules = dict(model.named_modules())
+    notes: list[str] = []
     seen: set = set()
     rows: list[dict] = []
     unknown_rows: list[dict] = []
@@ -118,6 +119,8 @@ def score(
             op.path = path_name
         annotate_sparsity(cap.ops, spec, seen)
         annotate_bits(cap.ops, policy, path_modules if path_model is not model else modules)
+        if spec.uniform is None and ruleset.mask_policy == "sparse" and ruleset.credit_sparsity:
+            notes.extend(_costly_masks(cap.ops))
         ctx = build_context(cap.ops, block)
         for op, cost in cost_ops(cap.ops, ruleset, ctx)[0]:
             rows.append(row_of(op, cost, fraction))
@@ -127,7 +130,6 @@ def score(
         raise UnknownOpError([(u["name"], u["module"], u["target"]) for u in unknown_rows])
 
     layers = pd.DataFrame(rows, columns=COLUMNS)
-    notes = []
     if unknown_rows:
         notes.append(f"WARNING: {len(unknown_rows)} op(s) without a rule were counted as zero")
     if not exit_fractions:
@@ -173,6 +175,21 @@ def _exit_paths(model: nn.Module, fractions: Mapping[str, float]) -> list[tuple[
             f"exit fractions must cover every path {sorted(paths)} and sum to 1, got {fr}"
         )
     return [(name, paths[name], fr[name]) for name in paths]
+
+
+def _costly_masks(ops: list) -> list[str]:
+    """Notes for measured-sparse tensors whose 1-bit mask costs more than the zeros save."""
+    out = []
+    for op in ops:
+        for w in op.weights:
+            if w.role == "weight" and w.first_use and 0 < w.sparsity < 1 / w.bits and len(w.shape) > 1:
+                zeros = w.numel - w.nonzeros
+                out.append(
+                    f"{w.name}: {zeros:.0f} zero(s) of {w.numel} make it sparse, so it pays a {w.numel}-bit mask "
+                    f"that costs more than the zeros save (the official rule); pass --sparsity uniform:0 or "
+                    f"a per-tensor sparsity to score it dense"
+                )
+    return out
 
 
 def _unused_params(model: nn.Module, used: set[str]) -> list[str]:
