@@ -1,0 +1,20 @@
+"""Baseline architectures: WRN-28-10, MobileNetV2, EfficientNet-B0, ResNet-18.
+
+Importing this package registers their factories with :mod:`reference_models.registry`.
+"""
+
+from reference_models.baselines.efficientnet import EfficientNet, efficientnet_b0
+from reference_models.baselines.mobilenet_v2 import MobileNetV2, mobilenet_v2
+from reference_models.baselines.resnet import ResNet, resnet18
+from reference_models.baselines.wide_resnet import WideResNet, wrn28_10
+
+__all__ = [
+    "EfficientNet",
+    "MobileNetV2",
+    "ResNet",
+    "WideResNet",
+    "efficientnet_b0",
+    "mobilenet_v2",
+    "resnet18",
+    "wrn28_10",
+]

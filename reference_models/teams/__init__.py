@@ -1,0 +1,28 @@
+"""Published MicroNet 2019 team architectures (and the BNN reference), plus per-layer nonzero helpers.
+
+Importing this package registers their factories with :mod:`reference_models.registry`.
+"""
+
+from reference_models.teams.bnn_resnet import BinaryResNet18, bnn_resnet18
+from reference_models.teams.brain_densenet import DenseNetCifar, brain_densenet_bc196
+from reference_models.teams.kaist import KaistMicroNet, kaist_v1, kaist_v2
+from reference_models.teams.nonzeros import apply_nonzero_counts, load_nonzero_table, nonzero_table_path
+from reference_models.teams.osi_ai import OsiAiNet, osi_ai
+from reference_models.teams.wavecomp_pyramidnet import PyramidNet, wavecomp_pyramidnet
+
+__all__ = [
+    "BinaryResNet18",
+    "DenseNetCifar",
+    "KaistMicroNet",
+    "OsiAiNet",
+    "PyramidNet",
+    "apply_nonzero_counts",
+    "bnn_resnet18",
+    "brain_densenet_bc196",
+    "kaist_v1",
+    "kaist_v2",
+    "load_nonzero_table",
+    "nonzero_table_path",
+    "osi_ai",
+    "wavecomp_pyramidnet",
+]
