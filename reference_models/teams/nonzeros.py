@@ -1,7 +1,7 @@
 """Per-layer nonzero tables (team_scores.md §2.1.3 OSI, §2.2.1 KAIST ver1, §2.2.2 KAIST ver2) and a helper
 that prunes a model to exactly those counts.
 
-The tables are CSV files in ``tests/data/`` (``osi_ai_nonzeros.csv``, ``kaist_v1_nonzeros.csv``,
+The tables are CSV files in ``reference_models/data/`` (``osi_ai_nonzeros.csv``, ``kaist_v1_nonzeros.csv``,
 ``kaist_v2_nonzeros.csv``) with columns ``tensor,shape,numel,nonzero`` (KAIST tables add the team's
 per-layer hook values); lines starting with ``#`` are comments naming the source section.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-#: ``tests/data`` of a source checkout (the package is installed editable).
-DATA_DIR = Path(__file__).resolve().parents[2] / "tests" / "data"
+#: Shipped with the package (package data).
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
 NONZERO_TABLES: dict[str, str] = {
     "osi_ai": "osi_ai_nonzeros.csv",
