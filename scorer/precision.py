@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import tomllib
+import torch
 import torch.nn as nn
 
 from scorer.errors import ScorerError
@@ -122,6 +123,12 @@ def _module_int(mod: nn.Module | None, attr: str) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
+def _dtype_bits(t: object) -> int:
+    if isinstance(t, torch.Tensor) and (t.dtype.is_floating_point or not t.dtype.is_complex):
+        return t.element_size() * 8
+    return 64
+
+
 _MULTIPLIED_ROLES = {"weight", "operand", "prelu_weight"}
 
 
@@ -133,6 +140,11 @@ def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, 
         mod = modules.get(op.module) if policy.read_model_bits else None
         cfg = policy.layer(op.module)
         wbits = cfg.get("weight") or _module_int(mod, "weight_bits") or policy.param_bits
+        if policy.read_model_bits and not cfg.get("weight") and _module_int(mod, "weight_bits") is None:
+            # a weight stored in a narrower dtype (fp16, bf16, int8) is stored at that width
+            stored = [_dtype_bits(w.tensor) for w in op.weights if w.role in ("weight", "operand", "embedding")]
+            if stored and min(stored) < wbits:
+                wbits = min(stored)
         bias_bits = cfg.get("bias") or _module_int(mod, "bias_bits") or policy.param_bits
         act = cfg.get("act") or _module_int(mod, "act_bits") or policy.act_bits
         acc = cfg.get("acc") or _module_int(mod, "acc_bits") or policy.acc_bits

@@ -210,3 +210,21 @@ def test_bad_arguments() -> None:
         score(nn.Linear(2, 2), input_shape=(1, 2), sparsity="uniform:1.5")
     with pytest.raises(ScorerError):
         score(nn.Linear(2, 2), input_shape=(1, 3))
+
+
+def test_fake_quant_modules_and_dtypes_set_bits() -> None:
+    from torch.ao.quantization import FakeQuantize
+
+    model = nn.Sequential(FakeQuantize(), nn.Linear(6, 3, bias=False))  # quant range 0..255: 8 bits
+    lin = score(model, input_shape=(1, 6)).layers.query("kind == 'linear'").iloc[0]
+    assert lin.mul_bits == 32  # max(8-bit input, 32-bit weight)
+    half = nn.Linear(6, 3, bias=False).half()
+    row = score(half, example_inputs=(torch.zeros(1, 6, dtype=torch.half),)).layers.iloc[0]
+    assert row.param_bits == 18 * 16
+
+
+def test_plot_png(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    rep = score(conv_bn(), input_shape=(1, 4, 8, 8))
+    out = rep.plot(tmp_path / "layers.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
