@@ -141,17 +141,15 @@ class FxCapture:
         self.used_params = used_params
 
 
-def trace(model: nn.Module) -> fx.GraphModule:
-    """Symbolically trace ``model`` with the leaf-keeping tracer."""
-    tracer = LeafTracer()
-    graph = tracer.trace(model)
-    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+def trace(model: nn.Module) -> fx.Graph:
+    """Symbolically trace ``model`` with the leaf-keeping tracer (the graph only: no GraphModule is built,
+    which would compile code and re-register every submodule)."""
+    return LeafTracer().trace(model)
 
 
 def capture_fx(model: nn.Module, example_inputs: tuple) -> FxCapture:
     """Trace ``model`` and propagate meta shapes; raises on untraceable Python or shape errors."""
-    gm = trace(model)
-    return ops_from_graph(model, gm.graph, example_inputs, method="fx")
+    return ops_from_graph(model, trace(model), example_inputs, method="fx")
 
 
 def ops_from_graph(model: nn.Module, graph: fx.Graph, example_inputs: tuple, method: str) -> FxCapture:
