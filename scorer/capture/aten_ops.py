@@ -6,37 +6,12 @@ import math
 
 import torch
 
+from scorer.capture.kinds import UNARY_KINDS
 from scorer.capture.normalise import _conv_attrs, _pool_kernel, _spatial_is_one
 from scorer.capture.values import Val
 from scorer.graph import Op, WeightRef
 
-ACT = {
-    "relu": "act:relu",
-    "sigmoid": "act:sigmoid",
-    "silu": "act:silu",
-    "hardswish": "act:hardswish",
-    "hardsigmoid": "act:hardsigmoid",
-    "tanh": "act:tanh",
-    "gelu": "act:gelu",
-    "leaky_relu": "act:leaky_relu",
-    "elu": "act:elu",
-    "mish": "act:mish",
-    "sign": "act:sign",
-    "exp": "act:exp",
-    "log": "act:log",
-    "sqrt": "act:sqrt",
-    "rsqrt": "act:rsqrt",
-    "abs": "act:abs",
-    "neg": "act:neg",
-    "reciprocal": "act:reciprocal",
-    "gt": "act:compare",
-    "lt": "act:compare",
-    "ge": "act:compare",
-    "le": "act:compare",
-    "eq": "act:compare",
-    "ne": "act:compare",
-    "where": "act:select",
-}
+ACT = {**UNARY_KINDS, "where": "act:select"}
 ELEMENTWISE = {"add": "add", "sub": "sub", "rsub": "sub", "mul": "mul", "div": "div"}
 FREE = {
     "view", "_unsafe_view", "reshape", "_reshape_alias", "t", "transpose", "permute", "expand", "expand_as",

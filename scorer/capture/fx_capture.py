@@ -95,7 +95,9 @@ _SAME_SHAPE_MODULES: tuple[type, ...] = (
 )
 _NO_FAST = object()
 _UNARY_SAME = (
-    set(ACTIVATION_FUNCTIONS) | set(ACTIVATION_METHODS) | set(CLAMP_FUNCTIONS) | set(CLAMP_METHODS)
+    {f for f, k in ACTIVATION_FUNCTIONS.items() if k != "act:compare"}
+    | {m for m, k in ACTIVATION_METHODS.items() if k != "act:compare"}
+    | set(CLAMP_FUNCTIONS) | set(CLAMP_METHODS)
     | {F.dropout, F.dropout2d, F.hardtanh, F.relu6, "contiguous", "detach", "clone", "float"}
 )
 _BINARY = set(ELEMENTWISE_FUNCTIONS) | set(ELEMENTWISE_METHODS)

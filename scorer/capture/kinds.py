@@ -65,16 +65,39 @@ ACTIVATION_FUNCTIONS: dict[object, str] = {
     torch.sign: "act:sign",
 }
 
-ACTIVATION_METHODS: dict[str, str] = {
+#: Unary elementwise ops by base name: tensor methods (``x.exp()``, ``x.exp_()``) and aten ops share them.
+UNARY_KINDS: dict[str, str] = {
     "relu": "act:relu",
-    "relu_": "act:relu",
     "sigmoid": "act:sigmoid",
-    "sigmoid_": "act:sigmoid",
+    "silu": "act:silu",
+    "hardswish": "act:hardswish",
+    "hardsigmoid": "act:hardsigmoid",
     "tanh": "act:tanh",
-    "tanh_": "act:tanh",
-    "softmax": "act:softmax",
+    "gelu": "act:gelu",
+    "leaky_relu": "act:leaky_relu",
+    "elu": "act:elu",
+    "mish": "act:mish",
     "sign": "act:sign",
-    "sign_": "act:sign",
+    "exp": "act:exp",
+    "log": "act:log",
+    "sqrt": "act:sqrt",
+    "rsqrt": "act:rsqrt",
+    "abs": "act:abs",
+    "neg": "act:neg",
+    "reciprocal": "act:reciprocal",
+    "gt": "act:compare",
+    "lt": "act:compare",
+    "ge": "act:compare",
+    "le": "act:compare",
+    "eq": "act:compare",
+    "ne": "act:compare",
+}
+
+#: Tensor methods of the unary ops (plain, in-place, and the comparison dunders).
+ACTIVATION_METHODS: dict[str, str] = {
+    **{m: k for n, k in UNARY_KINDS.items() for m in (n, n + "_")},
+    **{f"__{n}__": UNARY_KINDS[n] for n in ("gt", "lt", "ge", "le")},
+    "softmax": "act:softmax",
 }
 
 CLAMP_FUNCTIONS = {torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max}

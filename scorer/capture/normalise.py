@@ -50,25 +50,6 @@ TRANSCENDENTAL_FUNCTIONS = {
     torch.ne: "act:compare",
     torch.where: "act:select",
 }
-TRANSCENDENTAL_METHODS = {
-    "exp": "act:exp",
-    "log": "act:log",
-    "sqrt": "act:sqrt",
-    "rsqrt": "act:rsqrt",
-    "abs": "act:abs",
-    "neg": "act:neg",
-    "reciprocal": "act:reciprocal",
-    "gt": "act:compare",
-    "lt": "act:compare",
-    "ge": "act:compare",
-    "le": "act:compare",
-    "eq": "act:compare",
-    "ne": "act:compare",
-    "__gt__": "act:compare",
-    "__lt__": "act:compare",
-    "__ge__": "act:compare",
-    "__le__": "act:compare",
-}
 
 
 def target_name(target: object) -> str:
@@ -453,8 +434,6 @@ def from_method(name: str, path: str, method: str, args: tuple, kwargs: dict, ou
             dim = _plain(_arg(args, kwargs, 1, "dim", -1))
             attrs["n"] = acts[0].shape[dim if dim is not None else -1]
         return mk(kind, attrs=attrs)
-    if method in TRANSCENDENTAL_METHODS:
-        return mk(TRANSCENDENTAL_METHODS[method])
     if method in CLAMP_METHODS:
         return mk("act:clamp", attrs={"bounds": _clamp_bounds(method, args, kwargs)})
     if method in ELEMENTWISE_METHODS:
