@@ -129,7 +129,7 @@ def _dtype_bits(t: object) -> int:
     return 64
 
 
-_MULTIPLIED_ROLES = {"weight", "operand", "prelu_weight"}
+_MULTIPLIED_ROLES = {"weight", "operand", "prelu_weight", "scale"}
 
 
 def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, nn.Module]) -> None:

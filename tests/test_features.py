@@ -228,3 +228,26 @@ def test_plot_png(tmp_path) -> None:
     rep = score(conv_bn(), input_shape=(1, 4, 8, 8))
     out = rep.plot(tmp_path / "layers.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_binary_conv_scale_is_counted() -> None:
+    from reference_models.compression.binarize import BinaryConv2d
+
+    conv = BinaryConv2d(4, 8, 3, padding=1, bias=False, scale=True)
+    rows = score(conv, input_shape=(1, 4, 5, 5), bits=16).layers
+    main, scale = rows.iloc[0], rows.iloc[1]
+    assert main.mul_bits == 1 and main.mults == 36 * 8 * 25
+    assert main.param_bits == 8 * 36  # 1 bit per ±1 weight
+    assert scale.kind == "mul" and scale.mults == 8 * 25 and scale.mul_bits == 16
+    assert scale.param_bits == 8 * 16  # one 16-bit scale per output channel
+
+
+@pytest.mark.parametrize("model", [
+    nn.Sequential(nn.Flatten(), nn.Linear(10, 2)),  # 3·2·2 = 12 features arrive
+    nn.Sequential(nn.BatchNorm2d(5)),
+    nn.Sequential(nn.Identity(), nn.LayerNorm(7)),
+])
+def test_wrong_input_shape_inside_a_model_is_an_error(model) -> None:
+    with pytest.raises(ScorerError) as err:
+        score(model, input_shape=(1, 3, 2, 2))
+    assert "\\n" not in str(err.value)

@@ -22,7 +22,14 @@ from scorer.capture.kinds import (
     ELEMENTWISE_FUNCTIONS,
     ELEMENTWISE_METHODS,
 )
-from scorer.capture.normalise import from_function, from_method, from_module, is_known_leaf, quant_bits
+from scorer.capture.normalise import (
+    from_function,
+    from_method,
+    from_module,
+    implicit_ops,
+    is_known_leaf,
+    quant_bits,
+)
 from scorer.capture.values import Val
 from scorer.graph import Op
 
@@ -63,6 +70,18 @@ def _layer_of(node: fx.Node) -> str:
     return last[0] if isinstance(last, tuple) else str(last)
 
 
+def _check_channels(mod: nn.Module, x: torch.Tensor) -> None:
+    """The checks the layer's own forward would make on its input's shape."""
+    if isinstance(mod, nn.modules.batchnorm._NormBase) and (x.dim() < 2 or x.shape[1] != mod.num_features):
+        raise ValueError(f"{type(mod).__name__} expects {mod.num_features} channels, got shape {tuple(x.shape)}")
+    if isinstance(mod, nn.GroupNorm) and (x.dim() < 2 or x.shape[1] != mod.num_channels):
+        raise ValueError(f"GroupNorm expects {mod.num_channels} channels, got shape {tuple(x.shape)}")
+    if isinstance(mod, nn.LayerNorm) and tuple(x.shape[-len(mod.normalized_shape):]) != tuple(mod.normalized_shape):
+        raise ValueError(f"LayerNorm over {tuple(mod.normalized_shape)} got shape {tuple(x.shape)}")
+    if isinstance(mod, nn.PReLU) and mod.num_parameters > 1 and (x.dim() < 2 or x.shape[1] != mod.num_parameters):
+        raise ValueError(f"PReLU expects {mod.num_parameters} channels, got shape {tuple(x.shape)}")
+
+
 def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
     """Output of leaf ``mod`` on meta inputs, computed without running its forward or hooks on real data."""
     x = args[0] if args else next(iter(kwargs.values()))
@@ -72,9 +91,12 @@ def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
         fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[n]
         return fn(x.to("meta"), w, None, mod.stride, mod.padding, mod.dilation, mod.groups)
     if isinstance(mod, nn.Linear):
+        if x.dim() < 1 or x.shape[-1] != mod.in_features:
+            raise ValueError(f"Linear expects {mod.in_features} input features, got shape {tuple(x.shape)}")
         return torch.empty((*x.shape[:-1], mod.out_features), dtype=x.dtype, device="meta")
     if isinstance(mod, nn.Embedding):
         return torch.empty((*x.shape, mod.embedding_dim), device="meta")
+    _check_channels(mod, x)
     if isinstance(mod, _SAME_SHAPE_MODULES) or quant_bits(mod) is not None:
         return x  # shape-preserving: the input's meta tensor stands for the output (meta holds no data)
     # Parameter-free layers (activations, pools, upsample, dropout, flatten, ...): their forward only
@@ -151,6 +173,11 @@ def trace(model: nn.Module) -> fx.Graph:
 
 def capture_fx(model: nn.Module, example_inputs: tuple) -> FxCapture:
     """Trace ``model`` and propagate meta shapes; raises on untraceable Python or shape errors."""
+    if is_known_leaf(model):  # a bare layer: one call, not a trace through its forward
+        graph = fx.Graph()
+        args = [graph.placeholder(f"input_{i}") for i in range(len(example_inputs))]
+        graph.output(graph.call_module("", tuple(args)))
+        return ops_from_graph(model, graph, example_inputs, method="fx")
     return ops_from_graph(model, trace(model), example_inputs, method="fx")
 
 
@@ -206,9 +233,12 @@ def ops_from_graph(model: nn.Module, graph: fx.Graph, example_inputs: tuple, met
                     out = getattr(self_obj, node.target)(*rest, **mkwargs)
                 op = from_method(node.name, path, str(node.target), args, kwargs, out)
             if op is not None:
-                op.batch = batch
-                ops.append(op)
-                used.update(w.name for w in op.weights)
+                extra = implicit_ops(op, mod) if node.op == "call_module" else []
+                for o in (op, *extra):
+                    o.batch = batch
+                    ops.append(o)
+                    used.update(w.name for w in o.weights)
+                op = extra[-1] if extra else op
             env[node] = _wrap_out(out, op.name if op is not None else None)
         elif node.op == "output":
             pass

@@ -291,6 +291,19 @@ def from_module(name: str, path: str, mod: nn.Module, args: tuple, kwargs: dict,
     return mk(f"unknown:{tname}")
 
 
+def implicit_ops(op: Op, mod: nn.Module) -> list[Op]:
+    """Ops a known layer performs inside its forward beyond its kind: a binary conv with a per-output-channel
+    scale (XNOR-Net style, ``scale=True``) multiplies every output by a stored full-precision value
+    (MSUNet counted it: one scale per channel stored, one mult per output, official_rules.md §3.3)."""
+    if op.kind == "conv" and getattr(mod, "scale", None) is True and getattr(mod, "weight_bits", None) == 1:
+        c_out = op.attrs["out_channels"]
+        scale = WeightRef(role="scale", name=f"{op.module}.scale", tensor=None, shape=(c_out,))
+        return [Op(name=f"{op.name}_scale", module=op.module, kind="mul", target=f"{op.target}.scale",
+                   in_shapes=[op.out_shape], out_shape=op.out_shape, weights=[scale], inputs=[op.name],
+                   attrs={"idents": {}})]
+    return []
+
+
 def from_function(name: str, path: str, target: object, args: tuple, kwargs: dict, out: object) -> Op | None:
     """Op for a call of function ``target`` (torch.*, F.*, operator.*) inside layer ``path``."""
     if not isinstance(out, torch.Tensor) and not (
