@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mask-block", metavar="RxC", help="block-sparse mask size, e.g. 4x4")
     g.add_argument("--exit-fraction", action="extend", nargs="+", metavar="NAME=F", default=None,
                    help="share of examples leaving at each exit of an early-exit model")
+    g.add_argument("--measure-exits", metavar="DIR", default=None,
+                   help="measure the exit fractions on the CIFAR-100 test split in DIR (python format)")
+    g.add_argument("--exit-threshold", type=float, default=0.85,
+                   help="exit when the max softmax exceeds this (default 0.85, OSI AI)")
+    g.add_argument("--measure-limit", type=int, default=None, metavar="N",
+                   help="measure on the first N test images only")
     g.add_argument("--allow-unknown", action="store_true",
                    help="count ops without a rule as zero (with a warning) instead of failing with exit 3")
     g.add_argument("--capture", choices=CAPTURES, default="auto", help="graph capture method (default: auto)")
@@ -251,6 +257,12 @@ def _score(args: argparse.Namespace) -> int:
     exit_fractions = parse_exit_fractions(args.exit_fraction) if args.exit_fraction else None
 
     loaded = load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle)
+    if args.measure_exits:
+        if exit_fractions is not None:
+            raise UsageError("give --exit-fraction or --measure-exits, not both")
+        exit_fractions = _measure_exits(loaded.model, args)
+        sys.stderr.write("measured exit fractions: "
+                         + ", ".join(f"{k}={v:.4f}" for k, v in exit_fractions.items()) + "\n")
     track = args.track or loaded.track or DEFAULT_TRACK
     rules = args.rules or loaded.rules or DEFAULT_RULES
     bits = args.bits if args.bits is not None else loaded.bits
@@ -284,6 +296,24 @@ def _score(args: argparse.Namespace) -> int:
     if report.unknown:
         sys.stderr.write(_unknown_warning(report))
     return 0
+
+
+def _measure_exits(model: Any, args: argparse.Namespace) -> dict[str, float]:
+    """Exit fractions measured over the CIFAR-100 test split (scorer.exits)."""
+    from reference_models.training.data import Cifar100Dataset, DataError, load_cifar100
+    from scorer.errors import ScorerError
+    from scorer.exits import measure_exit_fractions
+
+    try:
+        split = load_cifar100(args.measure_exits, "test")
+    except DataError as exc:
+        raise ScorerError(str(exc)) from None
+    data = Cifar100Dataset.from_split(split)
+    n = len(data) if args.measure_limit is None else max(0, min(len(data), args.measure_limit))
+    batch = 256
+    batches = (data.batch(list(range(i, min(i + batch, n)))) for i in range(0, n, batch))
+    return measure_exit_fractions(model, batches, args.exit_threshold,
+                                  progress=sys.stderr.isatty(), total=(n + batch - 1) // batch)
 
 
 def _subcommand(name: str, argv: list[str]) -> int:

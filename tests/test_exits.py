@@ -45,3 +45,21 @@ def test_bad_inputs() -> None:
         measure_exit_fractions(TwoExits(), [], 0.85, progress=False)
     with pytest.raises(ScorerError):
         measure_exit_fractions(TwoExits(), [torch.zeros(1, 3)], 1.5, progress=False)
+
+
+def test_cli_measures_exits_on_cifar_format_data(tmp_path, capsys) -> None:
+    import json
+
+    from reference_models.training.data import write_synthetic_cifar100
+    from scorer.cli import main
+
+    write_synthetic_cifar100(tmp_path, 10, 20, seed=0)
+    assert main(["reference:osi_ai", "--measure-exits", str(tmp_path), "--exit-threshold", "0.0",
+                 "--format", "json"]) == 0
+    out = capsys.readouterr()
+    # threshold 0: every max softmax exceeds it, so every sample leaves at the exit
+    assert json.loads(out.out)["settings"]["exit_fractions"] == {"exit4": 1.0, "final": 0.0}
+    assert "measured exit fractions" in out.err
+    assert main(["reference:osi_ai", "--measure-exits", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing" in err[0]
