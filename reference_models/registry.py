@@ -39,6 +39,13 @@ class ReferenceInfo:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # reference weights are reproducible from run to run
             model = self.factory(**{**self.kwargs, **overrides})
+        with torch.no_grad():
+            # Random init can draw an exact 0.0, and one zero makes a whole tensor "sparse" under the
+            # official rule (a 1-bit mask over every element). Untrained reference weights carry no such
+            # intent, so those draws are nudged off zero; real sparsity comes from pruning or tables.
+            for p in model.parameters():
+                if p.dim() > 1 and p.is_floating_point():
+                    p[p == 0] = torch.finfo(p.dtype).tiny
         return model.eval()
 
 
