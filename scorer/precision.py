@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tomllib
 import torch
 import torch.nn as nn
 

@@ -129,3 +129,13 @@ def test_quantize_model_exclusions_and_fp_widths() -> None:
     assert isinstance(m[2], nn.ReLU)  # act_bits=None leaves activations alone
     q = QuantLinear(3, 2, weight_bits=6, act_bits=8)
     assert bits_of(nn.Sequential(q)) == {"0": {"weight": 6, "act": 8}}
+
+
+def test_actquant_called_twice_in_one_forward_backpropagates() -> None:
+    # a shared activation quantiser (KAIST's Hardswish, PyramidNet's ReLU are called several times per forward)
+    q = ActQuant(8)
+    q.train()
+    x = torch.randn(4, 3, requires_grad=True)
+    y = q(q(x) * 2.0)
+    y.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -125,6 +125,9 @@ class ActQuant(nn.Module):
                     self.running_max.copy_(batch)
                 else:
                     self.running_max.mul_(1 - self.momentum).add_(batch, alpha=self.momentum)
+            # a copy: a module called twice in one forward updates the buffer in place again, and autograd
+            # still needs the value this call used
+            return self.running_max.clone()
         return self.running_max
 
     def forward(self, x: Tensor) -> Tensor:
@@ -172,6 +175,7 @@ class _QuantMixin:
             with torch.no_grad():
                 batch = y.detach().abs().max()
                 rmax.copy_(batch if rmax == 0 else 0.9 * rmax + 0.1 * batch)
+            rmax = rmax.clone()  # see ActQuant.value_range: the buffer may change again in this forward
         return fake_quantize(y, self.act_bits, rmax, True, self.shared_exponent)
 
 

@@ -1,0 +1,274 @@
+"""The pipeline stages: train, prune, quantise, binarise, exit.
+
+Each stage function takes the run context, its :class:`~reference_models.training.recipes.StageSpec` and
+the :class:`~reference_models.training.state.PipelineState`, changes the model in place and records what
+it measured in ``state.extra`` (written to the checkpoint's ``meta["stage_results"]``).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from reference_models.compression.binarize import BinaryConv2d, binarize_model
+from reference_models.compression.early_exit import choose_threshold
+from reference_models.compression.pruning import MagnitudePruner
+from reference_models.compression.quantize import ActQuant
+from reference_models.registry import build_reference, get_reference
+from reference_models.training.data import normalize
+from reference_models.training.distributed import all_gather_objects, broadcast_buffers
+from reference_models.training.recipes import RecipeError, StageSpec
+from reference_models.training.state import PipelineState, apply_quantise
+from reference_models.training.trainer import RunContext, evaluate, fit, predict_batches
+
+__all__ = ["STAGES", "ExitHeadView", "calibrate", "run_stage"]
+
+
+def _stage_train(ctx: RunContext, stage: StageSpec, state: PipelineState) -> None:
+    result = fit(ctx, state.model, stage.train, stage.name)
+    state.extra = {"train_loss": result.loss, "train_accuracy": result.accuracy}
+
+
+def _stage_prune(ctx: RunContext, stage: StageSpec, state: PipelineState) -> None:
+    p = stage.params
+    rewind = bool(p.get("rewind", False))
+    pruner = MagnitudePruner(
+        state.model,
+        method=p.get("method", "layer_normalized"),
+        include=p.get("include", ["*"]),
+        exclude=p.get("exclude", []),
+        keep_initial=rewind,
+    )
+
+    def train_round(i: int, target: float) -> None:
+        fit(ctx, state.model, stage.train, f"{stage.name} round {i + 1} ({target:.2%})")
+
+    reached = pruner.run_schedule(p["schedule"], train_round=train_round, rewind=rewind)
+    state.extra = {"sparsity_per_round": reached, "sparsity": pruner.sparsity(), "pruned_tensors": len(pruner.params)}
+    ctx.log(f"{stage.name}: {len(reached)} round(s), sparsity {pruner.sparsity():.6f} over {len(pruner.params)} tensors")
+
+
+def _stage_quantise(ctx: RunContext, stage: StageSpec, state: PipelineState) -> None:
+    spec = {"op": "quantise", **{k: v for k, v in stage.params.items() if k != "calibrate_batches"}}
+    spec.setdefault("act_bits", None)
+    apply_quantise(state.model, spec)
+    state.model.to(ctx.env.device)
+    state.transforms.append(spec)
+    calibrated = calibrate(ctx, state.model, int(stage.params.get("calibrate_batches", 10)), stage.train.batch_size)
+    result = fit(ctx, state.model, stage.train, stage.name)
+    state.extra = {
+        "train_loss": result.loss, "weight_bits": spec["weight_bits"], "act_bits": spec["act_bits"],
+        "calibration_batches": calibrated,
+    }
+
+
+@torch.no_grad()
+def calibrate(ctx: RunContext, model: nn.Module, batches: int, batch_size: int) -> int:
+    """Set activation-quantiser ranges from ``batches`` training batches (the rest of the model in eval
+    mode, so BN statistics stay as they are); rank 0's ranges are shared with every process."""
+    quantisers = [m for m in model.modules() if isinstance(m, ActQuant)]
+    if not quantisers or batches <= 0:
+        return 0
+    if ctx.limit_batches is not None:
+        batches = min(batches, ctx.limit_batches)
+    was_training = model.training
+    model.eval()
+    for q in quantisers:
+        q.train()
+    local = ctx.local_batch(batch_size)
+    order = torch.randperm(len(ctx.train_set), generator=torch.Generator().manual_seed(ctx.seed))
+    done = 0
+    try:
+        for start in range(0, min(len(order), batches * local), local):
+            x, _ = ctx.train_set.batch(order[start : start + local])
+            model(normalize(x).to(ctx.env.device))
+            done += 1
+    finally:
+        model.train(was_training)
+    broadcast_buffers(ctx.env, model)
+    return done
+
+
+def _accepts(arch: str, argument: str) -> bool:
+    try:
+        return argument in inspect.signature(get_reference(arch).factory).parameters
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _stage_binarise(ctx: RunContext, stage: StageSpec, state: PipelineState) -> None:
+    if not _accepts(state.arch, "binary_weights"):
+        raise RecipeError(
+            f"stage {stage.name}: binarise needs an architecture with a binary_weights argument "
+            f"(e.g. bnn_resnet18), so that the scorer can rebuild the binary network; {state.arch} has none"
+        )
+    if state.arch_kwargs.get("binary_weights", True) is not False:
+        raise RecipeError(
+            f"stage {stage.name}: start from binary_weights = false ([model] kwargs): stage 1 trains "
+            "full-precision weights with binary activations"
+        )
+    stage1, stage2 = stage.params["stage1"], stage.params["stage2"]
+    first = fit(ctx, state.model, stage1, f"{stage.name} stage 1")
+    teacher = copy.deepcopy(state.model).eval() if stage2.distill_alpha > 0 else None
+    binarize_model(state.model, "weights_only")
+    state.arch_kwargs["binary_weights"] = True
+    expected = {n for n, m in build_reference(state.arch, **state.arch_kwargs).named_modules()
+                if isinstance(m, BinaryConv2d)}
+    got = {n for n, m in state.model.named_modules() if isinstance(m, BinaryConv2d)}
+    if expected != got:
+        raise RuntimeError(f"binarised layers {sorted(got ^ expected)[:4]} differ from {state.arch}(binary_weights=True)")
+    state.model.to(ctx.env.device)
+    second = fit(ctx, state.model, stage2, f"{stage.name} stage 2", teacher=teacher)
+    state.extra = {"stage1_loss": first.loss, "stage2_loss": second.loss, "binary_layers": len(got)}
+
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass once the exit block's output is captured."""
+
+
+class ExitHeadView(nn.Module):
+    """Maps a batch to the exit head's logits; the backbone runs without gradients.
+
+    With ``update_backbone_bn=True`` (OSI's "batchnorm stabilisation") the whole backbone runs in training
+    mode so its BN running statistics keep updating; otherwise it runs in eval mode up to the exit block
+    only.
+    """
+
+    def __init__(self, model: nn.Module, block: str, head: str, update_backbone_bn: bool = True) -> None:
+        super().__init__()
+        self.model = model
+        self.block_name = block
+        self.head_name = head
+        self.update_backbone_bn = update_backbone_bn
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Exit-head logits."""
+        feats: list[Tensor] = []
+
+        def hook(_m: nn.Module, _i: Any, out: Tensor) -> None:
+            feats.append(out)
+            if not self.update_backbone_bn:
+                raise _StopForward
+
+        head = self.model.get_submodule(self.head_name)
+        if self.training and not self.update_backbone_bn:
+            self.model.eval()
+            head.train()
+        handle = self.model.get_submodule(self.block_name).register_forward_hook(hook)
+        try:
+            with torch.no_grad():
+                self.model(x)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        if len(feats) != 1:
+            raise RuntimeError(f"exit block {self.block_name!r} ran {len(feats)} times in one forward")
+        return head(feats[0].detach())
+
+
+def _exit_block(model: nn.Module, stage: StageSpec) -> str:
+    block = stage.params.get("block")
+    if block is None:
+        exit_block = getattr(model, "exit_block", None)
+        blocks = getattr(model, "_blocks", None)
+        if isinstance(exit_block, int) and blocks is not None:
+            return f"_blocks.{exit_block}"
+        raise RecipeError(f"stage {stage.name}: name the block feeding the exit head (block = '...')")
+    return block
+
+
+def _stage_exit(ctx: RunContext, stage: StageSpec, state: PipelineState) -> None:
+    model = state.model
+    p = stage.params
+    if not (callable(getattr(model, "exit_paths", None)) and callable(getattr(model, "forward_with_exit", None))):
+        raise RecipeError(
+            f"stage {stage.name}: {state.arch} has no built-in exit (exit_paths / forward_with_exit), so a "
+            "checkpoint could not be re-scored; use an architecture with an exit head (osi_ai)"
+        )
+    try:
+        head = model.get_submodule(p["head"])
+        model.get_submodule(_exit_block(model, stage))
+    except AttributeError as exc:
+        raise RecipeError(f"stage {stage.name}: {exc}") from None
+    names = [k for k in model.exit_paths() if k != "final"]
+    exit_name = p.get("exit_name") or (names[0] if len(names) == 1 else None)
+    if exit_name not in names:
+        raise RecipeError(f"stage {stage.name}: exit_name must be one of {names}")
+    view = ExitHeadView(model, _exit_block(model, stage), p["head"], bool(p.get("update_backbone_bn", True)))
+    flags = {n: q.requires_grad for n, q in model.named_parameters()}
+    for q in model.parameters():
+        q.requires_grad_(False)
+    for q in head.parameters():
+        q.requires_grad_(True)
+    try:
+        result = fit(ctx, model, stage.train, stage.name, forward_module=view)
+    finally:
+        for n, q in model.named_parameters():
+            q.requires_grad_(flags[n])
+    conf, exit_ok, final_ok = _exit_statistics(ctx, model, stage.train.batch_size)
+    if "threshold" in p:
+        threshold = float(p["threshold"])
+    elif "target_fraction" in p:
+        threshold = choose_threshold(conf, exit_ok, float(p["target_fraction"]), "fraction")
+    else:
+        threshold = choose_threshold(conf, exit_ok, float(p["target_accuracy"]), "accuracy", final_correct=final_ok)
+    exited = conf > threshold
+    fraction = float(exited.double().mean()) if len(conf) else 0.0
+    accuracy = float(torch.where(exited, exit_ok, final_ok).double().mean()) if len(conf) else float("nan")
+    state.exit_fractions = {exit_name: fraction, "final": 1.0 - fraction}
+    state.exit_threshold = threshold
+    state.extra = {
+        "head_loss": result.loss, "exit_threshold": threshold, "exit_fraction": fraction,
+        "exit_accuracy_all": float(exit_ok.double().mean()) if len(conf) else float("nan"),
+        "accuracy_with_exit": accuracy, "measured_on": int(len(conf)),
+    }
+    state.accuracy = accuracy
+    ctx.log(f"{stage.name}: threshold {threshold:.4f}, {fraction:.2%} of {len(conf)} test images exit, "
+            f"top-1 with exit {accuracy:.2%}")
+
+
+@torch.no_grad()
+def _exit_statistics(ctx: RunContext, model: nn.Module, batch_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Exit confidences and correctness of both heads on the test split, gathered from every process."""
+    env = ctx.env
+    was_training = model.training
+    model.eval()
+    confs, exit_ok, final_ok = [], [], []
+    try:
+        for indices in predict_batches(ctx, ctx.local_batch(batch_size)):
+            x, y = ctx.test_set.batch(indices)
+            e, f = model.forward_with_exit(x.to(env.device))
+            c, pred = torch.softmax(e, dim=1).max(dim=1)
+            confs.append(c.cpu())
+            exit_ok.append(pred.cpu() == y)
+            final_ok.append(f.argmax(dim=1).cpu() == y)
+    finally:
+        model.train(was_training)
+    mine = (
+        torch.cat(confs) if confs else torch.zeros(0),
+        torch.cat(exit_ok) if exit_ok else torch.zeros(0, dtype=torch.bool),
+        torch.cat(final_ok) if final_ok else torch.zeros(0, dtype=torch.bool),
+    )
+    parts = all_gather_objects(env, mine)
+    return tuple(torch.cat([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
+
+
+STAGES = {
+    "train": _stage_train,
+    "prune": _stage_prune,
+    "quantise": _stage_quantise,
+    "binarise": _stage_binarise,
+    "exit": _stage_exit,
+}
+
+
+def run_stage(ctx: RunContext, stage: StageSpec, state: PipelineState) -> None:
+    """Run one stage on ``state`` (in place) and measure the test accuracy."""
+    state.model.to(ctx.env.device)
+    STAGES[stage.kind](ctx, stage, state)
+    if stage.kind != "exit":
+        state.accuracy = evaluate(ctx, state.model, ctx.local_batch(stage.train.batch_size))
