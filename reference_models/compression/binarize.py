@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from reference_models.compression.surgery import parent_of, set_child
+
 
 def _sign(x: Tensor) -> Tensor:
     """Sign mapping 0 to +1, so outputs are exactly {-1, +1}."""
@@ -119,12 +121,6 @@ def _fp_convs(model: nn.Module, skip_first: bool, fp_globs: Iterable[str]) -> se
     return keep
 
 
-def _set_child(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
-
-
 def binarize_model(
     model: nn.Module,
     stage: str,
@@ -151,15 +147,15 @@ def binarize_model(
         for name, module in list(model.named_modules()):
             if not isinstance(module, nn.Conv2d) or name in keep_fp:
                 continue
-            parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+            parent = parent_of(model, name)
             if isinstance(parent, SignInput):
                 continue  # already binarised input
-            _set_child(model, name, SignInput(module))
+            set_child(model, name, SignInput(module))
         keep_fp = _fp_convs(model, skip_first, fp_globs)  # names changed
     if stage in ("weights", "weights_only"):
         for name, module in list(model.named_modules()):
             if type(module) is nn.Conv2d and name not in keep_fp:
-                _set_child(model, name, BinaryConv2d.from_conv(module, scale=scale))
+                set_child(model, name, BinaryConv2d.from_conv(module, scale=scale))
     return model
 
 

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from reference_models.compression.surgery import parent_of, set_child
+
 __all__ = [
     "ActQuant",
     "QuantizedAct",
@@ -262,12 +264,6 @@ def _layer_bits(name: str, key: str, default: int, per_layer: Mapping[str, Mappi
     return bits
 
 
-def _set_child(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
-
-
 def quantize_model(
     model: nn.Module,
     weight_bits: int,
@@ -296,9 +292,9 @@ def quantize_model(
             if wb >= FP_BITS:
                 continue
             cls = QuantConv2d if isinstance(module, nn.Conv2d) else QuantLinear
-            _set_child(model, name, cls.from_float(module, wb, shared_exponent=shared_exponent))
+            set_child(model, name, cls.from_float(module, wb, shared_exponent=shared_exponent))
         elif isinstance(module, act_types):
-            parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+            parent = parent_of(model, name)
             if isinstance(parent, QuantizedAct):
                 continue  # already quantised
             ab = _layer_bits(name, "act", act_bits if act_bits is not None else FP_BITS, per_layer)
@@ -306,7 +302,7 @@ def quantize_model(
                 continue
             signed = not isinstance(module, _UNSIGNED_ACTS)
             quant = ActQuant(ab, signed=signed, mode=act_mode, shared_exponent=shared_exponent)
-            _set_child(model, name, QuantizedAct(module, quant))
+            set_child(model, name, QuantizedAct(module, quant))
     return model
 
 
