@@ -73,8 +73,8 @@ class Op:
 
     @property
     def out_numel(self) -> float:
-        """Output elements per example."""
-        return math.prod(self.out_shape) / self.batch if self.out_shape else 0.0
+        """Output elements per example (a 0-d output, e.g. a full reduction, is one element)."""
+        return math.prod(self.out_shape) / self.batch
 
     def in_numel(self, i: int = 0) -> float:
         """Elements of tensor input ``i`` per example."""

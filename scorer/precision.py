@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from scorer.capture.normalise import quant_bits
 from scorer.errors import ScorerError
 from scorer.graph import VALUE_PRESERVING_KINDS, Op
 
@@ -123,6 +124,12 @@ def _module_int(mod: nn.Module | None, attr: str) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
+def _weight_fake_quant_bits(mod: nn.Module | None) -> int | None:
+    """Width of a torch.ao QAT layer's ``weight_fake_quant`` range (e.g. -128..127: 8 bits)."""
+    fq = getattr(mod, "weight_fake_quant", None) if mod is not None else None
+    return quant_bits(fq) if isinstance(fq, nn.Module) else None
+
+
 def _dtype_bits(t: object) -> int:
     if isinstance(t, torch.Tensor) and (t.dtype.is_floating_point or not t.dtype.is_complex):
         return t.element_size() * 8
@@ -139,8 +146,9 @@ def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, 
     for op in ops:
         mod = modules.get(op.module) if policy.read_model_bits else None
         cfg = policy.layer(op.module)
-        wbits = cfg.get("weight") or _module_int(mod, "weight_bits") or policy.param_bits
-        if policy.read_model_bits and not cfg.get("weight") and _module_int(mod, "weight_bits") is None:
+        model_wbits = _module_int(mod, "weight_bits") or _weight_fake_quant_bits(mod)
+        wbits = cfg.get("weight") or model_wbits or policy.param_bits
+        if policy.read_model_bits and not cfg.get("weight") and model_wbits is None:
             # a weight stored in a narrower dtype (fp16, bf16, int8) is stored at that width
             stored = [_dtype_bits(w.tensor) for w in op.weights if w.role in ("weight", "operand", "embedding")]
             if stored and min(stored) < wbits:

@@ -21,7 +21,7 @@ FREE = {
     "ones_like", "full_like", "as_strided", "view_as", "reshape_as", "repeat", "roll", "index_select",
     "narrow", "sym_size", "scalar_tensor", "empty", "zeros", "ones", "full", "arange", "_assert_tensor_metadata",
     "feature_dropout", "alpha_dropout", "pixel_shuffle", "pixel_unshuffle", "type_as", "_log_softmax_backward_data",
-    "lift", "clone_", "dequantize", "quantize_per_tensor",
+    "lift", "clone_", "dequantize", "quantize_per_tensor", "getitem",
 }
 DOT = {"convolution", "_convolution", "conv1d", "conv2d", "conv3d", "linear", "addmm", "mm", "bmm", "matmul"}
 BN = {"_native_batch_norm_legit_no_training", "native_batch_norm", "batch_norm", "_native_batch_norm_legit",
@@ -95,6 +95,15 @@ def from_aten(name: str, path: str, func: object, args: tuple, kwargs: dict, out
             return mk("linear", _w(w, "weight") + _w(b, "bias"), [x], attrs=attrs)
         op = mk("matmul", _w(x, "weight") + _w(w, "weight"), attrs={"vector_len": x.shape[-1]})
         return op
+    eq = args[0] if args else None
+    if base == "einsum" and isinstance(eq, str) and "->" in eq and "..." not in eq and len(args[1]) == 2:
+        a, b = args[1]
+        lhs, rhs = eq.replace(" ", "").split("->")
+        sizes = {ch: n for spec, v in zip(lhs.split(","), (a, b), strict=True)
+                 for ch, n in zip(spec, v.shape, strict=True)}
+        contraction = math.prod(sizes[c] for c in sizes if c not in rhs)
+        return mk("matmul", _w(a, "weight") + _w(b, "weight"), [v for v in (a, b) if v.is_activation],
+                  attrs={"vector_len": contraction})
     if base in ("mm", "bmm", "matmul"):
         a, b = args[0], args[1]
         return mk("matmul", _w(a, "weight") + _w(b, "weight"), [v for v in (a, b) if v.is_activation],
@@ -113,6 +122,10 @@ def from_aten(name: str, path: str, func: object, args: tuple, kwargs: dict, out
             g, w, b = int(_p(args[6])), args[1], args[2]
         return mk("groupnorm", _w(w, "gn_weight") + _w(b, "gn_bias"), [args[0]],
                   attrs={"groups": g, "channels": args[0].shape[1]})
+    if base == "instance_norm":  # per-example, per-channel statistics: GroupNorm with one channel per group
+        c = args[0].shape[1]
+        return mk("groupnorm", _w(args[1], "gn_weight") + _w(args[2], "gn_bias"), [args[0]],
+                  attrs={"groups": c, "channels": c})
     if base in ("prelu", "_prelu_kernel"):
         return mk("act:prelu", _w(args[1], "prelu_weight"), [args[0]])
     if base in ("hardtanh", "relu6"):

@@ -81,6 +81,9 @@ def capture_dispatch(model: nn.Module, example_inputs: tuple) -> FxCapture:
             stack.pop()
 
     batch = int(inputs[0].shape[0]) if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() else 1
+    # the forward really runs: buffers it updates in place or reassigns (counters, observers) are put back
+    saved = [(m, name, b, b.detach().clone()) for m in model.modules() for name, b in m._buffers.items()
+             if b is not None]
     h1 = nn.modules.module.register_module_forward_pre_hook(pre)
     h2 = nn.modules.module.register_module_forward_hook(post)
     try:
@@ -90,6 +93,10 @@ def capture_dispatch(model: nn.Module, example_inputs: tuple) -> FxCapture:
     finally:
         h1.remove()
         h2.remove()
+        with torch.no_grad():
+            for m, name, b, copy in saved:
+                m._buffers[name] = b
+                b.copy_(copy)
     used = {w.name for op in rec.ops for w in op.weights}
     # Ops recorded under the model's root get the path "" (the root's name in named_modules()).
     return FxCapture(rec.ops, "dispatch", batch, used)

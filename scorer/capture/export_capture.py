@@ -80,7 +80,8 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
                 real = state.get(fqn)
                 env[node] = Val(meta=_meta_of(val), param=fqn, real=real, ident=id(real) if real is not None else None)
             else:
-                if not got_batch and isinstance(val, torch.Tensor) and val.dim() > 0:
+                user_input = node.name in sig.user_inputs  # not a lifted tensor constant
+                if user_input and not got_batch and isinstance(val, torch.Tensor) and val.dim() > 0:
                     batch, got_batch = int(val.shape[0]), True
                 env[node] = Val(meta=_meta_of(val))
         elif node.op == "call_function":

@@ -178,7 +178,14 @@ def capture_fx(model: nn.Module, example_inputs: tuple) -> FxCapture:
         args = [graph.placeholder(f"input_{i}") for i in range(len(example_inputs))]
         graph.output(graph.call_module("", tuple(args)))
         return ops_from_graph(model, graph, example_inputs, method="fx")
-    return ops_from_graph(model, trace(model), example_inputs, method="fx")
+    before = set(model.__dict__)
+    try:
+        return ops_from_graph(model, trace(model), example_inputs, method="fx")
+    finally:
+        # fx stores tensors the forward creates or closes over as ``_tensor_constant<N>`` attributes of
+        # the root; they are read above and must not stay on the user's model
+        for key in set(model.__dict__) - before:
+            del model.__dict__[key]
 
 
 def ops_from_graph(model: nn.Module, graph: fx.Graph, example_inputs: tuple, method: str) -> FxCapture:

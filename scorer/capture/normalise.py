@@ -8,6 +8,7 @@ and returns an Op, ``None`` when the call produces no tensor (shape arithmetic),
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 import torch.nn as nn
@@ -49,6 +50,14 @@ TRANSCENDENTAL_FUNCTIONS = {
     torch.eq: "act:compare",
     torch.ne: "act:compare",
     torch.where: "act:select",
+    # operator forms fx records for ``x > 0``, ``-x``, ...: the same kinds as torch.gt, torch.neg
+    operator.gt: "act:compare",
+    operator.lt: "act:compare",
+    operator.ge: "act:compare",
+    operator.le: "act:compare",
+    operator.eq: "act:compare",
+    operator.ne: "act:compare",
+    operator.neg: "act:neg",
 }
 
 
@@ -207,6 +216,11 @@ def _pool_kernel(in_shape: tuple[int, ...], out_shape: tuple[int, ...], kernel: 
     return math.prod(kernel)  # type: ignore[arg-type]
 
 
+def _upsample_kind(mode: object) -> str:
+    """``nearest-exact`` is a copy like ``nearest`` (as aten ``_upsample_nearest_exact*`` is mapped)."""
+    return "upsample:nearest" if mode == "nearest-exact" else f"upsample:{mode}"
+
+
 def _spatial_is_one(shape: tuple[int, ...]) -> bool:
     return len(shape) > 2 and all(s == 1 for s in shape[2:])
 
@@ -245,6 +259,10 @@ def from_module(name: str, path: str, mod: nn.Module, args: tuple, kwargs: dict,
         ws = weights(("weight", "weight"), ("bias", "bias"))
         attrs = {"vector_len": mod.in_features, "out_features": mod.out_features, "has_bias": mod.bias is not None}
         return mk("linear", attrs=attrs, weights=ws)
+    if isinstance(mod, nn.modules.instancenorm._InstanceNorm):
+        # statistics of each example's channel, computed at inference: GroupNorm with one channel per group
+        ws = weights(("weight", "gn_weight"), ("bias", "gn_bias"))
+        return mk("groupnorm", attrs={"groups": mod.num_features, "channels": mod.num_features}, weights=ws)
     if isinstance(mod, nn.modules.batchnorm._NormBase):
         ws = weights(("weight", "bn_weight"), ("bias", "bn_bias"))
         return mk("bn", attrs={"channels": mod.num_features}, weights=ws)
@@ -287,7 +305,7 @@ def from_module(name: str, path: str, mod: nn.Module, args: tuple, kwargs: dict,
     if isinstance(mod, nn.modules.pooling._MaxPoolNd):
         return mk("maxpool", attrs={"window": _pool_kernel(acts[0].shape, tuple(out.shape), mod.kernel_size)})
     if isinstance(mod, nn.Upsample):
-        return mk(f"upsample:{mod.mode}")
+        return mk(_upsample_kind(mod.mode))
     return mk(f"unknown:{tname}")
 
 
@@ -409,7 +427,7 @@ def from_function(name: str, path: str, target: object, args: tuple, kwargs: dic
             mode = "bilinear"
         else:
             mode = _plain(_arg(args, kwargs, 3, "mode", "nearest"))
-        return mk(f"upsample:{mode}")
+        return mk(_upsample_kind(mode))
     if target is F.embedding:
         op = mk("embedding", wref(args[1], "weight"))
         op.in_shapes = [args[0].shape]

@@ -1,0 +1,156 @@
+"""Regression tests for bugs found in review; every expectation is official_rules.md or arithmetic written here."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from scorer import score
+
+SHAPE = (1, 4, 5, 5)  # 100 elements per example, 4 channels of 5x5
+
+
+class Fn(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_full_reduction_to_a_scalar_is_costed(capture) -> None:
+    # mean over n values: n-1 adds + 1 division (counting.py GlobalAvg, §2.2); n = 100 here
+    t = score(Fn(lambda x: x.mean()), input_shape=SHAPE, capture=capture).totals
+    assert (t["mults"], t["adds"]) == (1, 99)
+    # sum over n values: n-1 adds
+    t = score(Fn(lambda x: x.sum()), input_shape=SHAPE, capture=capture).totals
+    assert (t["mults"], t["adds"]) == (0, 99)
+
+
+class ConvInstanceNorm(nn.Module):
+    def __init__(self, norm: nn.Module):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 1, bias=False)
+        self.norm = norm
+
+    def forward(self, x):
+        return self.norm(self.conv(x))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_instance_norm_computes_statistics_and_does_not_fold(capture) -> None:
+    # InstanceNorm normalises each channel of each example by statistics of that example: it cannot be
+    # folded into the conv (unlike BN, §2.3) and costs what GroupNorm with one channel per group costs.
+    c, n = 4, 25  # channels; values per (example, channel)
+    per_group_mults, per_group_adds = 2 * n + 3, 3 * n - 1  # rules.base layer_norm_counts
+    norm_mults = c * per_group_mults + c * n  # + affine scale per element
+    norm_adds = c * per_group_adds + c * n  # + affine shift per element
+    conv_mults, conv_adds = 4 * 100, 3 * 100  # 1x1 conv, 4 inputs per output, no bias
+    conv_bits = 16 * 32
+    rep = score(ConvInstanceNorm(nn.InstanceNorm2d(4, affine=True)), input_shape=SHAPE, capture=capture)
+    t = rep.totals
+    assert t["mults"] == conv_mults + norm_mults
+    assert t["adds"] == conv_adds + norm_adds
+    assert t["param_bits"] == conv_bits + 2 * c * 32
+    assert not any("folded" in str(n) for n in rep.layers["note"])
+    ref = score(ConvInstanceNorm(nn.GroupNorm(4, 4)), input_shape=SHAPE, capture=capture).totals
+    assert (t["mults"], t["adds"], t["param_bits"]) == (ref["mults"], ref["adds"], ref["param_bits"])
+
+
+G = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 4, 1, 1)
+
+
+class UsesGlobalTensor(nn.Module):
+    def forward(self, x):
+        return x * G
+
+
+def test_fx_capture_leaves_no_attribute_on_the_model() -> None:
+    model = UsesGlobalTensor()
+    before = set(model.__dict__)
+    rep = score(model, input_shape=SHAPE, capture="fx")
+    assert rep.totals["mults"] == 100
+    assert set(model.__dict__) == before
+
+
+class CountsCalls(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("calls", torch.zeros(1))
+
+    def forward(self, x):
+        self.calls.add_(1)
+        return torch.relu(x)
+
+
+@pytest.mark.parametrize("capture", ["export", "dispatch"])
+def test_capture_does_not_change_buffers(capture) -> None:
+    model = CountsCalls()
+    score(model, input_shape=SHAPE, capture=capture, allow_unknown=True)
+    assert model.calls.item() == 0
+
+
+class ScaledByConstant(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 1)
+        self.k = torch.ones(3, 4, 1, 1)  # a plain tensor attribute: a lifted constant under torch.export
+
+    def forward(self, x):
+        return self.conv(x) * self.k[:1]
+
+
+def test_export_batch_comes_from_the_user_input() -> None:
+    shape = (2, 4, 6, 6)  # batch 2: counts are per example
+    outputs = 4 * 36
+    want_mults = 4 * outputs + outputs  # conv: 4 mults per output; then one scale per output
+    want_adds = (4 - 1) * outputs + outputs  # conv: 3 adds + 1 bias add per output
+    for capture in ("fx", "export", "dispatch"):
+        t = score(ScaledByConstant(), input_shape=shape, capture=capture).totals
+        assert (t["mults"], t["adds"]) == (want_mults, want_adds), capture
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+@pytest.mark.parametrize(
+    ("fn", "mults"),
+    [
+        (lambda x: (x > 0).float(), 100),  # one comparison per element, as torch.gt / x.gt()
+        (lambda x: (x <= 0).float(), 100),
+        (lambda x: -x, 100),  # one sign-bit op per element, as torch.neg
+        (lambda x: x.long().float(), 0),  # dtype conversions are free, as .float() / .half()
+        (lambda x: torch.cat(x.chunk(2, dim=1), dim=1), 0),  # chunk + indexing is data movement
+    ],
+)
+def test_every_form_of_an_op_is_known(capture, fn, mults) -> None:
+    t = score(Fn(fn), input_shape=SHAPE, capture=capture).totals
+    assert (t["mults"], t["adds"]) == (mults, 0)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_einsum_in_every_capture(capture) -> None:
+    # bchw,bdhw->bcd: 4x4 outputs, each a dot product of length 25 (n mults, n-1 adds)
+    t = score(Fn(lambda x: torch.einsum("bchw,bdhw->bcd", x, x)), input_shape=SHAPE, capture=capture).totals
+    assert (t["mults"], t["adds"]) == (16 * 25, 16 * 24)
+
+
+def test_functional_and_module_upsample_nearest_exact_agree() -> None:
+    a = score(Fn(lambda x: F.interpolate(x, scale_factor=2, mode="nearest-exact")), input_shape=SHAPE,
+              capture="fx").totals
+    b = score(Fn(lambda x: F.interpolate(x, scale_factor=2, mode="nearest-exact")), input_shape=SHAPE,
+              capture="export").totals
+    assert (a["mults"], a["adds"]) == (b["mults"], b["adds"]) == (0, 0)  # a copy, like nearest (§2.4)
+
+
+def test_qat_layer_weight_fake_quant_sets_weight_bits() -> None:
+    # README: bits are read from torch.ao fake-quant ranges. A QAT conv's weight_fake_quant spans -128..127,
+    # i.e. 8-bit weights: 1/4 parameter each (official page, §3.1); the bias is not fake-quantised (32 bits).
+    import torch.ao.nn.qat as nnqat
+    from torch.ao.quantization import get_default_qat_qconfig
+
+    conv = nnqat.Conv2d(3, 8, 3, qconfig=get_default_qat_qconfig("fbgemm"))
+    t = score(nn.Sequential(conv), input_shape=(1, 3, 8, 8)).totals
+    assert t["param_bits"] == 8 * 3 * 3 * 3 * 8 + 8 * 32
