@@ -8,7 +8,7 @@ overrides one formula; each override cites its source in its docstring.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from scorer.graph import Op, WeightRef
 
@@ -35,7 +35,6 @@ class RuleContext:
     by_name: dict[str, Op]
     consumers: dict[str, list[str]]
     mask_block: tuple[int, int] | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 class RuleSet:
@@ -229,11 +228,15 @@ class RuleSet:
     def cost_add(self, op: Op, ctx: RuleContext) -> Cost:
         """Elementwise add (residual, bias-like broadcast, or + scalar): 1 add per output element
         (`counting.py` Add, official_rules.md §2.2, over the tensor's real channels)."""
-        return Cost(adds=op.out_numel, param_bits=self._operand_storage(op))
+        return Cost(mults=self._alpha_mults(op), adds=op.out_numel, param_bits=self._operand_storage(op))
 
     def cost_sub(self, op: Op, ctx: RuleContext) -> Cost:
         """Elementwise subtraction counts as an addition."""
-        return Cost(adds=op.out_numel, param_bits=self._operand_storage(op))
+        return Cost(mults=self._alpha_mults(op), adds=op.out_numel, param_bits=self._operand_storage(op))
+
+    def _alpha_mults(self, op: Op) -> float:
+        """``torch.add(x, y, alpha=a)`` with a ≠ 1 multiplies every element of y by a first."""
+        return op.out_numel if "alpha" in op.attrs else 0.0
 
     def cost_mul(self, op: Op, ctx: RuleContext) -> Cost:
         """Elementwise multiply (e.g. SE scale): 1 mult per output element (`counting.py` Scale)."""

@@ -122,10 +122,10 @@ def score(
         if spec.uniform is None and ruleset.mask_policy == "sparse" and ruleset.credit_sparsity:
             notes.extend(_costly_masks(cap.ops))
         ctx = build_context(cap.ops, block)
-        for op, cost in cost_ops(cap.ops, ruleset, ctx)[0]:
-            rows.append(row_of(op, cost, fraction))
-            if cost.note.startswith("UNKNOWN"):
-                unknown_rows.append({"name": op.name, "module": op.module, "target": op.target, "path": path_name})
+        costed, unknown = cost_ops(cap.ops, ruleset, ctx)
+        rows.extend(row_of(op, cost, fraction) for op, cost in costed)
+        unknown_rows.extend({"name": op.name, "module": op.module, "target": op.target, "path": path_name}
+                            for op in unknown)
     if unknown_rows and not allow_unknown:
         raise UnknownOpError([(u["name"], u["module"], u["target"]) for u in unknown_rows])
 

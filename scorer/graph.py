@@ -69,16 +69,11 @@ class Op:
     mul_bits: int = 32
     add_bits: int = 32
     path: str = ""  # early-exit path name, when scoring a model with exits
-    weight_fraction: float = 1.0  # share of examples that run this op (early exit)
 
     @property
     def out_numel(self) -> float:
         """Output elements per example (a 0-d output, e.g. a full reduction, is one element)."""
         return math.prod(self.out_shape) / self.batch
-
-    def in_numel(self, i: int = 0) -> float:
-        """Elements of tensor input ``i`` per example."""
-        return math.prod(self.in_shapes[i]) / self.batch if self.in_shapes else 0.0
 
     def weight(self, role: str) -> WeightRef | None:
         """The weight with ``role``, or None."""

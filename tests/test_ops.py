@@ -136,3 +136,11 @@ def test_free_ops_cost_nothing() -> None:
 
     t = score(Moves(), input_shape=SHAPE).totals
     assert t["ops"] == 0 and t["param_bits"] == 0
+
+
+def test_add_with_alpha_and_implicit_softmax_dim() -> None:
+    t = score(Fn(lambda x: torch.add(x, x, alpha=2.0)), input_shape=SHAPE).totals
+    assert (t["mults"], t["adds"]) == (100, 100)  # alpha·y, then the add
+    # nn.Softmax() on a 4-d tensor normalises over dim 1 (4 values): 100/4 groups of 2·4 mults, 3 adds
+    s = score(nn.Softmax(), input_shape=SHAPE).totals
+    assert (s["mults"], s["adds"]) == (25 * 8, 25 * 3)

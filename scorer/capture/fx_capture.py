@@ -6,8 +6,6 @@ the input resolution or the model's FLOPs, and the user's model is never run, co
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.fx as fx
 import torch.nn as nn
@@ -265,8 +263,3 @@ def _get_attr(model: nn.Module, target: str) -> object:
     for part in target.split("."):
         obj = getattr(obj, part)
     return obj
-
-
-def numel(shape: tuple[int, ...]) -> int:
-    """Number of elements of ``shape``."""
-    return math.prod(shape)

@@ -286,7 +286,7 @@ def from_module(name: str, path: str, mod: nn.Module, args: tuple, kwargs: dict,
         if isinstance(mod, typ):
             attrs = {}
             if kind == "act:softmax":
-                dim = mod.dim if mod.dim is not None else -1
+                dim = mod.dim if mod.dim is not None else implicit_softmax_dim(acts[0].meta.dim())
                 attrs["n"] = acts[0].shape[dim] if acts else 1
             return mk(kind, attrs=attrs)
     if isinstance(mod, FREE_MODULES):
@@ -398,7 +398,7 @@ def from_function(name: str, path: str, target: object, args: tuple, kwargs: dic
         attrs = {}
         if kind == "act:softmax":
             dim = _plain(_arg(args, kwargs, 1, "dim", -1))
-            attrs["n"] = acts[0].shape[dim if dim is not None else -1]
+            attrs["n"] = acts[0].shape[dim if dim is not None else implicit_softmax_dim(acts[0].meta.dim())]
         return mk(kind, attrs=attrs)
     if target in TRANSCENDENTAL_FUNCTIONS:
         return mk(TRANSCENDENTAL_FUNCTIONS[target])
@@ -463,7 +463,7 @@ def from_method(name: str, path: str, method: str, args: tuple, kwargs: dict, ou
         attrs = {}
         if kind == "act:softmax":
             dim = _plain(_arg(args, kwargs, 1, "dim", -1))
-            attrs["n"] = acts[0].shape[dim if dim is not None else -1]
+            attrs["n"] = acts[0].shape[dim if dim is not None else implicit_softmax_dim(acts[0].meta.dim())]
         return mk(kind, attrs=attrs)
     if method in CLAMP_METHODS:
         return mk("act:clamp", attrs={"bounds": _clamp_bounds(method, args, kwargs)})
@@ -487,6 +487,11 @@ def _clamp_bounds(target: object, args: tuple, kwargs: dict) -> int:
     return int(lo is not None) + int(hi is not None)
 
 
+def implicit_softmax_dim(ndim: int) -> int:
+    """The dimension torch's softmax uses when none is given (its legacy rule: 0 for 0-, 1- and 3-d, else 1)."""
+    return 0 if ndim in (0, 1, 3) else 1
+
+
 def _elementwise(mk, wref, kind: str, args: tuple, kwargs: dict) -> Op:
     a, b = args[0], _arg(args, kwargs, 1, "other")
     operands = [x for x in (a, b) if isinstance(x, Val) and x.is_tensor]
@@ -496,6 +501,9 @@ def _elementwise(mk, wref, kind: str, args: tuple, kwargs: dict) -> Op:
             weights += wref(x, "operand")
     scalar = len(operands) < 2 or any(x.is_tensor and x.meta.dim() == 0 for x in operands)
     op = mk(kind, weights, scalar_operand=scalar)
+    alpha = kwargs.get("alpha")
+    if kind in ("add", "sub") and alpha is not None and _plain(alpha) != 1:
+        op.attrs["alpha"] = _plain(alpha)  # x + alpha·y: one more multiplication per element
     return op
 
 
