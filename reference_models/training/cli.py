@@ -122,7 +122,10 @@ def _run(argv: Sequence[str]) -> int:
         if env.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         if env.is_main:
-            out.mkdir(parents=True, exist_ok=True)
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(f"--out {out}: cannot create the output folder ({exc.strerror or exc})") from None
             if not args.resume:
                 for stale in ("final.ckpt", "run.json"):
                     (out / stale).unlink(missing_ok=True)

@@ -20,7 +20,10 @@ from reference_models.compression.quantize import QuantizedAct, bits_of
 from reference_models.registry import build_reference
 from scorer.checkpoint import Checkpoint
 
-__all__ = ["checkpoint_bits", "make_checkpoint", "plain_key_map", "plain_name", "plain_state_dict"]
+__all__ = [
+    "checkpoint_bits", "dropped_state", "load_dropped_state", "make_checkpoint", "plain_key_map", "plain_name",
+    "plain_state_dict",
+]
 
 
 def _wrappers(model: nn.Module) -> list[tuple[str, str, str | None]]:
@@ -130,6 +133,25 @@ def make_checkpoint(
         exit_fractions={k: float(v) for k, v in exit_fractions.items()},
         meta=dict(meta),
     )
+
+
+def dropped_state(model: nn.Module) -> dict[str, Any]:
+    """The state the plain architecture has no place for (activation-quantiser ranges and clips), as
+    JSON-able lists keyed by the wrapped model's state-dict keys: kept in the checkpoint's meta so that
+    ``--resume`` rebuilds the network that was trained."""
+    state = model.state_dict()
+    return {key: state[key].detach().cpu().tolist() for key, plain in plain_key_map(model).items() if plain is None}
+
+
+def load_dropped_state(model: nn.Module, values: Mapping[str, Any]) -> None:
+    """Put back what :func:`dropped_state` saved (keys the model lacks are an error)."""
+    own = model.state_dict()
+    unknown = sorted(set(values) - set(own))
+    if unknown:
+        raise KeyError(f"quantiser state without a place in the model: {unknown[:4]}")
+    with torch.no_grad():
+        for key, value in values.items():
+            own[key].copy_(torch.as_tensor(value, dtype=own[key].dtype))
 
 
 def load_plain_state(model: nn.Module, state: Mapping[str, Tensor]) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from reference_models.compression.pruning import masks_of
 from reference_models.training.distributed import barrier
-from reference_models.training.export import checkpoint_bits, make_checkpoint
+from reference_models.training.export import checkpoint_bits, dropped_state, make_checkpoint
 from reference_models.training.recipes import Recipe, RecipeError, StageSpec
 from reference_models.training.stages import run_stage
 from reference_models.training.state import PipelineState, build_model, restore_state
@@ -60,6 +60,7 @@ def _meta(recipe: Recipe, stage: StageSpec, index: int, state: PipelineState, ru
         "rules": recipe.score.rules,
         "bits": recipe.score.bits,
         "pipeline": state.transforms,
+        "quantiser_state": dropped_state(state.model),
         "exit_threshold": state.exit_threshold,
         "stage_results": state.extra,
         "run": run,

@@ -294,6 +294,12 @@ def _parse_stage(raw: Any, index: int, defaults: dict[str, Any], path: Path, see
     elif kind == "quantise":
         if "weight_bits" not in params:
             raise RecipeError(f"{where} ({name}): quantise needs weight_bits")
+        if params["weight_bits"] < 2:
+            raise RecipeError(f"{where} ({name}): weight_bits must be >= 2 (a signed grid; binarise for 1 bit)")
+        if params.get("act_bits", 1) < 1:
+            raise RecipeError(f"{where} ({name}): act_bits must be >= 1")
+        if params.get("act_mode", "running_max") not in ("running_max", "learned"):
+            raise RecipeError(f"{where} ({name}): act_mode {params['act_mode']!r} is not running_max or learned")
     elif kind == "binarise":
         for sub in ("stage1", "stage2"):
             sub_updates = _train_updates(params.get(sub, {}), f"{where} ({name}).{sub}", set())

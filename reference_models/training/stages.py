@@ -16,8 +16,9 @@ from torch import Tensor, nn
 
 from reference_models.compression.binarize import BinaryConv2d, binarize_model
 from reference_models.compression.early_exit import choose_threshold
-from reference_models.compression.pruning import MagnitudePruner
+from reference_models.compression.pruning import MagnitudePruner, _exact_count
 from reference_models.compression.quantize import ActQuant
+from reference_models.compression.schedule import parse_schedule_fractions
 from reference_models.registry import build_reference, get_reference
 from reference_models.training.data import normalize
 from reference_models.training.distributed import all_gather_objects, broadcast_buffers
@@ -36,13 +37,19 @@ def _stage_train(ctx: RunContext, stage: StageSpec, state: PipelineState) -> Non
 def _stage_prune(ctx: RunContext, stage: StageSpec, state: PipelineState) -> None:
     p = stage.params
     rewind = bool(p.get("rewind", False))
-    pruner = MagnitudePruner(
-        state.model,
-        method=p.get("method", "layer_normalized"),
-        include=p.get("include", ["*"]),
-        exclude=p.get("exclude", []),
-        keep_initial=rewind,
-    )
+    try:
+        pruner = MagnitudePruner(
+            state.model,
+            method=p.get("method", "layer_normalized"),
+            include=p.get("include", ["*"]),
+            exclude=p.get("exclude", []),
+            keep_initial=rewind,
+        )
+        first = parse_schedule_fractions(p["schedule"])[0]
+        if _exact_count(first, pruner.total) < pruner.total - sum(int(m.sum()) for m in pruner.masks.values()):
+            raise ValueError(f"schedule starts at {float(first):.6f}, below the current sparsity {pruner.sparsity():.6f}")
+    except ValueError as exc:
+        raise RecipeError(f"stage {stage.name}: {exc} ({state.arch})") from None
 
     def train_round(i: int, target: float) -> None:
         fit(ctx, state.model, stage.train, f"{stage.name} round {i + 1} ({target:.2%})")
@@ -55,7 +62,10 @@ def _stage_prune(ctx: RunContext, stage: StageSpec, state: PipelineState) -> Non
 def _stage_quantise(ctx: RunContext, stage: StageSpec, state: PipelineState) -> None:
     spec = {"op": "quantise", **{k: v for k, v in stage.params.items() if k != "calibrate_batches"}}
     spec.setdefault("act_bits", None)
-    apply_quantise(state.model, spec)
+    try:
+        apply_quantise(state.model, spec)
+    except ValueError as exc:
+        raise RecipeError(f"stage {stage.name}: {exc}") from None
     state.model.to(ctx.env.device)
     state.transforms.append(spec)
     calibrated = calibrate(ctx, state.model, int(stage.params.get("calibrate_batches", 10)), stage.train.batch_size)

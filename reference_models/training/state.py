@@ -8,9 +8,9 @@ from typing import Any
 from torch import nn
 
 from reference_models.compression.pruning import apply_masks
-from reference_models.compression.quantize import quantize_model
+from reference_models.compression.quantize import FP_BITS, quantize_model
 from reference_models.registry import build_reference
-from reference_models.training.export import load_plain_state
+from reference_models.training.export import load_dropped_state, load_plain_state
 from reference_models.training.ghost_bn import convert_ghost_bn
 from reference_models.training.recipes import Recipe, RecipeError
 from scorer.checkpoint import Checkpoint
@@ -33,9 +33,14 @@ class PipelineState:
 
     @property
     def act_bits(self) -> int | None:
-        """The activation width set by the last quantisation, if any."""
+        """The activation width set by the last quantisation, if it quantised every activation module (no
+        ``exclude``, no per-layer act left in floating point); otherwise None, and only the quantised
+        activations carry their width (per layer)."""
         for t in reversed(self.transforms):
             if t.get("op") == "quantise":
+                per_layer = t.get("per_layer") or {}
+                if t.get("exclude") or any(v.get("act", 0) >= FP_BITS for v in per_layer.values()):
+                    return None
                 return t.get("act_bits")
         return None
 
@@ -46,7 +51,7 @@ def build_model(recipe: Recipe, arch_kwargs: dict[str, Any]) -> nn.Module:
         model = build_reference(recipe.arch, **arch_kwargs)
     except KeyError as exc:
         raise RecipeError(f"{recipe.path}: {exc.args[0]}") from None
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise RecipeError(f"{recipe.path}: bad arguments for {recipe.arch}: {exc}") from None
     if recipe.ghost_batch_size or recipe.ghost_splits:
         convert_ghost_bn(model, splits=recipe.ghost_splits, virtual_batch_size=recipe.ghost_batch_size)
@@ -73,6 +78,7 @@ def restore_state(recipe: Recipe, ckpt: Checkpoint) -> PipelineState:
         if t.get("op") == "quantise":
             apply_quantise(model, t)
     load_plain_state(model, ckpt.state_dict)
+    load_dropped_state(model, ckpt.meta.get("quantiser_state", {}))
     if ckpt.masks:
         apply_masks(model, ckpt.masks)
     return PipelineState(
