@@ -84,3 +84,17 @@ def test_step_schedule():
     opt = torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=1e-3)
     lrs = _lrs(build_scheduler(opt, "step", milestones=[2, 3], gamma=0.2), opt, 4)
     assert lrs == pytest.approx([1e-3, 1e-3, 2e-4, 4e-5])
+
+
+def test_norm_exemption_covers_norm_biases_even_when_biases_decay() -> None:
+    # docstring: no_decay_norm exempts the parameters of normalisation layers (γ and β alike)
+    import torch.nn as nn
+
+    from reference_models.training.optim import param_groups
+
+    model = nn.Sequential(nn.Conv2d(2, 3, 1), nn.BatchNorm2d(3))
+    groups = param_groups(model, 1e-4, no_decay_bias=False, no_decay_norm=True)
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert id(model[1].bias) not in decayed and id(model[1].weight) not in decayed
+    assert id(model[0].weight) in decayed
+    assert id(model[0].bias) not in decayed  # 1-D: "every other parameter with fewer than two dimensions"

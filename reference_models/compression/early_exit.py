@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from reference_models.training.losses import soft_smoothing_loss
+
 __all__ = [
     "EarlyExitModel",
     "ExitHead",
@@ -182,12 +184,6 @@ def freeze_backbone(model: EarlyExitModel, freeze: bool = True) -> None:
         p.requires_grad_(not freeze)
     for p in model.exit_head.parameters():
         p.requires_grad_(True)
-
-
-def soft_smoothing_loss(logits: Tensor, target: Tensor) -> Tensor:
-    """OSI's confidence-aware loss: per-sample cross entropy times ``(1 + max softmax)``, averaged."""
-    ce = F.cross_entropy(logits, target, reduction="none")
-    return (ce * (1 + F.softmax(logits, dim=1).amax(dim=1))).mean()
 
 
 def _split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:

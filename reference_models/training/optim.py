@@ -49,7 +49,7 @@ def param_groups(
             seen.add(id(p))
             is_bias = p_name.endswith("bias")
             is_norm_or_1d = isinstance(module, _NORM_TYPES) or p.ndim < 2
-            if (no_decay_bias and is_bias) or (no_decay_norm and is_norm_or_1d and not is_bias):
+            if (no_decay_bias and is_bias) or (no_decay_norm and is_norm_or_1d):
                 no_decay.append(p)
             else:
                 decay.append(p)
