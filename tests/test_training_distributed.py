@@ -78,3 +78,24 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
     assert moved > 1e-3  # three SGD steps really changed the weights
     totals = [json.loads((d / "train.score.json").read_text())["totals"] for d in (one, two)]
     assert totals[0] == totals[1]
+
+
+def test_two_process_bad_out_stops_every_rank(tmp_path):
+    # rank 0 cannot create --out (it is a file): every rank must stop with the one-line error, none may hang
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not installed")
+    recipe = tmp_path / "ddp.toml"
+    recipe.write_text(RECIPE)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+         "-m", "reference_models.training.cli", str(recipe), *ARGS, "--out", str(blocker / "run")],
+        capture_output=True, text=True, timeout=55, env=env, cwd=tmp_path,
+    )
+    assert proc.returncode != 0
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("micronet-train: error")]
+    assert len(ours) == 2 and all("cannot create the output folder" in line for line in ours)  # one per rank
+    # (torchrun's launcher then reports the failed children with its own traceback)

@@ -91,7 +91,7 @@ def _run(argv: Sequence[str]) -> int:
     import torch
 
     from reference_models.training.data import Cifar100Dataset, load_cifar100, write_synthetic_cifar100
-    from reference_models.training.distributed import barrier, init_distributed, shutdown
+    from reference_models.training.distributed import broadcast_object, init_distributed, shutdown
     from reference_models.training.pipeline import run_pipeline
     from reference_models.training.progress import ProgressReporter
     from reference_models.training.recipes import load_recipe
@@ -121,19 +121,24 @@ def _run(argv: Sequence[str]) -> int:
         torch.manual_seed(args.seed)
         if env.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        if args.synthetic:
+            data_dir = str(out / "synthetic-cifar100")
+        # Only rank 0 writes; its outcome is broadcast so that a failure stops every rank with the same
+        # one-line error instead of leaving the others waiting at a barrier.
+        setup_error = None
         if env.is_main:
             try:
                 out.mkdir(parents=True, exist_ok=True)
+                if not args.resume:
+                    for stale in ("final.ckpt", "run.json"):
+                        (out / stale).unlink(missing_ok=True)
+                if args.synthetic:
+                    write_synthetic_cifar100(data_dir, args.synthetic, args.synthetic, seed=args.seed)
             except OSError as exc:
-                raise UsageError(f"--out {out}: cannot create the output folder ({exc.strerror or exc})") from None
-            if not args.resume:
-                for stale in ("final.ckpt", "run.json"):
-                    (out / stale).unlink(missing_ok=True)
-        if args.synthetic:
-            data_dir = str(out / "synthetic-cifar100")
-            if env.is_main:
-                write_synthetic_cifar100(data_dir, args.synthetic, args.synthetic, seed=args.seed)
-            barrier(env)
+                setup_error = f"--out {out}: cannot create the output folder ({exc.strerror or exc})"
+        setup_error = broadcast_object(env, setup_error)
+        if setup_error:
+            raise UsageError(setup_error)
         train = load_cifar100(data_dir, "train")
         test = load_cifar100(data_dir, "test")
         say = (lambda msg: print(msg, flush=True)) if env.is_main else (lambda msg: None)
