@@ -44,19 +44,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_torchrun_matches_one_process(tmp_path):
+def _torchrun_two(tmp_path, out):
+    """Run the test recipe with ``torchrun --nproc_per_node 2`` (gloo, CPU); returns (process, recipe path)."""
     torchrun = shutil.which("torchrun")
     if torchrun is None:
         pytest.skip("torchrun is not installed")
     recipe = tmp_path / "ddp.toml"
     recipe.write_text(RECIPE)
-    two = tmp_path / "two"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-         "-m", "reference_models.training.cli", str(recipe), *ARGS, "--out", str(two)],
+         "-m", "reference_models.training.cli", str(recipe), *ARGS, "--out", str(out)],
         capture_output=True, text=True, timeout=55, env=env, cwd=tmp_path,
     )
+    return proc, recipe
+
+
+def test_two_process_torchrun_matches_one_process(tmp_path):
+    two = tmp_path / "two"
+    proc, recipe = _torchrun_two(tmp_path, two)
     assert proc.returncode == 0, proc.stderr[-2000:]  # the registry seeds builds: same init on both ranks
     assert "2 process(es)" in proc.stdout
     one = tmp_path / "one"
@@ -82,19 +88,9 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
 
 def test_two_process_bad_out_stops_every_rank(tmp_path):
     # rank 0 cannot create --out (it is a file): every rank must stop with the one-line error, none may hang
-    torchrun = shutil.which("torchrun")
-    if torchrun is None:
-        pytest.skip("torchrun is not installed")
-    recipe = tmp_path / "ddp.toml"
-    recipe.write_text(RECIPE)
     blocker = tmp_path / "blocker"
     blocker.write_text("a file, not a folder")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-         "-m", "reference_models.training.cli", str(recipe), *ARGS, "--out", str(blocker / "run")],
-        capture_output=True, text=True, timeout=55, env=env, cwd=tmp_path,
-    )
+    proc, _ = _torchrun_two(tmp_path, blocker / "run")
     assert proc.returncode != 0
     ours = [line for line in proc.stderr.splitlines() if line.startswith("micronet-train: error")]
     assert len(ours) == 2 and all("cannot create the output folder" in line for line in ours)  # one per rank
