@@ -103,7 +103,6 @@ def score(
     else:
         paths = [("", model, 1.0)]
 
-    modules = dict(model.named_modules())
     notes: list[str] = []
     seen: set = set()
     rows: list[dict] = []
@@ -114,11 +113,10 @@ def score(
         cap = capture_model(path_model, inputs, capture)
         method = cap.method
         used |= cap.used_params
-        path_modules = dict(path_model.named_modules())
         for op in cap.ops:
             op.path = path_name
         annotate_sparsity(cap.ops, spec, seen)
-        annotate_bits(cap.ops, policy, path_modules if path_model is not model else modules)
+        annotate_bits(cap.ops, policy, dict(path_model.named_modules()))
         if spec.uniform is None and ruleset.mask_policy == "sparse" and ruleset.credit_sparsity:
             notes.extend(_costly_masks(cap.ops))
         ctx = build_context(cap.ops, block)
@@ -147,7 +145,7 @@ def score(
         "sparsity": sparsity if isinstance(sparsity, (str, float, int, type(None))) else dict(sparsity),
         "mask_block": block,
         "input_shapes": [list(getattr(x, "shape", ())) for x in inputs],
-        "exit_fractions": dict(exit_fractions) if exit_fractions else None,
+        "exit_fractions": {name: f for name, _, f in paths} if exit_fractions else None,
     }
     return Report(
         layers=layers, track=trk, rules=ruleset.name, capture=method, settings=settings, notes=notes,

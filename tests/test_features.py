@@ -251,3 +251,8 @@ def test_wrong_input_shape_inside_a_model_is_an_error(model) -> None:
     with pytest.raises(ScorerError) as err:
         score(model, input_shape=(1, 3, 2, 2))
     assert "\\n" not in str(err.value)
+
+
+def test_settings_record_the_completed_exit_fractions() -> None:
+    rep = score(Exits(), input_shape=(1, 8), exit_fractions={"exit": 0.25})
+    assert rep.settings["exit_fractions"] == {"exit": 0.25, "final": 0.75}
