@@ -201,34 +201,28 @@ def _signed(mag: Tensor, sign: Tensor) -> Tensor:
     return mag * sign
 
 
+def _identity_plus(x: Tensor, row: int, col: int, value: Tensor) -> Tensor:
+    """Per-sample 2×3 affine matrices: the identity with entry (row, col) set to ``value``."""
+    m = torch.zeros(len(value), 2, 3, dtype=x.dtype, device=x.device)
+    m[:, 0, 0] = m[:, 1, 1] = 1
+    m[:, row, col] = value
+    return m
+
+
 def _shear_x(x: Tensor, mag: Tensor, sign: Tensor) -> Tensor:
-    m = torch.zeros(len(mag), 2, 3, dtype=x.dtype, device=x.device)
-    m[:, 0, 0] = 1
-    m[:, 0, 1] = _signed(mag, sign)
-    m[:, 1, 1] = 1
-    return _affine(x, m, GREY)
+    return _affine(x, _identity_plus(x, 0, 1, _signed(mag, sign)), GREY)
 
 
 def _shear_y(x: Tensor, mag: Tensor, sign: Tensor) -> Tensor:
-    m = torch.zeros(len(mag), 2, 3, dtype=x.dtype, device=x.device)
-    m[:, 0, 0] = 1
-    m[:, 1, 0] = _signed(mag, sign)
-    m[:, 1, 1] = 1
-    return _affine(x, m, GREY)
+    return _affine(x, _identity_plus(x, 1, 0, _signed(mag, sign)), GREY)
 
 
 def _translate_x(x: Tensor, mag: Tensor, sign: Tensor) -> Tensor:
-    m = torch.zeros(len(mag), 2, 3, dtype=x.dtype, device=x.device)
-    m[:, 0, 0] = m[:, 1, 1] = 1
-    m[:, 0, 2] = _signed(mag, sign) * x.shape[-1]
-    return _affine(x, m, GREY, mode="nearest")
+    return _affine(x, _identity_plus(x, 0, 2, _signed(mag, sign) * x.shape[-1]), GREY, mode="nearest")
 
 
 def _translate_y(x: Tensor, mag: Tensor, sign: Tensor) -> Tensor:
-    m = torch.zeros(len(mag), 2, 3, dtype=x.dtype, device=x.device)
-    m[:, 0, 0] = m[:, 1, 1] = 1
-    m[:, 1, 2] = _signed(mag, sign) * x.shape[-2]
-    return _affine(x, m, GREY, mode="nearest")
+    return _affine(x, _identity_plus(x, 1, 2, _signed(mag, sign) * x.shape[-2]), GREY, mode="nearest")
 
 
 def _rotate(x: Tensor, mag: Tensor, sign: Tensor) -> Tensor:
