@@ -73,7 +73,11 @@ class RuleSet:
 
     # ----------------------------------------------------------------- storage
     def mask_bits(self, w: WeightRef, ctx: RuleContext) -> float:
-        """Mask storage of weight tensor ``w`` (official rules §4: 1 bit per dense element, or per block)."""
+        """Mask storage of weight tensor ``w`` (official rules §4: 1 bit per dense element, or per block).
+
+        Blocks tile ``w`` viewed as a ``shape[0] × numel/shape[0]`` matrix (a conv weight: C_out × C_in/g·k²),
+        partial blocks at the edges included: ceil(rows/bh)·ceil(cols/bw) bits.
+        """
         if self.mask_policy == "none":
             return 0.0
         if self.mask_policy == "sparse" and not w.sparsity > 0:
