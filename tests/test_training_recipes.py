@@ -125,3 +125,110 @@ def test_console_script_reports_without_traceback():
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "micronet-train: error: nope.toml: no such recipe file"
+
+
+# --------------------------------------------------------------------------- hostile recipes (issue 7)
+
+_SMOKE = ["--synthetic", "8", "--epochs", "0", "--limit-batches", "1", "--no-progress"]
+
+
+def _victim(folder):
+    """A folder holding the two files a fresh run removes first; returns a check that both survived."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("final.ckpt", "run.json"):
+        (folder / name).write_text("precious")
+    return lambda: all((folder / n).read_text() == "precious" for n in ("final.ckpt", "run.json"))
+
+
+@pytest.mark.parametrize("name", ["../../victim", "..", ".", "a/b", "a\\\\b", "", "x..y", "-rf", "runs dir"])
+def test_recipe_name_must_be_a_safe_identifier(tmp_path, monkeypatch, capsys, name):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    intact = _victim(tmp_path / "victim")
+    also = _victim(work / "runs")  # name "." or ".." would aim at runs/ itself or its parent
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'name = "{name}"\n[model]\narch = "kaist_v1"\n[[stages]]\nkind = "train"\n')
+    _fails_with_one_line(capsys, [str(recipe), *_SMOKE], "name")
+    assert intact() and also() and sorted(p.name for p in work.iterdir()) == ["runs"]
+
+
+def test_recipe_file_stem_is_checked_like_a_name(tmp_path):
+    recipe = tmp_path / "my recipe.toml"
+    recipe.write_text('[model]\narch = "kaist_v1"\n[[stages]]\nkind = "train"\n')
+    with pytest.raises(RecipeError, match="recipe name 'my recipe'"):
+        load_recipe(recipe)
+
+
+def test_stage_names_are_safe_identifiers(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[model]\narch = "kaist_v1"\n[[stages]]\nkind = "train"\nname = ".."\n')
+    with pytest.raises(RecipeError, match="stage name"):
+        load_recipe(recipe)
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--data", "MISSING"], "no such directory"),
+        (["--synthetic", "8", "--arch-kwargs", '{"depth": 7}'], "depth"),
+        (["--synthetic", "8", "--arch-kwargs", '{"no_such_argument": 1}'], "no_such_argument"),
+    ],
+)
+def test_bad_input_deletes_nothing(tmp_path, capsys, flags, words):
+    out = tmp_path / "out"
+    intact = _victim(out)
+    flags = [str(tmp_path / "missing") if f == "MISSING" else f for f in flags]
+    arch = "wavecomp" if "depth" in str(flags) else "kaist_v1"
+    _fails_with_one_line(capsys, [arch, *flags, "--epochs", "0", "--no-progress", "--out", str(out)], words)
+    assert intact() and sorted(p.name for p in out.iterdir()) == ["final.ckpt", "run.json"]
+
+
+_MARKER_MODULE = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\nclass X: pass\ndef f(*a, **k): pass\n"
+
+
+@pytest.mark.parametrize(
+    "table, payload",
+    [
+        ("model", 'arch = "{mod}:f"'),
+        ("model", 'arch = "os:system"'),
+        ("score", 'rules = "{mod}:X"'),
+        ("score", 'rules = "{mod}.X"'),
+        ("score", 'track = "{mod}:X"'),
+    ],
+)
+def test_recipe_fields_never_import_or_call(tmp_path, monkeypatch, capsys, table, payload):
+    """A recipe names registered things only: no field reaches an import, so the payload module never runs."""
+    marker = tmp_path / "marker"
+    mod = "evil_recipe_payload"
+    (tmp_path / f"{mod}.py").write_text(_MARKER_MODULE.format(marker=str(marker)))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = 'arch = "kaist_v1"'
+    body = payload.format(mod=mod)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        'name = "r"\n[model]\n' + (body if table == "model" else model) + "\n"
+        + (f"[score]\n{body}\n" if table == "score" else "") + '[[stages]]\nkind = "train"\n'
+    )
+    out = tmp_path / "out"
+    intact = _victim(out)
+    _fails_with_one_line(capsys, [str(recipe), *_SMOKE, "--out", str(out)], "r.toml")
+    assert not marker.exists() and intact()
+    sys.modules.pop(mod, None)
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("bits = 0", "bits"),
+        ('bits = "16"', "bits"),
+        ("input_shape = [1, 3, 0, 32]", "input_shape"),
+        ('input_shape = "1,3,32,32"', "input_shape"),
+        ('rules = "no_such_rules"', "rules"),
+    ],
+)
+def test_score_table_values_are_checked(tmp_path, body, message):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[model]\narch = "kaist_v1"\n[score]\n{body}\n[[stages]]\nkind = "train"\n')
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(recipe)

@@ -95,6 +95,7 @@ def _run(argv: Sequence[str]) -> int:
     from reference_models.training.pipeline import run_pipeline
     from reference_models.training.progress import ProgressReporter
     from reference_models.training.recipes import load_recipe
+    from reference_models.training.state import build_model
     from reference_models.training.trainer import RunContext
 
     recipe = load_recipe(args.recipe)
@@ -111,7 +112,9 @@ def _run(argv: Sequence[str]) -> int:
     if args.batch_size is not None:
         recipe.override_batch_size(args.batch_size)
 
-    out = Path(args.out or Path("runs") / recipe.name)
+    out = Path(args.out or Path("runs") / recipe.name)  # recipe names are safe identifiers (check_name)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
     data_dir = args.data or os.environ.get(DATA_ENV)
     if not args.synthetic and not data_dir:
         raise UsageError(f"no data: pass --data DIR (the cifar-100-python folder), set ${DATA_ENV}, or --synthetic N")
@@ -121,6 +124,10 @@ def _run(argv: Sequence[str]) -> int:
         torch.manual_seed(args.seed)
         if env.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        # Everything is checked before the first write: the data (unless it is to be synthesised) and the
+        # model (architecture arguments), so that bad input leaves OUT as it was.
+        splits = None if args.synthetic else (load_cifar100(data_dir, "train"), load_cifar100(data_dir, "test"))
+        model = build_model(recipe, dict(recipe.arch_kwargs))
         if args.synthetic:
             data_dir = str(out / "synthetic-cifar100")
         # Only rank 0 writes; its outcome is broadcast so that a failure stops every rank with the same
@@ -139,8 +146,7 @@ def _run(argv: Sequence[str]) -> int:
         setup_error = broadcast_object(env, setup_error)
         if setup_error:
             raise UsageError(setup_error)
-        train = load_cifar100(data_dir, "train")
-        test = load_cifar100(data_dir, "test")
+        train, test = splits or (load_cifar100(data_dir, "train"), load_cifar100(data_dir, "test"))
         say = (lambda msg: print(msg, flush=True)) if env.is_main else (lambda msg: None)
         log = say if args.verbose else (lambda msg: None)
         run_info = {
@@ -165,7 +171,7 @@ def _run(argv: Sequence[str]) -> int:
             )
             say(f"{recipe.name}: {recipe.arch} on {len(train)} training images, {env.world_size} process(es) "
                 f"on {env.device}; stages {' -> '.join(s.name for s in recipe.stages)}")
-            final = run_pipeline(ctx, recipe, out, args.resume, run_info)
+            final = run_pipeline(ctx, recipe, out, args.resume, run_info, model)
         say(f"final checkpoint: {final} (score it with: micronet-score {final})")
     finally:
         shutdown(env)

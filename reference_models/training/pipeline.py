@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from reference_models.compression.pruning import masks_of
 from reference_models.training.distributed import barrier
 from reference_models.training.export import checkpoint_bits, dropped_state, make_checkpoint
@@ -93,8 +95,11 @@ def _read_run(out: Path) -> dict[str, Any]:
         return {}
 
 
-def run_pipeline(ctx: RunContext, recipe: Recipe, out: Path, resume: bool, run_info: dict[str, Any]) -> Path:
-    """Run (or continue) the recipe's stages; returns ``OUT/final.ckpt``."""
+def run_pipeline(
+    ctx: RunContext, recipe: Recipe, out: Path, resume: bool, run_info: dict[str, Any], model: nn.Module | None = None
+) -> Path:
+    """Run (or continue) the recipe's stages; returns ``OUT/final.ckpt``. ``model``: the recipe's freshly built
+    architecture (:func:`build_model`), when the caller built it already to check its arguments."""
     env = ctx.env
     names = [s.name for s in recipe.stages]
     start = 0
@@ -113,7 +118,8 @@ def run_pipeline(ctx: RunContext, recipe: Recipe, out: Path, resume: bool, run_i
             ctx.log(f"resuming after stage {done[-1]} ({start}/{len(names)} done)")
     if state is None:
         kwargs = dict(recipe.arch_kwargs)
-        state = PipelineState(model=build_model(recipe, kwargs), arch=recipe.arch, arch_kwargs=kwargs)
+        model = model if model is not None else build_model(recipe, kwargs)
+        state = PipelineState(model=model, arch=recipe.arch, arch_kwargs=kwargs)
     completed = names[:start]
     final = out / "final.ckpt"
     for index in range(start, len(recipe.stages)):

@@ -29,11 +29,16 @@ Layout (see the bundled ``reference_models/recipes/*.toml``)::
 
 Training keys are the fields of :class:`TrainConfig`. Stage-specific keys are listed in
 :data:`STAGE_KEYS`. Unknown keys are errors (a typo must not silently change a recipe).
+
+A recipe only *names* things: ``arch`` must be a registered reference model, ``[score] rules`` a built-in
+rule set and ``track`` a known track, so no field reaches an import. Recipe and stage names become folder
+and file names, so they are safe identifiers (:func:`check_name`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -47,6 +52,7 @@ __all__ = [
     "StageSpec",
     "TrainConfig",
     "bundled_recipes",
+    "check_name",
     "load_recipe",
     "resolve_recipe",
 ]
@@ -80,6 +86,18 @@ _COMMON_STAGE_KEYS = {"kind", "name", "description"}
 
 class RecipeError(ValueError):
     """An unusable recipe (the message is one line naming the file and the key)."""
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def check_name(name: object, what: str) -> str:
+    """``name`` if it is a safe file or folder name (letters, digits, ``_ . -``, not starting with ``.`` or
+    ``-``, no ``..``); RecipeError naming ``what`` otherwise."""
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or ".." in name:
+        raise RecipeError(f"{what} {name!r} is not a safe name (letters, digits, '_', '.', '-'; "
+                          "not starting with '.' or '-', no '..')")
+    return name
 
 
 @dataclass
@@ -272,9 +290,9 @@ def _parse_stage(raw: Any, index: int, defaults: dict[str, Any], path: Path, see
     kind = _KIND_ALIASES.get(str(raw.get("kind", "")), raw.get("kind"))
     if kind not in STAGE_KINDS:
         raise RecipeError(f"{where}: kind {raw.get('kind')!r} is not one of {STAGE_KINDS}")
-    name = raw.get("name", kind)
-    if not isinstance(name, str) or not name or "/" in name or name == "final":
-        raise RecipeError(f"{where}: bad stage name {name!r}")
+    name = check_name(raw.get("name", kind), f"{where}: stage name")
+    if name == "final":
+        raise RecipeError(f"{where}: stage name 'final' is reserved (OUT/final.ckpt)")
     if name in seen:
         raise RecipeError(f"{where}: duplicate stage name {name!r} (give repeated kinds distinct names)")
     seen.add(name)
@@ -329,16 +347,53 @@ def _check_prune(params: dict[str, Any], where: str) -> None:
         raise RecipeError(f"{where}: method {method!r} is not global, layer_normalized or uniform")
 
 
+def _check_arch(arch: object, path: Path) -> str:
+    from reference_models.registry import get_reference
+
+    if not isinstance(arch, str) or not arch:
+        raise RecipeError(f"{path}: [model] needs arch (a reference model name)")
+    try:
+        get_reference(arch)
+    except KeyError as exc:
+        raise RecipeError(f"{path}: [model] arch: {exc.args[0]}") from None
+    return arch
+
+
+def _parse_score(raw: dict[str, Any], path: Path) -> ScoreSpec:
+    from rules import available_rulesets
+    from scorer.tracks import TRACKS
+
+    score = ScoreSpec()
+    for key, value in raw.items():
+        where = f"{path}: [score] {key}"
+        if key == "rules":
+            known = available_rulesets()
+            if value not in known:
+                raise RecipeError(f"{where} {value!r} is not a built-in rule set ({', '.join(known)})")
+        elif key == "track":
+            if value not in TRACKS:
+                raise RecipeError(f"{where} {value!r} is not a track ({', '.join(TRACKS)})")
+        elif key == "bits":
+            if not _type_ok(value, int) or not 1 <= value <= 64:
+                raise RecipeError(f"{where} must be an integer between 1 and 64, got {value!r}")
+        elif key == "input_shape":
+            if not isinstance(value, list) or not value or not all(_type_ok(d, int) and d > 0 for d in value):
+                raise RecipeError(f"{where} must be a list of positive integers, got {value!r}")
+        else:
+            raise RecipeError(f"{path}: [score] unknown key {key!r}")
+        setattr(score, key, value)
+    return score
+
+
 def parse_recipe(doc: dict[str, Any], path: Path) -> Recipe:
     """Validate a TOML document and build the :class:`Recipe`."""
     known = {"name", "description", "sources", "model", "data", "train", "score", "stages"}
     for key in doc:
         if key not in known:
             raise RecipeError(f"{path}: unknown top-level key {key!r}")
+    name = check_name(doc.get("name", path.stem), f"{path}: recipe name")
     model = _table(doc, "model", str(path))
-    arch = model.get("arch")
-    if not isinstance(arch, str) or not arch:
-        raise RecipeError(f"{path}: [model] needs arch (a reference model name)")
+    arch = _check_arch(model.get("arch"), path)
     for key in model:
         if key not in {"arch", "kwargs", "ghost_batch_size", "ghost_splits"}:
             raise RecipeError(f"{path}: [model] unknown key {key!r}")
@@ -349,12 +404,7 @@ def parse_recipe(doc: dict[str, Any], path: Path) -> Recipe:
         **_train_updates(_table(doc, "data", str(path)), f"{path}: [data]", set()),
         **_train_updates(_table(doc, "train", str(path)), f"{path}: [train]", set()),
     }
-    score_raw = _table(doc, "score", str(path))
-    score = ScoreSpec()
-    for key, value in score_raw.items():
-        if key not in {f.name for f in fields(ScoreSpec)}:
-            raise RecipeError(f"{path}: [score] unknown key {key!r}")
-        setattr(score, key, value)
+    score = _parse_score(_table(doc, "score", str(path)), path)
     stages_raw = doc.get("stages")
     if not isinstance(stages_raw, list) or not stages_raw:
         raise RecipeError(f"{path}: needs at least one [[stages]] entry")
@@ -362,7 +412,7 @@ def parse_recipe(doc: dict[str, Any], path: Path) -> Recipe:
     stages = [_parse_stage(raw, i, defaults, path, seen) for i, raw in enumerate(stages_raw)]
     sources = doc.get("sources", [])
     recipe = Recipe(
-        name=str(doc.get("name", path.stem)),
+        name=name,
         path=path,
         arch=arch,
         arch_kwargs=dict(kwargs),
