@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,3 +148,159 @@ def test_sharded_batches_reassemble_the_global_batch():
         assert len(a) == len(b) == 4 and a + b == g
     with pytest.raises(ValueError):
         ShardedBatchSampler(20, 7, rank=0, world_size=2)
+
+
+# --------------------------------------------------------------------------- hostile pickles (issue 7)
+# Hand-assembled protocol-2 opcodes: each file is a few hundred bytes.
+
+
+def _global(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def _str(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    return b"X" + len(raw).to_bytes(4, "little") + raw
+
+
+def _int(n: int) -> bytes:
+    return b"J" + n.to_bytes(4, "little", signed=True)
+
+
+def _latin1(text: str) -> bytes:  # _codecs.encode(text, "latin1"): how numpy pickles bytes in protocol 2
+    return _global("_codecs", "encode") + _str(text) + _str("latin1") + b"\x86R"
+
+
+def _dtype(code: str, flags: int = 0) -> bytes:
+    return (_global("numpy", "dtype") + _str(code) + b"\x89\x88\x87R"
+            + b"(K\x03" + _str("|") + b"NNN" + _int(-1) + _int(-1) + _int(flags) + b"tb")
+
+
+def _array(shape: bytes, dtype: bytes, raw: bytes) -> bytes:
+    empty = _global("numpy._core.multiarray", "_reconstruct") + _global("numpy", "ndarray") + b"K\x00\x85"
+    return empty + _latin1("b") + b"\x87R(K\x01" + shape + dtype + b"\x89" + raw + b"tb"
+
+
+def _cifar(data: bytes) -> bytes:
+    return (b"\x80\x02}" + _latin1("data") + data + b"s" + _latin1("fine_labels") + b"]s"
+            + _latin1("coarse_labels") + b"]s.")
+
+
+_BIG = _int(700000) + _int(3072) + b"\x86"
+_HEX_BOMB = _latin1("ab")
+for _ in range(28):  # each hex encoding doubles: 2 bytes become 512 MiB
+    _HEX_BOMB = _global("_codecs", "encode") + _HEX_BOMB + _str("hex") + b"\x86R"
+
+HOSTILE = {
+    # _reconstruct's placeholder shape is allocated as given
+    "reconstruct_shape": _cifar(_global("numpy._core.multiarray", "_reconstruct") + _global("numpy", "ndarray")
+                                + _BIG + _str("B") + b"\x87R"),
+    # numpy.ndarray is resolvable, so REDUCE calls it with any shape
+    "ndarray_call": _cifar(_global("numpy", "ndarray") + _BIG + _str("u1") + b"\x86R"),
+    # an object array's state allocates every element before reading the (empty) list: numpy crashes
+    "object_dtype": _cifar(_array(_int(70000) + _int(3072) + b"\x86", _dtype("O8", 63), b"]")),
+    "state_too_short": _cifar(_array(_BIG, _dtype("u1"), _latin1("abc"))),
+    "hex_bomb": _cifar(_HEX_BOMB),
+    # one 512 KiB buffer (in the memo) shared by 160 arrays: the reader copies each array's data, so
+    # without the byte budget this would be 80 MiB from a 512 KiB file
+    "shared_buffer": _cifar(b"(" + _array(_int(512 * 1024) + b"\x85", _dtype("u1"), _latin1("\x01" * 512 * 1024)
+                                          + b"q\xff") + b"\x85"
+                            + (_array(_int(512 * 1024) + b"\x85", _dtype("u1"), b"h\xff") + b"\x85") * 159 + b"l"),
+}
+
+_PROBE = """
+import json, resource, sys
+from reference_models.training.data import DataError, load_cifar100
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    load_cifar100(sys.argv[1], "train")
+    error = None
+except DataError as exc:
+    error = str(exc)
+print(json.dumps({"grew_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, "error": error}))
+"""
+
+
+def _hostile_dir(root: Path, cifar_dir: Path, train: bytes) -> Path:
+    folder = root / "cifar"
+    folder.mkdir(parents=True)
+    (folder / "meta").write_bytes((cifar_dir / "meta").read_bytes())
+    (folder / "train").write_bytes(train)
+    (folder / "test").write_bytes(train)
+    return folder
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_hostile_headers_are_refused_before_allocating(tmp_path, cifar_dir, kind):
+    """A small file claiming a huge array is one DataError line, and the process's peak memory barely moves."""
+    folder = _hostile_dir(tmp_path, cifar_dir, HOSTILE[kind])
+    assert (folder / "train").stat().st_size < 600_000
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", _PROBE, str(folder)], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    result = json.loads(proc.stdout)
+    assert result["error"] and "\n" not in result["error"] and str(folder / "train") in result["error"]
+    assert result["grew_kib"] < 48 * 1024, result
+
+
+def test_legitimate_pickles_of_other_numeric_dtypes_still_read():
+    arrays = {b"f": np.arange(6, dtype=">f4").reshape(2, 3), b"i": np.asfortranarray(np.ones((3, 2), np.int16)),
+              b"e": np.zeros((0, 3072), np.uint8), b"l": [b"", (np.arange(2),)]}
+    out = safe_unpickle(pickle.dumps(arrays, protocol=2))
+    for key in (b"f", b"i", b"e"):
+        assert out[key].dtype == arrays[key].dtype and np.array_equal(out[key], arrays[key])
+        assert type(out[key]) is np.ndarray and out[key].flags.writeable
+    assert out[b"i"].flags.f_contiguous
+    assert out[b"l"][0] == b"" and np.array_equal(out[b"l"][1][0], np.arange(2))
+    with pytest.raises(pickle.UnpicklingError):  # bytes() only as the empty bytes: bytes(n) allocates n
+        safe_unpickle(b"\x80\x02c__builtin__\nbytes\nJ\x00\x00\x00\x40\x85R.")
+
+
+def _reduce_payload(marker: Path) -> bytes:
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    return pickle.dumps({b"data": Payload(), b"fine_labels": [], b"coarse_labels": []}, protocol=2)
+
+
+def _one_error_line(err: str, prog: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error:") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_reduce_payload_runs_nothing_in_micronet_train(tmp_path, capsys):
+    from reference_models.training.cli import main
+
+    marker = tmp_path / "marker"
+    folder = tmp_path / "cifar"
+    folder.mkdir()
+    for name in ("train", "test", "meta"):
+        (folder / name).write_bytes(_reduce_payload(marker))
+    code = main(["osi_ai", "--data", str(folder), "--out", str(tmp_path / "out"), "--no-progress"])
+    line = _one_error_line(capsys.readouterr().err, "micronet-train")
+    assert code == 2 and "forbidden global" in line and not marker.exists()
+    assert not (tmp_path / "out").exists()  # refused before the output folder was made
+
+
+def test_reduce_payload_runs_nothing_in_measure_exits(tmp_path, cifar_dir, capsys):
+    from scorer.cli import main
+
+    marker = tmp_path / "marker"
+    folder = _hostile_dir(tmp_path, cifar_dir, _reduce_payload(marker))
+    code = main(["reference:osi_ai", "--measure-exits", str(folder)])
+    out, err = capsys.readouterr()
+    line = _one_error_line(err, "micronet-score")
+    assert code == 2 and "forbidden global" in line and not marker.exists() and out == ""
+
+
+@pytest.mark.parametrize("kind", ["state_too_short", "object_dtype", "hex_bomb"])
+def test_malformed_pickle_is_one_line_exit_2_in_micronet_train(tmp_path, cifar_dir, capsys, kind):
+    from reference_models.training.cli import main
+
+    folder = _hostile_dir(tmp_path, cifar_dir, HOSTILE[kind])
+    code = main(["osi_ai", "--data", str(folder), "--out", str(tmp_path / "out"), "--no-progress"])
+    line = _one_error_line(capsys.readouterr().err, "micronet-train")
+    assert code == 2 and "corrupt or unsupported" in line

@@ -9,7 +9,9 @@ The official archive ``cifar-100-python.tar.gz`` unpacks to a folder holding thr
 
 The files are read with a restricted :class:`pickle.Unpickler` that resolves only the globals needed to
 rebuild numpy arrays and protocol-2 bytes (``numpy ... _reconstruct``, ``numpy.ndarray``, ``numpy.dtype``,
-``_codecs.encode``); any other global is refused, so no code named by the file runs.
+``_codecs.encode``, ``bytes``), each replaced by a checking stand-in: any other global is refused, so no code named by
+the file runs, and an array is allocated only after its shape, dtype and data length fit in the bytes the
+file holds, so a small file cannot claim a huge array.
 """
 
 from __future__ import annotations
@@ -58,49 +60,164 @@ class DataError(ValueError):
 
 # --------------------------------------------------------------------------- safe unpickling
 
+#: Largest pickle file read (the official CIFAR-100 ``train`` file is about 160 MB).
+MAX_PICKLE_BYTES = 1 << 30
 
-def _numpy_reconstruct() -> Callable[..., Any]:
+_RECONSTRUCT = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")}
+_DTYPE_KINDS = "biufc"  # bool, signed, unsigned, float, complex: plain numbers, no objects or records
+
+
+def _plain_dtype(spec: Any) -> np.dtype:
+    if isinstance(spec, _DtypeStub):
+        return spec.dtype
+    if isinstance(spec, bytes):
+        spec = spec.decode("latin1")
+    if not isinstance(spec, str) or len(spec) > 8:
+        raise pickle.UnpicklingError(f"unsupported dtype {spec!r}")
     try:
-        from numpy._core import multiarray  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core import multiarray  # type: ignore[no-redef]
-    return multiarray._reconstruct
+        dtype = np.dtype(spec)
+    except TypeError:
+        raise pickle.UnpicklingError(f"unsupported dtype {spec!r}") from None
+    if dtype.kind not in _DTYPE_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+        raise pickle.UnpicklingError(f"unsupported dtype {spec!r} (plain numbers only)")
+    return dtype
 
 
-def _allowed_globals() -> dict[tuple[str, str], Any]:
-    import _codecs
+def _shape(value: Any) -> tuple[int, ...]:
+    if (not isinstance(value, tuple) or len(value) > 32
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value)):
+        raise pickle.UnpicklingError(f"bad array shape {value!r}")
+    return value
 
-    reconstruct = _numpy_reconstruct()
-    return {
-        ("numpy.core.multiarray", "_reconstruct"): reconstruct,
-        ("numpy._core.multiarray", "_reconstruct"): reconstruct,
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): _codecs.encode,
-    }
+
+class _DtypeStub:
+    """Stands for ``numpy.dtype(spec, align, copy)`` while unpickling: a plain numeric dtype whose only state
+    is its byte order (numpy's own ``__setstate__`` never sees the file's values)."""
+
+    def __init__(self, spec: Any, align: Any = False, copy: Any = True) -> None:
+        self.dtype = _plain_dtype(spec)
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) < 5 or state[1] not in ("<", ">", "|", "="):
+            raise pickle.UnpicklingError(f"bad dtype state {state!r:.80}")
+        if any(v is not None for v in state[2:5]):  # subarray, names, fields
+            raise pickle.UnpicklingError("structured dtypes are not supported")
+        if state[1] in "<>":
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+class _ArrayStub:
+    """Stands for ``numpy...._reconstruct(ndarray, shape, dtype)`` while unpickling; ``__setstate__`` (the
+    pickle's BUILD) checks shape, dtype and data length against the byte budget *before* allocating."""
+
+    def __init__(self, budget: list[int], shape: Any, dtype: Any) -> None:
+        self._budget = budget
+        self.array = self._allocate(_shape(shape), _plain_dtype(dtype), None, False)
+
+    def _allocate(self, shape: tuple[int, ...], dtype: np.dtype, raw: bytes | None, fortran: bool) -> np.ndarray:
+        nbytes = math.prod(shape) * dtype.itemsize
+        if raw is not None and len(raw) != nbytes:
+            raise pickle.UnpicklingError(f"array data has {len(raw)} bytes for shape {shape} of {dtype}")
+        if nbytes > self._budget[0]:
+            raise pickle.UnpicklingError(
+                f"arrays claim more bytes than the file holds (shape {shape} of {dtype} is {nbytes} bytes)"
+            )
+        self._budget[0] -= nbytes
+        if raw is None:
+            return np.zeros(shape, dtype)
+        return np.frombuffer(raw, dtype).reshape(shape, order="F" if fortran else "C").copy(order="K")
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) == 5:
+            state = state[1:]  # (version, shape, dtype, is_fortran, rawdata)
+        if not isinstance(state, tuple) or len(state) != 4:
+            raise pickle.UnpicklingError("bad array state")
+        shape, dtype, fortran, raw = state
+        if not isinstance(dtype, _DtypeStub) or not isinstance(fortran, bool) or not isinstance(raw, bytes):
+            raise pickle.UnpicklingError("bad array state (dtype, order or data)")
+        self.array = self._allocate(_shape(shape), dtype.dtype, raw, fortran)
+
+
+def _empty_bytes(*args: Any) -> bytes:
+    """``bytes()``, how protocol 2 writes ``b""`` (no argument: ``bytes(n)`` would allocate n bytes)."""
+    if args:
+        raise pickle.UnpicklingError("bytes() with arguments is refused")
+    return b""
+
+
+_NDARRAY = object()  # numpy.ndarray may only be named as _reconstruct's first argument, never called
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only numpy-array and bytes reconstruction globals."""
+    """Unpickler that resolves only numpy-array and latin-1 bytes reconstruction, within a byte budget.
 
-    _ALLOWED = _allowed_globals()
+    Arrays (and the bytes decoded from strings) may total at most ``budget`` bytes each, the size of the
+    file for :func:`safe_unpickle`: a short file cannot claim a huge array or re-use one buffer many times.
+    """
+
+    def __init__(self, data: bytes, budget: int) -> None:
+        super().__init__(io.BytesIO(data), encoding="bytes")
+        self._arrays = [budget]
+        self._decoded = [budget]
+
+    def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> _ArrayStub:
+        if subtype is not _NDARRAY:
+            raise pickle.UnpicklingError("_reconstruct of something other than numpy.ndarray")
+        return _ArrayStub(self._arrays, shape, dtype)
+
+    def _encode(self, obj: Any, encoding: Any = "utf-8", errors: Any = "strict") -> bytes:
+        if not isinstance(obj, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
+            raise pickle.UnpicklingError(f"_codecs.encode only decodes latin-1 strings, not {encoding!r:.20}")
+        if len(obj) > self._decoded[0]:
+            raise pickle.UnpicklingError("encoded strings total more bytes than the file holds")
+        self._decoded[0] -= len(obj)
+        return obj.encode("latin1")
 
     def find_class(self, module: str, name: str) -> Any:  # noqa: D102
+        if (module, name) in _RECONSTRUCT:
+            return self._reconstruct
+        allowed = {("numpy", "ndarray"): _NDARRAY, ("numpy", "dtype"): _DtypeStub, ("_codecs", "encode"): self._encode,
+                   ("__builtin__", "bytes"): _empty_bytes, ("builtins", "bytes"): _empty_bytes}
         try:
-            return self._ALLOWED[(module, name)]
+            return allowed[(module, name)]
         except KeyError:
             raise pickle.UnpicklingError(f"forbidden global {module}.{name}") from None
 
 
+def _resolve(obj: Any, memo: dict[int, Any]) -> Any:
+    """``obj`` with every stub replaced by its array or dtype (shared and cyclic containers kept so)."""
+    if id(obj) in memo:
+        return memo[id(obj)]
+    if isinstance(obj, (_ArrayStub, _DtypeStub)):
+        out: Any = obj.array if isinstance(obj, _ArrayStub) else obj.dtype
+    elif isinstance(obj, list):
+        out = memo[id(obj)] = []
+        out.extend(_resolve(v, memo) for v in obj)
+    elif isinstance(obj, dict):
+        out = memo[id(obj)] = {}
+        out.update((_resolve(k, memo), _resolve(v, memo)) for k, v in obj.items())
+    elif isinstance(obj, tuple):
+        out = tuple(_resolve(v, memo) for v in obj)
+    else:
+        return obj
+    memo[id(obj)] = out
+    return out
+
+
 def safe_unpickle(data: bytes) -> Any:
-    """Unpickle ``data`` allowing only builtins containers, bytes and numpy arrays (no code runs)."""
-    return _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+    """Unpickle ``data`` allowing only builtins containers, bytes and plain numeric numpy arrays (no code
+    runs), with arrays totalling at most ``len(data)`` bytes (checked before each allocation)."""
+    unpickler = _RestrictedUnpickler(data, len(data))
+    return _resolve(unpickler.load(), {})
 
 
 def _read_pickle(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{path}: no such file (expected the CIFAR-100 python version: train, test, meta)")
     try:
+        if path.stat().st_size > MAX_PICKLE_BYTES:
+            raise DataError(f"{path}: {path.stat().st_size} bytes, more than any CIFAR-100 file "
+                            f"(limit {MAX_PICKLE_BYTES})")
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
