@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import importlib
 import importlib.util
-import pickle
 import re
 import sys
 import zipfile
@@ -34,6 +33,7 @@ import torch.nn as nn
 
 from scorer.checkpoint import checkpoint_from_payload, is_checkpoint_payload
 from scorer.errors import ScorerError
+from scorer.unpickle import UnsafePickle, one_line, trusted_load, weights_only_load
 
 #: Keys under which training scripts commonly nest a state_dict.
 _NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")
@@ -60,15 +60,6 @@ class LoadedModel:
     #: Which loader was used: reference, factory, export, torchscript, checkpoint, state_dict, pickle.
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _one_line(exc: BaseException) -> str:
-    """``Type: first line`` of an exception, for messages about the user's code or file."""
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    text = lines[0] if lines else ""
-    if len(text) > 300:
-        text = text[:297] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 # --------------------------------------------------------------------------- factories
@@ -111,7 +102,7 @@ def _import_file(path: Path) -> Any:
             spec.loader.exec_module(module)
     except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
         sys.modules.pop(name, None)
-        raise ScorerError(f"importing {path} failed: {_one_line(exc)}") from None
+        raise ScorerError(f"importing {path} failed: {one_line(exc)}") from None
     return module
 
 
@@ -120,7 +111,7 @@ def _import_module(name: str) -> Any:
         with _no_bytecode(Path.cwd()):
             return importlib.import_module(name)
     except Exception as exc:  # noqa: BLE001
-        raise ScorerError(f"cannot import module {name!r}: {_one_line(exc)}") from None
+        raise ScorerError(f"cannot import module {name!r}: {one_line(exc)}") from None
 
 
 def _getattr_path(obj: Any, dotted: str, where: str) -> Any:
@@ -163,7 +154,7 @@ def _call_factory(obj: Any, spec: str, kwargs: Mapping[str, Any] | None = None) 
     try:
         model = obj(**dict(kwargs or {}))
     except Exception as exc:  # noqa: BLE001 - the user's factory may raise anything
-        raise ScorerError(f"calling {spec} failed: {_one_line(exc)}") from None
+        raise ScorerError(f"calling {spec} failed: {one_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise ScorerError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -177,7 +168,7 @@ def _reference_info(name: str) -> Any:
     except KeyError as exc:
         raise ScorerError(str(exc.args[0]) if exc.args else f"unknown reference model {name!r}") from None
     except Exception as exc:  # noqa: BLE001 - a broken registry module
-        raise ScorerError(f"cannot load the reference model registry: {_one_line(exc)}") from None
+        raise ScorerError(f"cannot load the reference model registry: {one_line(exc)}") from None
 
 
 def _build_reference(name: str, kwargs: Mapping[str, Any] | None = None) -> tuple[nn.Module, Any]:
@@ -185,7 +176,7 @@ def _build_reference(name: str, kwargs: Mapping[str, Any] | None = None) -> tupl
     try:
         model = info.build(**dict(kwargs or {}))
     except Exception as exc:  # noqa: BLE001
-        raise ScorerError(f"building reference model {name!r} failed: {_one_line(exc)}") from None
+        raise ScorerError(f"building reference model {name!r} failed: {one_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise ScorerError(f"reference model {name!r} factory returned {type(model).__name__}, not an nn.Module")
     return model, info
@@ -247,11 +238,11 @@ def _load_export(path: Path) -> LoadedModel:
     try:
         ep = torch.export.load(str(path))
     except Exception as exc:  # noqa: BLE001
-        raise ScorerError(f"{path}: cannot load the torch.export program ({_one_line(exc)})") from None
+        raise ScorerError(f"{path}: cannot load the torch.export program ({one_line(exc)})") from None
     try:
         module = ep.module()
     except Exception as exc:  # noqa: BLE001
-        raise ScorerError(f"{path}: cannot build a module from the torch.export program ({_one_line(exc)})") from None
+        raise ScorerError(f"{path}: cannot build a module from the torch.export program ({one_line(exc)})") from None
     # ep.module() replaces train()/eval() with methods that raise; the graph is already fixed, so the
     # ordinary nn.Module methods (which only flip flags) are safe and let the scorer toggle modes.
     for attr in ("train", "eval"):
@@ -276,42 +267,8 @@ def _load_torchscript(path: Path) -> LoadedModel:
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # noqa: BLE001
-        raise ScorerError(f"{path}: cannot load the TorchScript archive ({_one_line(exc)})") from None
+        raise ScorerError(f"{path}: cannot load the TorchScript archive ({one_line(exc)})") from None
     return LoadedModel(model=module, description=f"TorchScript module {path.name}", source="torchscript")
-
-
-def _weights_only_load(path: Path) -> Any:
-    """``torch.load(weights_only=True)``; raises _UnsafePickle for a file holding arbitrary objects."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        m = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        if m:
-            raise _UnsafePickle(m.group(1)) from None
-        raise ScorerError(f"{path} is corrupt or not a PyTorch file (unpickling failed)") from None
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, IndexError) as exc:
-        lowered = str(exc).lower()
-        if "zip archive" in lowered or "central directory" in lowered or isinstance(exc, EOFError):
-            raise ScorerError(f"{path} is corrupt or truncated (not a readable PyTorch archive)") from None
-        raise ScorerError(f"{path} is corrupt or not a PyTorch file ({_one_line(exc)})") from None
-
-
-class _UnsafePickle(Exception):
-    def __init__(self, global_name: str):
-        super().__init__(global_name)
-        self.global_name = global_name
-
-
-def _trusted_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (ModuleNotFoundError, AttributeError) as exc:
-        raise ScorerError(
-            f"{path}: cannot unpickle it: a class it needs is not importable here ({_one_line(exc)})"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - unpickling trusted data may raise anything
-        raise ScorerError(f"{path}: cannot unpickle it ({_one_line(exc)})") from None
 
 
 def _tensor_mapping(obj: Any) -> dict[str, torch.Tensor] | None:
@@ -380,7 +337,7 @@ def _load_state(model: nn.Module, sd: dict[str, torch.Tensor], path: Path, arch:
     try:
         model.load_state_dict(sd, strict=True)
     except Exception as exc:  # noqa: BLE001
-        raise ScorerError(f"the state_dict in {path} does not fit arch {arch!r}: {_one_line(exc)}") from None
+        raise ScorerError(f"the state_dict in {path} does not fit arch {arch!r}: {one_line(exc)}") from None
     return folded
 
 
@@ -478,14 +435,14 @@ def _load_state_dict_file(sd: dict[str, torch.Tensor], path: Path, arch: str | N
 
 def _load_torch_file(path: Path, arch: str | None, trust_pickle: bool) -> LoadedModel:
     try:
-        obj = _weights_only_load(path)
-    except _UnsafePickle as unsafe:
+        obj = weights_only_load(path, str(path))
+    except UnsafePickle as unsafe:
         if not trust_pickle:
             raise ScorerError(
-                f"{path} holds a pickled Python object ({unsafe.global_name}); loading it could run "
+                f"{path} holds a pickled Python object ({unsafe.what}); loading it could run "
                 "arbitrary code: pass --trust-pickle if you trust the file"
             ) from None
-        obj = _trusted_load(path)
+        obj = trusted_load(path, str(path))
         if isinstance(obj, Mapping) and not isinstance(obj, nn.Module):
             inner = obj.get("model")
             if isinstance(inner, nn.Module):

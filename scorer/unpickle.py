@@ -1,0 +1,90 @@
+"""Unpickling for the loaders: weights-only by default, a full unpickle only when the user trusts the file.
+
+``weights_only_load`` runs torch's restricted unpickler (tensors, containers and numbers; no code runs) and
+tells a pickle that holds other Python objects (``UnsafePickle``, naming the global it refers to) from a
+corrupt one. ``trusted_load`` is the full unpickle, for files the user said they trust.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scorer.errors import ScorerError
+
+#: What code from the user (a factory, an imported file, a trusted pickle) may raise; the loaders turn each
+#: into a one-line ScorerError, so that not even ``sys.exit(0)`` ends the run quietly.
+USER_ERRORS = (Exception, SystemExit, KeyboardInterrupt)
+
+# The restricted unpickler's reasons for refusing an object (torch/_weights_only_unpickler.py).
+_REFUSALS = (
+    re.compile(r"\bGLOBAL ([\w.]+?)\.?(?:\s|$)"),  # an unsupported or blocked global, e.g. posix.system
+    re.compile(r"unrecognized function (.+?)(?: which belongs to .+)?$", re.M),
+    re.compile(r"(?:create new object for|Can only build) .*? but got (.+)$", re.M),
+    re.compile(r"must be imported to load (.+)$", re.M),
+)
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line`` of an exception, for messages about the user's code or file."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    text = lines[0] if lines else ""
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class UnsafePickle(Exception):
+    """The pickle holds an object the weights-only unpickler refuses; ``what`` names it (e.g. a global)."""
+
+    def __init__(self, what: str):
+        super().__init__(what)
+        self.what = what
+
+
+def _refused_object(text: str) -> str | None:
+    for pattern in _REFUSALS:
+        m = pattern.search(text)
+        if m:
+            return m.group(1).strip()
+    return None
+
+
+def weights_only_load(source: Path | bytes, where: str) -> Any:
+    """``torch.load(weights_only=True)`` of a file or of bytes, on the CPU.
+
+    Raises UnsafePickle when the pickle holds Python objects beyond tensors and containers, and a
+    ScorerError (naming ``where``) when it is corrupt or not a PyTorch file.
+    """
+    f = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        what = _refused_object(str(exc))
+        if what is not None:
+            raise UnsafePickle(what) from None
+        raise ScorerError(f"{where} is corrupt or not a PyTorch file (unpickling failed)") from None
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, IndexError) as exc:
+        lowered = str(exc).lower()
+        if "zip archive" in lowered or "central directory" in lowered or isinstance(exc, EOFError):
+            raise ScorerError(f"{where} is corrupt or truncated (not a readable PyTorch archive)") from None
+        raise ScorerError(f"{where} is corrupt or not a PyTorch file ({one_line(exc)})") from None
+
+
+def trusted_load(source: Path | bytes, where: str) -> Any:
+    """The full unpickle (``weights_only=False``): only for a file the user trusts, as it can run code."""
+    f = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        return torch.load(f, map_location="cpu", weights_only=False)
+    except (ModuleNotFoundError, AttributeError) as exc:
+        raise ScorerError(
+            f"{where}: cannot unpickle it: a class it needs is not importable here ({one_line(exc)})"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - unpickling trusted data may raise anything
+        raise ScorerError(f"{where}: cannot unpickle it ({one_line(exc)})") from None
