@@ -16,14 +16,13 @@ one line naming the file.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import importlib.util
 import re
 import sys
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ import torch.nn as nn
 
 from scorer.checkpoint import checkpoint_from_payload, is_checkpoint_payload
 from scorer.errors import ScorerError
-from scorer.unpickle import UnsafePickle, one_line, trusted_load, weights_only_load
+from scorer.unpickle import UnsafePickle, one_line, trusted_load, user_imports, weights_only_load
 
 #: Keys under which training scripts commonly nest a state_dict.
 _NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")
@@ -65,24 +64,6 @@ class LoadedModel:
 # --------------------------------------------------------------------------- factories
 
 
-@contextlib.contextmanager
-def _no_bytecode(extra_path: Path | None = None) -> Iterator[None]:
-    """Import without writing ``__pycache__`` next to the user's files; optionally extend sys.path."""
-    old = sys.dont_write_bytecode
-    sys.dont_write_bytecode = True
-    added = False
-    if extra_path is not None and str(extra_path) not in sys.path:
-        sys.path.insert(0, str(extra_path))
-        added = True
-    try:
-        yield
-    finally:
-        sys.dont_write_bytecode = old
-        if added:
-            with contextlib.suppress(ValueError):
-                sys.path.remove(str(extra_path))
-
-
 def _import_file(path: Path) -> Any:
     """Import ``path`` as a module under a private, unique name (the file is only read)."""
     if not path.exists():
@@ -98,7 +79,7 @@ def _import_file(path: Path) -> Any:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
-        with _no_bytecode(resolved.parent):
+        with user_imports(resolved.parent):
             spec.loader.exec_module(module)
     except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
         sys.modules.pop(name, None)
@@ -108,7 +89,7 @@ def _import_file(path: Path) -> Any:
 
 def _import_module(name: str) -> Any:
     try:
-        with _no_bytecode(Path.cwd()):
+        with user_imports(Path.cwd()):
             return importlib.import_module(name)
     except Exception as exc:  # noqa: BLE001
         raise ScorerError(f"cannot import module {name!r}: {one_line(exc)}") from None

@@ -7,10 +7,13 @@ corrupt one. ``trusted_load`` is the full unpickle, for files the user said they
 
 from __future__ import annotations
 
+import contextlib
 import io
 import pickle
 import re
+import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,25 @@ _REFUSALS = (
     re.compile(r"(?:create new object for|Can only build) .*? but got (.+)$", re.M),
     re.compile(r"must be imported to load (.+)$", re.M),
 )
+
+
+@contextlib.contextmanager
+def user_imports(extra_path: Path | None = None) -> Iterator[None]:
+    """Import the user's modules: no ``__pycache__`` next to their files, and ``extra_path`` (a file's
+    folder, the current directory) on sys.path for the duration only."""
+    old = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    added = False
+    if extra_path is not None and str(extra_path) not in sys.path:
+        sys.path.insert(0, str(extra_path))
+        added = True
+    try:
+        yield
+    finally:
+        sys.dont_write_bytecode = old
+        if added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(str(extra_path))
 
 
 def one_line(exc: BaseException) -> str:
@@ -78,10 +100,14 @@ def weights_only_load(source: Path | bytes, where: str) -> Any:
 
 
 def trusted_load(source: Path | bytes, where: str) -> Any:
-    """The full unpickle (``weights_only=False``): only for a file the user trusts, as it can run code."""
+    """The full unpickle (``weights_only=False``): only for a file the user trusts, as it can run code.
+
+    Classes are imported as ``--arch`` imports factories: the current directory is on sys.path meanwhile.
+    """
     f = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
-        return torch.load(f, map_location="cpu", weights_only=False)
+        with user_imports(Path.cwd()):
+            return torch.load(f, map_location="cpu", weights_only=False)
     except (ModuleNotFoundError, AttributeError) as exc:
         raise ScorerError(
             f"{where}: cannot unpickle it: a class it needs is not importable here ({one_line(exc)})"

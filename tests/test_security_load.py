@@ -11,6 +11,7 @@ import builtins
 import io
 import json
 import os
+import sys
 import textwrap
 import zipfile
 from collections.abc import Callable
@@ -213,3 +214,25 @@ def test_trusted_pickle_of_os_global_is_not_called_corrupt(capsys, work: Path) -
     line = refused(run(capsys, missing), "posix.nocwdx", "--trust-pickle")
     line = refused(run(capsys, missing, "--trust-pickle"), str(missing), "nocwdx", "not importable")
     assert "corrupt" not in line
+
+
+# ----------------------------------------------------------------------------- trusted pickles import like --arch
+
+
+def test_trust_pickle_imports_classes_from_cwd(capsys, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cwd = str(work)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", cwd)])
+    sys.path.insert(0, cwd)
+    try:
+        import tiny_models  # the pickle must reference tiny_models.Tiny by module name
+        torch.save(tiny_models.build(), work / "whole.pt")
+    finally:
+        sys.path.remove(cwd)
+        sys.modules.pop("tiny_models", None)
+    before = list(sys.path)
+    code, out, err = run(capsys, work / "whole.pt", "--trust-pickle", "--input-shape", "1,3,32,32",
+                         "--format", "json")
+    sys.modules.pop("tiny_models", None)
+    assert code == 0, err
+    assert json.loads(out)["totals"]["params"] == PARAMS
+    assert sys.path == before
