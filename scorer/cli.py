@@ -333,10 +333,23 @@ def _subcommand(name: str, argv: list[str]) -> int:
     return int(func(argv) or 0)
 
 
+def _exit_code(exc: SystemExit) -> int:
+    code = exc.code
+    return code if isinstance(code, int) else (0 if code is None else 2)
+
+
 def _run(argv: list[str]) -> int:
+    # Only argparse (--help) and a subcommand may end the run through SystemExit; one raised by the
+    # model's code reaches main() and is an error.
     if argv and argv[0] in SUBCOMMANDS:
-        return _subcommand(argv[0], argv[1:])
-    args = build_parser().parse_args(argv)
+        try:
+            return _subcommand(argv[0], argv[1:])
+        except SystemExit as exc:
+            return _exit_code(exc)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return _exit_code(exc)
     if args.list_references or args.list_rules:
         if args.list_references:
             _write(_references_table(args.format), args.output)
@@ -372,9 +385,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         _error(str(exc))
         return exc.exit_code
-    except SystemExit as exc:  # --help, --version, or a subcommand calling sys.exit
-        code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else 2)
+    except SystemExit as exc:  # from the model's code (--help and subcommands return in _run)
+        _error(f"the model's code raised SystemExit({exc.code!r}) (run with --debug for the traceback)")
+        if debug:
+            traceback.print_exc()
+        return 2
     except KeyboardInterrupt:
         _error("interrupted")
         return 130

@@ -32,7 +32,7 @@ import torch.nn as nn
 
 from scorer.checkpoint import checkpoint_from_payload, is_checkpoint_payload
 from scorer.errors import ScorerError
-from scorer.unpickle import UnsafePickle, one_line, trusted_load, user_imports, weights_only_load
+from scorer.unpickle import USER_ERRORS, UnsafePickle, one_line, trusted_load, user_imports, weights_only_load
 
 #: Keys under which training scripts commonly nest a state_dict.
 _NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")
@@ -81,7 +81,7 @@ def _import_file(path: Path) -> Any:
     try:
         with user_imports(resolved.parent):
             spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
+    except USER_ERRORS as exc:  # the user's code may raise anything, sys.exit() included
         sys.modules.pop(name, None)
         raise ScorerError(f"importing {path} failed: {one_line(exc)}") from None
     return module
@@ -91,7 +91,7 @@ def _import_module(name: str) -> Any:
     try:
         with user_imports(Path.cwd()):
             return importlib.import_module(name)
-    except Exception as exc:  # noqa: BLE001
+    except USER_ERRORS as exc:
         raise ScorerError(f"cannot import module {name!r}: {one_line(exc)}") from None
 
 
@@ -134,7 +134,7 @@ def _call_factory(obj: Any, spec: str, kwargs: Mapping[str, Any] | None = None) 
         raise ScorerError(f"{spec} is not callable (a factory returning an nn.Module is needed)")
     try:
         model = obj(**dict(kwargs or {}))
-    except Exception as exc:  # noqa: BLE001 - the user's factory may raise anything
+    except USER_ERRORS as exc:  # the user's code may raise anything, sys.exit() included
         raise ScorerError(f"calling {spec} failed: {one_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise ScorerError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
@@ -156,7 +156,7 @@ def _build_reference(name: str, kwargs: Mapping[str, Any] | None = None) -> tupl
     info = _reference_info(name)
     try:
         model = info.build(**dict(kwargs or {}))
-    except Exception as exc:  # noqa: BLE001
+    except USER_ERRORS as exc:
         raise ScorerError(f"building reference model {name!r} failed: {one_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise ScorerError(f"reference model {name!r} factory returned {type(model).__name__}, not an nn.Module")

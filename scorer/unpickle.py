@@ -112,5 +112,5 @@ def trusted_load(source: Path | bytes, where: str) -> Any:
         raise ScorerError(
             f"{where}: cannot unpickle it: a class it needs is not importable here ({one_line(exc)})"
         ) from None
-    except Exception as exc:  # noqa: BLE001 - unpickling trusted data may raise anything
+    except USER_ERRORS as exc:  # unpickling trusted data may raise anything, sys.exit() included
         raise ScorerError(f"{where}: cannot unpickle it ({one_line(exc)})") from None

@@ -216,6 +216,25 @@ def test_trusted_pickle_of_os_global_is_not_called_corrupt(capsys, work: Path) -
     assert "corrupt" not in line
 
 
+# ----------------------------------------------------------------------------- user code exiting
+
+
+@pytest.mark.parametrize(("factory", "needle"), [("exits", "SystemExit"), ("exits_with_text", "factory said goodbye"),
+                                                 ("interrupted", "KeyboardInterrupt")])
+def test_factory_exit_is_an_error(capsys, work: Path, factory: str, needle: str) -> None:
+    refused(run(capsys, f"tiny_models.py:{factory}"), "tiny_models.py", needle)
+
+
+def test_module_exiting_on_import_is_an_error(capsys, work: Path) -> None:
+    (work / "quits.py").write_text("raise SystemExit(0)\n")
+    refused(run(capsys, "quits.py:build"), "quits.py", "SystemExit")
+
+
+def test_help_still_exits_zero(capsys) -> None:
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and out.startswith("usage:")
+
+
 # ----------------------------------------------------------------------------- trusted pickles import like --arch
 
 
