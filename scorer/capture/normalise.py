@@ -206,11 +206,18 @@ def _conv_attrs(weight_shape: tuple[int, ...], groups: int, stride, padding, dil
     }
 
 
-def _pool_kernel(in_shape: tuple[int, ...], out_shape: tuple[int, ...], kernel: object) -> int:
-    if kernel is None:  # adaptive: the largest window
+def adaptive_window_sum(n_in: int, n_out: int) -> int:
+    """Σ of PyTorch's adaptive pooling window sizes along one dimension: window i spans
+    [floor(i·n_in/n_out), ceil((i+1)·n_in/n_out)), so windows may differ in size and overlap."""
+    return sum(-((-(i + 1) * n_in) // n_out) - (i * n_in) // n_out for i in range(n_out))
+
+
+def _pool_kernel(in_shape: tuple[int, ...], out_shape: tuple[int, ...], kernel: object) -> float:
+    """Values pooled per output. Adaptive pools: the mean window size (windows are products of per-dimension
+    windows, so the mean is the product of per-dimension means); × outputs it is the exact total."""
+    if kernel is None:
         n = len(out_shape) - 2 if len(out_shape) > 2 else 1
-        sizes = [math.ceil(i / o) for i, o in zip(in_shape[-n:], out_shape[-n:], strict=True)]
-        return math.prod(sizes)
+        return math.prod(adaptive_window_sum(i, o) / o for i, o in zip(in_shape[-n:], out_shape[-n:], strict=True))
     if isinstance(kernel, int):
         return kernel ** max(1, len(out_shape) - 2)
     return math.prod(kernel)  # type: ignore[arg-type]
