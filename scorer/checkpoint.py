@@ -1,11 +1,11 @@
-"""The micronet checkpoint: a weights-only-loadable ``torch.save`` of tensors plus JSON-able metadata.
+"""The micronet checkpoint: a weights-only-loadable ``torch.save`` of tensors plus JSON metadata.
 
 Layout (a plain dict, so ``torch.load(path, weights_only=True)`` reads it without executing code)::
 
     {
       "micronet_checkpoint": 1,
       "arch": "kaist_v1",                 # a reference model name (reference_models registry)
-      "arch_kwargs": {...},               # JSON-able keyword arguments of the factory
+      "arch_kwargs": {...},               # JSON data: keyword arguments of the factory
       "state_dict": {name: tensor},       # weights; pruned entries are stored as exact zeros
       "masks": {param_name: bool tensor}, # optional: pruning masks (True = kept)
       "bits": {layer_glob: {"weight": int, "act": int, "acc": int}},   # optional per-layer precision
@@ -13,8 +13,12 @@ Layout (a plain dict, so ``torch.load(path, weights_only=True)`` reads it withou
       "meta": {...},                      # optional: recipe, stage, accuracy, input_shape, track, rules
     }
 
-``micronet-score ckpt`` rebuilds the architecture, loads the weights, applies the masks and bits and
-exit fractions recorded here, so that no flag is needed to score what the pipeline produced.
+Reading one (``load_checkpoint``, ``checkpoint_from_payload``) runs no code. ``micronet-score ckpt``
+(``scorer.load``) then builds ``arch`` by calling that registered reference factory with ``arch_kwargs``
+(this project's code, with JSON arguments), loads the weights, and applies the masks, bits and exit
+fractions recorded here, so that no flag is needed to score what the pipeline produced. An ``arch`` that
+names anything else to import (``pkg.mod:factory``, ``file.py:factory``) is refused unless the user passes
+``--trust-code`` (``trust_code=True``); ``--arch`` on the command line overrides it.
 """
 
 from __future__ import annotations
@@ -76,6 +80,26 @@ def is_checkpoint_payload(obj: Any) -> bool:
     return isinstance(obj, dict) and "micronet_checkpoint" in obj and "arch" in obj
 
 
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _check_json_data(value: Any, where: str) -> None:
+    """ValueError unless ``value`` is JSON data: str/int/float/bool/None, lists, dicts with str keys."""
+    if type(value) in _JSON_SCALARS:
+        return
+    if type(value) in (list, tuple):
+        for i, item in enumerate(value):
+            _check_json_data(item, f"{where}[{i}]")
+        return
+    if type(value) is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise ValueError(f"checkpoint field {where} must be JSON data: key {key!r} is not a string")
+            _check_json_data(item, f"{where}[{key!r}]")
+        return
+    raise ValueError(f"checkpoint field {where} must be JSON data, not {type(value).__name__}")
+
+
 def checkpoint_from_payload(obj: dict) -> Checkpoint:
     """Validate a loaded payload and turn it into a Checkpoint; ValueError on a malformed one."""
     version = obj.get("micronet_checkpoint")
@@ -83,10 +107,16 @@ def checkpoint_from_payload(obj: dict) -> Checkpoint:
         raise ValueError(f"unsupported micronet checkpoint version {version!r} (expected {FORMAT_VERSION})")
     if not isinstance(obj.get("state_dict"), dict):
         raise ValueError("micronet checkpoint has no state_dict")
+    if not isinstance(obj["arch"], str) or not obj["arch"]:
+        raise ValueError(f"micronet checkpoint arch must be a reference model name, not {obj['arch']!r}")
+    arch_kwargs = obj.get("arch_kwargs") or {}
+    if type(arch_kwargs) is not dict:
+        raise ValueError(f"checkpoint field arch_kwargs must be a dict, not {type(arch_kwargs).__name__}")
+    _check_json_data(arch_kwargs, "arch_kwargs")
     return Checkpoint(
-        arch=str(obj["arch"]),
+        arch=obj["arch"],
         state_dict=obj["state_dict"],
-        arch_kwargs=dict(obj.get("arch_kwargs") or {}),
+        arch_kwargs=dict(arch_kwargs),
         masks=dict(obj.get("masks") or {}),
         bits=dict(obj.get("bits") or {}),
         exit_fractions={k: float(v) for k, v in (obj.get("exit_fractions") or {}).items()},
@@ -95,7 +125,7 @@ def checkpoint_from_payload(obj: dict) -> Checkpoint:
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a micronet checkpoint with weights-only unpickling (no code runs)."""
+    """Read a micronet checkpoint with weights-only unpickling (no code runs; nothing is built)."""
     obj = torch.load(Path(path), map_location="cpu", weights_only=True)
     if not is_checkpoint_payload(obj):
         raise ValueError(f"{path} is not a micronet checkpoint")

@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="architecture for a state_dict file: reference name or package.module:factory")
     g.add_argument("--trust-pickle", action="store_true",
                    help="allow loading a pickled whole module (unpickling can run arbitrary code)")
+    g.add_argument("--trust-code", action="store_true",
+                   help="allow code named inside the model file, e.g. a checkpoint arch pkg.mod:factory")
     g = p.add_argument_group("output")
     g.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     g.add_argument("--depth", type=int, metavar="N", help="group rows by the first N levels of the module path")
@@ -256,7 +258,7 @@ def _score(args: argparse.Namespace) -> int:
     input_shape = parse_shape(args.input_shape) if args.input_shape else None
     exit_fractions = parse_exit_fractions(args.exit_fraction) if args.exit_fraction else None
 
-    loaded = load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle)
+    loaded = load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle, trust_code=args.trust_code)
     if args.measure_exits:
         if exit_fractions is not None:
             raise UsageError("give --exit-fraction or --measure-exits, not both")

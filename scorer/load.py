@@ -9,8 +9,10 @@ MODEL forms (see ``load_model``):
   (``scorer.checkpoint``), a plain state_dict together with ``arch`` (a reference name or
   ``pkg.mod:factory``), or, only with ``trust_pickle=True``, a pickled whole ``nn.Module``.
 
-Files are only read, never written; ``torch.load`` always runs weights-only first, so a file that holds a
-pickled Python object is refused unless the user says they trust it. Every problem is a ScorerError with
+Files are only read, never written. Nothing from a file is unpickled or imported unless the caller says
+so: ``torch.load`` always runs weights-only first, so a file that holds a pickled Python object is refused
+unless ``trust_pickle``; a checkpoint's ``arch`` must be a registered reference model unless
+``trust_code`` (an ``arch`` given by the caller is theirs to choose). Every problem is a ScorerError with
 one line naming the file.
 """
 
@@ -354,13 +356,32 @@ def _precision_from_bits(bits: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"layers": dict(bits)}
 
 
-def _load_checkpoint_payload(obj: dict, path: Path, arch: str | None) -> LoadedModel:
+def _build_checkpoint_arch(arch: str, kwargs: Mapping[str, Any], path: Path,
+                           trust_code: bool) -> tuple[nn.Module, Any]:
+    """Build the arch a checkpoint names: a registered reference model; code it names only with trust_code."""
+    if trust_code:
+        return _build_arch(arch, kwargs)
+    name = arch.removeprefix("reference:")
+    from reference_models.registry import list_references
+
+    if name not in {r.name for r in list_references()} and (":" in name or name.endswith(".py")):
+        raise ScorerError(
+            f"{path}: its arch {name!r} names code to import and run, not a reference model; pass "
+            "--trust-code if you trust the file (or --arch to name the architecture yourself)"
+        )
+    return _build_reference(name, kwargs)
+
+
+def _load_checkpoint_payload(obj: dict, path: Path, arch: str | None, trust_code: bool) -> LoadedModel:
     try:
         ckpt = checkpoint_from_payload(obj)
     except (ValueError, TypeError) as exc:
         raise ScorerError(f"{path}: {exc}") from None
     arch_name = arch or ckpt.arch
-    model, info = _build_arch(arch_name, ckpt.arch_kwargs)
+    if arch:  # named on the command line
+        model, info = _build_arch(arch, ckpt.arch_kwargs)
+    else:
+        model, info = _build_checkpoint_arch(ckpt.arch, ckpt.arch_kwargs, path, trust_code)
     folded = _load_state(model, ckpt.state_dict, path, arch_name)
     applied = _apply_masks(model, ckpt.masks, path) + folded
     defaults = _reference_defaults(info)
@@ -414,7 +435,7 @@ def _load_state_dict_file(sd: dict[str, torch.Tensor], path: Path, arch: str | N
     )
 
 
-def _load_torch_file(path: Path, arch: str | None, trust_pickle: bool) -> LoadedModel:
+def _load_torch_file(path: Path, arch: str | None, trust_pickle: bool, trust_code: bool) -> LoadedModel:
     try:
         obj = weights_only_load(path, str(path))
     except UnsafePickle as unsafe:
@@ -434,7 +455,7 @@ def _load_torch_file(path: Path, arch: str | None, trust_pickle: bool) -> Loaded
     if isinstance(obj, nn.Module):  # e.g. an allow-listed class
         return LoadedModel(model=obj, description=f"{type(obj).__name__} from {path.name}", source="pickle")
     if is_checkpoint_payload(obj):
-        return _load_checkpoint_payload(obj, path, arch)
+        return _load_checkpoint_payload(obj, path, arch, trust_code)
     sd = _tensor_mapping(obj)
     if sd is not None:
         return _load_state_dict_file(sd, path, arch)
@@ -444,7 +465,7 @@ def _load_torch_file(path: Path, arch: str | None, trust_pickle: bool) -> Loaded
     raise ScorerError(f"{path} is not a model: it holds {kind} (expected a module, state_dict or checkpoint)")
 
 
-def _load_path(path: Path, arch: str | None, trust_pickle: bool) -> LoadedModel:
+def _load_path(path: Path, arch: str | None, trust_pickle: bool, trust_code: bool) -> LoadedModel:
     if not path.exists():
         raise ScorerError(f"{path}: no such file")
     if path.is_dir():
@@ -467,13 +488,14 @@ def _load_path(path: Path, arch: str | None, trust_pickle: bool) -> LoadedModel:
             return _load_torchscript(path)
     elif path.suffix == ".pt2":
         raise ScorerError(f"{path} is corrupt or truncated (not a readable torch.export archive)")
-    return _load_torch_file(path, arch, trust_pickle)
+    return _load_torch_file(path, arch, trust_pickle, trust_code)
 
 
 # --------------------------------------------------------------------------- entry point
 
 
-def load_model(spec: str, *, arch: str | None = None, trust_pickle: bool = False) -> LoadedModel:
+def load_model(spec: str, *, arch: str | None = None, trust_pickle: bool = False,
+               trust_code: bool = False) -> LoadedModel:
     """Load the model named by ``spec`` (see the module docstring for the accepted forms).
 
     Args:
@@ -482,6 +504,8 @@ def load_model(spec: str, *, arch: str | None = None, trust_pickle: bool = False
             ``pkg.mod:factory`` or ``file.py:factory``.
         trust_pickle: allow unpickling arbitrary objects (a whole pickled ``nn.Module``). Only for
             files the user trusts: unpickling can run code.
+        trust_code: allow a file to name code to import and run (a checkpoint's ``arch`` that is
+            ``pkg.mod:factory`` or ``file.py:factory``). Only for files the user trusts.
 
     Raises:
         ScorerError: with one line naming the file for every unusable input.
@@ -499,11 +523,11 @@ def load_model(spec: str, *, arch: str | None = None, trust_pickle: bool = False
                            **_reference_defaults(info))
     path = Path(spec)
     if path.exists():
-        return _load_path(path, arch, trust_pickle)
+        return _load_path(path, arch, trust_pickle, trust_code)
     if _is_file_factory(spec):
         obj, desc = _resolve_factory(spec)
         return LoadedModel(model=_call_factory(obj, spec), description=desc, source="factory")
     if _is_module_factory(spec):
         obj, desc = _resolve_factory(spec)
         return LoadedModel(model=_call_factory(obj, spec), description=desc, source="factory")
-    return _load_path(path, arch, trust_pickle)
+    return _load_path(path, arch, trust_pickle, trust_code)

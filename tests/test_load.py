@@ -265,7 +265,7 @@ def test_checkpoint_applies_masks_bits_meta(tmp_path: Path, model_file: Path) ->
     )
     path = save_checkpoint(ckpt, tmp_path / "final.ckpt")
     before = _digest(path)
-    loaded = load_model(str(path))
+    loaded = load_model(str(path), trust_code=True)  # its arch names a file: trusted explicitly
     assert loaded.source == "checkpoint"
     assert loaded.masks_applied == 1
     w = loaded.model.conv.weight.detach().view(-1)
@@ -282,7 +282,7 @@ def test_checkpoint_with_bad_mask(tmp_path: Path, model_file: Path) -> None:
                       masks={"nope.weight": torch.ones(3, dtype=torch.bool)})
     path = save_checkpoint(ckpt, tmp_path / "bad.ckpt")
     with pytest.raises(ScorerError) as exc:
-        load_model(str(path))
+        load_model(str(path), trust_code=True)
     _assert_one_line(exc, str(path), "nope.weight")
 
 

@@ -21,7 +21,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from scorer.checkpoint import Checkpoint, save_checkpoint
 from scorer.cli import main
+from scorer.errors import ScorerError
 from scorer.load import load_model
 
 MODEL_SRC = textwrap.dedent(
@@ -214,6 +216,71 @@ def test_trusted_pickle_of_os_global_is_not_called_corrupt(capsys, work: Path) -
     line = refused(run(capsys, missing), "posix.nocwdx", "--trust-pickle")
     line = refused(run(capsys, missing, "--trust-pickle"), str(missing), "nocwdx", "not importable")
     assert "corrupt" not in line
+
+
+# ----------------------------------------------------------------------------- .ckpt metadata
+
+
+def _ckpt(work: Path, arch: str, arch_kwargs: dict | None = None, name: str = "evil.ckpt") -> Path:
+    sd = load_model("tiny_models.py:build").model.state_dict()
+    return save_checkpoint(Checkpoint(arch=arch, arch_kwargs=arch_kwargs or {}, state_dict=sd), work / name)
+
+
+@pytest.mark.parametrize(
+    ("arch", "kwargs"),
+    [
+        ("os:system", {"command": "touch MARKER"}),
+        ("subprocess:getoutput", {"cmd": "touch MARKER"}),
+        ("builtins:open", {"file": "MARKER", "mode": "w"}),
+        ("reference:os:system", {"command": "touch MARKER"}),
+    ],
+)
+def test_ckpt_arch_naming_code_refused(capsys, marker: Path, work: Path, arch: str, kwargs: dict) -> None:
+    path = _ckpt(work, arch, kwargs)
+    refused(run(capsys, path), str(path), arch.removeprefix("reference:"), "--trust-code")
+
+
+@pytest.mark.parametrize("arch", ["evil.py:build", "evil:build"])
+def test_ckpt_arch_naming_a_file_in_cwd_refused(capsys, marker: Path, work: Path, arch: str) -> None:
+    (work / "evil.py").write_text(f"{_touch_code(marker)}\ndef build():\n    return None\n")
+    path = _ckpt(work, arch)
+    refused(run(capsys, path), str(path), arch, "--trust-code")
+    assert "evil" not in sys.modules
+
+
+def test_ckpt_arch_kwargs_must_be_json(capsys, work: Path) -> None:
+    sd = load_model("tiny_models.py:build").model.state_dict()
+    path = work / "kwargs.ckpt"
+    for bad in ({"width": torch.tensor(2)}, {1: 2}, {"width": {"deep": torch.zeros(1)}}):
+        torch.save({"micronet_checkpoint": 1, "arch": "tiny_models.py:build", "arch_kwargs": bad,
+                    "state_dict": sd}, path)
+        refused(run(capsys, path, "--trust-code"), str(path), "arch_kwargs")
+
+
+def test_ckpt_with_trust_code_builds(capsys, work: Path) -> None:
+    path = _ckpt(work, "tiny_models.py:build", {"width": 2}, name="tiny.ckpt")
+    refused(run(capsys, path, "--input-shape", "1,3,32,32"), "tiny_models.py:build", "--trust-code")
+    code, out, err = run(capsys, path, "--trust-code", "--input-shape", "1,3,32,32", "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["totals"]["params"] == PARAMS
+    assert load_model(str(path), trust_code=True).source == "checkpoint"
+    with pytest.raises(ScorerError, match="--trust-code"):
+        load_model(str(path))
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "--trust-code" in out
+
+
+def test_arch_on_the_command_line_still_works(capsys, marker: Path, work: Path) -> None:
+    path = _ckpt(work, "os:system", {})
+    code, out, err = run(capsys, path, "--arch", "tiny_models.py:build", "--input-shape", "1,3,32,32",
+                         "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["totals"]["params"] == PARAMS
+    sd_path = work / "weights.pt"
+    torch.save(load_model("tiny_models.py:build").model.state_dict(), sd_path)
+    code, out, err = run(capsys, sd_path, "--arch", "tiny_models.py:build", "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["totals"]["params"] == PARAMS
 
 
 # ----------------------------------------------------------------------------- user code exiting
