@@ -66,6 +66,7 @@ def score(
     mul_bits: int | None = None,
     add_bits: int | None = None,
     capture: str = "auto",
+    allow_unmatched: bool = False,
 ) -> Report:
     """Score ``model`` under the MicroNet rules.
 
@@ -83,6 +84,8 @@ def score(
         allow_unknown: count ops without a rule as zero (listed in ``report.unknown``) instead of raising.
         param_bits, mul_bits, add_bits: global overrides of one width each.
         capture: "auto" (fx, then torch.export, then the dispatch recorder) or one of them.
+        allow_unmatched: a ``precision`` layer glob that matches no layer of any path is a warning note
+            instead of a ScorerError.
     """
     if not isinstance(model, nn.Module):
         raise ScorerError(f"score() needs a torch.nn.Module, got {type(model).__name__}")
@@ -92,7 +95,7 @@ def score(
     except ValueError as exc:
         raise ScorerError(str(exc)) from None
     inputs = _example_inputs(input_shape, example_inputs, trk.input_shape)
-    policy = PrecisionPolicy.from_options(bits, param_bits, mul_bits, add_bits, precision)
+    policy = PrecisionPolicy.from_options(bits, param_bits, mul_bits, add_bits, precision, allow_unmatched)
     if not ruleset.honour_bits:
         policy = PrecisionPolicy(read_model_bits=False)
     spec = SparsitySpec.parse(sparsity)
@@ -124,6 +127,7 @@ def score(
         rows.extend(row_of(op, cost, fraction) for op, cost in costed)
         unknown_rows.extend({"name": op.name, "module": op.module, "target": op.target, "path": path_name}
                             for op in unknown)
+    notes.extend(policy.check_unmatched())  # after every path: a glob matching in any path is used
     if unknown_rows and not allow_unknown:
         raise UnknownOpError([(u["name"], u["module"], u["target"]) for u in unknown_rows])
 

@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mul-bits", type=int, metavar="N", help="multiplication width for every op")
     g.add_argument("--add-bits", type=int, metavar="N", help="addition width for every op")
     g.add_argument("--precision", metavar="FILE", help="per-layer bits config (TOML or JSON)")
+    g.add_argument("--allow-unmatched", action="store_true",
+                   help="a --precision layer glob matching no layer is a warning, not an error")
     g = p.add_argument_group("scoring")
     g.add_argument("--rules", metavar="NAME", help="rule set name or package.module:Class (see --list-rules)")
     g.add_argument("--track", choices=("cifar100", "imagenet", "wikitext103"),
@@ -213,6 +215,12 @@ def _unknown_warning(report: Any) -> str:
     return head + "\n" + tabulate(rows, headers=["op", "layer", "node", "path"], tablefmt="simple") + "\n"
 
 
+def _is_precision_warning(note: str) -> bool:
+    from scorer.precision import UNMATCHED_NOTE
+
+    return note.startswith(UNMATCHED_NOTE)
+
+
 def _render(report: Any, args: argparse.Namespace, title: str) -> None:
     if args.format == "json":
         data = report.to_dict()
@@ -222,7 +230,8 @@ def _render(report: Any, args: argparse.Namespace, title: str) -> None:
     elif args.format == "csv":
         _write(report.to_csv(depth=args.depth), args.output)
         for note in report.notes:
-            if not (report.unknown and note.startswith("WARNING:")):  # the unknown-op table says it louder
+            # the unknown-op table and the precision warnings are printed louder, after the report
+            if not (report.unknown and note.startswith("WARNING:")) and not _is_precision_warning(note):
                 print(f"{PROG}: note: {note}", file=sys.stderr)
     elif args.format == "markdown":
         _write(report.to_markdown(args.depth), args.output)
@@ -291,12 +300,15 @@ def _score(args: argparse.Namespace) -> int:
         mul_bits=args.mul_bits,
         add_bits=args.add_bits,
         capture=args.capture,
+        allow_unmatched=args.allow_unmatched,
     )
     _render(report, args, title=loaded.description or str(args.model))
     if args.plot:
         report.plot(args.plot, args.depth)
     if report.unknown:
         sys.stderr.write(_unknown_warning(report))
+    for note in filter(_is_precision_warning, report.notes):
+        print(f"{PROG}: warning: {note.removeprefix('WARNING: ')}", file=sys.stderr)
     return 0
 
 

@@ -3,6 +3,11 @@
 An op costs max(input bits)/32 per multiplication (official page, §3.1), where the inputs are its
 activation tensors and the weights it multiplies; additions run at the accumulator width. ``--bits 16``
 is the freebie: parameters and multiplications at 16 bits, additions at 32.
+
+A precision config has two sections, ``default`` (keys ``weight act acc input``) and ``layers`` (a glob
+on layer names -> keys ``weight act acc bias``). Any other section or key is an error, and so is a glob
+that matches no layer of any capture path (:meth:`PrecisionPolicy.check_unmatched`), unless
+``allow_unmatched`` makes it a warning note: a typo must not silently leave a layer at another width.
 """
 
 from __future__ import annotations
@@ -21,7 +26,11 @@ from scorer.capture.normalise import quant_bits
 from scorer.errors import ScorerError
 from scorer.graph import VALUE_PRESERVING_KINDS, Op
 
-_LAYER_KEYS = {"weight", "act", "acc", "bias"}
+_SECTIONS = ("default", "layers")
+_DEFAULT_KEYS = ("weight", "act", "acc", "input")
+_LAYER_KEYS = ("weight", "act", "acc", "bias")
+#: Start of the report note for a glob that matched no layer (under ``allow_unmatched``).
+UNMATCHED_NOTE = "WARNING: precision config:"
 
 
 @dataclass
@@ -36,6 +45,10 @@ class PrecisionPolicy:
     add_bits_override: int | None = None
     layers: list[tuple[str, dict[str, int]]] = field(default_factory=list)
     read_model_bits: bool = True
+    allow_unmatched: bool = False
+    # globs that matched a layer, and the layers looked up, over every annotate_bits call (all capture paths)
+    _matched: set[str] = field(default_factory=set, repr=False)
+    _seen: dict[str, None] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_options(
@@ -45,10 +58,12 @@ class PrecisionPolicy:
         mul_bits: int | None = None,
         add_bits: int | None = None,
         config: str | Path | Mapping | None = None,
+        allow_unmatched: bool = False,
     ) -> PrecisionPolicy:
         """Build the policy. ``bits=N`` stores parameters and runs multiplications at N bits with additions
-        at 32 (for N=16 this is the official freebie); the other options override one aspect each."""
-        pol = cls()
+        at 32 (for N=16 this is the official freebie); the other options override one aspect each.
+        ``allow_unmatched``: a config glob matching no layer is a warning, not an error."""
+        pol = cls(allow_unmatched=allow_unmatched)
         if bits is not None:
             _check_bits("bits", bits)
             pol.param_bits = pol.act_bits = bits
@@ -66,7 +81,15 @@ class PrecisionPolicy:
         return pol
 
     def apply_config(self, cfg: Mapping) -> None:
-        """Merge a config mapping ``{"default": {...}, "layers": {glob: {...}}}``."""
+        """Merge a config mapping ``{"default": {...}, "layers": {glob: {...}}}``; ScorerError for any other
+        section or key."""
+        if not isinstance(cfg, Mapping):
+            raise ScorerError(f"precision config must be a table with sections {', '.join(_SECTIONS)}")
+        for section in cfg:
+            if section not in _SECTIONS:
+                raise ScorerError(f"precision config: unknown section {section!r} (use {', '.join(_SECTIONS)})")
+            if not isinstance(cfg[section], Mapping):
+                raise ScorerError(f"precision config: [{section}] must be a table, got {cfg[section]!r}")
         default = cfg.get("default", {})
         for key, value in default.items():
             _check_bits(f"default.{key}", value)
@@ -79,23 +102,42 @@ class PrecisionPolicy:
             elif key == "input":
                 self.input_bits = value
             else:
-                raise ScorerError(f"precision config: unknown default key {key!r} (use weight, act, acc, input)")
+                raise ScorerError(f"precision config: unknown default key {key!r} (use {', '.join(_DEFAULT_KEYS)})")
         for glob, spec in (cfg.get("layers") or {}).items():
             if not isinstance(spec, Mapping):
                 raise ScorerError(f"precision config: layer {glob!r} must map to a table of bits")
             for key, value in spec.items():
                 if key not in _LAYER_KEYS:
-                    raise ScorerError(f"precision config: unknown key {key!r} for layer {glob!r}")
+                    raise ScorerError(f"precision config: unknown key {key!r} for layer {glob!r} "
+                                      f"(use {', '.join(_LAYER_KEYS)})")
                 _check_bits(f"{glob}.{key}", value)
             self.layers.append((glob, dict(spec)))
 
     def layer(self, module: str) -> dict[str, int]:
-        """Merged overrides for layer ``module`` (glob patterns match the dotted module path)."""
+        """Merged overrides for layer ``module`` (glob patterns match the dotted module path); the globs that
+        match are remembered for :meth:`check_unmatched`."""
+        self._seen[module] = None
         merged: dict[str, int] = {}
         for glob, spec in self.layers:
             if fnmatch.fnmatchcase(module, glob):
                 merged.update(spec)
+                self._matched.add(glob)
         return merged
+
+    def check_unmatched(self) -> list[str]:
+        """After every capture path is annotated: ScorerError naming the config globs that matched no layer,
+        or with ``allow_unmatched`` one warning note per such glob (``[]`` when all matched)."""
+        globs = list(dict.fromkeys(g for g, _ in self.layers if g not in self._matched))
+        if not globs:
+            return []
+        names = [m for m in self._seen if m]
+        some = ", ".join(names[:6]) + (f", ... ({len(names)} layers)" if len(names) > 6 else "")
+        which = ", ".join(repr(g) for g in globs)
+        if not self.allow_unmatched:
+            raise ScorerError(f"precision config: layer glob(s) {which} match no layer (layers: {some or 'none'}); "
+                              "fix the glob, or pass --allow-unmatched (allow_unmatched=True) to ignore it")
+        return [f"{UNMATCHED_NOTE} layer glob {g!r} matches no layer and was ignored (layers: {some or 'none'})"
+                for g in globs]
 
 
 def _check_bits(name: str, value: object) -> None:
