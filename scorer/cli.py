@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     g.add_argument("--depth", type=int, metavar="N", help="group rows by the first N levels of the module path")
     g.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of stdout")
-    g.add_argument("--plot", metavar="FILE.png", help="bar plot of params and ops per layer (needs matplotlib)")
+    g.add_argument("--plot", metavar="FILE.png",
+                   help="bar plot of params and ops per layer, as png, pdf, svg, ... (needs matplotlib)")
     g.add_argument("--show-free", action="store_true", help="table format: also show ops that cost nothing")
     g.add_argument("--list-references", action="store_true", help="list the registered reference models")
     g.add_argument("--list-rules", action="store_true", help="list the built-in rule sets")
@@ -259,9 +260,9 @@ def _score(args: argparse.Namespace) -> int:
     from scorer.load import load_model
 
     if args.plot:
-        from scorer.render import require_matplotlib
+        from scorer.render import check_plot_path
 
-        require_matplotlib()  # fail before the (slower) scoring
+        check_plot_path(args.plot)  # fail before loading, scoring and printing anything
     if args.depth is not None and args.depth < 0:
         raise ScorerError(f"--depth must be >= 0, got {args.depth}")
     input_shape = parse_shape(args.input_shape) if args.input_shape else None

@@ -6,6 +6,7 @@ They only read ``report.layers`` / ``report.by_depth()`` and ``report.totals``; 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -201,8 +202,38 @@ def require_matplotlib() -> Any:
     return plt
 
 
+def plot_formats() -> list[str]:
+    """File extensions matplotlib writes here without external tools (pgf needs a TeX installation)."""
+    require_matplotlib()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return sorted(set(FigureCanvasBase.get_supported_filetypes()) - {"pgf"})
+
+
+def check_plot_path(path: str | Path) -> Path:
+    """``path`` if a plot can be written there: not a directory, an extension matplotlib writes (png, pdf,
+    svg, ...; see :func:`plot_formats`) and an existing, writable folder; ScorerError otherwise. Run it
+    before scoring, so that a bad path fails before any output."""
+    out = Path(path)
+    if out.is_dir():
+        raise ScorerError(f"plot path {out} is a directory; give a file name such as {out / 'layers.png'}")
+    formats = plot_formats()
+    ext = out.suffix[1:].lower()
+    if ext not in formats:
+        what = f"extension {out.suffix!r}" if ext else "no extension"
+        raise ScorerError(f"plot path {out} has {what}; matplotlib writes {', '.join(formats)}")
+    folder = out.parent
+    if not folder.is_dir():
+        raise ScorerError(f"plot path {out}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise ScorerError(f"plot path {out} is not writable")
+    return out
+
+
 def plot(report: Report, path: str | Path, depth: int | None = None) -> Path:
-    """Horizontal bar plots of parameters (32-bit units) and ops per layer, saved as an image (PNG)."""
+    """Horizontal bar plots of parameters (32-bit units) and ops per layer, saved to ``path`` in the format
+    its extension names (checked first by :func:`check_plot_path`)."""
+    out = check_plot_path(path)
     plt = require_matplotlib()
     df = report.by_depth(depth)
     if depth is None:
@@ -225,9 +256,8 @@ def plot(report: Report, path: str | Path, depth: int | None = None) -> Path:
     fig.suptitle(f"{report.track.name} / {report.rules}: score {fmt_score(totals['score'])} "
                  f"(params {fmt_number(totals['params'])}, ops {fmt_number(totals['ops'])})")
     fig.tight_layout()
-    out = Path(path)
     try:
-        fig.savefig(out, dpi=120)
+        fig.savefig(out, dpi=120, format=out.suffix[1:].lower())
     except OSError as exc:
         raise ScorerError(f"cannot write plot {out}: {exc.strerror or exc}") from None
     finally:
