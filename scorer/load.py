@@ -11,9 +11,11 @@ MODEL forms (see ``load_model``):
 
 Files are only read, never written. Nothing from a file is unpickled or imported unless the caller says
 so: ``torch.load`` always runs weights-only first, so a file that holds a pickled Python object is refused
-unless ``trust_pickle``; a checkpoint's ``arch`` must be a registered reference model unless
-``trust_code`` (an ``arch`` given by the caller is theirs to choose). Every problem is a ScorerError with
-one line naming the file.
+unless ``trust_pickle``; a ``.pt2`` archive is checked before torch reads it (``scorer.pt2``: pickles need
+``trust_pickle``, program parts that could run Python need ``trust_code``); a checkpoint's ``arch`` must
+be a registered reference model unless ``trust_code`` (an ``arch`` given by the caller is theirs to
+choose). TorchScript archives are read by torch's own restricted unpickler and compiler. Every problem is
+a ScorerError with one line naming the file.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch.nn as nn
 
 from scorer.checkpoint import checkpoint_from_payload, is_checkpoint_payload
 from scorer.errors import ScorerError
+from scorer.pt2 import load_exported_program, quiet_torch_logs
 from scorer.unpickle import USER_ERRORS, UnsafePickle, one_line, trusted_load, user_imports, weights_only_load
 
 #: Keys under which training scripts commonly nest a state_dict.
@@ -217,14 +220,12 @@ def _meta_like(x: Any) -> Any:
     return x
 
 
-def _load_export(path: Path) -> LoadedModel:
+def _load_export(path: Path, trust_pickle: bool, trust_code: bool) -> LoadedModel:
+    ep = load_exported_program(path, trust_pickle=trust_pickle, trust_code=trust_code)
     try:
-        ep = torch.export.load(str(path))
-    except Exception as exc:  # noqa: BLE001
-        raise ScorerError(f"{path}: cannot load the torch.export program ({one_line(exc)})") from None
-    try:
-        module = ep.module()
-    except Exception as exc:  # noqa: BLE001
+        with quiet_torch_logs():
+            module = ep.module()
+    except USER_ERRORS as exc:
         raise ScorerError(f"{path}: cannot build a module from the torch.export program ({one_line(exc)})") from None
     # ep.module() replaces train()/eval() with methods that raise; the graph is already fixed, so the
     # ordinary nn.Module methods (which only flip flags) are safe and let the scorer toggle modes.
@@ -483,7 +484,7 @@ def _load_path(path: Path, arch: str | None, trust_pickle: bool, trust_code: boo
     names = _zip_names(path)
     if names is not None:
         if _is_export_archive(names):
-            return _load_export(path)
+            return _load_export(path, trust_pickle, trust_code)
         if _is_torchscript_archive(names):
             return _load_torchscript(path)
     elif path.suffix == ".pt2":

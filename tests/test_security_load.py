@@ -8,9 +8,12 @@ the marker does not exist, the exit code is 2 and stderr is exactly one line tha
 from __future__ import annotations
 
 import builtins
+import copy
 import io
 import json
 import os
+import pickle
+import subprocess
 import sys
 import textwrap
 import zipfile
@@ -216,6 +219,205 @@ def test_trusted_pickle_of_os_global_is_not_called_corrupt(capsys, work: Path) -
     line = refused(run(capsys, missing), "posix.nocwdx", "--trust-pickle")
     line = refused(run(capsys, missing, "--trust-pickle"), str(missing), "nocwdx", "not importable")
     assert "corrupt" not in line
+
+
+# ----------------------------------------------------------------------------- .pt2
+
+
+def test_pt2_pickled_weight_refused(capsys, marker: Path, pt2: Path) -> None:
+    path = rewrite_pt2(pt2, pt2.with_name("evil.pt2"),
+                       files={"data/weights/weight_0": _torch_saved(_exec_payload(marker))},
+                       edit={WEIGHTS_CONFIG: _pickled_weight})
+    refused(run(capsys, path), str(path), "conv.weight", "pickle", "--trust-pickle")
+
+
+def test_pt2_stealth_weight_refused(capsys, marker: Path, pt2: Path) -> None:
+    """The payload returns a correctly shaped tensor: running it would give exit 0 and a normal report."""
+    path = rewrite_pt2(pt2, pt2.with_name("stealth.pt2"),
+                       files={"data/weights/weight_0": _torch_saved(_stealth_payload(marker, (2, 3, 3, 3)))},
+                       edit={WEIGHTS_CONFIG: _pickled_weight})
+    refused(run(capsys, path), str(path), "--trust-pickle")
+
+
+def test_pt2_pickled_constant_refused(capsys, marker: Path, pt2: Path) -> None:
+    path = rewrite_pt2(pt2, pt2.with_name("const.pt2"),
+                       files={"data/constants/tensor_0": _torch_saved(_exec_payload(marker))},
+                       edit={CONSTANTS_CONFIG: _add_constant("tensor_0")})
+    refused(run(capsys, path), str(path), "evil", "--trust-pickle")
+
+
+@pytest.mark.parametrize("kind", ["opaque_obj_0", "custom_obj_0"])
+def test_pt2_opaque_and_custom_objects_refused(capsys, marker: Path, pt2: Path, kind: str) -> None:
+    path = rewrite_pt2(pt2, pt2.with_name("obj.pt2"),
+                       files={f"data/constants/{kind}": pickle.dumps(_exec_payload(marker))},
+                       edit={CONSTANTS_CONFIG: _add_constant(kind)})
+    refused(run(capsys, path), str(path), "evil", "--trust-pickle")
+
+
+def test_pt2_pickled_sample_inputs_refused(capsys, marker: Path, pt2: Path) -> None:
+    payload = _Call(builtins.eval, f"({_touch_code(marker)}, ((__import__('torch').ones(1, 3, 32, 32),), {{}}))[1]")
+    path = rewrite_pt2(pt2, pt2.with_name("inputs.pt2"), files={"data/sample_inputs/model.pt": _torch_saved(payload)})
+    refused(run(capsys, path), str(path), "sample inputs", "--trust-pickle")
+
+
+def _dynamic_pt2(work: Path) -> Path:
+    path = work / "dyn.pt2"
+    ep = torch.export.export(nn.Linear(4, 2), (torch.randn(3, 4),), dynamic_shapes=({0: torch.export.Dim("b")},))
+    torch.export.save(ep, str(path))
+    return path
+
+
+def test_pt2_symbolic_expression_code_refused(capsys, marker: Path, work: Path) -> None:
+    """torch parses shape expressions with sympy.sympify, which evaluates Python: no pickle needed."""
+    src = _dynamic_pt2(work)
+    inject = f" + 0*len(str(__import__('builtins').exec({_touch_code(marker)!r})))"
+
+    def edit(doc: dict) -> None:
+        text = json.dumps(doc)
+        doc.update(json.loads(text.replace('integer=True)"', 'integer=True)' + json.dumps(inject)[1:-1] + '"', 1)))
+
+    path = rewrite_pt2(src, work / "sym.pt2", edit={MODEL_JSON: edit})
+    refused(run(capsys, path, "--input-shape", "3,4"), str(path), "--trust-code")
+
+
+def test_pt2_placeholder_name_code_refused(capsys, marker: Path, pt2: Path) -> None:
+    """FX writes input names into generated Python source."""
+    evil_name = "x=__import__('builtins').exec(" + repr(_touch_code(marker)) + ")"
+
+    def edit(doc: dict) -> None:
+        doc.update(json.loads(json.dumps(doc).replace('"x"', json.dumps(evil_name))))
+
+    path = rewrite_pt2(pt2, pt2.with_name("names.pt2"), edit={MODEL_JSON: edit})
+    refused(run(capsys, path), str(path), "--trust-code")
+
+
+def test_pt2_treespec_import_refused(capsys, marker: Path, pt2: Path, work: Path) -> None:
+    """pytree imports the module named by an ``__enum__`` context: here a module in the current directory."""
+    (work / "evil_enum.py").write_text(f"{_touch_code(marker)}\nimport enum\nclass E(enum.Enum):\n    A = 1\n")
+
+    def edit(doc: dict) -> None:
+        sig = doc["graph_module"]["module_call_graph"][0]["signature"]
+        spec = json.loads(sig["in_spec"])
+        spec[1]["context"] = json.dumps({"__enum__": True, "fqn": "evil_enum:E", "name": "A"})
+        sig["in_spec"] = json.dumps(spec)
+
+    path = rewrite_pt2(pt2, pt2.with_name("spec.pt2"), edit={MODEL_JSON: edit})
+    refused(run(capsys, path), str(path), "evil_enum", "--trust-code")
+
+
+def test_pt2_operator_outside_torch_ops_refused(capsys, marker: Path, pt2: Path) -> None:
+    def edit(doc: dict) -> None:
+        doc["graph_module"]["graph"]["nodes"][0]["target"] = "torch.os.system"
+
+    path = rewrite_pt2(pt2, pt2.with_name("target.pt2"), edit={MODEL_JSON: edit})
+    refused(run(capsys, path), str(path), "torch.os.system")
+
+
+def test_pt2_guards_code_never_runs(capsys, marker: Path, pt2: Path) -> None:
+    """Input guards are Python source that torch would exec when the model runs; the scorer drops them."""
+    def edit(doc: dict) -> None:
+        doc["guards_code"] = [f"__import__('os').system('touch {marker}') == 0"]
+
+    path = rewrite_pt2(pt2, pt2.with_name("guards.pt2"), edit={MODEL_JSON: edit})
+    code, out, err = run(capsys, path, "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["totals"]["params"] == PARAMS
+
+
+def test_pt2_genuine_scores_like_the_module(capsys, pt2: Path) -> None:
+    code, out, err = run(capsys, "tiny_models.py:build", "--format", "json")
+    assert code == 0, err
+    live = json.loads(out)["totals"]
+    code, out, err = run(capsys, pt2, "--format", "json")
+    assert code == 0, err
+    exported = json.loads(out)["totals"]
+    assert exported == live
+    assert (exported["params"], exported["mults"], exported["adds"]) == (PARAMS, MULTS, ADDS)
+
+
+def test_pt2_pickled_weights_weights_only_or_trusted(capsys, pt2: Path) -> None:
+    """A pickled weight that weights-only unpickling reads needs no flag; one that needs a full unpickle
+    (here a harmless call of copy.deepcopy) loads with --trust-pickle only."""
+    weight = _tiny().conv.weight
+    path = rewrite_pt2(pt2, pt2.with_name("pickled.pt2"), files={"data/weights/weight_0": _torch_saved(weight)},
+                       edit={WEIGHTS_CONFIG: _pickled_weight})
+    code, out, err = run(capsys, path, "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["totals"]["params"] == PARAMS
+    call = _Call(copy.deepcopy, weight)
+    path = rewrite_pt2(pt2, pt2.with_name("call.pt2"), files={"data/weights/weight_0": _torch_saved(call)},
+                       edit={WEIGHTS_CONFIG: _pickled_weight})
+    refused(run(capsys, path), "conv.weight", "deepcopy", "--trust-pickle")
+    code, out, err = run(capsys, path, "--format", "json", "--trust-pickle")
+    assert code == 0, err
+    assert json.loads(out)["totals"]["params"] == PARAMS
+
+
+def _old_format_pt2(src: Path, dst: Path, state_dict: bytes | None = None) -> Path:
+    """The layout torch < 2.7 wrote: top-level JSON program plus torch.save'd state, constants, inputs."""
+    ep = torch.export.load(str(src))
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        root = zin.namelist()[0].split("/")[0]
+        zout.writestr("version", ".".join(map(str, torch._export.serde.schema.SCHEMA_VERSION)))
+        zout.writestr("serialized_exported_program.json", zin.read(f"{root}/{MODEL_JSON}"))
+        zout.writestr("serialized_state_dict.pt", state_dict or _torch_saved(ep.state_dict))
+        zout.writestr("serialized_constants.pt", _torch_saved(ep.constants))
+        zout.writestr("serialized_example_inputs.pt", _torch_saved(ep.example_inputs))
+    return dst
+
+
+def test_pt2_old_layout_loads_and_refuses_payloads(capsys, marker: Path, pt2: Path, work: Path) -> None:
+    code, out, err = run(capsys, _old_format_pt2(pt2, work / "old.pt2"), "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["totals"]["params"] == PARAMS
+    path = _old_format_pt2(pt2, work / "old_evil.pt2", state_dict=_torch_saved(_exec_payload(marker)))
+    refused(run(capsys, path), str(path), "weights", "--trust-pickle")
+
+
+def test_quiet_torch_logs_restores_each_logger_exactly() -> None:
+    import logging
+
+    from scorer.pt2 import quiet_torch_logs
+
+    special = logging.getLogger("torch._scorer_test")
+    special.setLevel(logging.INFO)
+    before = {n: (lg.level, lg.disabled) for n, lg in logging.Logger.manager.loggerDict.items()
+              if isinstance(lg, logging.Logger)}
+    root_level = logging.getLogger().level
+    with quiet_torch_logs():
+        assert not special.isEnabledFor(logging.CRITICAL)
+        assert not logging.getLogger("torch._scorer_test.created_meanwhile").isEnabledFor(logging.CRITICAL)
+        assert logging.getLogger("not_torch").isEnabledFor(logging.WARNING)
+    after = {n: (lg.level, lg.disabled) for n, lg in logging.Logger.manager.loggerDict.items()
+             if isinstance(lg, logging.Logger) and n in before}
+    assert after == before and logging.getLogger().level == root_level
+    assert special.isEnabledFor(logging.INFO)
+
+
+@pytest.mark.parametrize("kind", ["weight", "expr"])
+def test_pt2_hostile_prints_one_line_in_a_subprocess(marker: Path, pt2: Path, work: Path, kind: str) -> None:
+    """torch logs a long traceback for archives it cannot read; the CLI prints one line."""
+    if kind == "weight":
+        path = rewrite_pt2(pt2, work / "evil.pt2", files={"data/weights/weight_0": _torch_saved(_exec_payload(marker))},
+                           edit={WEIGHTS_CONFIG: _pickled_weight})
+    else:
+        path = rewrite_pt2(pt2, work / "evil.pt2", files={MODEL_JSON: b'{"graph_module": 1}'})
+    proc = subprocess.run([sys.executable, "-m", "scorer", str(path)], capture_output=True, text=True,
+                          timeout=300, cwd=work)
+    assert proc.returncode == 2 and proc.stdout == "", proc
+    assert len(proc.stderr.strip("\n").split("\n")) == 1, proc.stderr
+    assert str(path) in proc.stderr
+
+
+# ----------------------------------------------------------------------------- TorchScript
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated, still loadable
+def test_torchscript_reduce_payload_in_data_pkl_does_not_run(capsys, marker: Path, work: Path) -> None:
+    src = work / "tiny.ts"
+    torch.jit.script(_tiny()).save(str(src))
+    path = rewrite_pt2(src, work / "evil.ts", files={"data.pkl": pickle.dumps(_exec_payload(marker), protocol=2)})
+    refused(run(capsys, path), str(path))
 
 
 # ----------------------------------------------------------------------------- .ckpt metadata

@@ -1,0 +1,421 @@
+"""Read a ``torch.export`` archive (``.pt2``) without running anything from it.
+
+``torch.export.load`` would unpickle entries of the archive (pickled weights and constants, opaque and
+custom objects, and sample inputs, falling back to a full unpickle), evaluate its shape expressions with
+``sympy.sympify`` (Python ``eval``), import the modules its pytree specs name, exec its input guards when
+the model runs, and write names from the file into the Python source that FX compiles. So the archive is
+read here with ``zipfile`` and checked before torch's deserializer sees the program JSON, the raw tensors
+and the sample inputs:
+
+* an entry that only a full unpickle can read (a pickled weight or constant that weights-only unpickling
+  refuses, an opaque or custom object, sample inputs holding Python objects) is refused unless
+  ``trust_pickle``;
+* a program part that could run or import Python (a call to anything but a torch operator, a shape
+  expression that is not sympy arithmetic, a name that is not an identifier, a pytree spec naming a module)
+  is refused unless ``trust_code``;
+* input guards and node metadata other than ``nn_module_stack`` are dropped unless ``trust_code``: scoring
+  needs neither. AOTInductor, ExecuTorch and extra files are never read.
+
+torch's log output is silenced meanwhile (``quiet_torch_logs``); every problem is one ScorerError line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import pickle
+import re
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.export.pt2_archive import constants as layout
+
+from scorer.errors import ScorerError
+from scorer.unpickle import USER_ERRORS, UnsafePickle, one_line, trusted_load, user_imports, weights_only_load
+
+#: An archive whose entries unpack to more than this many times its size (plus 64 MiB) is refused.
+_MAX_UNPACK_RATIO = 100
+_OLD_PROGRAM = "serialized_exported_program.json"  # the layout written by torch < 2.7
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_FQN = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+_NAME_KEYS = frozenset({"name", "as_name", "user_input_name"})  # graph values: become Python identifiers
+_FQN_KEYS = frozenset({"parameter_name", "buffer_name", "tensor_constant_name", "custom_obj_name"})
+_NAME_MAPS = frozenset({"tensor_values", "sym_int_values", "sym_bool_values", "sym_float_values",
+                        "custom_obj_values"})
+_KEPT_METADATA = ("nn_module_stack",)
+
+# Call targets besides torch.ops.*: the verifier's builtins and symbolic-shape helpers.
+_OPERATOR_FUNCS = frozenset({"getitem", "add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "neg",
+                             "pos", "abs", "eq", "ne", "lt", "le", "gt", "ge", "and_", "or_", "xor", "not_",
+                             "invert", "lshift", "rshift"})
+_MATH_FUNCS = frozenset({"ceil", "floor", "trunc", "sqrt"})
+_TORCH_FUNCS = frozenset({"torch.sym_int", "torch.sym_float", "torch.sym_ite", "torch.sym_max",
+                          "torch.sym_min", "torch.sym_not", "torch.sym_sqrt", "torch.sym_sum",
+                          "torch._sym_sqrt", "torch._C._set_grad_enabled",
+                          "torch.autograd.grad_mode.set_grad_enabled",
+                          "torch.amp.autocast_mode._enter_autocast", "torch.amp.autocast_mode._exit_autocast"})
+
+# Shape expressions are sympy ``srepr`` text, e.g. "Mul(Integer(2), Symbol('s0', positive=True))".
+_EXPR_TOKEN = re.compile(
+    r"\s+|'[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?'|'[A-Za-z_]\w*'|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?"
+    r"|[A-Za-z_]\w*|\*\*|//|[-+*/%(),<>=!&|~^]"
+)
+_EXPR_NAMES = frozenset({
+    "Symbol", "Integer", "Float", "Rational", "Add", "Mul", "Pow", "Mod", "Max", "Min", "Abs", "floor",
+    "ceiling", "sqrt", "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "Equality", "Unequality", "StrictLessThan",
+    "StrictGreaterThan", "LessThan", "GreaterThan", "And", "Or", "Not", "Xor", "ITE", "Piecewise",
+    "true", "false", "True", "False", "oo", "zoo", "nan",
+    # torch.utils._sympy.functions, as the deserializer names them
+    "FloorDiv", "ModularIndexing", "Where", "PythonMod", "CleanDiv", "CeilToInt", "FloorToInt", "CeilDiv",
+    "LShift", "RShift", "PowByNatural", "FloatPow", "FloatTrueDiv", "IntTrueDiv",
+    "IsNonOverlappingAndDenseIndicator", "TruncToFloat", "TruncToInt", "RoundToInt", "RoundDecimal",
+    "ToFloat", "Identity",
+    # keyword arguments
+    "positive", "negative", "nonnegative", "nonpositive", "nonzero", "zero", "integer", "real", "finite",
+    "infinite", "rational", "even", "odd", "commutative", "extended_real", "precision", "evaluate",
+})
+_EXPR_SYMBOL = re.compile(r"[a-z]+\d+\Z|OpaqueUnaryFn_[a-z0-9_]+\Z")
+
+_TREESPEC_TYPES = frozenset({None, "builtins.tuple", "builtins.list", "builtins.dict",
+                             "collections.OrderedDict", "torch.fx.immutable_collections.immutable_list",
+                             "torch.fx.immutable_collections.immutable_dict"})
+
+_LOG_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def quiet_torch_logs() -> Iterator[None]:
+    """Silence the ``torch`` loggers (torch logs whole tracebacks for archives it cannot read).
+
+    Only torch's loggers change: each is disabled and raised above CRITICAL, so that loggers created
+    meanwhile inherit the level, and each one's level and ``disabled`` flag are restored exactly.
+    """
+    with _LOG_LOCK:
+        names = ["torch"] + [n for n in list(logging.Logger.manager.loggerDict) if n.startswith("torch.")]
+        loggers = [logging.getLogger(n) for n in names]
+        saved = [(lg, lg.level, lg.disabled) for lg in loggers]
+        try:
+            for lg in loggers:
+                lg.setLevel(logging.CRITICAL + 1)
+                lg.disabled = True
+            yield
+        finally:
+            for lg, level, disabled in saved:
+                lg.setLevel(level)
+                lg.disabled = disabled
+
+
+# --------------------------------------------------------------------------- the archive
+
+
+class _Archive:
+    """The records of a zip archive, by name below its root folder, read with ``zipfile`` only."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self._zip = zipfile.ZipFile(path)
+            infos = self._zip.infolist()
+            size = path.stat().st_size
+        except (OSError, zipfile.BadZipFile, ValueError):
+            raise ScorerError(f"{path} is corrupt or truncated (not a readable torch.export archive)") from None
+        names = [info.filename for info in infos]
+        if len(set(names)) != len(names):
+            raise ScorerError(f"{path} is malformed: its zip directory lists an entry twice")
+        root = names[0].split("/", 1)[0] + "/" if names else ""
+        if not all(n.startswith(root) for n in names):
+            root = ""
+        self.records = {info.filename[len(root):]: info for info in infos}
+        unpacked = sum(info.file_size for info in infos)
+        if unpacked > _MAX_UNPACK_RATIO * size + (64 << 20):
+            raise ScorerError(f"{path}: its entries would unpack to {unpacked:,} bytes ({size:,} packed); "
+                              "refusing what looks like a zip bomb")
+
+    def __enter__(self) -> _Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._zip.close()
+
+    def has(self, name: str) -> bool:
+        return name in self.records
+
+    def read(self, name: str) -> bytes:
+        if name not in self.records:
+            raise ScorerError(f"{self.path} is not a complete torch.export archive: {name} is missing")
+        try:
+            return self._zip.read(self.records[name])
+        except (OSError, zipfile.BadZipFile, ValueError, RuntimeError, NotImplementedError) as exc:
+            raise ScorerError(f"{self.path} is corrupt: cannot read {name} ({one_line(exc)})") from None
+
+    def json(self, name: str) -> Any:
+        try:
+            return json.loads(self.read(name))
+        except (ValueError, UnicodeDecodeError):
+            raise ScorerError(f"{self.path} is corrupt: {name} is not valid JSON") from None
+
+
+def _refuse_pickle(path: Path, what: str, found: str) -> ScorerError:
+    return ScorerError(f"{path} holds {what} as {found}; unpickling it could run arbitrary code: pass "
+                       "--trust-pickle if you trust the file")
+
+
+def _unpickled(archive: _Archive, name: str, what: str, trust_pickle: bool) -> Any:
+    """A pickled entry: weights-only, or with ``trust_pickle`` a full unpickle when that is refused."""
+    data = archive.read(name)
+    if not data:
+        return {}
+    try:
+        return weights_only_load(data, f"{archive.path}: {what} ({name})")
+    except UnsafePickle as unsafe:
+        if not trust_pickle:
+            raise _refuse_pickle(archive.path, f"{what} ({name})", f"a pickled Python object ({unsafe.what})") from None
+        return trusted_load(data, f"{archive.path}: {what} ({name})")
+
+
+def _trusted_object(data: bytes, custom: bool, where: str) -> Any:
+    try:
+        with user_imports(Path.cwd()):
+            return torch._C._pickle_load_obj(data) if custom else pickle.loads(data)
+    except USER_ERRORS as exc:
+        raise ScorerError(f"{where}: cannot unpickle it ({one_line(exc)})") from None
+
+
+def _raw_tensor(archive: _Archive, record: str, meta: dict, flat: dict[str, torch.Tensor], what: str) -> Any:
+    """A tensor stored as raw bytes (aliases of one record share its storage, as torch does)."""
+    from torch._export.serde import schema
+    from torch._export.serde.serialize import (
+        _dict_to_dataclass,
+        deserialize_scalar_type,
+        deserialize_size,
+        deserialize_storage_offset,
+        deserialize_stride,
+    )
+
+    try:
+        tm = _dict_to_dataclass(schema.TensorMeta, meta["tensor_meta"])
+        dtype = deserialize_scalar_type(tm.dtype)
+        size = deserialize_size(tm.sizes)
+        if record not in flat:
+            data = archive.read(record)
+            flat[record] = torch.frombuffer(bytearray(data), dtype=dtype) if data else torch.zeros(size, dtype=dtype)
+        tensor = torch.as_strided(flat[record], size, deserialize_stride(tm.strides),
+                                  deserialize_storage_offset(tm.storage_offset))
+        if meta.get("is_param"):
+            return torch.nn.Parameter(tensor, requires_grad=bool(tm.requires_grad))
+        return tensor
+    except ScorerError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - malformed metadata or bytes
+        raise ScorerError(f"{archive.path}: {what} is malformed ({one_line(exc)})") from None
+
+
+def _payloads(archive: _Archive, kind: str, trust_pickle: bool) -> dict[str, Any]:
+    """The weights (``kind="weights"``) or constants of model "model", by fully qualified name."""
+    directory = layout.WEIGHTS_DIR if kind == "weights" else layout.CONSTANTS_DIR
+    legacy = f"{directory}model.pt"  # one torch.save of the whole dict
+    if archive.has(legacy):
+        return _unpickled(archive, legacy, f"its {kind}", trust_pickle)
+    config_name = (layout.WEIGHTS_CONFIG_FILENAME_FORMAT if kind == "weights"
+                   else layout.CONSTANTS_CONFIG_FILENAME_FORMAT).format("model")
+    config = archive.json(config_name)
+    entries = config.get("config") if isinstance(config, dict) else None
+    if not isinstance(entries, dict):
+        raise ScorerError(f"{archive.path} is corrupt: {config_name} has no config")
+    flat: dict[str, torch.Tensor] = {}
+    out: dict[str, Any] = {}
+    for fqn, meta in entries.items():
+        if not isinstance(meta, dict) or not isinstance(meta.get("path_name"), str):
+            raise ScorerError(f"{archive.path} is corrupt: {config_name} entry {fqn!r} names no file")
+        record = directory + meta["path_name"]
+        what = f"{kind[:-1]} {fqn!r} ({record})"
+        custom = meta["path_name"].startswith(layout.CUSTOM_OBJ_FILENAME_PREFIX)
+        if kind == "constants" and (custom or meta["path_name"].startswith(layout.OPAQUE_OBJ_FILENAME_PREFIX)):
+            if not trust_pickle:
+                raise _refuse_pickle(archive.path, what, f"a pickled {'TorchBind' if custom else 'Python'} object")
+            out[fqn] = _trusted_object(archive.read(record), custom, f"{archive.path}: {what}")
+        elif meta.get("use_pickle") is not False:
+            out[fqn] = _unpickled(archive, record, f"{kind[:-1]} {fqn!r}", trust_pickle)
+        else:
+            out[fqn] = _raw_tensor(archive, record, meta, flat, what)
+    return out
+
+
+# --------------------------------------------------------------------------- the program
+
+
+def _is_torch_operator(target: str) -> bool:
+    parts = target.split(".")
+    if not all(_IDENT.match(p) and not p.startswith("__") for p in parts):
+        return False
+    if target in _TORCH_FUNCS:
+        return True
+    if len(parts) == 2 and parts[0] in ("_operator", "math"):
+        return parts[1] in (_OPERATOR_FUNCS if parts[0] == "_operator" else _MATH_FUNCS)
+    if len(parts) < 4 or parts[:2] != ["torch", "ops"]:
+        return False
+    obj: Any = torch.ops
+    try:
+        for part in parts[2:]:
+            obj = getattr(obj, part)
+    except Exception:  # noqa: BLE001 - an unknown namespace or operator
+        return False
+    return isinstance(obj, (torch._ops.OpOverload, torch._ops.HigherOrderOperator))
+
+
+def _is_sympy_arithmetic(text: str) -> bool:
+    pos = 0
+    while pos < len(text):
+        m = _EXPR_TOKEN.match(text, pos)
+        if m is None:
+            return False
+        token = m.group()
+        if (token[0].isalpha() or token[0] == "_") and token not in _EXPR_NAMES and not _EXPR_SYMBOL.match(token):
+            return False
+        pos = m.end()
+    return True
+
+
+def _enum_import(value: Any) -> str | None:
+    """The ``module:Class`` an ``__enum__`` object in a pytree context would import, if any."""
+    if isinstance(value, dict):
+        if "__enum__" in value:
+            return str(value.get("fqn"))
+        value = list(value.values())
+    if isinstance(value, list):
+        for item in value:
+            found = _enum_import(item)
+            if found is not None:
+                return found
+    return None
+
+
+def _treespec_problem(text: str) -> str | None:
+    """What in a serialized pytree spec could import or inject code (None: nothing)."""
+    try:
+        _version, spec = json.loads(text)
+    except (ValueError, TypeError):
+        return "has an unreadable pytree spec"
+    stack = [spec]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict) or not isinstance(node.get("children_spec", []), list):
+            return "has an unreadable pytree spec"
+        if node.get("type") not in _TREESPEC_TYPES:
+            return f"uses pytree type {node.get('type')!r}"
+        context = node.get("context")
+        if context is not None:
+            try:
+                keys = json.loads(context)
+            except (ValueError, TypeError):
+                return "has an unreadable pytree spec"
+            imported = _enum_import(keys)
+            if imported is not None:
+                return f"has a pytree key that imports {imported!r}"
+            if keys is not None and not (isinstance(keys, list) and all(
+                    (type(k) is int) or (type(k) is str and not re.search(r"['\"\\]", k) and not _CONTROL.search(k))
+                    for k in keys)):
+                return f"has a pytree context {context[:60]!r}"
+        stack.extend(node.get("children_spec", []))
+    return None
+
+
+def _field_problem(key: str, value: Any, in_node: bool) -> str | None:
+    """What is wrong with ``key: value`` of the program JSON (None: nothing)."""
+    if key in _NAME_KEYS and not isinstance(value, dict):
+        if value is not None and not (isinstance(value, str) and _IDENT.match(value)):
+            return f"names a value {value!r}, which is not a Python identifier"
+    elif key in _FQN_KEYS or key == "fqn":
+        if not (isinstance(value, str) and (_FQN.match(value) or (key == "fqn" and value == ""))):
+            return f"names a module attribute {value!r}"
+    elif key in _NAME_MAPS:
+        bad = [k for k in value if not _IDENT.match(k)] if isinstance(value, dict) else [value]
+        if bad:
+            return f"names a value {bad[0]!r}, which is not a Python identifier"
+    elif key == "forward_arg_names" and value is not None:
+        if not (isinstance(value, list) and all(isinstance(v, str) and _IDENT.match(v) for v in value)):
+            return f"has argument names {value!r}"
+    elif (key == "target" and in_node) or key == "as_operator":
+        if not (isinstance(value, str) and _is_torch_operator(value)):
+            return f"calls {value!r}, which is not a torch operator"
+    elif key == "expr_str":
+        if not (isinstance(value, str) and _is_sympy_arithmetic(value)):
+            return f"has a shape expression {str(value)[:80]!r} that is not sympy arithmetic"
+    elif key in ("in_spec", "out_spec"):
+        return _treespec_problem(value) if isinstance(value, str) else "has an unreadable pytree spec"
+    return None
+
+
+def _check(value: Any, path: Path, parent: str | None = None) -> None:
+    """Refuse what in ``value`` could run code; drop node metadata but ``nn_module_stack`` (in place)."""
+    if isinstance(value, dict):
+        in_node = "target" in value and "inputs" in value
+        if in_node:
+            meta = value.get("metadata")
+            value["metadata"] = ({k: v for k, v in meta.items() if k in _KEPT_METADATA}
+                                 if isinstance(meta, dict) else {})
+        for key, item in value.items():
+            _check(key, path)
+            problem = None if parent == "as_string_to_argument" else _field_problem(key, item, in_node)
+            if problem is not None:
+                raise ScorerError(f"{path}: its program {problem}; loading it could run code: pass "
+                                  "--trust-code if you trust the file")
+            _check(item, path, key)
+    elif isinstance(value, list):
+        for item in value:
+            _check(item, path, parent)
+    elif isinstance(value, str) and _CONTROL.search(value):
+        raise ScorerError(f"{path}: its program holds a string with control characters ({value[:60]!r}); "
+                          "loading it could run code: pass --trust-code if you trust the file")
+
+
+def _checked_program(program: Any, path: Path) -> dict:
+    if not isinstance(program, dict):
+        raise ScorerError(f"{path} is corrupt: its program is not a JSON object")
+    program = dict(program, guards_code=[])  # Python source torch would exec when the model runs
+    _check(program, path)
+    return program
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def load_exported_program(path: Path, *, trust_pickle: bool = False,
+                          trust_code: bool = False) -> torch.export.ExportedProgram:
+    """The program of the archive ``path``, read as the module docstring says; ScorerError otherwise."""
+    with _Archive(path) as archive:
+        if archive.has(_OLD_PROGRAM):
+            program = archive.json(_OLD_PROGRAM)
+            sample_inputs = "serialized_example_inputs.pt"
+        else:
+            fmt = layout.ARCHIVE_FORMAT_PATH
+            if not archive.has(fmt) or archive.read(fmt) != layout.ARCHIVE_FORMAT_VALUE.encode():
+                raise ScorerError(f"{path} is not a torch.export archive (no archive_format 'pt2')")
+            program = archive.json(layout.MODELS_FILENAME_FORMAT.format("model"))
+            sample_inputs = layout.SAMPLE_INPUTS_FILENAME_FORMAT.format("model")
+        if not trust_code:
+            program = _checked_program(program, path)
+        if archive.has(_OLD_PROGRAM):
+            state = _unpickled(archive, "serialized_state_dict.pt", "its weights", trust_pickle)
+            constants = _unpickled(archive, "serialized_constants.pt", "its constants", trust_pickle)
+        else:
+            state = _payloads(archive, "weights", trust_pickle)
+            constants = _payloads(archive, "constants", trust_pickle)
+        example = (_unpickled(archive, sample_inputs, "its sample inputs", trust_pickle)
+                   if archive.has(sample_inputs) else None)
+    from torch._export.serde import schema
+    from torch._export.serde.serialize import ExportedProgramDeserializer, _dict_to_dataclass
+
+    with quiet_torch_logs():
+        try:
+            serialized = _dict_to_dataclass(schema.ExportedProgram, program)
+            return ExportedProgramDeserializer().deserialize(serialized, state, constants, example or None)
+        except USER_ERRORS as exc:
+            raise ScorerError(f"{path}: cannot load the torch.export program ({one_line(exc)})") from None
