@@ -21,6 +21,11 @@ _BUILTIN: dict[str, str] = {
 }
 
 
+def is_builtin(name: object) -> bool:
+    """True when ``name`` is a built-in rule set's name (resolving it imports only this package)."""
+    return isinstance(name, str) and name in _BUILTIN
+
+
 def available_rulesets() -> list[str]:
     """Names of the built-in rule sets whose modules import."""
     names = []
@@ -71,4 +76,5 @@ __all__ = [
     "RuleSet",
     "available_rulesets",
     "get_ruleset",
+    "is_builtin",
 ]

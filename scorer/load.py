@@ -373,6 +373,12 @@ def _build_checkpoint_arch(arch: str, kwargs: Mapping[str, Any], path: Path,
     return _build_reference(name, kwargs)
 
 
+def _builtin_rules(name: object) -> bool:
+    from rules import is_builtin
+
+    return is_builtin(name)
+
+
 def _load_checkpoint_payload(obj: dict, path: Path, arch: str | None, trust_code: bool) -> LoadedModel:
     try:
         ckpt = checkpoint_from_payload(obj)
@@ -394,6 +400,12 @@ def _load_checkpoint_payload(obj: dict, path: Path, arch: str | None, trust_code
         except (TypeError, ValueError):
             raise ScorerError(f"{path}: meta input_shape {input_shape!r} is not a list of integers") from None
     global_bits = meta.get("bits") if isinstance(meta.get("bits"), int) else None
+    rules = meta.get("rules")
+    if rules is not None and not trust_code and not _builtin_rules(rules):
+        raise ScorerError(
+            f"{path}: its meta rules {rules!r} is not a built-in rule set (naming one would import code); "
+            "pass --trust-code if you trust the file"
+        )
     precision = _precision_from_bits(ckpt.bits)
     parts = [f"micronet checkpoint {path.name} (arch {arch_name}"]
     if applied:

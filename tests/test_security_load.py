@@ -524,3 +524,30 @@ def test_trust_pickle_imports_classes_from_cwd(capsys, work: Path, monkeypatch: 
     assert code == 0, err
     assert json.loads(out)["totals"]["params"] == PARAMS
     assert sys.path == before
+
+
+def _ref_ckpt(work: Path, meta: dict) -> Path:
+    """A genuine checkpoint of a reference architecture whose metadata names a rule set."""
+    from reference_models.registry import build_reference
+
+    sd = build_reference("mobilenet_v2").state_dict()
+    return save_checkpoint(Checkpoint(arch="mobilenet_v2", state_dict=sd, meta=meta), work / "rules.ckpt")
+
+
+@pytest.mark.parametrize("rules", ["evil_rules:Rules", "evil_rules.Rules"])
+def test_ckpt_rules_naming_code_refused(capsys, marker: Path, work: Path, rules: str) -> None:
+    # a checkpoint's recorded rule set reaches get_ruleset, which imports pkg.mod:Class
+    (work / "evil_rules.py").write_text(f"{_touch_code(marker)}\nclass Rules:\n    pass\n")
+    path = _ref_ckpt(work, {"rules": rules})
+    refused(run(capsys, path), str(path), rules, "--trust-code")
+    assert "evil_rules" not in sys.modules
+
+
+def test_ckpt_builtin_rules_and_command_line_rules_still_work(capsys, work: Path) -> None:
+    path = _ref_ckpt(work, {"rules": "flops"})
+    code, out, err = run(capsys, path, "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["rules"] == "flops"
+    # a rule set named on the command line is the user's own choice, whatever the file says
+    code, out, err = run(capsys, path, "--rules", "macs", "--format", "json")
+    assert code == 0 and json.loads(out)["rules"] == "macs", err
