@@ -150,7 +150,7 @@ class Report:
         print_rich(self, depth)
 
     def plot(self, path: str | Path, depth: int | None = None) -> Path:
-        """Bar plot of params and ops per layer (PNG, needs matplotlib)."""
+        """Bar plot of params and ops per layer, in the format the path's extension names (needs matplotlib)."""
         from scorer.render import plot
 
         return plot(self, path, depth)
