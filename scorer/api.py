@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +13,7 @@ import torch.nn as nn
 
 from rules import RuleSet, get_ruleset
 from scorer.capture import capture_model
+from scorer.capture.guard import CAPTURE_LOCK
 from scorer.engine import build_context, cost_ops
 from scorer.errors import ScorerError, UnknownOpError
 from scorer.precision import PrecisionPolicy, annotate_bits
@@ -50,6 +52,19 @@ def _parse_block(mask_block: object) -> tuple[int, int] | None:
     return int(a), int(b)
 
 
+def _serialised(fn: Callable[..., Report]) -> Callable[..., Report]:
+    """Run ``fn`` holding the capture lock: a model another thread is capturing is in eval mode and stood
+    in for, so it is neither captured nor read meanwhile."""
+
+    @functools.wraps(fn)
+    def locked(*args: object, **kwargs: object) -> Report:
+        with CAPTURE_LOCK:
+            return fn(*args, **kwargs)
+
+    return locked
+
+
+@_serialised
 def score(
     model: nn.Module,
     input_shape: Sequence[int] | None = None,
@@ -71,7 +86,11 @@ def score(
     """Score ``model`` under the MicroNet rules.
 
     Args:
-        model: the model; it is not changed (modes are restored, no hooks remain).
+        model: the model; it is not changed: its forward runs against stand-ins for the parameters and
+            buffers, and training flags, attributes (a ``self.n += 1`` counter too), parameter, buffer,
+            submodule and hook tables and ``requires_grad`` are restored, also on error. Python objects the
+            forward changes in place (a list it appends to, a global) cannot be restored. Calls from several
+            threads are safe; captures run one at a time.
         input_shape: example input shape including the batch dimension; default: the track's.
         rules: rule set name (micronet2019, official_notebook, macs, flops, team sets), import path or object.
         bits: N stores parameters and runs multiplications at N bits, additions at 32 (16 = the freebie).

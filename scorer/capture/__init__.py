@@ -1,14 +1,19 @@
 """Capture a model as a list of Ops: torch.fx first, then torch.export (non-strict), then a dispatch-level
-recorder that runs the model once. The report says which one was used."""
+recorder that runs the model once on fake tensors. The report says which one was used.
+
+Captures are serialised process-wide and leave the model as it was (see ``scorer.capture.guard``).
+"""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
 
+import torch
 import torch.nn as nn
 
 from scorer.capture.fx_capture import FxCapture, capture_fx
+from scorer.capture.guard import CAPTURE_LOCK, preserved
 from scorer.errors import CaptureError
 
 METHODS = ("fx", "export", "dispatch")
@@ -26,32 +31,53 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = flag
 
 
+def batch_of(example_inputs: tuple) -> int:
+    """The batch the counts are divided by: dim 0 of the first tensor input that has one (else 1)."""
+    for x in example_inputs:
+        if isinstance(x, torch.Tensor) and x.dim() > 0:
+            return int(x.shape[0])
+    return 1
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+def _capture_with(method: str, model: nn.Module, example_inputs: tuple) -> FxCapture:
+    if method == "fx":
+        return capture_fx(model, example_inputs)
+    if method == "export":
+        from scorer.capture.export_capture import capture_export
+
+        return capture_export(model, example_inputs)
+    from scorer.capture.dispatch_capture import capture_dispatch
+
+    return capture_dispatch(model, example_inputs)
+
+
 def capture_model(model: nn.Module, example_inputs: tuple, method: str = "auto") -> FxCapture:
-    """Capture ``model`` on ``example_inputs`` with ``method`` ("auto" tries fx, export, dispatch)."""
+    """Capture ``model`` on ``example_inputs`` with ``method`` ("auto" tries fx, export, dispatch).
+
+    Every op's ``batch`` is ``batch_of(example_inputs)``.
+    """
     order = METHODS if method == "auto" else (method,)
     if any(m not in METHODS for m in order):
         raise CaptureError(f"unknown capture method {method!r}; use auto, {', '.join(METHODS)}")
+    batch = batch_of(example_inputs)
     failures: list[str] = []
-    with eval_mode(model):
+    with CAPTURE_LOCK, preserved(model), eval_mode(model):
         for m in order:
             try:
-                if m == "fx":
-                    return capture_fx(model, example_inputs)
-                if m == "export":
-                    from scorer.capture.export_capture import capture_export
-
-                    return capture_export(model, example_inputs)
-                from scorer.capture.dispatch_capture import capture_dispatch
-
-                return capture_dispatch(model, example_inputs)
+                cap = _capture_with(m, model, example_inputs)
             except CaptureError:
                 raise
             except Exception as exc:  # noqa: BLE001 - every capture failure falls through to the next
                 failures.append(f"{m}: {_first_line(exc)}")
+                continue
+            cap.batch = batch
+            for op in cap.ops:
+                op.batch = batch
+            return cap
     shapes = ", ".join(str(tuple(getattr(x, "shape", ()))) for x in example_inputs)
     raise CaptureError(f"cannot capture the model on input {shapes}: " + " | ".join(failures))

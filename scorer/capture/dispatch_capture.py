@@ -1,27 +1,47 @@
-"""Last-resort capture: run the model once on the example input and record every executed aten op.
+"""Last-resort capture: run the model once and record every executed aten op.
 
-Module attribution comes from global forward hooks that are removed again in a ``finally`` block, so
-nothing is left behind, also when the forward raises.
+The run uses fake tensors (shapes only): the input, parameters and buffers are stood in for, so nothing
+of the input's size is allocated and no in-place update reaches the model. A forward that needs real
+values (data-dependent Python such as ``if x.sum() > 0``) is run a second time on real zeros, against
+clones of the parameters and buffers; that run refuses inputs over ``REAL_RUN_LIMIT`` bytes.
+
+Module attribution comes from global forward hooks that only act for the capturing thread and are
+removed again in a ``finally`` block, so nothing is left behind, also when the forward raises.
 """
 
 from __future__ import annotations
 
+import math
+import threading
+
 import torch
 import torch.nn as nn
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode, unset_fake_temporarily
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves, tree_map
 
 from scorer.capture.aten_ops import from_aten
-from scorer.capture.export_capture import _real_inputs, carries_param
+from scorer.capture.export_capture import carries_param, fake_inputs
 from scorer.capture.fx_capture import FxCapture
+from scorer.capture.guard import substituted, versions_kept
 from scorer.capture.values import Val
+
+#: Largest example input (bytes of zeros) a real run may allocate.
+REAL_RUN_LIMIT = 1 << 30
+_LIFTS = (torch.ops.aten.lift_fresh.default, torch.ops.aten.lift.default)
+
+
+def _meta(t: torch.Tensor) -> torch.Tensor:
+    return torch.empty(t.shape, dtype=t.dtype, device="meta")
 
 
 class _Recorder(TorchDispatchMode):
-    def __init__(self, params: dict[int, tuple[str, torch.Tensor]], stack: list[str], batch: int):
+    def __init__(self, params: dict[int, tuple[str, torch.Tensor]], stack: list[str],
+                 fake: FakeTensorMode | None):
         super().__init__()
         self.params = params
         self.stack = stack
-        self.batch = batch
+        self.fake = fake
         self.ops = []
         self.vals: dict[int, Val] = {}
         self.keep: list[torch.Tensor] = []  # keeps outputs alive so ids stay unique
@@ -35,68 +55,106 @@ class _Recorder(TorchDispatchMode):
             return known
         hit = self.params.get(id(t))
         if hit is not None:
-            return Val(meta=torch.empty(t.shape, dtype=t.dtype, device="meta"), param=hit[0], real=hit[1], ident=id(hit[1]))
-        return Val(meta=torch.empty(t.shape, dtype=t.dtype, device="meta"))
+            return Val(meta=_meta(t), param=hit[0], real=hit[1], ident=id(hit[1]))
+        return Val(meta=_meta(t))
+
+    def _to_fake(self, t: object) -> object:
+        # a real tensor the forward reaches outside the model's tables (a global, a plain attribute): a
+        # fake copy, so that fake mode never runs an op with only real arguments on real data
+        if isinstance(t, torch.Tensor) and not isinstance(t, FakeTensor):
+            return self.fake.from_tensor(t, static_shapes=True)  # type: ignore[union-attr]
+        return t
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        with unset_fake_temporarily():
+            vargs = tree_map(self._val, args)
+            vkwargs = tree_map(self._val, kwargs)
+        if self.fake is not None and func not in _LIFTS:
+            args, kwargs = tree_map(self._to_fake, (args, kwargs))
         out = func(*args, **kwargs)
-        vargs = torch.utils._pytree.tree_map(self._val, args)
-        vkwargs = torch.utils._pytree.tree_map(self._val, kwargs)
+        with unset_fake_temporarily():
+            self._record(func, vargs, vkwargs, out)
+        return out
+
+    def _record(self, func, vargs, vkwargs, out) -> None:
         self.count += 1
-        meta_out = torch.utils._pytree.tree_map(
-            lambda t: torch.empty(t.shape, dtype=t.dtype, device="meta") if isinstance(t, torch.Tensor) else t, out
-        )
+        meta_out = tree_map(lambda t: _meta(t) if isinstance(t, torch.Tensor) else t, out)
         path = self.stack[-1] if self.stack else ""
         op = from_aten(f"{func.overloadpacket.__name__}_{self.count}", path, func, vargs, vkwargs, meta_out)
-        flat_out = [t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
-        carried = carries_param(op.kind, list(torch.utils._pytree.tree_leaves((vargs, vkwargs)))) if op else None
-        for t in flat_out:
+        carried = carries_param(op.kind, list(tree_leaves((vargs, vkwargs)))) if op else None
+        for t in (t for t in tree_leaves(out) if isinstance(t, torch.Tensor)):
             self.keep.append(t)
             if carried is not None:
                 self.vals[id(t)] = carried
             else:
-                self.vals[id(t)] = Val(meta=torch.empty(t.shape, dtype=t.dtype, device="meta"),
-                                       producer=op.name if op else None)
+                self.vals[id(t)] = Val(meta=_meta(t), producer=op.name if op else None)
         if op is not None and carried is None:
-            op.batch = self.batch
             self.ops.append(op)
-        return out
 
 
-def capture_dispatch(model: nn.Module, example_inputs: tuple) -> FxCapture:
-    """Run ``model`` once under a dispatch recorder and return the executed ops."""
-    inputs = _real_inputs(example_inputs)
-    params: dict[int, tuple[str, torch.Tensor]] = {}
-    for name, p in list(model.named_parameters()) + list(model.named_buffers()):
-        params[id(p)] = (name, p)
+def _zeros(example_inputs: tuple) -> tuple:
+    """Meta inputs as real zeros on the CPU, refused over REAL_RUN_LIMIT bytes."""
+    size = sum(math.prod(x.shape) * x.element_size() for x in example_inputs
+               if isinstance(x, torch.Tensor) and x.device.type == "meta")
+    if size > REAL_RUN_LIMIT:
+        raise ValueError(f"running it for real would allocate {size / 2**30:.1f} GiB of input zeros "
+                         f"(limit {REAL_RUN_LIMIT / 2**30:.0f} GiB); pass a smaller input shape")
+    return tuple(torch.zeros(x.shape, dtype=x.dtype) if isinstance(x, torch.Tensor) and x.device.type == "meta"
+                 else x for x in example_inputs)
+
+
+def _record(model: nn.Module, example_inputs: tuple, fake: bool) -> FxCapture:
+    """One run of ``model`` under the recorder, on fake tensors or on real zeros and cloned weights."""
+    mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else None
+    if mode is not None:
+        inputs = fake_inputs(example_inputs, mode)
+        make = lambda t: mode.from_tensor(t, static_shapes=True)  # noqa: E731
+    else:
+        inputs = _zeros(example_inputs)
+        make = lambda t: t.detach().clone()  # noqa: E731
     paths = {id(m): name for name, m in model.named_modules()}
     stack: list[str] = []
+    owner = threading.get_ident()
 
     def pre(mod: nn.Module, _args: object) -> None:
-        stack.append(paths.get(id(mod), stack[-1] if stack else ""))
+        if threading.get_ident() == owner:
+            stack.append(paths.get(id(mod), stack[-1] if stack else ""))
 
     def post(mod: nn.Module, _args: object, _out: object) -> None:
-        if stack:
+        if threading.get_ident() == owner and stack:
             stack.pop()
 
-    batch = int(inputs[0].shape[0]) if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() else 1
-    # the forward really runs: buffers it updates in place or reassigns (counters, observers) are put back
-    saved = [(m, name, b, b.detach().clone()) for m in model.modules() for name, b in m._buffers.items()
-             if b is not None]
     h1 = nn.modules.module.register_module_forward_pre_hook(pre)
     h2 = nn.modules.module.register_module_forward_hook(post)
     try:
-        rec = _Recorder(params, stack, batch)
-        with torch.no_grad(), rec:
-            model(*inputs)
+        with substituted(model, make) as real_of, torch.no_grad():
+            # a TorchScript module keeps its own tensors: its recorder makes fake copies as ops use them
+            params = {id(t): (name, t) for name, t in [*model.named_parameters(), *model.named_buffers()]}
+            rec = _Recorder({**params, **real_of}, stack, mode)
+            if mode is not None:
+                with versions_kept(model), mode, rec:
+                    model(*inputs)
+            else:
+                with rec:
+                    model(*inputs)
     finally:
         h1.remove()
         h2.remove()
-        with torch.no_grad():
-            for m, name, b, copy in saved:
-                m._buffers[name] = b
-                b.copy_(copy)
     used = {w.name for op in rec.ops for w in op.weights}
     # Ops recorded under the model's root get the path "" (the root's name in named_modules()).
-    return FxCapture(rec.ops, "dispatch", batch, used)
+    return FxCapture(rec.ops, "dispatch", used)
+
+
+def capture_dispatch(model: nn.Module, example_inputs: tuple) -> FxCapture:
+    """Run ``model`` once under a dispatch recorder (fake tensors; real zeros if it needs values)."""
+    try:
+        return _record(model, example_inputs, fake=True)
+    except Exception as exc:  # noqa: BLE001 - data-dependent Python, or an op without a fake kernel
+        lines = str(exc).strip().splitlines()
+        why = f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    try:
+        inputs = _zeros(example_inputs)
+    except ValueError as exc:
+        raise ValueError(f"the forward fails on fake tensors ({why}) and {exc}") from None
+    return _record(model, inputs, fake=False)

@@ -1,26 +1,39 @@
-"""Fallback capture with torch.export (non-strict): an aten-level graph with shapes and module paths."""
+"""Fallback capture with torch.export (non-strict): an aten-level graph with shapes and module paths.
+
+The model is exported on fake inputs (nothing of the input's size is allocated) through a thin wrapper
+module; torch.export swaps the parameters for fake tensors itself, so the forward never touches them.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
-import warnings
+import threading
 from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 from scorer.capture.aten_ops import from_aten
 from scorer.capture.fx_capture import FxCapture
 from scorer.capture.values import Val
 
+_WRAPPED = "model"
 
-def _real_inputs(example_inputs: tuple) -> tuple:
-    return tuple(
-        torch.zeros(x.shape, dtype=x.dtype) if isinstance(x, torch.Tensor) and x.device.type == "meta" else x
-        for x in example_inputs
-    )
+
+def fake_inputs(example_inputs: tuple, mode: FakeTensorMode) -> tuple:
+    """``example_inputs`` as fake tensors of ``mode`` (meta ones on the CPU); other values unchanged."""
+    out = []
+    for x in example_inputs:
+        if isinstance(x, torch.Tensor) and x.device.type == "meta":
+            with mode:
+                x = torch.empty(x.shape, dtype=x.dtype)
+        elif isinstance(x, torch.Tensor):
+            x = mode.from_tensor(x, static_shapes=True)
+        out.append(x)
+    return tuple(out)
 
 
 def _meta_of(v: object) -> object:
@@ -29,12 +42,35 @@ def _meta_of(v: object) -> object:
     return v
 
 
+class ForwardFailed(Exception):
+    """Carries a RuntimeError from the model's forward out of torch.export, whose tracer would otherwise
+    print a partial graph to stderr for it; ``capture_export`` re-raises the original."""
+
+
+class _Wrapper(nn.Module):
+    """Calls the user's model (registered as a child: the model itself is not changed)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        setattr(self, _WRAPPED, model)
+
+    def forward(self, *args: object) -> object:
+        try:
+            return getattr(self, _WRAPPED)(*args)
+        except RuntimeError as exc:
+            raise ForwardFailed(str(exc)) from exc
+
+
+def _unwrap_name(name: str) -> str:
+    return "" if name == _WRAPPED else name.removeprefix(_WRAPPED + ".")
+
+
 def _layer(node: torch.fx.Node) -> str:
     stack = node.meta.get("nn_module_stack") or {}
     if not stack:
         return ""
     path = next(reversed(stack.values()))[0]
-    return path.removeprefix("L['self'].").removeprefix("L__self__.")
+    return _unwrap_name(path.removeprefix("L['self'].").removeprefix("L__self__."))
 
 
 def carries_param(op_kind: str, vals: list[Val]) -> Val | None:
@@ -47,31 +83,55 @@ def carries_param(op_kind: str, vals: list[Val]) -> Val | None:
     return None
 
 
+def _is_torch(name: str) -> bool:
+    return name == "torch" or name.startswith("torch.")
+
+
 @contextlib.contextmanager
 def quiet_torch_logs() -> Iterator[None]:
-    """Silence torch's own loggers (export prints whole graphs when it fails); restore them after."""
-    previous = logging.root.manager.disable
+    """Drop the records torch's loggers make in this thread (export logs whole graphs when it fails).
+
+    A filter goes on every handler those records can reach and comes off afterwards; logger levels,
+    ``logging.disable`` and other threads' records are left alone.
+    """
+    me = threading.get_ident()
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not (_is_torch(record.name) and record.thread in (me, None))
+
+    handlers: set[logging.Handler] = set(logging.root.handlers)
+    if logging.lastResort is not None:
+        handlers.add(logging.lastResort)
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        node = logger if isinstance(logger, logging.Logger) and _is_torch(name) else None
+        while node is not None:
+            handlers.update(node.handlers)
+            node = node.parent if node.propagate else None
+    for h in handlers:
+        h.addFilter(keep)
     try:
-        logging.disable(logging.CRITICAL)
         yield
     finally:
-        logging.disable(previous)
+        for h in handlers:
+            h.removeFilter(keep)
 
 
 def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
-    """Export ``model`` (non-strict) and turn the aten graph into Ops."""
-    with quiet_torch_logs(), warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), \
-            contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        ep = torch.export.export(model, _real_inputs(example_inputs), strict=False)
+    """Export ``model`` (non-strict) on fake inputs and turn the aten graph into Ops."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ValueError("torch.export cannot export a TorchScript module")
+    mode = FakeTensorMode(shape_env=ShapeEnv())
+    try:
+        with quiet_torch_logs(), torch.no_grad():
+            ep = torch.export.export(_Wrapper(model), fake_inputs(example_inputs, mode), strict=False)
+    except ForwardFailed as exc:
+        raise exc.__cause__ from None
     sig = ep.graph_signature
-    param_of = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
+    param_of = {k: _unwrap_name(v) for k, v in {**sig.inputs_to_parameters, **sig.inputs_to_buffers}.items()}
     state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     env: dict[torch.fx.Node, object] = {}
     ops = []
     used: set[str] = set()
-    batch = 1
-    got_batch = False
     for node in ep.graph_module.graph.nodes:
         val = node.meta.get("val")
         if node.op == "placeholder":
@@ -80,9 +140,6 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
                 real = state.get(fqn)
                 env[node] = Val(meta=_meta_of(val), param=fqn, real=real, ident=id(real) if real is not None else None)
             else:
-                user_input = node.name in sig.user_inputs  # not a lifted tensor constant
-                if user_input and not got_batch and isinstance(val, torch.Tensor) and val.dim() > 0:
-                    batch, got_batch = int(val.shape[0]), True
                 env[node] = Val(meta=_meta_of(val))
         elif node.op == "call_function":
             args = torch.fx.node.map_arg(node.args, lambda n: env[n])
@@ -95,7 +152,6 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
                 env[node] = Val(meta=_meta_of(out), param=carried.param, real=carried.real, ident=carried.ident)
                 continue
             if op is not None:
-                op.batch = batch
                 ops.append(op)
                 used.update(w.name for w in op.weights)
                 name = op.name
@@ -105,4 +161,4 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
                 env[node] = type(out)(Val(meta=_meta_of(o), producer=name) for o in out)
             else:
                 env[node] = Val(meta=_meta_of(out), producer=name)
-    return FxCapture(ops, "export", batch, used)
+    return FxCapture(ops, "export", used)

@@ -1,16 +1,20 @@
 """Capture with torch.fx symbolic tracing, known layers kept whole, shapes propagated on the meta device.
 
 Nothing is computed on real data: every value is a meta tensor, so the cost of capture does not grow with
-the input resolution or the model's FLOPs, and the user's model is never run, copied or changed.
+the input resolution or the model's FLOPs. The forward's Python runs once, against meta stand-ins for the
+parameters and buffers, so it cannot change them.
 """
 
 from __future__ import annotations
+
+import threading
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from scorer.capture.guard import meta_like, substituted
 from scorer.capture.kinds import (
     ACTIVATION_FUNCTIONS,
     ACTIVATION_METHODS,
@@ -33,13 +37,37 @@ from scorer.graph import Op
 
 
 class LeafTracer(fx.Tracer):
-    """fx Tracer that keeps known layers (conv, linear, norms, activations, pools, quantisers) as leaves."""
+    """fx Tracer that keeps known layers (conv, linear, norms, activations, pools, quantisers) as leaves.
+
+    Buffers are proxied like parameters, so the forward's Python never touches them. fx patches
+    ``nn.Module.__call__`` and ``__getattr__`` process-wide while it traces; modules run by other threads
+    meanwhile are passed through untouched.
+    """
+
+    proxy_buffer_attributes = True
+
+    def trace(self, root: object, concrete_args: dict | None = None) -> fx.Graph:
+        """Trace ``root``, remembering the tracing thread."""
+        self._owner = threading.get_ident()
+        return super().trace(root, concrete_args)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         """Known layer types (and their subclasses) are leaves; other torch.nn modules keep fx's default."""
         if is_known_leaf(m):
             return True
         return super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(self, m: nn.Module, forward, args: tuple, kwargs: dict) -> object:
+        """Record a module call; another thread's call runs normally."""
+        if threading.get_ident() != self._owner:
+            return forward(*args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
+
+    def getattr(self, attr: str, attr_val: object, parameter_proxy_cache: dict) -> object:
+        """Proxy a parameter or buffer read; another thread reads the real attribute."""
+        if threading.get_ident() != self._owner:
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
 
 
 def _meta(t: object) -> object:
@@ -99,8 +127,11 @@ def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
         return x  # shape-preserving: the input's meta tensor stands for the output (meta holds no data)
     # Parameter-free layers (activations, pools, upsample, dropout, flatten, ...): their forward only
     # reads configuration, so running it on meta tensors is exact and cheap. forward() is called
-    # directly so the user's hooks never see meta tensors.
-    return mod.forward(*args, **kwargs)
+    # directly so the user's hooks never see meta tensors; buffers a subclass keeps are stood in for.
+    if not any(m._parameters or m._buffers for m in mod.modules()):
+        return mod.forward(*args, **kwargs)
+    with substituted(mod, meta_like):
+        return mod.forward(*args, **kwargs)
 
 
 _SAME_SHAPE_MODULES: tuple[type, ...] = (
@@ -154,13 +185,14 @@ def _fast_output(target: object, margs: tuple, mkwargs: dict) -> object:
 
 
 class FxCapture:
-    """Result of a capture: the ops, the input example's batch size, the parameters used."""
+    """Result of a capture: the ops, the method, the parameters used, and the batch the counts are divided by
+    (set with every op's ``batch`` by ``capture_model``: ``batch_of`` the example inputs)."""
 
-    def __init__(self, ops: list[Op], method: str, batch: int, used_params: set[str]):
+    def __init__(self, ops: list[Op], method: str, used_params: set[str]):
         self.ops = ops
         self.method = method
-        self.batch = batch
         self.used_params = used_params
+        self.batch = 1
 
 
 def trace(model: nn.Module) -> fx.Graph:
@@ -178,23 +210,29 @@ def capture_fx(model: nn.Module, example_inputs: tuple) -> FxCapture:
         return ops_from_graph(model, graph, example_inputs, method="fx")
     before = set(model.__dict__)
     try:
-        return ops_from_graph(model, trace(model), example_inputs, method="fx")
-    finally:
+        with substituted(model, meta_like):
+            graph = trace(model)
         # fx stores tensors the forward creates or closes over as ``_tensor_constant<N>`` attributes of
-        # the root; they are read above and must not stay on the user's model
+        # the root; they are kept here and must not stay on the user's model
+        constants = {key: model.__dict__[key] for key in set(model.__dict__) - before}
+    finally:
         for key in set(model.__dict__) - before:
             del model.__dict__[key]
+    return ops_from_graph(model, graph, example_inputs, method="fx", constants=constants)
 
 
-def ops_from_graph(model: nn.Module, graph: fx.Graph, example_inputs: tuple, method: str) -> FxCapture:
-    """Walk an fx graph of ``model`` in order, computing meta values and one Op per call node."""
+def ops_from_graph(
+    model: nn.Module, graph: fx.Graph, example_inputs: tuple, method: str, constants: dict | None = None
+) -> FxCapture:
+    """Walk an fx graph of ``model`` in order, computing meta values and one Op per call node.
+
+    ``get_attr`` targets are read from ``constants`` (fx's tensor constants) first, then from ``model``.
+    """
     env: dict[fx.Node, object] = {}
     ops: list[Op] = []
     used: set[str] = set()
     placeholders = iter(example_inputs)
     modules = dict(model.named_modules())
-    batch = 1
-    first_input = True
 
     def load(a: object) -> object:
         return fx.node.map_arg(a, lambda n: env[n])
@@ -207,12 +245,13 @@ def ops_from_graph(model: nn.Module, graph: fx.Graph, example_inputs: tuple, met
                 default = node.args[0] if node.args else None
                 env[node] = Val(meta=_meta(default))
                 continue
-            if first_input and isinstance(inp, torch.Tensor) and inp.dim() > 0:
-                batch = int(inp.shape[0])
-                first_input = False
             env[node] = Val(meta=_meta(inp), producer=None)
         elif node.op == "get_attr":
-            real = _get_attr(model, node.target)
+            target = str(node.target)
+            real = constants[target] if constants and target in constants else _get_attr(model, target)
+            if isinstance(real, torch.Tensor) and real.device.type == "meta":
+                raise ValueError(f"tensor constant {target} was computed from the stood-in parameters while "
+                                 "tracing, so its values are unknown")
             if isinstance(real, torch.Tensor):
                 env[node] = Val(meta=_meta(real), param=str(node.target), real=real, ident=id(real))
             else:
@@ -240,14 +279,13 @@ def ops_from_graph(model: nn.Module, graph: fx.Graph, example_inputs: tuple, met
             if op is not None:
                 extra = implicit_ops(op, mod) if node.op == "call_module" else []
                 for o in (op, *extra):
-                    o.batch = batch
                     ops.append(o)
                     used.update(w.name for w in o.weights)
                 op = extra[-1] if extra else op
             env[node] = _wrap_out(out, op.name if op is not None else None)
         elif node.op == "output":
             pass
-    return FxCapture(ops, method, batch, used)
+    return FxCapture(ops, method, used)
 
 
 def _wrap_out(out: object, producer: str | None) -> object:
