@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from rules import RuleSet, get_ruleset
-from scorer.capture import capture_model
+from scorer.capture import batch_of, capture_model
 from scorer.capture.guard import CAPTURE_LOCK
 from scorer.engine import build_context, cost_ops
 from scorer.errors import ScorerError, UnknownOpError
@@ -91,7 +91,8 @@ def score(
             submodule and hook tables and ``requires_grad`` are restored, also on error. Python objects the
             forward changes in place (a list it appends to, a global) cannot be restored. Calls from several
             threads are safe; captures run one at a time.
-        input_shape: example input shape including the batch dimension; default: the track's.
+        input_shape: example input shape; counts are per example: divided by dim 0 of the first input of
+            rank >= 2 (a rank-1 input is one unbatched example, batch 1); default: the track's.
         rules: rule set name (micronet2019, official_notebook, macs, flops, team sets), import path or object.
         bits: N stores parameters and runs multiplications at N bits, additions at 32 (16 = the freebie).
         track: cifar100, imagenet or wikitext103 (normalisation baselines).
@@ -168,6 +169,7 @@ def score(
         "sparsity": sparsity if isinstance(sparsity, (str, float, int, type(None))) else dict(sparsity),
         "mask_block": block,
         "input_shapes": [list(getattr(x, "shape", ())) for x in inputs],
+        "batch": batch_of(inputs),
         "exit_fractions": {name: f for name, _, f in paths} if exit_fractions else None,
     }
     return Report(

@@ -93,7 +93,8 @@ def totals_rows(report: Report) -> list[tuple[str, str]]:
 
 
 def settings_line(report: Report) -> str:
-    """One line: track, rules, capture method and the precision settings that differ from 32-bit."""
+    """One line: track, rules, capture method, the precision settings that differ from 32-bit, the input
+    shapes and the batch the counts were divided by."""
     parts = [f"track: {report.track.name}", f"rules: {report.rules}", f"capture: {report.capture}"]
     s = report.settings or {}
     if s.get("bits") is not None:
@@ -108,6 +109,8 @@ def settings_line(report: Report) -> str:
     shapes = s.get("input_shapes")
     if shapes:
         parts.append("input: " + ", ".join("x".join(map(str, sh)) for sh in shapes))
+    if s.get("batch") is not None:
+        parts.append(f"batch: {s['batch']} (counts per example)")
     if s.get("exit_fractions"):
         parts.append("exit fractions: " + ", ".join(f"{k}={v:g}" for k, v in s["exit_fractions"].items()))
     return " | ".join(parts)

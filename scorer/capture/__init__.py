@@ -32,9 +32,13 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 
 
 def batch_of(example_inputs: tuple) -> int:
-    """The batch the counts are divided by: dim 0 of the first tensor input that has one (else 1)."""
+    """The batch the counts are divided by: dim 0 of the first tensor input of rank >= 2.
+
+    Rank-0 and rank-1 tensors are single unbatched examples, so a model whose tensor inputs all have rank
+    < 2 (``Linear(4, 8)`` on shape ``(4,)``) has batch 1, as has a model without tensor inputs.
+    """
     for x in example_inputs:
-        if isinstance(x, torch.Tensor) and x.dim() > 0:
+        if isinstance(x, torch.Tensor) and x.dim() >= 2:
             return int(x.shape[0])
     return 1
 
