@@ -63,7 +63,8 @@ def _capture_with(method: str, model: nn.Module, example_inputs: tuple) -> FxCap
 def capture_model(model: nn.Module, example_inputs: tuple, method: str = "auto") -> FxCapture:
     """Capture ``model`` on ``example_inputs`` with ``method`` ("auto" tries fx, export, dispatch).
 
-    Every op's ``batch`` is ``batch_of(example_inputs)``.
+    Every op's ``batch`` is ``batch_of(example_inputs)``. SystemExit from the model's forward is a
+    CaptureError; KeyboardInterrupt propagates (the model is restored first).
     """
     order = METHODS if method == "auto" else (method,)
     if any(m not in METHODS for m in order):
@@ -76,6 +77,8 @@ def capture_model(model: nn.Module, example_inputs: tuple, method: str = "auto")
                 cap = _capture_with(m, model, example_inputs)
             except CaptureError:
                 raise
+            except SystemExit as exc:
+                raise CaptureError(f"the model's forward raised SystemExit({exc.code!r}) during capture") from None
             except Exception as exc:  # noqa: BLE001 - every capture failure falls through to the next
                 failures.append(f"{m}: {_first_line(exc)}")
                 continue
