@@ -14,8 +14,9 @@ so: ``torch.load`` always runs weights-only first, so a file that holds a pickle
 unless ``trust_pickle``; a ``.pt2`` archive is checked before torch reads it (``scorer.pt2``: pickles need
 ``trust_pickle``, program parts that could run Python need ``trust_code``); a checkpoint's ``arch`` must
 be a registered reference model unless ``trust_code`` (an ``arch`` given by the caller is theirs to
-choose). TorchScript archives are read by torch's own restricted unpickler and compiler. Every problem is
-a ScorerError with one line naming the file.
+choose). A TorchScript archive is a program (its code can call any torch operator, ``torch.from_file``
+included): it is refused unless ``trust_code``. Every problem is a ScorerError with one line naming the
+file.
 """
 
 from __future__ import annotations
@@ -247,7 +248,14 @@ def _load_export(path: Path, trust_pickle: bool, trust_code: bool) -> LoadedMode
     )
 
 
-def _load_torchscript(path: Path) -> LoadedModel:
+def _load_torchscript(path: Path, trust_code: bool) -> LoadedModel:
+    # A TorchScript archive is a program: loading runs its __setstate__ methods and scoring its forward, and
+    # either can call any torch operator, torch.from_file (which creates and writes files) included.
+    if not trust_code:
+        raise ScorerError(
+            f"{path} is a TorchScript program: loading and running it executes its code (which can call any "
+            "torch operator, e.g. write files): pass --trust-code if you trust the file"
+        )
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # noqa: BLE001
@@ -498,7 +506,7 @@ def _load_path(path: Path, arch: str | None, trust_pickle: bool, trust_code: boo
         if _is_export_archive(names):
             return _load_export(path, trust_pickle, trust_code)
         if _is_torchscript_archive(names):
-            return _load_torchscript(path)
+            return _load_torchscript(path, trust_code)
     elif path.suffix == ".pt2":
         raise ScorerError(f"{path} is corrupt or truncated (not a readable torch.export archive)")
     return _load_torch_file(path, arch, trust_pickle, trust_code)
@@ -518,7 +526,8 @@ def load_model(spec: str, *, arch: str | None = None, trust_pickle: bool = False
         trust_pickle: allow unpickling arbitrary objects (a whole pickled ``nn.Module``). Only for
             files the user trusts: unpickling can run code.
         trust_code: allow a file to name code to import and run (a checkpoint's ``arch`` that is
-            ``pkg.mod:factory`` or ``file.py:factory``). Only for files the user trusts.
+            ``pkg.mod:factory`` or ``file.py:factory``) or to be a program (TorchScript). Only for files
+            the user trusts.
 
     Raises:
         ScorerError: with one line naming the file for every unusable input.

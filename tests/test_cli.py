@@ -431,7 +431,7 @@ def test_torchscript(capsys: pytest.CaptureFixture, model_file: Path, tmp_path: 
     path = tmp_path / "tiny.ts"
     torch.jit.script(model).save(str(path))
     before = _digest(path)
-    code, out, err = run(capsys, path, "--format", "json")
+    code, out, err = run(capsys, path, "--format", "json", "--trust-code")
     assert code == 0, err
     t = totals_of(out)
     assert (t["params"], t["mults"], t["adds"]) == (PARAMS, MULTS, ADDS)

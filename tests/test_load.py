@@ -312,7 +312,7 @@ def test_torchscript(tmp_path: Path, model_file: Path, how: str) -> None:
     path = tmp_path / f"tiny_{how}.pt"
     scripted.save(str(path))
     before = _digest(path)
-    loaded = load_model(str(path))
+    loaded = load_model(str(path), trust_code=True)
     assert loaded.source == "torchscript"
     assert torch.allclose(loaded.model(x), model(x))
     assert _digest(path) == before

@@ -417,7 +417,43 @@ def test_torchscript_reduce_payload_in_data_pkl_does_not_run(capsys, marker: Pat
     src = work / "tiny.ts"
     torch.jit.script(_tiny()).save(str(src))
     path = rewrite_pt2(src, work / "evil.ts", files={"data.pkl": pickle.dumps(_exec_payload(marker), protocol=2)})
-    refused(run(capsys, path), str(path))
+    refused(run(capsys, path), str(path), "TorchScript", "--trust-code")
+    refused(run(capsys, path, "--trust-code"), str(path))  # torch's own unpickler refuses the global
+
+
+class _WritesFiles(nn.Module):
+    """A TorchScript program that creates files: at load (``__setstate__``) and when run (``forward``)."""
+
+    def __init__(self, marker: str):
+        super().__init__()
+        self.path = marker
+        self.w = torch.ones(4, 4)
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[str, bool]:
+        return self.path, self.training
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[str, bool]) -> None:
+        self.path, self.training = state
+        torch.from_file(self.path, True, 8, dtype=torch.uint8).fill_(65)
+        self.w = torch.ones(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.from_file(self.path, True, 8, dtype=torch.uint8).fill_(66)
+        return x @ self.w + t.float().sum() * 0
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_torchscript_is_a_program_needing_trust_code(capsys, marker: Path, work: Path) -> None:
+    """TorchScript can call any torch operator, torch.from_file included: it is code, not data."""
+    path = work / "writes.pt"
+    torch.jit.script(_WritesFiles(str(marker))).save(str(path))
+    assert not marker.exists()
+    line = refused(run(capsys, path, "--input-shape", "1,4"), str(path), "TorchScript", "--trust-code")
+    assert "program" in line
+    with pytest.raises(ScorerError, match="--trust-code"):
+        load_model(str(path))
 
 
 # ----------------------------------------------------------------------------- .ckpt metadata
