@@ -10,7 +10,9 @@ and the sample inputs:
 * an entry that only a full unpickle can read (a pickled weight or constant that weights-only unpickling
   refuses, an opaque or custom object, sample inputs holding Python objects) is refused unless
   ``trust_pickle``;
-* a program part that could run or import Python (a call to anything but a torch operator, a shape
+* a program part that could run or import Python or touch files (a call to anything but an operator of
+  aten, prims, the quantized namespaces or higher_order, an operator with a str argument naming a file
+  such as ``aten.from_file`` or ``aten.save``, or one that prints; a shape
   expression that is not sympy arithmetic, a name that is not an identifier, a pytree spec naming a module)
   is refused unless ``trust_code``;
 * input guards and node metadata other than ``nn_module_stack`` are dropped unless ``trust_code``: scoring
@@ -61,6 +63,18 @@ _TORCH_FUNCS = frozenset({"torch.sym_int", "torch.sym_float", "torch.sym_ite", "
                           "torch._sym_sqrt", "torch._C._set_grad_enabled",
                           "torch.autograd.grad_mode.set_grad_enabled",
                           "torch.amp.autocast_mode._enter_autocast", "torch.amp.autocast_mode._exit_autocast"})
+
+# Operator namespaces a program may call (besides torch.ops.higher_order, whose operators run subgraphs of
+# the same program and name any operator they wrap through as_operator, which is checked the same way).
+_OPERATOR_NAMESPACES = frozenset({"aten", "prims", "quantized", "quantized_decomposed", "_quantized"})
+# A str argument with one of these names makes an operator read or write a file. Enumerated over every
+# schema registered in torch 2.13 (dispatcher and TorchScript; see
+# tests/test_security_load.py::test_pt2_operator_rule_catches_every_file_naming_schema), this catches
+# aten::from_file(str filename, bool? shared, ...) (creates and maps the file), aten::from_file.out and
+# aten::save(t item, str filename); no other operator in those namespaces has a str argument naming a file.
+_FILE_ARGUMENTS = frozenset({"filename", "path", "file", "fname"})
+# Operators that write to stdout or stderr (TorchScript's print and warnings.warn).
+_REFUSED_OPERATORS = frozenset({"aten::_print", "aten::warn"})
 
 # Shape expressions are sympy ``srepr`` text, e.g. "Mul(Integer(2), Symbol('s0', positive=True))".
 _EXPR_TOKEN = re.compile(
@@ -261,13 +275,22 @@ def _is_torch_operator(target: str) -> bool:
         return parts[1] in (_OPERATOR_FUNCS if parts[0] == "_operator" else _MATH_FUNCS)
     if len(parts) < 4 or parts[:2] != ["torch", "ops"]:
         return False
+    if parts[2] not in _OPERATOR_NAMESPACES and parts[2] != "higher_order":
+        return False
     obj: Any = torch.ops
     try:
         for part in parts[2:]:
             obj = getattr(obj, part)
     except Exception:  # noqa: BLE001 - an unknown namespace or operator
         return False
-    return isinstance(obj, (torch._ops.OpOverload, torch._ops.HigherOrderOperator))
+    if isinstance(obj, torch._ops.HigherOrderOperator):
+        return parts[2] == "higher_order"
+    if not isinstance(obj, torch._ops.OpOverload) or parts[2] == "higher_order":
+        return False
+    schema = obj._schema
+    if schema.name in _REFUSED_OPERATORS:
+        return False
+    return not any(arg.name in _FILE_ARGUMENTS and "str" in str(arg.type) for arg in schema.arguments)
 
 
 def _is_sympy_arithmetic(text: str) -> bool:
@@ -344,7 +367,7 @@ def _field_problem(key: str, value: Any, in_node: bool) -> str | None:
             return f"has argument names {value!r}"
     elif (key == "target" and in_node) or key == "as_operator":
         if not (isinstance(value, str) and _is_torch_operator(value)):
-            return f"calls {value!r}, which is not a torch operator"
+            return f"calls {value!r}, which is not an allowed torch operator"
     elif key == "expr_str":
         if not (isinstance(value, str) and _is_sympy_arithmetic(value)):
             return f"has a shape expression {str(value)[:80]!r} that is not sympy arithmetic"

@@ -313,6 +313,71 @@ def test_pt2_operator_outside_torch_ops_refused(capsys, marker: Path, pt2: Path)
     refused(run(capsys, path), str(path), "torch.os.system")
 
 
+class _MakesOnes(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.ones(8, dtype=torch.uint8)[:4].float() * 0
+
+
+def _file_op_pt2(work: Path, marker: Path, target: str) -> Path:
+    """A program whose ``aten.ones`` node is rewritten into ``target`` writing ``marker``."""
+    src = work / "ones.pt2"
+    torch.export.save(torch.export.export(_MakesOnes(), (torch.ones(1, 4),)), str(src))
+
+    def edit(doc: dict) -> None:
+        nodes = [n for n in doc["graph_module"]["graph"]["nodes"] if n["target"] == "torch.ops.aten.ones.default"]
+        assert nodes
+        nodes[0]["target"] = target
+        if "from_file" in target:
+            nodes[0]["inputs"] = [
+                {"name": "filename", "arg": {"as_string": str(marker)}, "kind": 1},
+                {"name": "shared", "arg": {"as_bool": True}, "kind": 1},
+                {"name": "size", "arg": {"as_int": 8}, "kind": 1},
+                {"name": "dtype", "arg": {"as_scalar_type": 1}, "kind": 2},
+            ]
+        else:  # aten::save(t item, str filename)
+            nodes[0]["inputs"] = [{"name": "item", "arg": {"as_tensor": {"name": "x"}}, "kind": 1},
+                                  {"name": "filename", "arg": {"as_string": str(marker)}, "kind": 1}]
+
+    return rewrite_pt2(src, work / "file_op.pt2", edit={MODEL_JSON: edit})
+
+
+@pytest.mark.parametrize("target", ["torch.ops.aten.from_file.default", "torch.ops.aten.save.default"])
+def test_pt2_operator_writing_a_file_refused(capsys, marker: Path, work: Path, target: str) -> None:
+    """aten.from_file creates (with shared=True) and maps a file; factory ops run on the CPU even when the
+    inputs are meta tensors, so capture would create it."""
+    path = _file_op_pt2(work, marker, target)
+    refused(run(capsys, path, "--input-shape", "1,4"), str(path), target, "--trust-code")
+
+
+def test_pt2_operator_rule_catches_every_file_naming_schema() -> None:
+    """Every registered operator (dispatcher and TorchScript) with a str argument naming a file or path, or
+    outside the allowed namespaces, is refused; ordinary operators with str arguments are not."""
+    from scorer.pt2 import _is_torch_operator
+
+    file_words = ("file", "path", "fname", "dir")
+    schemas = list(torch._C._jit_get_all_schemas())
+    for name in torch._C._dispatch_get_all_op_names():
+        qualified, _, overload = name.partition(".")
+        try:
+            schemas.append(torch._C._get_schema(qualified, overload))
+        except RuntimeError:
+            continue
+    checked = 0
+    for schema in schemas:
+        ns, _, op = schema.name.partition("::")
+        if any("str" in str(a.type) and any(w in a.name.lower() for w in file_words) for a in schema.arguments):
+            target = f"torch.ops.{ns}.{op}.{schema.overload_name or 'default'}"
+            assert not _is_torch_operator(target), target
+            checked += 1
+    assert checked >= 3  # aten::from_file, aten::from_file.out, aten::save at least
+    assert _is_torch_operator("torch.ops.aten.div.Tensor_mode")  # rounding_mode: str
+    assert _is_torch_operator("torch.ops.aten.convolution.default")
+    assert _is_torch_operator("torch.ops.higher_order.cond")
+    for target in ("torch.ops.aten._print.default", "torch.ops.aten.warn.default",
+                   "torch.ops.profiler._record_function_enter_new.default", "torch.ops.c10d.barrier.default"):
+        assert not _is_torch_operator(target), target
+
+
 def test_pt2_guards_code_never_runs(capsys, marker: Path, pt2: Path) -> None:
     """Input guards are Python source that torch would exec when the model runs; the scorer drops them."""
     def edit(doc: dict) -> None:
