@@ -125,7 +125,11 @@ def checkpoint_from_payload(obj: dict) -> Checkpoint:
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a micronet checkpoint with weights-only unpickling (no code runs; nothing is built)."""
+    """Read a micronet checkpoint with weights-only unpickling (no code runs; nothing is built; a zip whose
+    records would unpack to far more than its size is refused first, ``scorer.unpickle.check_zip_bomb``)."""
+    from scorer.unpickle import check_zip_bomb
+
+    check_zip_bomb(Path(path), str(path))
     obj = torch.load(Path(path), map_location="cpu", weights_only=True)
     if not is_checkpoint_payload(obj):
         raise ValueError(f"{path} is not a micronet checkpoint")

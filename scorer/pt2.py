@@ -38,10 +38,16 @@ import torch
 from torch.export.pt2_archive import constants as layout
 
 from scorer.errors import ScorerError
-from scorer.unpickle import USER_ERRORS, UnsafePickle, one_line, trusted_load, user_imports, weights_only_load
+from scorer.unpickle import (
+    USER_ERRORS,
+    UnsafePickle,
+    check_unpack_size,
+    one_line,
+    trusted_load,
+    user_imports,
+    weights_only_load,
+)
 
-#: An archive whose entries unpack to more than this many times its size (plus 64 MiB) is refused.
-_MAX_UNPACK_RATIO = 100
 _OLD_PROGRAM = "serialized_exported_program.json"  # the layout written by torch < 2.7
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -147,10 +153,7 @@ class _Archive:
         if not all(n.startswith(root) for n in names):
             root = ""
         self.records = {info.filename[len(root):]: info for info in infos}
-        unpacked = sum(info.file_size for info in infos)
-        if unpacked > _MAX_UNPACK_RATIO * size + (64 << 20):
-            raise ScorerError(f"{path}: its entries would unpack to {unpacked:,} bytes ({size:,} packed); "
-                              "refusing what looks like a zip bomb")
+        check_unpack_size(infos, size, str(path))
 
     def __enter__(self) -> _Archive:
         return self

@@ -2,7 +2,9 @@
 
 ``weights_only_load`` runs torch's restricted unpickler (tensors, containers and numbers; no code runs) and
 tells a pickle that holds other Python objects (``UnsafePickle``, naming the global it refers to) from a
-corrupt one. ``trusted_load`` is the full unpickle, for files the user said they trust.
+corrupt one. ``trusted_load`` is the full unpickle, for files the user said they trust. Both first check a
+zip archive's central directory (``check_zip_bomb``): torch inflates whole records, so a small deflated
+file could otherwise take gigabytes.
 """
 
 from __future__ import annotations
@@ -62,6 +64,41 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+#: A zip whose records unpack to more than this many times its size, plus ``MAX_UNPACK_SLACK``, is refused.
+MAX_UNPACK_RATIO = 100
+MAX_UNPACK_SLACK = 64 << 20
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.load reads a file starting so as a zip archive (else a legacy pickle)
+
+
+def check_unpack_size(infos: list[zipfile.ZipInfo], packed: int, where: str) -> None:
+    """ScorerError when the records listed in a zip's central directory unpack to more than
+    ``MAX_UNPACK_RATIO`` times ``packed`` plus ``MAX_UNPACK_SLACK`` bytes (readers such as torch's allocate
+    each record's listed size, so nothing is inflated before this check)."""
+    unpacked = sum(info.file_size for info in infos)
+    if unpacked > MAX_UNPACK_RATIO * packed + MAX_UNPACK_SLACK:
+        raise ScorerError(f"{where}: its entries would unpack to {unpacked:,} bytes ({packed:,} packed); "
+                          "refusing what looks like a zip bomb")
+
+
+def check_zip_bomb(source: Path | bytes, where: str) -> None:
+    """Before ``torch.load`` of ``source``: when torch would read it as a zip archive, check its central
+    directory with ``check_unpack_size``; one torch can read but ``zipfile`` cannot is refused as corrupt."""
+    try:
+        if isinstance(source, bytes):
+            head, packed = source[:4], len(source)
+        else:
+            with open(source, "rb") as fh:
+                head = fh.read(4)
+            packed = Path(source).stat().st_size
+        if head != _ZIP_MAGIC:
+            return
+        with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as zf:
+            infos = zf.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        raise ScorerError(f"{where} is corrupt or truncated (not a readable PyTorch archive)") from None
+    check_unpack_size(infos, packed, where)
+
+
 class UnsafePickle(Exception):
     """The pickle holds an object the weights-only unpickler refuses; ``what`` names it (e.g. a global)."""
 
@@ -84,6 +121,7 @@ def weights_only_load(source: Path | bytes, where: str) -> Any:
     Raises UnsafePickle when the pickle holds Python objects beyond tensors and containers, and a
     ScorerError (naming ``where``) when it is corrupt or not a PyTorch file.
     """
+    check_zip_bomb(source, where)
     f = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
         return torch.load(f, map_location="cpu", weights_only=True)
@@ -104,6 +142,7 @@ def trusted_load(source: Path | bytes, where: str) -> Any:
 
     Classes are imported as ``--arch`` imports factories: the current directory is on sys.path meanwhile.
     """
+    check_zip_bomb(source, where)
     f = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
         with user_imports(Path.cwd()):

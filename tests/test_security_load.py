@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import copy
+import functools
 import io
 import json
 import os
@@ -652,3 +653,42 @@ def test_ckpt_builtin_rules_and_command_line_rules_still_work(capsys, work: Path
     # a rule set named on the command line is the user's own choice, whatever the file says
     code, out, err = run(capsys, path, "--rules", "macs", "--format", "json")
     assert code == 0 and json.loads(out)["rules"] == "macs", err
+
+
+# ----------------------------------------------------------------------------- memory from small files
+
+
+@functools.lru_cache(maxsize=1)
+def _deflate_bomb(unpacked: int = 256 << 20) -> bytes:
+    """A zip-format torch file whose one storage record is ``unpacked`` zero bytes, deflated (~1/1000)."""
+    with zipfile.ZipFile(io.BytesIO(_torch_saved({"w": torch.zeros(16, dtype=torch.uint8)}))) as zin:
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as zout:
+            for info in zin.infolist():
+                if not info.filename.endswith("/data/0"):
+                    zout.writestr(info.filename, zin.read(info))
+                    continue
+                record = zipfile.ZipInfo(info.filename)
+                record.compress_type = zipfile.ZIP_DEFLATED
+                with zout.open(record, "w", force_zip64=True) as f:
+                    chunk = bytes(1 << 20)
+                    for _ in range(unpacked >> 20):
+                        f.write(chunk)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("flags", [(), ("--trust-pickle",)])
+def test_deflate_bomb_pt_refused_before_inflating(capsys, work: Path, flags: tuple[str, ...]) -> None:
+    """torch.load (weights-only too) inflates whole records: a ~256 KB file would take 256 MiB and more."""
+    path = work / "bomb.pt"
+    path.write_bytes(_deflate_bomb())
+    assert path.stat().st_size < (2 << 20)
+    refused(run(capsys, path, "--arch", "tiny_models.py:build", *flags), str(path), "zip bomb")
+
+
+def test_deflate_bomb_nested_in_pt2_refused(capsys, pt2: Path) -> None:
+    """The same as a pickled weight of a .pt2: the outer archive stores it packed, so only a check of the
+    inner zip sees it."""
+    path = rewrite_pt2(pt2, pt2.with_name("bomb.pt2"), files={"data/weights/weight_0": _deflate_bomb()},
+                       edit={WEIGHTS_CONFIG: _pickled_weight})
+    refused(run(capsys, path), str(path), "conv.weight", "zip bomb")
