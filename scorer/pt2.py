@@ -219,12 +219,27 @@ def _raw_tensor(archive: _Archive, record: str, meta: dict, flat: dict[str, torc
     try:
         tm = _dict_to_dataclass(schema.TensorMeta, meta["tensor_meta"])
         dtype = deserialize_scalar_type(tm.dtype)
-        size = deserialize_size(tm.sizes)
+        size = tuple(deserialize_size(tm.sizes))
+        stride = tuple(deserialize_stride(tm.strides))
+        offset = deserialize_storage_offset(tm.storage_offset)
+        if not all(type(v) is int and v >= 0 for v in (*size, *stride, offset)) or len(size) != len(stride):
+            raise ScorerError(f"{archive.path}: {what} has a malformed layout (sizes {size}, strides {stride}, "
+                              f"offset {offset})")
+        # The bytes the layout reaches; the record (the whole storage, which aliases share) must hold them:
+        # nothing is made up from the metadata alone.
+        itemsize = dtype.itemsize
+        extent = 0 if 0 in size else offset + 1 + sum((n - 1) * st for n, st in zip(size, stride, strict=True))
+        needed = extent * itemsize
         if record not in flat:
             data = archive.read(record)
-            flat[record] = torch.frombuffer(bytearray(data), dtype=dtype) if data else torch.zeros(size, dtype=dtype)
-        tensor = torch.as_strided(flat[record], size, deserialize_stride(tm.strides),
-                                  deserialize_storage_offset(tm.storage_offset))
+            if len(data) < needed or len(data) % itemsize:
+                raise ScorerError(f"{archive.path}: {what} is malformed: its record holds {len(data):,} bytes, "
+                                  f"its layout needs {needed:,}")
+            flat[record] = torch.frombuffer(bytearray(data), dtype=dtype) if data else torch.empty(0, dtype=dtype)
+        elif flat[record].numel() < extent:
+            raise ScorerError(f"{archive.path}: {what} is malformed: its record holds "
+                              f"{flat[record].numel() * itemsize:,} bytes, its layout needs {needed:,}")
+        tensor = torch.as_strided(flat[record], size, stride, offset)
         if meta.get("is_param"):
             return torch.nn.Parameter(tensor, requires_grad=bool(tm.requires_grad))
         return tensor

@@ -692,3 +692,19 @@ def test_deflate_bomb_nested_in_pt2_refused(capsys, pt2: Path) -> None:
     path = rewrite_pt2(pt2, pt2.with_name("bomb.pt2"), files={"data/weights/weight_0": _deflate_bomb()},
                        edit={WEIGHTS_CONFIG: _pickled_weight})
     refused(run(capsys, path), str(path), "conv.weight", "zip bomb")
+
+
+def _weight_record(pt2: Path, fqn: str) -> str:
+    with zipfile.ZipFile(pt2) as zf:
+        root = zf.namelist()[0].split("/")[0]
+        config = json.loads(zf.read(f"{root}/{WEIGHTS_CONFIG}"))
+    return "data/weights/" + config["config"][fqn]["path_name"]
+
+
+def test_pt2_raw_weight_with_a_short_record_refused(capsys, pt2: Path) -> None:
+    """An empty record made torch.zeros(sizes) from the metadata: an 11 KB file could ask for gigabytes."""
+    record = _weight_record(pt2, "fc.weight")
+    path = rewrite_pt2(pt2, pt2.with_name("empty.pt2"), files={record: b""})
+    refused(run(capsys, path), str(path), "fc.weight", "0 bytes", "20,480")
+    path = rewrite_pt2(pt2, pt2.with_name("short.pt2"), files={record: bytes(400)})
+    refused(run(capsys, path), str(path), "fc.weight", "400 bytes")
