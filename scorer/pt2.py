@@ -205,6 +205,20 @@ def _trusted_object(data: bytes, custom: bool, where: str) -> Any:
         raise ScorerError(f"{where}: cannot unpickle it ({one_line(exc)})") from None
 
 
+def _dense(size: tuple[int, ...], stride: tuple[int, ...]) -> bool:
+    """Whether strides lay ``size`` out densely, in some order of the dimensions (no element is reached twice,
+    none skipped): then numel x itemsize bytes of the record back the tensor, so a stride-0 weight cannot
+    make capture allocate far more than the file holds."""
+    if 0 in size:
+        return True
+    expected = 1
+    for n, st in sorted(((n, st) for n, st in zip(size, stride, strict=True) if n != 1), key=lambda p: p[1]):
+        if st != expected:
+            return False
+        expected *= n
+    return True
+
+
 def _raw_tensor(archive: _Archive, record: str, meta: dict, flat: dict[str, torch.Tensor], what: str) -> Any:
     """A tensor stored as raw bytes (aliases of one record share its storage, as torch does)."""
     from torch._export.serde import schema
@@ -225,6 +239,9 @@ def _raw_tensor(archive: _Archive, record: str, meta: dict, flat: dict[str, torc
         if not all(type(v) is int and v >= 0 for v in (*size, *stride, offset)) or len(size) != len(stride):
             raise ScorerError(f"{archive.path}: {what} has a malformed layout (sizes {size}, strides {stride}, "
                               f"offset {offset})")
+        if not _dense(size, stride):
+            raise ScorerError(f"{archive.path}: {what} has an overlapping or gapped layout (sizes {list(size)}, "
+                              f"strides {list(stride)}): weights must be stored dense")
         # The bytes the layout reaches; the record (the whole storage, which aliases share) must hold them:
         # nothing is made up from the metadata alone.
         itemsize = dtype.itemsize

@@ -708,3 +708,25 @@ def test_pt2_raw_weight_with_a_short_record_refused(capsys, pt2: Path) -> None:
     refused(run(capsys, path), str(path), "fc.weight", "0 bytes", "20,480")
     path = rewrite_pt2(pt2, pt2.with_name("short.pt2"), files={record: bytes(400)})
     refused(run(capsys, path), str(path), "fc.weight", "400 bytes")
+
+
+@pytest.mark.parametrize("strides", [[0, 0], [1, 1], [512, 0]])
+def test_pt2_raw_weight_with_an_overlapping_layout_refused(capsys, pt2: Path, strides: list[int]) -> None:
+    """Strides that reuse storage (stride 0: 16 bytes could be a 32768x32768 weight) make capture and
+    scoring allocate numel x itemsize however small the file: weights must be non-overlapping and dense."""
+    def edit(doc: dict) -> None:
+        doc["config"]["fc.weight"]["tensor_meta"]["strides"] = [{"as_int": s} for s in strides]
+
+    path = rewrite_pt2(pt2, pt2.with_name("overlap.pt2"), edit={WEIGHTS_CONFIG: edit})
+    refused(run(capsys, path), str(path), "fc.weight", "overlapping")
+
+
+def test_pt2_raw_weight_transposed_layout_still_loads(capsys, pt2: Path) -> None:
+    """A permuted dense layout (a transposed weight) is fine."""
+    def edit(doc: dict) -> None:
+        doc["config"]["fc.weight"]["tensor_meta"]["strides"] = [{"as_int": 1}, {"as_int": 10}]
+
+    path = rewrite_pt2(pt2, pt2.with_name("transposed.pt2"), edit={WEIGHTS_CONFIG: edit})
+    code, out, err = run(capsys, path, "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["totals"]["params"] == PARAMS
