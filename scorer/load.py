@@ -15,8 +15,10 @@ unless ``trust_pickle``; a ``.pt2`` archive is checked before torch reads it (``
 ``trust_pickle``, program parts that could run Python need ``trust_code``); a checkpoint's ``arch`` must
 be a registered reference model unless ``trust_code`` (an ``arch`` given by the caller is theirs to
 choose). A TorchScript archive is a program (its code can call any torch operator, ``torch.from_file``
-included): it is refused unless ``trust_code``. Every problem is a ScorerError with one line naming the
-file.
+included): it is refused unless ``trust_code``. Memory stays in proportion to the file: zip records are
+checked before inflating (``scorer.unpickle.check_zip_bomb``), stored tensors may not be expanded beyond
+their bytes, and an architecture is built on the meta device and compared with the file's state_dict before
+it is built for real (``_built_and_loaded``). Every problem is a ScorerError with one line naming the file.
 """
 
 from __future__ import annotations
@@ -38,7 +40,16 @@ import torch.nn as nn
 from scorer.checkpoint import checkpoint_from_payload, is_checkpoint_payload
 from scorer.errors import ScorerError
 from scorer.pt2 import load_exported_program, quiet_torch_logs
-from scorer.unpickle import USER_ERRORS, UnsafePickle, one_line, trusted_load, user_imports, weights_only_load
+from scorer.unpickle import (
+    MAX_UNPACK_RATIO,
+    MAX_UNPACK_SLACK,
+    USER_ERRORS,
+    UnsafePickle,
+    one_line,
+    trusted_load,
+    user_imports,
+    weights_only_load,
+)
 
 #: Keys under which training scripts commonly nest a state_dict.
 _NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")
@@ -169,15 +180,17 @@ def _build_reference(name: str, kwargs: Mapping[str, Any] | None = None) -> tupl
     return model, info
 
 
-def _build_arch(arch: str, kwargs: Mapping[str, Any] | None = None) -> tuple[nn.Module, Any]:
-    """Build ``arch``: a reference name (optionally ``reference:NAME``), ``pkg.mod:factory`` or
-    ``file.py:factory``. Returns (model, ReferenceInfo or None)."""
+def _arch_builder(arch: str, kwargs: Mapping[str, Any] | None = None) -> tuple[Callable[[], nn.Module], Any]:
+    """How to build ``arch``: a reference name (optionally ``reference:NAME``), ``pkg.mod:factory`` or
+    ``file.py:factory`` (imported once, here). Returns (build, ReferenceInfo or None); ``build()`` may be
+    called twice (on the meta device, then for real)."""
     if arch.startswith("reference:"):
         arch = arch.split(":", 1)[1]
     if _is_file_factory(arch) or (":" in arch and _is_module_factory(arch)):
         obj, _ = _resolve_factory(arch)
-        return _call_factory(obj, arch, kwargs), None
-    return _build_reference(arch, kwargs)
+        return (lambda: _call_factory(obj, arch, kwargs)), None
+    info = _reference_info(arch)
+    return (lambda: _build_reference(arch, kwargs)[0]), info
 
 
 def _reference_defaults(info: Any) -> dict[str, Any]:
@@ -276,8 +289,11 @@ def _tensor_mapping(obj: Any) -> dict[str, torch.Tensor] | None:
     return None
 
 
-def _fold_prune_reparam(sd: dict[str, torch.Tensor], expected: set[str]) -> tuple[dict[str, torch.Tensor], int]:
-    """Turn ``X_orig`` + ``X_mask`` pairs (torch.nn.utils.prune) into ``X = orig * mask``."""
+def _fold_prune_reparam(sd: dict[str, torch.Tensor],
+                        expected: Mapping[str, tuple[int, ...]]) -> tuple[dict[str, torch.Tensor], int]:
+    """Turn ``X_orig`` + ``X_mask`` pairs (torch.nn.utils.prune) into ``X = orig * mask``: only when both have
+    exactly the model's shape for ``X`` (no broadcasting: 1xN times Nx1 would be NxN); other pairs stay
+    as they are and are reported as keys that do not fit."""
     out = dict(sd)
     folded = 0
     for key in list(sd):
@@ -286,7 +302,10 @@ def _fold_prune_reparam(sd: dict[str, torch.Tensor], expected: set[str]) -> tupl
         base = key[: -len("_orig")]
         mask_key = base + "_mask"
         if mask_key in sd and base not in sd and base in expected:
-            out[base] = sd[key] * sd[mask_key].to(sd[key].dtype)
+            orig, mask = sd[key], sd[mask_key]
+            if not (tuple(orig.shape) == tuple(mask.shape) == tuple(expected[base])):
+                continue
+            out[base] = orig * mask.to(orig.dtype)
             del out[key], out[mask_key]
             folded += 1
     return out, folded
@@ -304,18 +323,19 @@ def _list(keys: list[str], limit: int = 4) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def _load_state(model: nn.Module, sd: dict[str, torch.Tensor], path: Path, arch: str) -> int:
-    """Load ``sd`` into ``model`` strictly; ScorerError summarising what does not fit. Returns prune folds."""
-    own = model.state_dict()
+def _fit_state(own: Mapping[str, tuple[int, ...]], sd: dict[str, torch.Tensor], path: Path,
+               arch: str) -> tuple[dict[str, torch.Tensor], int]:
+    """``sd`` ready for ``load_state_dict`` into a model whose state_dict shapes are ``own``; ScorerError
+    summarising what does not fit. Returns it and the number of prune folds."""
     expected = set(own)
     sd = _strip_wrapper_prefixes(dict(sd), expected)
-    sd, folded = _fold_prune_reparam(sd, expected)
+    sd, folded = _fold_prune_reparam(sd, own)
     missing = sorted(expected - set(sd))
     unexpected = sorted(set(sd) - expected)
     mismatched = [
-        f"{k} (file {'x'.join(map(str, sd[k].shape)) or 'scalar'}, model {'x'.join(map(str, own[k].shape)) or 'scalar'})"
+        f"{k} (file {'x'.join(map(str, sd[k].shape)) or 'scalar'}, model {'x'.join(map(str, own[k])) or 'scalar'})"
         for k in sorted(expected & set(sd))
-        if tuple(sd[k].shape) != tuple(own[k].shape)
+        if tuple(sd[k].shape) != tuple(own[k])
     ]
     problems = []
     if missing:
@@ -326,11 +346,76 @@ def _load_state(model: nn.Module, sd: dict[str, torch.Tensor], path: Path, arch:
         problems.append(f"{len(mismatched)} shape mismatch(es): {_list(mismatched, 3)}")
     if problems:
         raise ScorerError(f"the state_dict in {path} does not fit arch {arch!r}: " + "; ".join(problems))
+    return sd, folded
+
+
+def _budget(path: Path) -> int:
+    """The most tensor bytes a file may make the loader hold: as for zip records, 100 x its size + 64 MiB."""
+    return MAX_UNPACK_RATIO * path.stat().st_size + MAX_UNPACK_SLACK
+
+
+def _check_file_tensors(tensors: Mapping[Any, Any], path: Path, what: str) -> int:
+    """ScorerError unless each value is a dense-layout tensor backed by its own stored bytes: a stored
+    tensor's strides can reuse its storage (stride 0, as ``expand`` makes), so a few bytes could stand for
+    gigabytes once copied or multiplied. Returns the bytes the tensors take."""
+    total = 0
+    for name, t in tensors.items():
+        if not isinstance(name, str):
+            raise ScorerError(f"{path}: a {what} key is {type(name).__name__} {name!r}, not a string")
+        if not isinstance(t, torch.Tensor):
+            raise ScorerError(f"{path}: {what} {name!r} is {type(t).__name__}, not a tensor")
+        if t.layout != torch.strided:
+            raise ScorerError(f"{path}: {what} {name!r} has layout {t.layout}; only dense tensors are read")
+        need = t.numel() * t.element_size()
+        have = t.untyped_storage().nbytes() - t.storage_offset() * t.element_size()
+        if need > have:
+            shape = "x".join(map(str, t.shape)) or "scalar"
+            raise ScorerError(f"{path}: {what} {name!r} ({shape}, strides {tuple(t.stride())}) is expanded from "
+                              f"{max(have, 0):,} stored bytes to {need:,}; refusing it")
+        total += need
+    return total
+
+
+def _state_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
+def _built_and_loaded(build: Callable[[], nn.Module], info: Any, sd: Mapping[Any, Any],
+                      masks: Mapping[Any, Any], path: Path, arch: str) -> tuple[nn.Module, int]:
+    """Build the architecture and load ``sd`` into it, with no memory the file's size does not account for.
+
+    The file's tensors are checked first (``_check_file_tensors``); the architecture is then built on the
+    meta device (nothing allocated, however large the arguments from the file ask it to be) and its
+    state_dict keys and shapes compared with the file's; only then is it built for real and loaded.
+    Returns the model and the number of prune folds."""
+    budget = _budget(path)
+    held = _check_file_tensors(sd, path, "tensor") + _check_file_tensors(masks, path, "mask")
+    if held > budget:
+        raise ScorerError(f"{path}: its tensors take {held:,} bytes, more than a file of its size holds")
     try:
-        model.load_state_dict(sd, strict=True)
+        with torch.device("meta"):
+            skeleton = build()
+    except ScorerError:
+        if info is not None:  # a reference model builds on the meta device
+            raise
+        skeleton = None  # the user's factory cannot: its real build is the user's choice
+    if skeleton is not None:
+        own = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+        fitted, folded = _fit_state(own, dict(sd), path, arch)
+        if _state_bytes(skeleton) > budget:  # buffers kept out of the state_dict, sized by arguments
+            raise ScorerError(f"{path}: arch {arch!r} as the file asks for it takes "
+                              f"{_state_bytes(skeleton):,} bytes, far more than the file's weights")
+        is_meta = any(t.is_meta for t in (*skeleton.parameters(), *skeleton.buffers()))
+        model = build() if is_meta else skeleton  # a factory that ignored the meta device built it already
+    else:
+        model = build()
+        fitted, folded = _fit_state({k: tuple(v.shape) for k, v in model.state_dict().items()}, dict(sd),
+                                    path, arch)
+    try:
+        model.load_state_dict(fitted, strict=True)
     except Exception as exc:  # noqa: BLE001
         raise ScorerError(f"the state_dict in {path} does not fit arch {arch!r}: {one_line(exc)}") from None
-    return folded
+    return model, folded
 
 
 def _apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor], path: Path) -> int:
@@ -365,11 +450,12 @@ def _precision_from_bits(bits: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"layers": dict(bits)}
 
 
-def _build_checkpoint_arch(arch: str, kwargs: Mapping[str, Any], path: Path,
-                           trust_code: bool) -> tuple[nn.Module, Any]:
-    """Build the arch a checkpoint names: a registered reference model; code it names only with trust_code."""
+def _checkpoint_arch_builder(arch: str, kwargs: Mapping[str, Any], path: Path,
+                             trust_code: bool) -> tuple[Callable[[], nn.Module], Any]:
+    """How to build the arch a checkpoint names: a registered reference model; code it names only with
+    trust_code."""
     if trust_code:
-        return _build_arch(arch, kwargs)
+        return _arch_builder(arch, kwargs)
     name = arch.removeprefix("reference:")
     from reference_models.registry import list_references
 
@@ -378,7 +464,7 @@ def _build_checkpoint_arch(arch: str, kwargs: Mapping[str, Any], path: Path,
             f"{path}: its arch {name!r} names code to import and run, not a reference model; pass "
             "--trust-code if you trust the file (or --arch to name the architecture yourself)"
         )
-    return _build_reference(name, kwargs)
+    return _arch_builder(name, kwargs)
 
 
 def _builtin_rules(name: object) -> bool:
@@ -394,10 +480,10 @@ def _load_checkpoint_payload(obj: dict, path: Path, arch: str | None, trust_code
         raise ScorerError(f"{path}: {exc}") from None
     arch_name = arch or ckpt.arch
     if arch:  # named on the command line
-        model, info = _build_arch(arch, ckpt.arch_kwargs)
+        build, info = _arch_builder(arch, ckpt.arch_kwargs)
     else:
-        model, info = _build_checkpoint_arch(ckpt.arch, ckpt.arch_kwargs, path, trust_code)
-    folded = _load_state(model, ckpt.state_dict, path, arch_name)
+        build, info = _checkpoint_arch_builder(ckpt.arch, ckpt.arch_kwargs, path, trust_code)
+    model, folded = _built_and_loaded(build, info, ckpt.state_dict, ckpt.masks, path, arch_name)
     applied = _apply_masks(model, ckpt.masks, path) + folded
     defaults = _reference_defaults(info)
     meta = ckpt.meta
@@ -444,8 +530,8 @@ def _load_state_dict_file(sd: dict[str, torch.Tensor], path: Path, arch: str | N
             f"{path} holds a state_dict ({len(sd)} tensors) but no architecture: pass --arch NAME "
             "(a reference model name or package.module:factory)"
         )
-    model, info = _build_arch(arch)
-    folded = _load_state(model, sd, path, arch)
+    build, info = _arch_builder(arch)
+    model, folded = _built_and_loaded(build, info, sd, {}, path, arch)
     defaults = _reference_defaults(info)
     return LoadedModel(
         model=model.eval(),

@@ -730,3 +730,65 @@ def test_pt2_raw_weight_transposed_layout_still_loads(capsys, pt2: Path) -> None
     code, out, err = run(capsys, path, "--format", "json")
     assert code == 0, err
     assert json.loads(out)["totals"]["params"] == PARAMS
+
+
+def _run_measured(work: Path, *args: object) -> tuple[int, str, str, int]:
+    """The CLI in a fresh process: (exit code, stdout, stderr, its peak RSS growth in MB over importing it)."""
+    code = textwrap.dedent(
+        """
+        import resource, sys
+        from scorer.cli import main
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        code = main(sys.argv[1:])
+        sys.stdout.flush()
+        print("PEAK_MB", (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024, file=sys.stderr)
+        sys.exit(code)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=work)
+    err, _, peak = proc.stderr.rpartition("PEAK_MB ")
+    return proc.returncode, proc.stdout, err, int(peak)
+
+
+def _save(obj: object, path: Path) -> Path:
+    torch.save(obj, path)
+    return path
+
+
+def test_ckpt_arch_kwargs_build_nothing_before_the_shapes_fit(work: Path) -> None:
+    """A 1.3 KB checkpoint asking wrn28_10 for 400,000 classes built 1.7 GB of weights before comparing."""
+    path = _save({"micronet_checkpoint": 1, "arch": "wrn28_10", "arch_kwargs": {"num_classes": 400000},
+                  "state_dict": {}}, work / "huge.ckpt")
+    code, out, err, peak = _run_measured(work, path)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "missing key" in err, (code, out, err)
+    assert peak < 300, peak
+
+
+def test_prune_fold_does_not_broadcast(work: Path) -> None:
+    """X_orig 1xN times X_mask Nx1 broadcast to NxN (1.9 KB -> 1.5 GB) before any shape check."""
+    n = 20000
+    sd = {k: v for k, v in _tiny().state_dict().items() if k != "fc.weight"}
+    sd["fc.weight_orig"] = torch.ones(1, n)
+    sd["fc.weight_mask"] = torch.ones(n, 1)
+    path = _save(sd, work / "fold.pt")
+    code, out, err, peak = _run_measured(work, path, "--arch", "tiny_models.py:build")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "fc.weight" in err, (code, out, err)
+    assert peak < 300, peak
+
+
+@pytest.mark.parametrize("kind", ["state_dict", "checkpoint", "mask"])
+def test_expanded_tensor_from_the_file_refused(capsys, work: Path, kind: str) -> None:
+    """A stored tensor whose strides reuse its storage (stride 0) has more elements than the file holds."""
+    sd = _tiny().state_dict()
+    expanded = torch.zeros(1).expand(*sd["fc.weight"].shape)
+    if kind == "mask":
+        path = save_checkpoint(Checkpoint(arch="x", state_dict=sd, masks={"fc.weight": expanded.bool()}),
+                               work / "expanded.ckpt")
+        torch.save(dict(torch.load(path), masks={"fc.weight": torch.ones(1, dtype=torch.bool).expand(10, 512)}),
+                   path)
+    else:
+        sd["fc.weight"] = expanded
+        payload = sd if kind == "state_dict" else {"micronet_checkpoint": 1, "arch": "x", "state_dict": sd}
+        path = _save(payload, work / "expanded.pt")
+    refused(run(capsys, path, "--arch", "tiny_models.py:build"), str(path), "fc.weight", "expanded")
