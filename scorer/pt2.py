@@ -12,9 +12,9 @@ and the sample inputs:
   ``trust_pickle``;
 * a program part that could run or import Python or touch files (a call to anything but an operator of
   aten, prims, the quantized namespaces or higher_order, an operator with a str argument naming a file
-  such as ``aten.from_file`` or ``aten.save``, or one that prints; a shape
-  expression that is not sympy arithmetic, a name that is not an identifier, a pytree spec naming a module)
-  is refused unless ``trust_code``;
+  such as ``aten.from_file`` or ``aten.save``, or one that prints; a shape expression that is not sympy
+  arithmetic with numbers of at most 20 digits and small literal powers (``_is_sympy_arithmetic``), a
+  name that is not an identifier, a pytree spec naming a module) is refused unless ``trust_code``;
 * input guards and node metadata other than ``nn_module_stack`` are dropped unless ``trust_code``: scoring
   needs neither. AOTInductor, ExecuTorch and extra files are never read.
 
@@ -23,6 +23,7 @@ torch's log output is silenced meanwhile (``quiet_torch_logs``); every problem i
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import logging
@@ -83,10 +84,6 @@ _FILE_ARGUMENTS = frozenset({"filename", "path", "file", "fname"})
 _REFUSED_OPERATORS = frozenset({"aten::_print", "aten::warn"})
 
 # Shape expressions are sympy ``srepr`` text, e.g. "Mul(Integer(2), Symbol('s0', positive=True))".
-_EXPR_TOKEN = re.compile(
-    r"\s+|'[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?'|'[A-Za-z_]\w*'|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?"
-    r"|[A-Za-z_]\w*|\*\*|//|[-+*/%(),<>=!&|~^]"
-)
 _EXPR_NAMES = frozenset({
     "Symbol", "Integer", "Float", "Rational", "Add", "Mul", "Pow", "Mod", "Max", "Min", "Abs", "floor",
     "ceiling", "sqrt", "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "Equality", "Unequality", "StrictLessThan",
@@ -102,6 +99,13 @@ _EXPR_NAMES = frozenset({
     "infinite", "rational", "even", "odd", "commutative", "extended_real", "precision", "evaluate",
 })
 _EXPR_SYMBOL = re.compile(r"[a-z]+\d+\Z|OpaqueUnaryFn_[a-z0-9_]+\Z")
+_EXPR_NUMBER = re.compile(r"[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?\Z")
+_POWERS = frozenset({"Pow", "PowByNatural", "FloatPow", "LShift"})
+_MAX_EXPONENT = 8  # a power's literal exponent (of a base without powers)
+_MAX_SHIFT = 64  # LShift(x, k): x * 2**k
+_MAX_DIGITS = 20  # digits of a number literal
+_MAX_PRECISION = 1024  # Float(..., precision=) / dps
+_MAX_DEPTH = 100
 
 _TREESPEC_TYPES = frozenset({None, "builtins.tuple", "builtins.list", "builtins.dict",
                              "collections.OrderedDict", "torch.fx.immutable_collections.immutable_list",
@@ -329,16 +333,83 @@ def _is_torch_operator(target: str) -> bool:
 
 
 def _is_sympy_arithmetic(text: str) -> bool:
-    pos = 0
-    while pos < len(text):
-        m = _EXPR_TOKEN.match(text, pos)
-        if m is None:
+    """Whether ``text`` is a shape expression that ``sympy.sympify`` reads without running Python and
+    evaluates quickly: Python syntax (parsed, never evaluated, here) made of the sympy and torch names in
+    ``_EXPR_NAMES``, symbols, numbers of at most ``_MAX_DIGITS`` digits and arithmetic. A power (``**``, ``^``
+    which sympify reads as ``**``, ``Pow``, ``PowByNatural``, ``FloatPow``) needs a literal exponent
+    ``0..8`` and no power inside it, ``LShift`` a literal shift ``0..64``: ``2**2**32`` would take minutes
+    and gigabytes."""
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    return _expr_ok(tree.body, text, 0)
+
+
+def _literal_int(node: ast.expr, limit: int) -> bool:
+    """``node`` is ``k`` or ``Integer(k)`` for a literal int ``0 <= k <= limit``."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Integer" \
+            and len(node.args) == 1 and not node.keywords:
+        node = node.args[0]
+    return isinstance(node, ast.Constant) and type(node.value) is int and 0 <= node.value <= limit
+
+
+def _has_power(node: ast.expr) -> bool:
+    return any((isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Pow, ast.BitXor)))
+               or (isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in _POWERS)
+               for n in ast.walk(node))
+
+
+def _expr_ok(node: ast.expr, text: str, depth: int) -> bool:
+    if depth > _MAX_DEPTH:
+        return False
+    deeper = depth + 1
+    if isinstance(node, ast.Constant):
+        value = node.value
+        if type(value) is bool:
+            return True
+        literal = ast.get_source_segment(text, node) or ""
+        if type(value) in (int, float):
+            return len(re.sub(r"[^0-9]", "", literal)) <= _MAX_DIGITS
+        if type(value) is str:
+            return bool(_EXPR_SYMBOL.match(value) or _IDENT.match(value) and len(value) <= 64
+                        or _EXPR_NUMBER.match(value) and len(re.sub(r"[^0-9]", "", value)) <= _MAX_DIGITS)
+        return False
+    if isinstance(node, ast.Name):
+        return node.id in _EXPR_NAMES or bool(_EXPR_SYMBOL.match(node.id))
+    if isinstance(node, ast.Tuple):
+        return all(_expr_ok(e, text, deeper) for e in node.elts)
+    if isinstance(node, ast.UnaryOp):
+        return isinstance(node.op, (ast.USub, ast.UAdd, ast.Invert, ast.Not)) and _expr_ok(node.operand, text, deeper)
+    if isinstance(node, ast.BoolOp):
+        return all(_expr_ok(v, text, deeper) for v in node.values)
+    if isinstance(node, ast.Compare):
+        return (all(isinstance(op, (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE)) for op in node.ops)
+                and all(_expr_ok(v, text, deeper) for v in (node.left, *node.comparators)))
+    if isinstance(node, ast.BinOp):
+        if isinstance(node.op, (ast.Pow, ast.BitXor)):
+            return (_literal_int(node.right, _MAX_EXPONENT) and not _has_power(node.left)
+                    and _expr_ok(node.left, text, deeper))
+        return (isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.BitAnd,
+                                     ast.BitOr))
+                and _expr_ok(node.left, text, deeper) and _expr_ok(node.right, text, deeper))
+    if isinstance(node, ast.Call):
+        if not (isinstance(node.func, ast.Name) and node.func.id in _EXPR_NAMES):
             return False
-        token = m.group()
-        if (token[0].isalpha() or token[0] == "_") and token not in _EXPR_NAMES and not _EXPR_SYMBOL.match(token):
-            return False
-        pos = m.end()
-    return True
+        name = node.func.id
+        for kw in node.keywords:
+            if kw.arg not in _EXPR_NAMES or not _expr_ok(kw.value, text, deeper):
+                return False
+            if kw.arg in ("precision", "dps") and not _literal_int(kw.value, _MAX_PRECISION):
+                return False
+        if name in _POWERS:
+            limit = _MAX_SHIFT if name == "LShift" else _MAX_EXPONENT
+            return (len(node.args) == 2 and _literal_int(node.args[1], limit) and not _has_power(node.args[0])
+                    and _expr_ok(node.args[0], text, deeper))
+        if name == "Float" and not all(_literal_int(a, _MAX_PRECISION) for a in node.args[1:]):
+            return False  # Float(text, dps)
+        return all(_expr_ok(a, text, deeper) for a in node.args)
+    return False
 
 
 def _enum_import(value: Any) -> str | None:
@@ -405,7 +476,8 @@ def _field_problem(key: str, value: Any, in_node: bool) -> str | None:
             return f"calls {value!r}, which is not an allowed torch operator"
     elif key == "expr_str":
         if not (isinstance(value, str) and _is_sympy_arithmetic(value)):
-            return f"has a shape expression {str(value)[:80]!r} that is not sympy arithmetic"
+            return (f"has a shape expression {str(value)[:80]!r} that is not sympy arithmetic (or is a power "
+                    "that takes long to evaluate)")
     elif key in ("in_spec", "out_spec"):
         return _treespec_problem(value) if isinstance(value, str) else "has an unreadable pytree spec"
     return None

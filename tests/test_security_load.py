@@ -792,3 +792,41 @@ def test_expanded_tensor_from_the_file_refused(capsys, work: Path, kind: str) ->
         payload = sd if kind == "state_dict" else {"micronet_checkpoint": 1, "arch": "x", "state_dict": sd}
         path = _save(payload, work / "expanded.pt")
     refused(run(capsys, path, "--arch", "tiny_models.py:build"), str(path), "fc.weight", "expanded")
+
+
+_SLOW_EXPRS = [
+    "2**2**32",
+    "Symbol('s0', positive=True, integer=True)**(2**40)",
+    "Pow(Integer(2), Pow(Integer(2), Integer(32)))",
+    "PowByNatural(Integer(10), Integer(100000000))",
+    "2^2^32",  # sympify reads ^ as **
+    "LShift(Integer(1), Integer(10000000000))",
+    "Integer(" + "9" * 30 + ")",
+    "Integer('" + "9" * 30 + "')",
+    "Float('1.5', precision=1000000000)",
+    "(s0**2)**8",
+]
+
+
+@pytest.mark.parametrize("expr", _SLOW_EXPRS)
+def test_pt2_shape_expression_that_computes_for_long_refused(capsys, work: Path, expr: str) -> None:
+    """sympify evaluates powers of literals: 2**2**32 took 52 s of CPU and 2 GB."""
+    src = _dynamic_pt2(work)
+
+    def edit(doc: dict) -> None:
+        values = doc["graph_module"]["graph"]["tensor_values"]
+        values[next(iter(values))]["sizes"][0] = {"as_expr": {"expr_str": expr, "hint": {"as_int": 3}}}
+
+    path = rewrite_pt2(src, work / "pow.pt2", edit={MODEL_JSON: edit})
+    refused(run(capsys, path, "--input-shape", "3,4"), str(path), "shape expression", "--trust-code")
+
+
+def test_pt2_small_powers_of_symbols_are_arithmetic() -> None:
+    from scorer.pt2 import _is_sympy_arithmetic
+
+    s = "Symbol('s77', positive=True, integer=True)"
+    for expr in (s, f"Mul(Integer(4), {s})", f"Pow({s}, Integer(2))", f"PowByNatural(Add({s}, Integer(-1)), Integer(8))",
+                 f"({s} + 1)**2", "s0**8", f"Eq(Mod({s}, Integer(2)), Integer(0))", "Float('1.5', precision=53)",
+                 f"Piecewise((Integer(1), StrictGreaterThan({s}, Integer(3))), (Integer(0), True))",
+                 f"LShift({s}, Integer(3))", "Integer(9223372036854775807)"):
+        assert _is_sympy_arithmetic(expr), expr
