@@ -13,6 +13,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves
 
 from scorer.capture.guard import meta_like, substituted
 from scorer.capture.kinds import (
@@ -68,6 +70,36 @@ class LeafTracer(fx.Tracer):
         if threading.get_ident() != self._owner:
             return attr_val
         return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+
+#: Functions that create a tensor from sizes or data alone (no tensor input to take a device from).
+_FACTORIES = frozenset({
+    torch.zeros, torch.ones, torch.empty, torch.full, torch.arange, torch.range, torch.linspace,
+    torch.logspace, torch.eye, torch.rand, torch.randn, torch.randint, torch.randperm, torch.tensor,
+    torch.as_tensor, torch.empty_strided, torch.tril_indices, torch.triu_indices,
+})
+
+
+class MetaFactories(TorchFunctionMode):
+    """Tensors the forward creates are made on the meta device, whatever device it names, so the capture never
+    allocates them (``torch.zeros(1 << 31)`` costs nothing). Tensors computed from them alone are remembered in
+    ``made``: they are data of the forward's code, not parameters of the model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made: dict[int, torch.Tensor] = {}  # id -> tensor (kept alive so ids stay unique)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        factory = func in _FACTORIES
+        if factory:
+            kwargs = {**kwargs, "device": "meta"}
+        out = func(*args, **kwargs)
+        if factory or any(id(t) in self.made for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)):
+            for t in tree_leaves(out):
+                if isinstance(t, torch.Tensor):
+                    self.made[id(t)] = t
+        return out
 
 
 def _meta(t: object) -> object:
@@ -209,8 +241,9 @@ def capture_fx(model: nn.Module, example_inputs: tuple) -> FxCapture:
         graph.output(graph.call_module("", tuple(args)))
         return ops_from_graph(model, graph, example_inputs, method="fx")
     before = set(model.__dict__)
+    factories = MetaFactories()
     try:
-        with substituted(model, meta_like):
+        with substituted(model, meta_like), factories:
             graph = trace(model)
         # fx stores tensors the forward creates or closes over as ``_tensor_constant<N>`` attributes of
         # the root; they are kept here and must not stay on the user's model
@@ -218,15 +251,19 @@ def capture_fx(model: nn.Module, example_inputs: tuple) -> FxCapture:
     finally:
         for key in set(model.__dict__) - before:
             del model.__dict__[key]
-    return ops_from_graph(model, graph, example_inputs, method="fx", constants=constants)
+    created = {key for key, value in constants.items() if id(value) in factories.made}
+    with factories:
+        return ops_from_graph(model, graph, example_inputs, method="fx", constants=constants, created=created)
 
 
 def ops_from_graph(
-    model: nn.Module, graph: fx.Graph, example_inputs: tuple, method: str, constants: dict | None = None
+    model: nn.Module, graph: fx.Graph, example_inputs: tuple, method: str, constants: dict | None = None,
+    created: set[str] | frozenset[str] = frozenset(),
 ) -> FxCapture:
     """Walk an fx graph of ``model`` in order, computing meta values and one Op per call node.
 
-    ``get_attr`` targets are read from ``constants`` (fx's tensor constants) first, then from ``model``.
+    ``get_attr`` targets are read from ``constants`` (fx's tensor constants) first, then from ``model``;
+    those named in ``created`` were made by the forward itself and are plain values, not parameters.
     """
     env: dict[fx.Node, object] = {}
     ops: list[Op] = []
@@ -249,6 +286,9 @@ def ops_from_graph(
         elif node.op == "get_attr":
             target = str(node.target)
             real = constants[target] if constants and target in constants else _get_attr(model, target)
+            if target in created:
+                env[node] = Val(meta=_meta(real))
+                continue
             if isinstance(real, torch.Tensor) and real.device.type == "meta":
                 raise ValueError(f"tensor constant {target} was computed from the stood-in parameters while "
                                  "tracing, so its values are unknown")

@@ -1,0 +1,58 @@
+"""Tensors a forward creates (torch.zeros, ones, full, arange, ...) under the fx capture: made on the meta
+device (never allocated), free, and never stored as if they were parameters of the model."""
+
+from __future__ import annotations
+
+import resource
+
+import pytest
+import torch
+import torch.nn as nn
+
+from scorer import score
+
+
+class MakesZeros(nn.Module):
+    def __init__(self, n: int = 16):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.n = n
+
+    def forward(self, x):
+        z = torch.zeros(self.n)
+        return self.fc(x) + z[:4]
+
+
+class MakesFromShape(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        ones = torch.ones(x.shape[0], 4)  # size from the input
+        return self.fc(x) * ones
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_created_tensor_is_not_a_parameter(capture: str) -> None:
+    # Linear(4, 4): 16 weights + 4 biases = 20 parameters; the zeros are data the forward makes, not storage
+    rep = score(MakesZeros(), input_shape=(1, 4), capture=capture)
+    assert rep.capture == capture
+    assert rep.totals["params"] == 20
+    # 16 mults + 12 adds + 4 bias adds for the linear, 4 adds for + z[:4]
+    assert (rep.totals["mults"], rep.totals["adds"]) == (16, 20)
+
+
+@pytest.mark.parametrize("capture", ["auto", "export", "dispatch"])  # fx cannot trace torch.ones(proxy, 4)
+def test_created_tensor_with_input_size(capture: str) -> None:
+    rep = score(MakesFromShape(), input_shape=(3, 4), capture=capture)
+    assert rep.totals["params"] == 20
+    assert rep.totals["mults"] == 16 + 4  # per example: the linear's 16, the elementwise 4
+
+
+def test_huge_created_tensor_is_never_allocated() -> None:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rep = score(MakesZeros(1 << 31), input_shape=(1, 4), capture="fx")  # 8 GiB if it were real
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert rep.capture == "fx" and rep.totals["params"] == 20
+    assert grown_mb < 500
