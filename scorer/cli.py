@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Score a PyTorch model under the MicroNet Challenge 2019 rules, layer by layer.",
         epilog="MODEL: reference:NAME | file.py:factory | package.module:factory | model.pt2 (torch.export) | "
-        "TorchScript file | micronet checkpoint | state_dict file with --arch | pickled module with "
+        "TorchScript file (with --trust-code) | micronet checkpoint | state_dict file with --arch | pickled module with "
         "--trust-pickle. Subcommands: " + ", ".join(SUBCOMMANDS) + ". Exit codes: 0 ok, 2 usage/input "
         "error, 3 ops without a counting rule.",
     )
@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--trust-pickle", action="store_true",
                    help="allow loading a pickled whole module (unpickling can run arbitrary code)")
     g.add_argument("--trust-code", action="store_true",
-                   help="allow code named inside the model file, e.g. a checkpoint arch pkg.mod:factory")
+                   help="allow code a model file holds or names: a TorchScript program, a checkpoint arch "
+                        "pkg.mod:factory or rule set, code-bearing parts of a .pt2 (see README, Safety)")
     g = p.add_argument_group("output")
     g.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     g.add_argument("--depth", type=int, metavar="N", help="group rows by the first N levels of the module path")

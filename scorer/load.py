@@ -467,6 +467,12 @@ def _checkpoint_arch_builder(arch: str, kwargs: Mapping[str, Any], path: Path,
     return _arch_builder(name, kwargs)
 
 
+def _known_track(name: object) -> bool:
+    from scorer.tracks import TRACKS
+
+    return isinstance(name, str) and name in TRACKS
+
+
 def _builtin_rules(name: object) -> bool:
     from rules import is_builtin
 
@@ -494,6 +500,9 @@ def _load_checkpoint_payload(obj: dict, path: Path, arch: str | None, trust_code
         except (TypeError, ValueError):
             raise ScorerError(f"{path}: meta input_shape {input_shape!r} is not a list of integers") from None
     global_bits = meta.get("bits") if isinstance(meta.get("bits"), int) else None
+    track = meta.get("track")
+    if track is not None and not _known_track(track):
+        raise ScorerError(f"{path}: its meta track {track!r} is not a track name (cifar100, imagenet, wikitext103)")
     rules = meta.get("rules")
     if rules is not None and not trust_code and not _builtin_rules(rules):
         raise ScorerError(

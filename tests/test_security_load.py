@@ -830,3 +830,9 @@ def test_pt2_small_powers_of_symbols_are_arithmetic() -> None:
                  f"Piecewise((Integer(1), StrictGreaterThan({s}, Integer(3))), (Integer(0), True))",
                  f"LShift({s}, Integer(3))", "Integer(9223372036854775807)"):
         assert _is_sympy_arithmetic(expr), expr
+
+
+@pytest.mark.parametrize("track", [{"a": 1}, ["cifar100"], "mnist"])
+def test_ckpt_meta_track_must_name_a_track(capsys, work: Path, track: object) -> None:
+    path = _ref_ckpt(work, {"track": track})
+    refused(run(capsys, path), str(path), "meta track")
