@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import pytest
 import torch
 
@@ -19,3 +21,27 @@ def zero_fraction(weight: torch.Tensor, fraction: float) -> None:
         # make sure no surviving entry is zero by accident
         rest = flat[int(round(flat.numel() * fraction)) :]
         rest[rest == 0] = 1e-3
+
+
+#: Source of the tiny model file the loading and CLI tests write: Conv2d(3, 2, 3, stride 2) then Linear(512, 10)
+#: on 1x3x32x32; ``build(width=2)`` is its factory. Tests append their own extra factories.
+TINY_MODEL_SRC = textwrap.dedent(
+    """
+    import torch
+    import torch.nn as nn
+
+
+    class Tiny(nn.Module):
+        def __init__(self, width=2):
+            super().__init__()
+            self.conv = nn.Conv2d(3, width, 3, stride=2, padding=1, bias=False)
+            self.fc = nn.Linear(width * 16 * 16, 10)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.conv(x), 1))
+
+
+    def build(width=2):
+        return Tiny(width)
+    """
+)

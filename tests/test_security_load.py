@@ -29,27 +29,11 @@ from scorer.checkpoint import Checkpoint, save_checkpoint
 from scorer.cli import main
 from scorer.errors import ScorerError
 from scorer.load import load_model
+from tests.conftest import TINY_MODEL_SRC
 
-MODEL_SRC = textwrap.dedent(
+MODEL_SRC = TINY_MODEL_SRC + textwrap.dedent(
     """
     import sys
-
-    import torch
-    import torch.nn as nn
-
-
-    class Tiny(nn.Module):
-        def __init__(self, width=2):
-            super().__init__()
-            self.conv = nn.Conv2d(3, width, 3, stride=2, padding=1, bias=False)
-            self.fc = nn.Linear(width * 16 * 16, 10)
-
-        def forward(self, x):
-            return self.fc(torch.flatten(self.conv(x), 1))
-
-
-    def build(width=2):
-        return Tiny(width)
 
 
     def exits():
