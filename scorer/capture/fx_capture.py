@@ -95,11 +95,26 @@ class MetaFactories(TorchFunctionMode):
         if factory:
             kwargs = {**kwargs, "device": "meta"}
         out = func(*args, **kwargs)
-        if factory or any(id(t) in self.made for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)):
+        if factory or (self.made and self._reads_made(args, kwargs)):
             for t in tree_leaves(out):
                 if isinstance(t, torch.Tensor):
                     self.made[id(t)] = t
         return out
+
+    def _reads_made(self, args: tuple, kwargs: dict) -> bool:
+        for a in (*args, *kwargs.values()):
+            items = a if isinstance(a, (list, tuple)) else (a,)
+            if any(isinstance(t, torch.Tensor) and id(t) in self.made for t in items):
+                return True
+        return False
+
+
+def _on_meta(target: object, kwargs: dict) -> dict:
+    """A factory call of the graph made on the meta device, whatever device it names."""
+    try:
+        return {**kwargs, "device": "meta"} if target in _FACTORIES else kwargs
+    except TypeError:  # an unhashable target
+        return kwargs
 
 
 def _meta(t: object) -> object:
@@ -252,8 +267,7 @@ def capture_fx(model: nn.Module, example_inputs: tuple) -> FxCapture:
         for key in set(model.__dict__) - before:
             del model.__dict__[key]
     created = {key for key, value in constants.items() if id(value) in factories.made}
-    with factories:
-        return ops_from_graph(model, graph, example_inputs, method="fx", constants=constants, created=created)
+    return ops_from_graph(model, graph, example_inputs, method="fx", constants=constants, created=created)
 
 
 def ops_from_graph(
@@ -308,7 +322,7 @@ def ops_from_graph(
             elif node.op == "call_function":
                 out = _fast_output(node.target, margs, mkwargs)
                 if out is _NO_FAST:
-                    out = node.target(*margs, **mkwargs)
+                    out = node.target(*margs, **_on_meta(node.target, mkwargs))
                 op = from_function(node.name, path, node.target, args, kwargs, out)
             else:
                 out = _fast_output(str(node.target), margs, mkwargs)
