@@ -15,7 +15,7 @@ from rules import RuleSet, get_ruleset
 from scorer.capture import batch_of, capture_model
 from scorer.capture.guard import CAPTURE_LOCK
 from scorer.engine import build_context, cost_ops
-from scorer.errors import ScorerError, UnknownOpError
+from scorer.errors import CaptureError, ScorerError, UnknownOpError
 from scorer.precision import PrecisionPolicy, annotate_bits
 from scorer.report import COLUMNS, Report, row_of
 from scorer.sparsity import SparsitySpec, annotate_sparsity
@@ -132,10 +132,12 @@ def score(
     unknown_rows: list[dict] = []
     method = ""
     used: set[str] = set()
+    read: set[str] = set()
     for path_name, path_model, fraction in paths:
         cap = capture_model(path_model, inputs, capture)
         method = cap.method
         used |= cap.used_params
+        read |= cap.read_params
         for op in cap.ops:
             op.path = path_name
         annotate_sparsity(cap.ops, spec, seen)
@@ -148,6 +150,13 @@ def score(
         unknown_rows.extend({"name": op.name, "module": op.module, "target": op.target, "path": path_name}
                             for op in unknown)
     notes.extend(policy.check_unmatched())  # after every path: a glob matching in any path is used
+    lost = _lost_params(model, used, read)
+    if lost:
+        raise CaptureError(
+            f"{len(lost)} parameter(s) the forward reads are stored by no op ({', '.join(lost[:4])}"
+            f"{', ...' if len(lost) > 4 else ''}): the {method} capture lost track of them, and a count without "
+            "them would be wrong; capture='export' or 'dispatch' may follow them"
+        )
     if unknown_rows and not allow_unknown:
         raise UnknownOpError([(u["name"], u["module"], u["target"]) for u in unknown_rows])
 
@@ -213,6 +222,25 @@ def _costly_masks(ops: list) -> list[str]:
                     f"a per-tensor sparsity to score it dense"
                 )
     return out
+
+
+def _param_ids(model: nn.Module) -> dict[str, int]:
+    """Every name of every parameter (tied ones under each of their names; a pruned ``X_orig`` also as ``X``)
+    mapped to the parameter's identity."""
+    ids = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        ids[name] = id(p)
+        if name.endswith("_orig"):
+            ids[name[: -len("_orig")]] = id(p)
+    return ids
+
+
+def _lost_params(model: nn.Module, used: set[str], read: set[str]) -> list[str]:
+    """Parameters the forward read that no op stores (parameter conservation): their first names."""
+    ids = _param_ids(model)
+    stored = {ids[n] for n in used if n in ids}
+    missing = {ids[n] for n in read if n in ids} - stored
+    return [name for name, p in model.named_parameters() if id(p) in missing]
 
 
 def _unused_params(model: nn.Module, used: set[str]) -> list[str]:

@@ -14,7 +14,7 @@ from scorer.graph import Op, WeightRef
 ACT = {**UNARY_KINDS, "where": "act:select"}
 ELEMENTWISE = {"add": "add", "sub": "sub", "rsub": "sub", "mul": "mul", "div": "div"}
 FREE = {
-    "view", "_unsafe_view", "reshape", "_reshape_alias", "t", "transpose", "permute", "expand", "expand_as",
+    "view", "_unsafe_view", "reshape", "_reshape_alias", "t", "numpy_T", "mT", "transpose", "permute", "expand", "expand_as",
     "clone", "cat", "concat", "stack", "slice", "select", "squeeze", "unsqueeze", "flatten", "unflatten",
     "detach", "constant_pad_nd", "pad", "dropout", "native_dropout", "alias", "_to_copy", "to", "contiguous",
     "lift_fresh_copy", "split", "split_with_sizes", "chunk", "unbind", "copy", "empty_like", "zeros_like",

@@ -21,10 +21,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
 
 from scorer.capture.aten_ops import from_aten
-from scorer.capture.export_capture import carries_param, fake_inputs
+from scorer.capture.export_capture import fake_inputs
 from scorer.capture.fx_capture import FxCapture
 from scorer.capture.guard import substituted, versions_kept
-from scorer.capture.values import Val
+from scorer.capture.values import Val, carries_param
 
 #: Largest example input (bytes of zeros) a real run may allocate.
 REAL_RUN_LIMIT = 1 << 30
@@ -46,6 +46,7 @@ class _Recorder(TorchDispatchMode):
         self.vals: dict[int, Val] = {}
         self.keep: list[torch.Tensor] = []  # keeps outputs alive so ids stay unique
         self.count = 0
+        self.read: set[str] = set()  # parameters and buffers the forward read
 
     def _val(self, t: object) -> object:
         if not isinstance(t, torch.Tensor):
@@ -55,6 +56,7 @@ class _Recorder(TorchDispatchMode):
             return known
         hit = self.params.get(id(t))
         if hit is not None:
+            self.read.add(hit[0])
             return Val(meta=_meta(t), param=hit[0], real=hit[1], ident=id(hit[1]))
         return Val(meta=_meta(t))
 
@@ -143,7 +145,7 @@ def _record(model: nn.Module, example_inputs: tuple, fake: bool) -> FxCapture:
         h2.remove()
     used = {w.name for op in rec.ops for w in op.weights}
     # Ops recorded under the model's root get the path "" (the root's name in named_modules()).
-    return FxCapture(rec.ops, "dispatch", used)
+    return FxCapture(rec.ops, "dispatch", used, rec.read)
 
 
 def capture_dispatch(model: nn.Module, example_inputs: tuple) -> FxCapture:

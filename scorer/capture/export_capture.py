@@ -18,7 +18,7 @@ from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 from scorer.capture.aten_ops import from_aten
 from scorer.capture.fx_capture import FxCapture
-from scorer.capture.values import Val
+from scorer.capture.values import Val, carries_param
 
 _WRAPPED = "model"
 
@@ -73,16 +73,6 @@ def _layer(node: torch.fx.Node) -> str:
     return _unwrap_name(path.removeprefix("L['self'].").removeprefix("L__self__."))
 
 
-def carries_param(op_kind: str, vals: list[Val]) -> Val | None:
-    """For a free op applied to exactly one parameter (a transpose of a weight), the parameter's Val."""
-    if op_kind != "free":
-        return None
-    tensors = [v for v in vals if isinstance(v, Val) and v.is_tensor]
-    if len(tensors) == 1 and tensors[0].param is not None:
-        return tensors[0]
-    return None
-
-
 def _is_torch(name: str) -> bool:
     return name == "torch" or name.startswith("torch.")
 
@@ -132,11 +122,14 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
     env: dict[torch.fx.Node, object] = {}
     ops = []
     used: set[str] = set()
+    read: set[str] = set()
     for node in ep.graph_module.graph.nodes:
         val = node.meta.get("val")
         if node.op == "placeholder":
             if node.name in param_of:
                 fqn = param_of[node.name]
+                if node.users:  # export lifts every parameter; only those the graph uses are read
+                    read.add(fqn)
                 real = state.get(fqn)
                 env[node] = Val(meta=_meta_of(val), param=fqn, real=real, ident=id(real) if real is not None else None)
             else:
@@ -161,4 +154,4 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
                 env[node] = type(out)(Val(meta=_meta_of(o), producer=name) for o in out)
             else:
                 env[node] = Val(meta=_meta_of(out), producer=name)
-    return FxCapture(ops, "export", used)
+    return FxCapture(ops, "export", used, read)

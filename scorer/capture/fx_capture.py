@@ -34,7 +34,7 @@ from scorer.capture.normalise import (
     is_known_leaf,
     quant_bits,
 )
-from scorer.capture.values import Val
+from scorer.capture.values import Val, carries_param
 from scorer.graph import Op
 
 
@@ -235,10 +235,11 @@ class FxCapture:
     """Result of a capture: the ops, the method, the parameters used, and the batch the counts are divided by
     (set with every op's ``batch`` by ``capture_model``: ``batch_of`` the example inputs)."""
 
-    def __init__(self, ops: list[Op], method: str, used_params: set[str]):
+    def __init__(self, ops: list[Op], method: str, used_params: set[str], read_params: set[str] | None = None):
         self.ops = ops
         self.method = method
-        self.used_params = used_params
+        self.used_params = used_params  # stored by an op (names of their WeightRefs)
+        self.read_params = read_params or set()  # read by the forward (parameter and buffer names)
         self.batch = 1
 
 
@@ -282,6 +283,7 @@ def ops_from_graph(
     env: dict[fx.Node, object] = {}
     ops: list[Op] = []
     used: set[str] = set()
+    read: set[str] = set()
     placeholders = iter(example_inputs)
     modules = dict(model.named_modules())
 
@@ -307,6 +309,7 @@ def ops_from_graph(
                 raise ValueError(f"tensor constant {target} was computed from the stood-in parameters while "
                                  "tracing, so its values are unknown")
             if isinstance(real, torch.Tensor):
+                read.add(target)
                 env[node] = Val(meta=_meta(real), param=str(node.target), real=real, ident=id(real))
             else:
                 env[node] = Val(meta=real)
@@ -317,6 +320,7 @@ def ops_from_graph(
             path = str(node.target) if node.op == "call_module" else _layer_of(node)
             if node.op == "call_module":
                 mod = modules[str(node.target)]
+                read.update(f"{path}.{n}" if path else n for n, _ in mod.named_parameters())
                 out = _module_meta_forward(mod, margs, mkwargs)
                 op = from_module(node.name, path, mod, args, kwargs, out)
             elif node.op == "call_function":
@@ -330,6 +334,10 @@ def ops_from_graph(
                     self_obj, *rest = margs
                     out = getattr(self_obj, node.target)(*rest, **mkwargs)
                 op = from_method(node.name, path, str(node.target), args, kwargs, out)
+            carried = carries_param(op.kind, _flat(args, kwargs)) if op is not None else None
+            if carried is not None:  # w.t(), w.T, w.view(...): still the parameter, stored where it is used
+                env[node] = Val(meta=out, param=carried.param, real=carried.real, ident=carried.ident)
+                continue
             if op is not None:
                 extra = implicit_ops(op, mod) if node.op == "call_module" else []
                 for o in (op, *extra):
@@ -339,7 +347,11 @@ def ops_from_graph(
             env[node] = _wrap_out(out, op.name if op is not None else None)
         elif node.op == "output":
             pass
-    return FxCapture(ops, method, used)
+    return FxCapture(ops, method, used, read)
+
+
+def _flat(args: object, kwargs: dict) -> list[object]:
+    return [v for v in tree_leaves((args, kwargs), is_leaf=lambda x: isinstance(x, Val))]
 
 
 def _wrap_out(out: object, producer: str | None) -> object:

@@ -36,3 +36,14 @@ class Val:
     def shape(self) -> tuple[int, ...]:
         """The tensor's shape."""
         return tuple(self.meta.shape)  # type: ignore[union-attr]
+
+
+def carries_param(op_kind: str, vals: list[Val]) -> Val | None:
+    """For a free op applied to exactly one parameter (``w.t()``, ``w.T``, ``w.view(...)``), the parameter's
+    Val: the op's output is that parameter, stored by the op that computes with it."""
+    if op_kind != "free":
+        return None
+    tensors = [v for v in vals if isinstance(v, Val) and v.is_tensor]
+    if len(tensors) == 1 and tensors[0].param is not None:
+        return tensors[0]
+    return None

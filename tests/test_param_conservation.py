@@ -1,0 +1,105 @@
+"""Parameter conservation: every parameter the forward reads is stored by exactly one op, or scoring stops
+naming it; a parameter the forward never reads is listed in a note, not counted."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from scorer import score
+from scorer.errors import CaptureError
+
+CAPTURES = ("fx", "export", "dispatch")
+
+
+class TransposedWeight(nn.Module):
+    def __init__(self, form: str):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(8, 4))
+        self.form = form
+
+    def forward(self, x):
+        if self.form == "t":
+            return x @ self.w.t()
+        if self.form == "T":
+            return x @ self.w.T
+        if self.form == "view":
+            return x @ self.w.view(8, 4).t()
+        return x @ self.w.t().contiguous()
+
+
+@pytest.mark.parametrize("form", ["t", "T", "view", "plain"])
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_weight_through_a_transpose_is_stored(capture: str, form: str) -> None:
+    # x (1, 4) @ w.t() (4, 8): 32 stored weights, 8 outputs of a length-4 dot product
+    rep = score(TransposedWeight(form), input_shape=(1, 4), capture=capture)
+    assert rep.totals["params"] == 32
+    assert (rep.totals["mults"], rep.totals["adds"]) == (8 * 4, 8 * 3)
+
+
+class GateOnly(nn.Module):
+    """A parameter that only feeds a sigmoid: no op stores it, so no count can be right."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.gate = nn.Parameter(torch.zeros(4))
+
+    def forward(self, x):
+        return self.fc(x) * torch.sigmoid(self.gate)
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_a_parameter_no_op_stores_is_an_error_naming_it(capture: str) -> None:
+    with pytest.raises(CaptureError, match="gate"):
+        score(GateOnly(), input_shape=(1, 4), capture=capture)
+
+
+class UnknownWithWeight(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.table = nn.Parameter(torch.randn(4))
+
+    def forward(self, x):
+        return torch.cumsum(self.fc(x) * 1.0, 1) + torch.cumsum(self.table, 0)
+
+
+def test_allow_unknown_never_drops_storage_silently() -> None:
+    # cumsum has no rule: --allow-unknown may zero its arithmetic, never the storage of what it reads
+    with pytest.raises(CaptureError, match="table"):
+        score(UnknownWithWeight(), input_shape=(1, 4), allow_unknown=True)
+
+
+class Unused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.spare = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_an_unread_parameter_is_listed_not_counted(capture: str) -> None:
+    rep = score(Unused(), input_shape=(1, 4), capture=capture)
+    assert rep.totals["params"] == 20
+    assert any("spare.weight" in n and "never used" in n for n in rep.notes)
+
+
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+        self.out = nn.Linear(4, 10, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, idx):
+        return self.out(self.emb(idx))
+
+
+def test_tied_weights_are_stored_once_under_fx() -> None:
+    rep = score(Tied(), example_inputs=(torch.zeros(1, 3, dtype=torch.long),), capture="fx")
+    assert rep.totals["params"] == 40
