@@ -37,6 +37,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from scorer.capture.values import meta_of
 from scorer.checkpoint import checkpoint_from_payload, is_checkpoint_payload
 from scorer.errors import ScorerError
 from scorer.pt2 import load_exported_program, quiet_torch_logs
@@ -228,12 +229,6 @@ def _is_torchscript_archive(names: list[str]) -> bool:
     return any(n.endswith("constants.pkl") or "/code/" in n or n.startswith("code/") for n in names)
 
 
-def _meta_like(x: Any) -> Any:
-    if isinstance(x, torch.Tensor):
-        return torch.empty(x.shape, dtype=x.dtype, device="meta")
-    return x
-
-
 def _load_export(path: Path, trust_pickle: bool, trust_code: bool) -> LoadedModel:
     ep = load_exported_program(path, trust_pickle=trust_pickle, trust_code=trust_code)
     try:
@@ -252,7 +247,7 @@ def _load_export(path: Path, trust_pickle: bool, trust_code: bool) -> LoadedMode
     if isinstance(ex, tuple) and len(ex) == 2 and not ex[1]:
         args = tuple(ex[0])
         if args and all(isinstance(a, torch.Tensor) for a in args):
-            example = tuple(_meta_like(a) for a in args)
+            example = tuple(meta_of(a) for a in args)
             if len(args) == 1:
                 input_shape = tuple(args[0].shape)
     return LoadedModel(

@@ -82,7 +82,6 @@ def capture_model(model: nn.Module, example_inputs: tuple, method: str = "auto")
             except Exception as exc:  # noqa: BLE001 - every capture failure falls through to the next
                 failures.append(f"{m}: {_first_line(exc)}")
                 continue
-            cap.batch = batch
             for op in cap.ops:
                 op.batch = batch
             return cap

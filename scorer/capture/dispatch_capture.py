@@ -24,15 +24,11 @@ from scorer.capture.aten_ops import from_aten
 from scorer.capture.export_capture import fake_inputs
 from scorer.capture.fx_capture import FxCapture
 from scorer.capture.guard import substituted, versions_kept
-from scorer.capture.values import Val, carries_param
+from scorer.capture.values import Val, carries_param, meta_of
 
 #: Largest example input (bytes of zeros) a real run may allocate.
 REAL_RUN_LIMIT = 1 << 30
 _LIFTS = (torch.ops.aten.lift_fresh.default, torch.ops.aten.lift.default)
-
-
-def _meta(t: torch.Tensor) -> torch.Tensor:
-    return torch.empty(t.shape, dtype=t.dtype, device="meta")
 
 
 class _Recorder(TorchDispatchMode):
@@ -57,8 +53,8 @@ class _Recorder(TorchDispatchMode):
         hit = self.params.get(id(t))
         if hit is not None:
             self.read.add(hit[0])
-            return Val(meta=_meta(t), param=hit[0], real=hit[1], ident=id(hit[1]))
-        return Val(meta=_meta(t))
+            return Val(meta=meta_of(t), param=hit[0], real=hit[1], ident=id(hit[1]))
+        return Val(meta=meta_of(t))
 
     def _to_fake(self, t: object) -> object:
         # a real tensor the forward reaches outside the model's tables (a global, a plain attribute): a
@@ -81,7 +77,7 @@ class _Recorder(TorchDispatchMode):
 
     def _record(self, func, vargs, vkwargs, out) -> None:
         self.count += 1
-        meta_out = tree_map(lambda t: _meta(t) if isinstance(t, torch.Tensor) else t, out)
+        meta_out = tree_map(meta_of, out)
         path = self.stack[-1] if self.stack else ""
         op = from_aten(f"{func.overloadpacket.__name__}_{self.count}", path, func, vargs, vkwargs, meta_out)
         carried = carries_param(op.kind, list(tree_leaves((vargs, vkwargs)))) if op else None
@@ -90,7 +86,7 @@ class _Recorder(TorchDispatchMode):
             if carried is not None:
                 self.vals[id(t)] = carried
             else:
-                self.vals[id(t)] = Val(meta=_meta(t), producer=op.name if op else None)
+                self.vals[id(t)] = Val(meta=meta_of(t), producer=op.name if op else None)
         if op is not None and carried is None:
             self.ops.append(op)
 
@@ -107,13 +103,14 @@ def _zeros(example_inputs: tuple) -> tuple:
 
 
 def _record(model: nn.Module, example_inputs: tuple, fake: bool) -> FxCapture:
-    """One run of ``model`` under the recorder, on fake tensors or on real zeros and cloned weights."""
+    """One run of ``model`` under the recorder: on fake tensors, or (``fake=False``) on the real inputs given
+    (``_zeros``) against cloned weights."""
     mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else None
     if mode is not None:
         inputs = fake_inputs(example_inputs, mode)
         make = lambda t: mode.from_tensor(t, static_shapes=True)  # noqa: E731
     else:
-        inputs = _zeros(example_inputs)
+        inputs = example_inputs
         make = lambda t: t.detach().clone()  # noqa: E731
     paths = {id(m): name for name, m in model.named_modules()}
     stack: list[str] = []

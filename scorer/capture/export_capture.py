@@ -18,7 +18,7 @@ from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 from scorer.capture.aten_ops import from_aten
 from scorer.capture.fx_capture import FxCapture
-from scorer.capture.values import Val, carries_param
+from scorer.capture.values import Val, carries_param, meta_of
 
 _WRAPPED = "model"
 
@@ -34,12 +34,6 @@ def fake_inputs(example_inputs: tuple, mode: FakeTensorMode) -> tuple:
             x = mode.from_tensor(x, static_shapes=True)
         out.append(x)
     return tuple(out)
-
-
-def _meta_of(v: object) -> object:
-    if isinstance(v, torch.Tensor):
-        return torch.empty(v.shape, dtype=v.dtype, device="meta")
-    return v
 
 
 class ForwardFailed(Exception):
@@ -131,18 +125,18 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
                 if node.users:  # export lifts every parameter; only those the graph uses are read
                     read.add(fqn)
                 real = state.get(fqn)
-                env[node] = Val(meta=_meta_of(val), param=fqn, real=real, ident=id(real) if real is not None else None)
+                env[node] = Val(meta=meta_of(val), param=fqn, real=real, ident=id(real) if real is not None else None)
             else:
-                env[node] = Val(meta=_meta_of(val))
+                env[node] = Val(meta=meta_of(val))
         elif node.op == "call_function":
             args = torch.fx.node.map_arg(node.args, lambda n: env[n])
             kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n])
-            out = val if not isinstance(val, (list, tuple)) else type(val)(_meta_of(v) for v in val)
-            out = _meta_of(out) if isinstance(out, torch.Tensor) else out
+            out = val if not isinstance(val, (list, tuple)) else type(val)(meta_of(v) for v in val)
+            out = meta_of(out) if isinstance(out, torch.Tensor) else out
             op = from_aten(node.name, _layer(node), node.target, args, kwargs, out)
             carried = carries_param(op.kind, [*args, *kwargs.values()]) if op is not None else None
             if carried is not None:
-                env[node] = Val(meta=_meta_of(out), param=carried.param, real=carried.real, ident=carried.ident)
+                env[node] = Val(meta=meta_of(out), param=carried.param, real=carried.real, ident=carried.ident)
                 continue
             if op is not None:
                 ops.append(op)
@@ -151,7 +145,7 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
             else:
                 name = None
             if isinstance(out, (list, tuple)):
-                env[node] = type(out)(Val(meta=_meta_of(o), producer=name) for o in out)
+                env[node] = type(out)(Val(meta=meta_of(o), producer=name) for o in out)
             else:
-                env[node] = Val(meta=_meta_of(out), producer=name)
+                env[node] = Val(meta=meta_of(out), producer=name)
     return FxCapture(ops, "export", used, read)

@@ -34,7 +34,7 @@ from scorer.capture.normalise import (
     is_known_leaf,
     quant_bits,
 )
-from scorer.capture.values import Val, carries_param
+from scorer.capture.values import Val, carries_param, meta_of
 from scorer.graph import Op
 
 
@@ -115,12 +115,6 @@ def _on_meta(target: object, kwargs: dict) -> dict:
         return {**kwargs, "device": "meta"} if target in _FACTORIES else kwargs
     except TypeError:  # an unhashable target
         return kwargs
-
-
-def _meta(t: object) -> object:
-    if isinstance(t, torch.Tensor):
-        return torch.empty(t.shape, dtype=t.dtype, device="meta")
-    return t
 
 
 def _unwrap(a: object) -> object:
@@ -232,15 +226,14 @@ def _fast_output(target: object, margs: tuple, mkwargs: dict) -> object:
 
 
 class FxCapture:
-    """Result of a capture: the ops, the method, the parameters used, and the batch the counts are divided by
-    (set with every op's ``batch`` by ``capture_model``: ``batch_of`` the example inputs)."""
+    """Result of a capture: the ops (each op's ``batch`` is set by ``capture_model``), the method, the
+    parameters the ops store and those the forward read."""
 
     def __init__(self, ops: list[Op], method: str, used_params: set[str], read_params: set[str] | None = None):
         self.ops = ops
         self.method = method
         self.used_params = used_params  # stored by an op (names of their WeightRefs)
         self.read_params = read_params or set()  # read by the forward (parameter and buffer names)
-        self.batch = 1
 
 
 def trace(model: nn.Module) -> fx.Graph:
@@ -296,21 +289,21 @@ def ops_from_graph(
                 inp = next(placeholders)
             except StopIteration:
                 default = node.args[0] if node.args else None
-                env[node] = Val(meta=_meta(default))
+                env[node] = Val(meta=meta_of(default))
                 continue
-            env[node] = Val(meta=_meta(inp), producer=None)
+            env[node] = Val(meta=meta_of(inp), producer=None)
         elif node.op == "get_attr":
             target = str(node.target)
             real = constants[target] if constants and target in constants else _get_attr(model, target)
             if target in created:
-                env[node] = Val(meta=_meta(real))
+                env[node] = Val(meta=meta_of(real))
                 continue
             if isinstance(real, torch.Tensor) and real.device.type == "meta":
                 raise ValueError(f"tensor constant {target} was computed from the stood-in parameters while "
                                  "tracing, so its values are unknown")
             if isinstance(real, torch.Tensor):
                 read.add(target)
-                env[node] = Val(meta=_meta(real), param=str(node.target), real=real, ident=id(real))
+                env[node] = Val(meta=meta_of(real), param=str(node.target), real=real, ident=id(real))
             else:
                 env[node] = Val(meta=real)
         elif node.op in ("call_module", "call_function", "call_method"):

@@ -7,6 +7,13 @@ from dataclasses import dataclass
 import torch
 
 
+def meta_of(v: object) -> object:
+    """A tensor's meta stand-in (same shape and dtype, no data); any other value unchanged."""
+    if isinstance(v, torch.Tensor):
+        return torch.empty(v.shape, dtype=v.dtype, device="meta")
+    return v
+
+
 @dataclass
 class Val:
     """One argument value seen by the capture.
