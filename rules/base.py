@@ -285,8 +285,9 @@ class RuleSet:
     # ----------------------------------------------------------------- free
     def cost_free(self, op: Op, ctx: RuleContext) -> Cost:
         """Data movement (view, reshape, flatten, permute, cat, slice, pad, dropout in eval, identity):
-        no ops, no params (the notebook counts nothing for them, official_rules.md §2.3)."""
-        return Cost()
+        no ops (the notebook counts nothing for them, official_rules.md §2.3). A parameter it moves
+        (a learned class token concatenated to the activations) is stored here, dense."""
+        return Cost(param_bits=self._operand_storage(op))
 
     def cost_quant(self, op: Op, ctx: RuleContext) -> Cost:
         """Quantise/dequantise between FP32-representable formats: free (official rules §3.1)."""

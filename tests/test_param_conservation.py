@@ -103,3 +103,26 @@ class Tied(nn.Module):
 def test_tied_weights_are_stored_once_under_fx() -> None:
     rep = score(Tied(), example_inputs=(torch.zeros(1, 3, dtype=torch.long),), capture="fx")
     assert rep.totals["params"] == 40
+
+
+class ClassToken(nn.Module):
+    """timm style: a learned token concatenated in front of the patch tokens, plus a position embedding."""
+
+    def __init__(self, dim: int = 16):
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, dim, 8, 8)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, 17, dim))
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x):
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        return self.head((x + self.pos_embed)[:, 0])
+
+
+@pytest.mark.parametrize("capture", ["export", "dispatch"])  # fx cannot trace expand(x.shape[0], ...)
+def test_a_parameter_moved_by_a_free_op_is_stored_there(capture: str) -> None:
+    # conv 3·16·64 + 16 = 3,088; cls token 16; position embedding 17·16 = 272; head 16·10 + 10 = 170
+    rep = score(ClassToken(), input_shape=(2, 3, 32, 32), capture=capture)
+    assert rep.totals["params"] == 3088 + 16 + 272 + 170

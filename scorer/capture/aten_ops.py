@@ -171,7 +171,7 @@ def from_aten(name: str, path: str, func: object, args: tuple, kwargs: dict, out
     if base == "embedding":
         return mk("embedding", _w(args[0], "weight"), [args[1]])
     if base in FREE:
-        return mk("free")
+        return mk("free", [w for v in flat if v.is_tensor for w in _w(v, "operand")])
     return mk(f"unknown:{tname}")
 
 

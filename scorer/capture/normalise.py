@@ -440,7 +440,7 @@ def from_function(name: str, path: str, target: object, args: tuple, kwargs: dic
         op.in_shapes = [args[0].shape]
         return op
     if target in FREE_FUNCTIONS:
-        return mk("free")
+        return mk("free", [w for v in params() for w in wref(v, "operand")])
     return mk(f"unknown:{tname}")
 
 
@@ -481,7 +481,7 @@ def from_method(name: str, path: str, method: str, args: tuple, kwargs: dict, ou
     if method in REDUCE_METHODS:
         return _reduce(mk, REDUCE_METHODS[method], acts, out)
     if method in FREE_METHODS:
-        return mk("free")
+        return mk("free", [w for v in vals if v.param is not None and v.is_tensor for w in wref(v, "operand")])
     return mk(f"unknown:{tname}")
 
 
