@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scorer.graph import Op, WeightRef
+from rules.records import Op, WeightRef
 
 
 @dataclass
@@ -208,11 +208,11 @@ class RuleSet:
     def cost_activation(self, op: Op, ctx: RuleContext) -> Cost:
         """Table-driven activation: (mults, adds) per output element."""
         m, a = self.activations[op.kind]
-        return Cost(mults=m * op.out_numel, adds=a * op.out_numel)
+        return Cost(mults=m * op.out_numel, adds=a * op.out_numel, param_bits=self._operand_storage(op))
 
     def cost_act_clamp(self, op: Op, ctx: RuleContext) -> Cost:
         """clamp/clip: one comparison (counted as a mult, like ReLU) per bound given."""
-        return Cost(mults=op.attrs.get("bounds", 2) * op.out_numel)
+        return Cost(mults=op.attrs.get("bounds", 2) * op.out_numel, param_bits=self._operand_storage(op))
 
     def cost_act_prelu(self, op: Op, ctx: RuleContext) -> Cost:
         """PReLU: a comparison and a multiplication per element, plus its slopes as parameters. [INF]"""
@@ -227,6 +227,7 @@ class RuleSet:
 
     # ----------------------------------------------------------------- elementwise
     def _operand_storage(self, op: Op) -> float:
+        """Bits of the parameters an op without a weight role reads (a learned gate, scale or token), dense."""
         return sum(self.dense_storage(w) for w in op.weights)
 
     def cost_add(self, op: Op, ctx: RuleContext) -> Cost:
@@ -256,11 +257,11 @@ class RuleSet:
         """Mean over n values (global average pooling, torch.mean): n−1 adds and 1 division per output
         (`counting.py` GlobalAvg: C mults, (HW−1)·C adds)."""
         n = op.attrs["reduce"]
-        return Cost(mults=op.out_numel, adds=(n - 1) * op.out_numel)
+        return Cost(mults=op.out_numel, adds=(n - 1) * op.out_numel, param_bits=self._operand_storage(op))
 
     def cost_sum(self, op: Op, ctx: RuleContext) -> Cost:
         """Sum over n values: n−1 adds per output. [INF]"""
-        return Cost(adds=(op.attrs["reduce"] - 1) * op.out_numel)
+        return Cost(adds=(op.attrs["reduce"] - 1) * op.out_numel, param_bits=self._operand_storage(op))
 
     def cost_avgpool(self, op: Op, ctx: RuleContext) -> Cost:
         """k×k average pooling: k²−1 adds + 1 mult per output (MSUNet, RIAIR; official_rules.md §2.4)."""

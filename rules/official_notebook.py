@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rules.base import Cost, RuleContext
 from rules.micronet2019 import Micronet2019
-from scorer.graph import Op
+from rules.records import Op
 
 
 def expanded_channels(op: Op, ctx: RuleContext) -> int | None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from rules.base import Cost, RuleContext, RuleSet
-from scorer.graph import Op
+from rules.kinds import DOT_KINDS, is_unknown
+from rules.records import Op
 
 
 class Macs(RuleSet):
@@ -26,9 +27,9 @@ class Macs(RuleSet):
 
     def cost(self, op: Op, ctx: RuleContext) -> Cost | None:
         """Dot products cost MACs; every other known op only its parameters."""
-        if op.kind in ("conv", "linear", "matmul"):
+        if op.kind in DOT_KINDS:
             return self.dot_product(op, ctx)
-        if op.kind.startswith("unknown:"):
+        if is_unknown(op.kind):
             return None
         return Cost(param_bits=sum(self.dense_storage(w) for w in op.weights))
 

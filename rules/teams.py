@@ -8,7 +8,7 @@ from __future__ import annotations
 from rules.base import Cost, RuleContext
 from rules.micronet2019 import Micronet2019
 from rules.official_notebook import OfficialNotebook
-from scorer.graph import Op
+from rules.records import Op
 
 
 def is_residual_add(op: Op) -> bool:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 from rules.base import Cost, RuleContext, RuleSet
-from scorer.graph import Op
+from rules.kinds import is_unknown
+from rules.records import Op
 
 
 def build_context(ops: list[Op], mask_block: tuple[int, int] | None) -> RuleContext:
@@ -22,9 +23,10 @@ def cost_ops(ops: list[Op], ruleset: RuleSet, ctx: RuleContext) -> tuple[list[tu
     out: list[tuple[Op, Cost]] = []
     unknown: list[Op] = []
     for op in ops:
-        cost = None if op.kind.startswith("unknown:") else ruleset.cost(op, ctx)
-        if cost is None:
+        cost = None if is_unknown(op.kind) else ruleset.cost(op, ctx)
+        if cost is None:  # no rule: arithmetic zero (an error unless allowed), its parameters still stored
             unknown.append(op)
-            cost = Cost(note="UNKNOWN: counted as zero")
+            stored = sum(ruleset.dense_storage(w) for w in op.weights)
+            cost = Cost(param_bits=stored, note="UNKNOWN: arithmetic counted as zero")
         out.append((op, cost))
     return out, unknown

@@ -37,9 +37,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from scorer.capture.values import meta_of
 from scorer.checkpoint import checkpoint_from_payload, is_checkpoint_payload
 from scorer.errors import ScorerError
+from scorer.ops.values import meta_of
 from scorer.pt2 import load_exported_program, quiet_torch_logs
 from scorer.unpickle import (
     MAX_UNPACK_RATIO,

@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from scorer.capture.normalise import quant_bits
+from rules.kinds import PRESERVING_KINDS
+from rules.records import Op
 from scorer.errors import ScorerError
-from scorer.graph import VALUE_PRESERVING_KINDS, Op
+from scorer.ops import quant_bits
 
 _SECTIONS = ("default", "layers")
 _DEFAULT_KEYS = ("weight", "act", "acc", "input")
@@ -206,7 +207,7 @@ def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, 
         op.in_bits = ins or [input_bits]
         if op.kind == "quant":
             op.out_bits = int(op.attrs["bits"])
-        elif op.kind in VALUE_PRESERVING_KINDS:
+        elif op.kind in PRESERVING_KINDS:
             op.out_bits = max(op.in_bits)
         else:
             op.out_bits = act

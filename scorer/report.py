@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from rules.base import Cost
-from scorer.graph import Op
+from rules.records import Op
 from scorer.tracks import Track
 
 #: Columns every layer row has (a contract: other tools read them).

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
+from rules.kinds import SPARSE_KINDS
+from rules.records import Op
 from scorer.errors import ScorerError
-from scorer.graph import Op
 
-SPARSE_KINDS = frozenset({"conv", "linear", "matmul", "embedding"})
 SPARSE_ROLES = frozenset({"weight"})
 
 
@@ -71,9 +71,8 @@ def annotate_sparsity(ops: list[Op], spec: SparsitySpec, seen: set | None = None
     seen = set() if seen is None else seen
     cache: dict[object, float] = {}
     for op in ops:
-        idents = op.attrs.get("idents", {})
         for w in op.weights:
-            key = idents.get(w.name, w.name)
+            key = w.ident if w.ident is not None else w.name
             w.first_use = key not in seen
             seen.add(key)
             if op.kind not in SPARSE_KINDS or w.role not in SPARSE_ROLES or len(w.shape) < 2:

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from scorer import score
-from scorer.errors import CaptureError
+from scorer.errors import UnknownOpError
 
 CAPTURES = ("fx", "export", "dispatch")
 
@@ -39,7 +39,7 @@ def test_weight_through_a_transpose_is_stored(capture: str, form: str) -> None:
 
 
 class GateOnly(nn.Module):
-    """A parameter that only feeds a sigmoid: no op stores it, so no count can be right."""
+    """A parameter that only feeds a sigmoid (a learned gate): the sigmoid stores it."""
 
     def __init__(self):
         super().__init__()
@@ -51,9 +51,11 @@ class GateOnly(nn.Module):
 
 
 @pytest.mark.parametrize("capture", CAPTURES)
-def test_a_parameter_no_op_stores_is_an_error_naming_it(capture: str) -> None:
-    with pytest.raises(CaptureError, match="gate"):
-        score(GateOnly(), input_shape=(1, 4), capture=capture)
+def test_a_parameter_feeding_only_an_activation_is_stored_there(capture: str) -> None:
+    rep = score(GateOnly(), input_shape=(1, 4), capture=capture)
+    assert rep.totals["params"] == 4 * 4 + 4 + 4  # fc weight, fc bias, gate
+    gate_rows = rep.layers[rep.layers["kind"] == "act:sigmoid"]
+    assert gate_rows["param_bits"].sum() == 4 * 32
 
 
 class UnknownWithWeight(nn.Module):
@@ -67,9 +69,12 @@ class UnknownWithWeight(nn.Module):
 
 
 def test_allow_unknown_never_drops_storage_silently() -> None:
-    # cumsum has no rule: --allow-unknown may zero its arithmetic, never the storage of what it reads
-    with pytest.raises(CaptureError, match="table"):
-        score(UnknownWithWeight(), input_shape=(1, 4), allow_unknown=True)
+    # an op without a rule: --allow-unknown may zero its arithmetic, never the storage of what it reads
+    with pytest.raises(UnknownOpError):
+        score(UnknownWithWeight(), input_shape=(1, 4))
+    rep = score(UnknownWithWeight(), input_shape=(1, 4), allow_unknown=True)
+    assert rep.unknown
+    assert rep.totals["params"] == 4 * 4 + 4 + 4  # fc weight, fc bias, table
 
 
 class Unused(nn.Module):

@@ -20,11 +20,12 @@ from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode, unset_fake
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
 
-from scorer.capture.aten_ops import from_aten
 from scorer.capture.export_capture import fake_inputs
 from scorer.capture.fx_capture import FxCapture
 from scorer.capture.guard import substituted, versions_kept
-from scorer.capture.values import Val, carries_param, meta_of
+from scorer.ops import translate
+from scorer.ops.call import make_call
+from scorer.ops.values import Val, carries_param, meta_of
 
 #: Largest example input (bytes of zeros) a real run may allocate.
 REAL_RUN_LIMIT = 1 << 30
@@ -79,16 +80,15 @@ class _Recorder(TorchDispatchMode):
         self.count += 1
         meta_out = tree_map(meta_of, out)
         path = self.stack[-1] if self.stack else ""
-        op = from_aten(f"{func.overloadpacket.__name__}_{self.count}", path, func, vargs, vkwargs, meta_out)
-        carried = carries_param(op.kind, list(tree_leaves((vargs, vkwargs)))) if op else None
+        call = make_call("aten", func, f"{func.overloadpacket.__name__}_{self.count}", path, vargs, vkwargs, meta_out)
+        new = translate(call)
+        carried = carries_param(new, call.vals)
+        producer = new[-1].name if new else None
         for t in (t for t in tree_leaves(out) if isinstance(t, torch.Tensor)):
             self.keep.append(t)
-            if carried is not None:
-                self.vals[id(t)] = carried
-            else:
-                self.vals[id(t)] = Val(meta=meta_of(t), producer=op.name if op else None)
-        if op is not None and carried is None:
-            self.ops.append(op)
+            self.vals[id(t)] = carried if carried is not None else Val(meta=meta_of(t), producer=producer)
+        if carried is None:
+            self.ops.extend(new)
 
 
 def _zeros(example_inputs: tuple) -> tuple:

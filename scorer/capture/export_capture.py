@@ -16,9 +16,10 @@ import torch.nn as nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
-from scorer.capture.aten_ops import from_aten
 from scorer.capture.fx_capture import FxCapture
-from scorer.capture.values import Val, carries_param, meta_of
+from scorer.ops import translate
+from scorer.ops.call import make_call
+from scorer.ops.values import Val, carries_param, meta_of
 
 _WRAPPED = "model"
 
@@ -133,17 +134,15 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
             kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n])
             out = val if not isinstance(val, (list, tuple)) else type(val)(meta_of(v) for v in val)
             out = meta_of(out) if isinstance(out, torch.Tensor) else out
-            op = from_aten(node.name, _layer(node), node.target, args, kwargs, out)
-            carried = carries_param(op.kind, [*args, *kwargs.values()]) if op is not None else None
+            call = make_call("aten", node.target, node.name, _layer(node), args, kwargs, out)
+            new = translate(call)
+            carried = carries_param(new, call.vals)
             if carried is not None:
-                env[node] = Val(meta=meta_of(out), param=carried.param, real=carried.real, ident=carried.ident)
+                env[node] = carried.as_output(meta_of(out))
                 continue
-            if op is not None:
-                ops.append(op)
-                used.update(w.name for w in op.weights)
-                name = op.name
-            else:
-                name = None
+            ops.extend(new)
+            used.update(w.name for o in new for w in o.weights)
+            name = new[-1].name if new else None
             if isinstance(out, (list, tuple)):
                 env[node] = type(out)(Val(meta=meta_of(o), producer=name) for o in out)
             else:

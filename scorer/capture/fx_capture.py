@@ -16,26 +16,12 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
+from rules.records import Op
 from scorer.capture.guard import meta_like, substituted
-from scorer.capture.kinds import (
-    ACTIVATION_FUNCTIONS,
-    ACTIVATION_METHODS,
-    ACTIVATION_MODULES,
-    CLAMP_FUNCTIONS,
-    CLAMP_METHODS,
-    ELEMENTWISE_FUNCTIONS,
-    ELEMENTWISE_METHODS,
-)
-from scorer.capture.normalise import (
-    from_function,
-    from_method,
-    from_module,
-    implicit_ops,
-    is_known_leaf,
-    quant_bits,
-)
-from scorer.capture.values import Val, carries_param, meta_of
-from scorer.graph import Op
+from scorer.ops import is_known_leaf, quant_bits, targets, translate
+from scorer.ops.act import COMPARISONS
+from scorer.ops.call import make_call
+from scorer.ops.values import Val, carries_param, meta_of
 
 
 class LeafTracer(fx.Tracer):
@@ -175,24 +161,18 @@ def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
         return mod.forward(*args, **kwargs)
 
 
+#: Modules whose output has their input's shape (and dtype).
 _SAME_SHAPE_MODULES: tuple[type, ...] = (
-    nn.modules.batchnorm._NormBase,
-    nn.LayerNorm,
-    nn.GroupNorm,
-    nn.PReLU,
+    *targets("module", "unary", "hardtanh", "softmax", "bn", "instance_norm", "layernorm", "groupnorm", "prelu"),
     nn.Identity,
     nn.modules.dropout._DropoutNd,
-    *(t for t, _ in ACTIVATION_MODULES),
-    nn.Hardtanh,
 )
 _NO_FAST = object()
 _UNARY_SAME = (
-    {f for f, k in ACTIVATION_FUNCTIONS.items() if k != "act:compare"}
-    | {m for m, k in ACTIVATION_METHODS.items() if k != "act:compare"}
-    | set(CLAMP_FUNCTIONS) | set(CLAMP_METHODS)
-    | {F.dropout, F.dropout2d, F.hardtanh, F.relu6, "contiguous", "detach", "clone", "float"}
-)
-_BINARY = set(ELEMENTWISE_FUNCTIONS) | set(ELEMENTWISE_METHODS)
+    (targets("function", "unary", "clamp", "hardtanh", "softmax") | targets("method", "unary", "clamp", "softmax"))
+    - COMPARISONS
+) | {F.dropout, F.dropout2d, "contiguous", "detach", "clone", "float"}
+_BINARY = targets("function", "elementwise") | targets("method", "elementwise")
 
 
 def _fast_output(target: object, margs: tuple, mkwargs: dict) -> object:
@@ -208,7 +188,7 @@ def _fast_output(target: object, margs: tuple, mkwargs: dict) -> object:
     if not hashable or not margs or not isinstance(margs[0], torch.Tensor):
         return _NO_FAST
     if target in _UNARY_SAME:
-        if target in ("float",) or (target in (F.softmax, torch.softmax, "softmax") and "dtype" in mkwargs):
+        if not margs[0].dtype.is_floating_point or target in ("float",) or (target in (F.softmax, torch.softmax, "softmax") and "dtype" in mkwargs):
             return _NO_FAST
         return margs[0]
     other = margs[1] if len(margs) > 1 else mkwargs.get("other")
@@ -315,36 +295,29 @@ def ops_from_graph(
                 mod = modules[str(node.target)]
                 read.update(f"{path}.{n}" if path else n for n, _ in mod.named_parameters())
                 out = _module_meta_forward(mod, margs, mkwargs)
-                op = from_module(node.name, path, mod, args, kwargs, out)
+                call = make_call("module", mod, node.name, path, args, kwargs, out)
             elif node.op == "call_function":
                 out = _fast_output(node.target, margs, mkwargs)
                 if out is _NO_FAST:
                     out = node.target(*margs, **_on_meta(node.target, mkwargs))
-                op = from_function(node.name, path, node.target, args, kwargs, out)
+                call = make_call("function", node.target, node.name, path, args, kwargs, out)
             else:
                 out = _fast_output(str(node.target), margs, mkwargs)
                 if out is _NO_FAST:
                     self_obj, *rest = margs
                     out = getattr(self_obj, node.target)(*rest, **mkwargs)
-                op = from_method(node.name, path, str(node.target), args, kwargs, out)
-            carried = carries_param(op.kind, _flat(args, kwargs)) if op is not None else None
+                call = make_call("method", str(node.target), node.name, path, args, kwargs, out)
+            new = translate(call)
+            carried = carries_param(new, call.vals)
             if carried is not None:  # w.t(), w.T, w.view(...): still the parameter, stored where it is used
-                env[node] = Val(meta=out, param=carried.param, real=carried.real, ident=carried.ident)
+                env[node] = carried.as_output(out)
                 continue
-            if op is not None:
-                extra = implicit_ops(op, mod) if node.op == "call_module" else []
-                for o in (op, *extra):
-                    ops.append(o)
-                    used.update(w.name for w in o.weights)
-                op = extra[-1] if extra else op
-            env[node] = _wrap_out(out, op.name if op is not None else None)
+            ops.extend(new)
+            used.update(w.name for o in new for w in o.weights)
+            env[node] = _wrap_out(out, new[-1].name if new else None)
         elif node.op == "output":
             pass
     return FxCapture(ops, method, used, read)
-
-
-def _flat(args: object, kwargs: dict) -> list[object]:
-    return [v for v in tree_leaves((args, kwargs), is_leaf=lambda x: isinstance(x, Val))]
 
 
 def _wrap_out(out: object, producer: str | None) -> object:

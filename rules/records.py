@@ -1,7 +1,8 @@
-"""The Op record: one node of the captured graph that may cost parameters or arithmetic.
+"""The op records: one Op per captured operation, one WeightRef per parameter tensor it reads.
 
-Capture (fx, torch.export or the dispatch recorder) turns a model into a list of Ops in execution order.
-Every later stage (passes, precision, sparsity, rules, report) reads and annotates these records.
+Capture (``scorer.capture``) turns a model into a list of Ops in execution order; annotation (precision,
+sparsity) fills their widths and nonzeros; a rule set turns each into a Cost. ``Op.kind`` is a name declared
+in ``rules.kinds``, and ``Op.attrs`` holds the attributes that kind declares.
 """
 
 from __future__ import annotations
@@ -10,15 +11,6 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-
-# Kinds whose output holds exactly the values of their input (no new values are computed), so the
-# output tensor keeps the input's bit-width.
-VALUE_PRESERVING_KINDS = frozenset(
-    {"free", "act:relu", "act:relu6", "act:hardtanh", "act:clamp", "maxpool", "upsample:nearest"}
-)
-
-# Kinds whose arithmetic is a dot product over a weight tensor (adds at the accumulator width).
-DOT_PRODUCT_KINDS = frozenset({"conv", "linear", "matmul"})
 
 
 @dataclass
@@ -35,6 +27,7 @@ class WeightRef:
     nonzeros: float = 0.0
     bits: int = 32
     first_use: bool = True  # storage is counted at the first op that reads a tensor
+    ident: int | None = None  # identity of the stored tensor (tied weights share it); None: the name
 
     def __post_init__(self) -> None:
         self.numel = math.prod(self.shape)

@@ -28,6 +28,7 @@ class Val:
     real: torch.Tensor | None = None
     producer: str | None = None
     ident: int | None = None  # identity of the stored tensor, for shared-weight detection
+    buffer: bool = False  # a buffer (running stats, masks, index tables): read, never stored as a parameter
 
     @property
     def is_tensor(self) -> bool:
@@ -39,16 +40,20 @@ class Val:
         """True for a tensor that is not a parameter/buffer."""
         return self.is_tensor and self.param is None
 
+    def as_output(self, meta: object) -> Val:
+        """This parameter or buffer, reshaped or moved to ``meta`` by a free op."""
+        return Val(meta=meta, param=self.param, real=self.real, ident=self.ident, buffer=self.buffer)
+
     @property
     def shape(self) -> tuple[int, ...]:
         """The tensor's shape."""
         return tuple(self.meta.shape)  # type: ignore[union-attr]
 
 
-def carries_param(op_kind: str, vals: list[Val]) -> Val | None:
-    """For a free op applied to exactly one parameter (``w.t()``, ``w.T``, ``w.view(...)``), the parameter's
-    Val: the op's output is that parameter, stored by the op that computes with it."""
-    if op_kind != "free":
+def carries_param(ops: list, vals: list[Val]) -> Val | None:
+    """For a single free op applied to exactly one parameter or buffer (``w.t()``, ``w.T``, ``w.view(...)``),
+    that tensor's Val: the op's output is still it, stored by the op that computes with it."""
+    if len(ops) != 1 or ops[0].kind != "free":
         return None
     tensors = [v for v in vals if isinstance(v, Val) and v.is_tensor]
     if len(tensors) == 1 and tensors[0].param is not None:

@@ -1,0 +1,133 @@
+"""Activations and unary elementwise functions (kinds ``act:*``): one row per call, costed per output element.
+
+Module, functional, method and operator forms of one function give one kind: ``nn.ReLU()``, ``F.relu``,
+``torch.relu``, ``x.relu()``, ``x.relu_()`` and aten ``relu`` are all ``act:relu``.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rules.records import Op
+from scorer.ops.call import Call
+from scorer.ops.registry import register
+
+#: base name -> (kind, modules, functions). Methods ``name``/``name_`` and aten ``name`` come with it.
+_UNARY: dict[str, tuple[str, tuple[type, ...], tuple[object, ...]]] = {
+    "relu": ("act:relu", (nn.ReLU,), (F.relu, torch.relu, F.relu_, torch.relu_)),
+    "sigmoid": ("act:sigmoid", (nn.Sigmoid,), (torch.sigmoid, F.sigmoid)),
+    "hardsigmoid": ("act:hardsigmoid", (nn.Hardsigmoid,), (F.hardsigmoid,)),
+    "silu": ("act:silu", (nn.SiLU,), (F.silu,)),
+    "hardswish": ("act:hardswish", (nn.Hardswish,), (F.hardswish,)),
+    "tanh": ("act:tanh", (nn.Tanh,), (torch.tanh, F.tanh)),
+    "gelu": ("act:gelu", (nn.GELU,), (F.gelu,)),
+    "leaky_relu": ("act:leaky_relu", (nn.LeakyReLU,), (F.leaky_relu, F.leaky_relu_)),
+    "elu": ("act:elu", (nn.ELU,), (F.elu,)),
+    "mish": ("act:mish", (nn.Mish,), (F.mish,)),
+    "sign": ("act:sign", (), (torch.sign,)),
+    "exp": ("act:exp", (), (torch.exp,)),
+    "log": ("act:log", (), (torch.log,)),
+    "sqrt": ("act:sqrt", (), (torch.sqrt,)),
+    "rsqrt": ("act:rsqrt", (), (torch.rsqrt,)),
+    "abs": ("act:abs", (), (torch.abs,)),
+    "neg": ("act:neg", (), (torch.neg, operator.neg)),
+    "reciprocal": ("act:reciprocal", (), (torch.reciprocal,)),
+}
+_COMPARE = ("gt", "lt", "ge", "le", "eq", "ne")
+_KIND_OF_BASE = {base: kind for base, (kind, _, _) in _UNARY.items()} | {c: "act:compare" for c in _COMPARE}
+_KIND_OF_TARGET: dict[object, str] = {}
+for _base, (_kind, _mods, _fns) in _UNARY.items():
+    for _t in (*_mods, *_fns, _base, _base + "_"):
+        _KIND_OF_TARGET[_t] = _kind
+for _c in _COMPARE:
+    for _t in (getattr(torch, _c), getattr(operator, _c), _c, _c + "_", f"__{_c}__"):
+        _KIND_OF_TARGET[_t] = "act:compare"
+
+#: Comparison targets (their output is boolean, unlike the other unary functions').
+COMPARISONS = frozenset(t for t, k in _KIND_OF_TARGET.items() if k == "act:compare")
+
+
+def _unary_kind(call: Call) -> str:
+    if call.form == "aten":
+        return _KIND_OF_BASE[call.base]
+    return _KIND_OF_TARGET[type(call.target) if call.form == "module" else call.target]
+
+
+@register(
+    "unary",
+    modules=[m for _, mods, _ in _UNARY.values() for m in mods],
+    functions=[f for _, _, fns in _UNARY.values() for f in fns]
+    + [getattr(torch, c) for c in _COMPARE] + [getattr(operator, c) for c in _COMPARE],
+    methods=[m for b in (*_UNARY, *_COMPARE) for m in (b, b + "_")] + [f"__{c}__" for c in _COMPARE],
+    aten=[*_UNARY, *_COMPARE],
+)
+def unary(call: Call) -> Op:
+    """A function applied per element (ReLU, sigmoid, exp, comparisons, ...); a parameter it reads (a learned
+    gate ``torch.sigmoid(self.alpha)``) is stored here."""
+    return call.op(_unary_kind(call), call.params())
+
+
+@register("where", functions=(torch.where,), methods=("where",), aten=("where",))
+def where(call: Call) -> Op:
+    """``where(cond, a, b)``: one selection per output element."""
+    return call.op("act:select", call.params())
+
+
+def _bounds_kind(lo: float, hi: float) -> str:
+    return "act:relu6" if (lo, hi) == (0.0, 6.0) else "act:hardtanh"
+
+
+@register("hardtanh", modules=(nn.Hardtanh,), functions=(F.hardtanh, F.hardtanh_, F.relu6),
+          aten=("hardtanh", "relu6"))
+def hardtanh(call: Call) -> Op:
+    """Clamping to [lo, hi]: ``act:relu6`` for [0, 6] (nn.ReLU6 subclasses nn.Hardtanh), else ``act:hardtanh``."""
+    if call.form == "module":
+        return call.op(_bounds_kind(call.module.min_val, call.module.max_val))
+    if call.target is F.relu6 or call.base == "relu6":
+        return call.op("act:relu6")
+    lo = float(call.value(1, "min_val", -1.0))  # type: ignore[arg-type]
+    hi = float(call.value(2, "max_val", 1.0))  # type: ignore[arg-type]
+    return call.op(_bounds_kind(lo, hi))
+
+
+_CLAMP_FUNCTIONS = (torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max)
+_CLAMP_METHODS = ("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_min_", "clamp_max", "clamp_max_")
+
+
+@register("clamp", functions=_CLAMP_FUNCTIONS, methods=_CLAMP_METHODS, aten=("clamp", "clip", "clamp_min", "clamp_max"))
+def clamp(call: Call) -> Op:
+    """clamp/clip: ``bounds`` is the number of bounds given (one comparison each)."""
+    name = call.base or (call.target if isinstance(call.target, str) else call.target.__name__)  # type: ignore[union-attr]
+    if name.startswith(("clamp_min", "clamp_max")):
+        bounds = 1
+    else:
+        bounds = sum(call.arg(i, k) is not None for i, k in ((1, "min"), (2, "max")))
+    return call.op("act:clamp", call.params(), attrs={"bounds": bounds})
+
+
+def implicit_softmax_dim(ndim: int) -> int:
+    """The dimension torch's softmax uses when none is given (its legacy rule: 0 for 0-, 1- and 3-d, else 1)."""
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+@register("softmax", modules=(nn.Softmax,), functions=(F.softmax, torch.softmax), methods=("softmax",),
+          aten=("_softmax", "softmax"))
+def softmax(call: Call) -> Op:
+    """Softmax over ``n`` values along its dimension."""
+    x = call.acts[0]
+    dim = call.module.dim if call.form == "module" else call.value(1, "dim")
+    if dim is None:
+        dim = implicit_softmax_dim(x.meta.dim())
+    return call.op("act:softmax", acts=[x], attrs={"n": x.shape[int(dim)]})  # type: ignore[arg-type]
+
+
+@register("prelu", modules=(nn.PReLU,), functions=(F.prelu,), aten=("prelu", "_prelu_kernel"), weighted=True)
+def prelu(call: Call) -> Op:
+    """PReLU: learned slopes, stored."""
+    if call.form == "module":
+        return call.op("act:prelu", call.module_weights(("weight", "prelu_weight")), acts=call.acts[:1])
+    return call.op("act:prelu", call.stored(call.args[1], "prelu_weight"), acts=[call.args[0]])

@@ -1,0 +1,214 @@
+"""One captured call, as every capture form presents it to an extractor, and the helpers extractors use.
+
+A ``Call`` is a module call (``form="module"``, ``target`` the module), a function call (``"function"``:
+``torch.*``, ``F.*``, ``operator.*``), a tensor-method call (``"method"``: ``target`` the method name, the
+tensor is ``args[0]``) or an aten call (``"aten"``: ``target`` the overload, ``base`` its packet name).
+Tensor arguments are ``Val`` objects: a meta tensor plus provenance (parameter name, producing op).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from rules.kinds import KINDS, is_unknown
+from rules.records import Op, WeightRef
+from scorer.ops.values import Val
+
+
+def _flatten(obj: object, out: list[Val]) -> None:
+    if isinstance(obj, Val):
+        out.append(obj)
+    elif isinstance(obj, (list, tuple)):
+        for x in obj:
+            _flatten(x, out)
+    elif isinstance(obj, dict):
+        for x in obj.values():
+            _flatten(x, out)
+
+
+def plain(v: object) -> object:
+    """A Val's meta value; anything else unchanged."""
+    return v.meta if isinstance(v, Val) else v
+
+
+@dataclass
+class Call:
+    """One call to translate into Ops (see the module docstring for the forms)."""
+
+    form: str
+    target: object
+    name: str  # unique name of the call's node; an extractor emitting several ops suffixes it
+    path: str  # dotted path of the module the call ran in ("" for the root)
+    args: tuple
+    kwargs: dict
+    out: object  # meta tensor, or a tuple/list holding some
+    tname: str  # readable target for messages: "nn.Conv2d", "F.relu", "Tensor.add_", "aten.add"
+    base: str = ""  # aten packet name without in-place underscore (aten form only)
+    _vals: list[Val] | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ arguments
+    def arg(self, i: int, key: str, default: object = None) -> object:
+        """Positional argument ``i`` or keyword ``key`` (a Val stays a Val)."""
+        return self.args[i] if len(self.args) > i else self.kwargs.get(key, default)
+
+    def value(self, i: int, key: str, default: object = None) -> object:
+        """``arg`` with a Val replaced by its meta value (ints, floats, shapes)."""
+        return plain(self.arg(i, key, default))
+
+    @property
+    def module(self) -> nn.Module:
+        """The called module (module form only)."""
+        assert isinstance(self.target, nn.Module)
+        return self.target
+
+    @property
+    def vals(self) -> list[Val]:
+        """Every Val among the arguments, in order."""
+        if self._vals is None:
+            self._vals = []
+            _flatten((self.args, self.kwargs), self._vals)
+        return self._vals
+
+    @property
+    def acts(self) -> list[Val]:
+        """The activation tensors among the arguments (not parameters or buffers)."""
+        return [v for v in self.vals if v.is_activation]
+
+    @property
+    def first_out(self) -> torch.Tensor:
+        """The (first) output tensor."""
+        out = self.out
+        if isinstance(out, (tuple, list)):
+            out = next(o for o in out if isinstance(o, torch.Tensor))
+        return out  # type: ignore[return-value]
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        """Shape of the (first) output tensor."""
+        return tuple(self.first_out.shape)
+
+    # ------------------------------------------------------------------ stored tensors
+    def stored(self, v: object, role: str) -> list[WeightRef]:
+        """``[WeightRef]`` for a parameter Val with data (a buffer or an activation: ``[]``)."""
+        if isinstance(v, Val) and v.param is not None and v.real is not None and not v.buffer:
+            t = v.real.detach()
+            return [WeightRef(role=role, name=v.param, tensor=t, shape=tuple(t.shape), ident=v.ident)]
+        return []
+
+    def params(self, role: str = "operand") -> list[WeightRef]:
+        """Every parameter among the arguments, stored under ``role`` (ops that move or scale them)."""
+        return [w for v in self.vals if v.is_tensor for w in self.stored(v, role)]
+
+    def module_weights(self, *pairs: tuple[str, str]) -> list[WeightRef]:
+        """The module's parameters ``(attr, role)`` that exist; a ``torch.nn.utils.prune`` pair
+        (``attr_orig`` × ``attr_mask``) gives the effective weight with its mask."""
+        mod, prefix = self.module, f"{self.path}." if self.path else ""
+        out = []
+        for attr, role in pairs:
+            orig, mask = mod._parameters.get(f"{attr}_orig"), mod._buffers.get(f"{attr}_mask")
+            if orig is not None and mask is not None:
+                eff = (orig.detach() * mask).detach() if orig.device.type != "meta" else orig.detach()
+                out.append(WeightRef(role=role, name=f"{prefix}{attr}", tensor=eff, shape=tuple(eff.shape),
+                                     mask=mask.detach(), ident=id(orig)))
+                continue
+            p = mod._parameters.get(attr)
+            if isinstance(p, torch.Tensor):
+                out.append(WeightRef(role=role, name=f"{prefix}{attr}", tensor=p.detach(), shape=tuple(p.shape),
+                                     ident=id(p)))
+        return out
+
+    # ------------------------------------------------------------------ results
+    def op(
+        self,
+        kind: str,
+        weights: list[WeightRef] | None = None,
+        acts: list[Val] | None = None,
+        attrs: dict | None = None,
+        suffix: str = "",
+        out_shape: tuple[int, ...] | None = None,
+        inputs: list[str] | None = None,
+        scalar_operand: bool = False,
+    ) -> Op:
+        """An Op of this call. ``acts`` default to every activation argument; ``inputs`` (producer names)
+        default to theirs; ``suffix`` names one op of several; the kind's declared attrs must be given."""
+        used = self.acts if acts is None else acts
+        attrs = attrs or {}
+        if not is_unknown(kind):
+            spec = KINDS.get(kind)
+            if spec is None:
+                raise KeyError(f"extractor for {self.tname} emitted undeclared op kind {kind!r} (rules/kinds.py)")
+            missing = [a for a in spec.attrs if a not in attrs]
+            if missing:
+                raise KeyError(f"extractor for {self.tname} left {kind} attrs {missing} unset")
+        return Op(
+            name=self.name + suffix,
+            module=self.path,
+            kind=kind,
+            target=self.tname,
+            in_shapes=[v.shape for v in used],
+            out_shape=self.out_shape if out_shape is None else out_shape,
+            attrs=attrs,
+            weights=weights or [],
+            inputs=[v.producer for v in used if v.producer] if inputs is None else inputs,
+            scalar_operand=scalar_operand,
+        )
+
+    def unknown(self, why: str = "") -> Op:
+        """An ``unknown:<target>`` op: the rules engine reports it as an error naming the target and layer.
+        Its parameters are still stored (an op without a rule never drops storage)."""
+        if self.form == "module":
+            prefix = f"{self.path}." if self.path else ""
+            weights = [WeightRef(role="operand", name=prefix + n, tensor=p.detach(), shape=tuple(p.shape),
+                                 ident=id(p)) for n, p in self.module.named_parameters()]
+        else:
+            weights = self.params("operand")
+        return self.op(f"unknown:{self.tname}{why}", weights)
+
+
+def numel(shape: tuple[int, ...]) -> int:
+    """Number of elements of ``shape``."""
+    return math.prod(shape)
+
+
+def target_name(target: object) -> str:
+    """A readable name for a called function, method or module class."""
+    if isinstance(target, str):
+        return f"Tensor.{target}"
+    if isinstance(target, type):
+        return f"{target.__module__.replace('torch.nn.modules', 'nn').split('.')[0]}.{target.__name__}"
+    mod = getattr(target, "__module__", None) or ""
+    name = getattr(target, "__name__", None) or repr(target)
+    if mod.startswith("torch.nn.functional"):
+        return f"F.{name}"
+    if mod in ("_operator", "operator"):
+        return f"operator.{name}"
+    if mod.startswith("torch"):
+        return f"torch.{name}"
+    return f"{mod}.{name}" if mod else name
+
+
+def packet_name(func: object) -> str:
+    """An aten operator's base name without an in-place underscore (``add_`` -> ``add``)."""
+    name = getattr(getattr(func, "overloadpacket", func), "__name__", str(func))
+    name = name.split(".")[-1]
+    if name.endswith("_") and not name.startswith("_"):
+        name = name[:-1]
+    return name
+
+
+def make_call(form: str, target: object, name: str, path: str, args: tuple, kwargs: dict, out: object) -> Call:
+    """A Call with its readable target name (and aten packet name) filled in."""
+    base = ""
+    if form == "module":
+        cls = type(target)
+        tname = f"nn.{cls.__name__}" if cls.__module__.startswith("torch.nn") else cls.__qualname__
+    elif form == "aten":
+        base = packet_name(target)
+        tname = f"aten.{base}"
+    else:
+        tname = target_name(target)
+    return Call(form, target, name, path, args, kwargs, out, tname, base)

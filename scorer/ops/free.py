@@ -1,0 +1,84 @@
+"""Ops without arithmetic: data movement (``free``), quantisers (``quant``) and table lookups (``embedding``)."""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rules.records import Op
+from scorer.ops.call import Call
+from scorer.ops.registry import register
+
+_FREE_MODULES = (
+    nn.Identity, nn.Flatten, nn.Unflatten, nn.modules.dropout._DropoutNd, nn.modules.padding._ConstantPadNd,
+    nn.modules.padding._ReflectionPadNd, nn.modules.padding._ReplicationPadNd, nn.modules.padding.CircularPad2d,
+)
+_FREE_FUNCTIONS = (
+    torch.flatten, torch.reshape, torch.cat, torch.concat, torch.stack, torch.chunk, torch.split, torch.transpose,
+    torch.permute, torch.squeeze, torch.unsqueeze, torch.narrow, torch.t, torch.clone, torch.roll,
+    torch.tensor_split, torch.unbind, torch.movedim, operator.getitem, getattr, F.pad, F.dropout, F.dropout1d,
+    F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout, F.pixel_shuffle, F.pixel_unshuffle,
+    # tensors made from sizes or data: no arithmetic on activations
+    torch.zeros, torch.ones, torch.empty, torch.full, torch.arange, torch.tensor, torch.as_tensor,
+    torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like,
+)
+_FREE_METHODS = (
+    "view", "view_as", "reshape", "reshape_as", "flatten", "unflatten", "permute", "transpose", "t", "contiguous",
+    "size", "dim", "squeeze", "unsqueeze", "chunk", "split", "expand", "expand_as", "repeat", "narrow", "detach",
+    "clone", "float", "half", "double", "long", "int", "bool", "to", "type", "type_as", "__getitem__", "unbind",
+    "numel", "new_zeros", "new_ones", "new_empty", "new_full", "new_tensor",
+)
+_FREE_ATEN = (
+    "view", "_unsafe_view", "reshape", "_reshape_alias", "t", "numpy_T", "mT", "transpose", "permute", "expand",
+    "expand_as", "clone", "cat", "concat", "stack", "slice", "select", "squeeze", "unsqueeze", "flatten",
+    "unflatten", "detach", "constant_pad_nd", "pad", "dropout", "native_dropout", "alias", "_to_copy", "to",
+    "contiguous", "lift_fresh_copy", "lift_fresh", "lift", "split", "split_with_sizes", "chunk", "unbind", "copy",
+    "empty_like", "zeros_like", "ones_like", "full_like", "as_strided", "view_as", "reshape_as", "repeat", "roll",
+    "index_select", "narrow", "sym_size", "scalar_tensor", "empty", "zeros", "ones", "full", "arange",
+    "_assert_tensor_metadata", "feature_dropout", "alpha_dropout", "pixel_shuffle", "pixel_unshuffle", "type_as",
+    "clone_", "dequantize", "quantize_per_tensor", "getitem", "new_zeros", "new_ones", "new_empty", "new_full",
+    "empty_strided", "fill",
+)
+
+
+@register("free", modules=_FREE_MODULES, functions=_FREE_FUNCTIONS, methods=_FREE_METHODS, aten=_FREE_ATEN)
+def free(call: Call) -> Op:
+    """Data movement, no arithmetic (official_rules.md §2.3); a parameter it moves (a learned class token
+    concatenated to the activations) is stored here."""
+    return call.op("free", call.params())
+
+
+def quant_bits(mod: nn.Module) -> int | None:
+    """Bit-width of an activation quantiser module, or None when ``mod`` is not one: an integer ``bits``
+    attribute, or a ``quant_min``/``quant_max`` range (torch.ao observers and fake-quantisers)."""
+    bits = getattr(mod, "bits", None)
+    if isinstance(bits, int) and not isinstance(bits, bool):
+        return bits
+    if type(mod).__name__ in _QUANT_NAMES or hasattr(mod, "quant_min") and hasattr(mod, "quant_max"):
+        qmin, qmax = getattr(mod, "quant_min", None), getattr(mod, "quant_max", None)
+        if isinstance(qmin, int) and isinstance(qmax, int) and qmax > qmin:
+            return max(1, math.ceil(math.log2(qmax - qmin + 1)))
+        return 32
+    return None
+
+
+_QUANT_NAMES = {"FakeQuantize", "FusedMovingAvgObsFakeQuantize", "QuantStub", "DeQuantStub"}
+
+
+@register("quant", claims=lambda mod: quant_bits(mod) is not None)
+def quant(call: Call) -> Op:
+    """An activation quantiser: its output carries ``bits`` (free between FP32-representable formats)."""
+    return call.op("quant", acts=call.acts[:1], attrs={"bits": quant_bits(call.module)})
+
+
+@register("embedding", modules=(nn.Embedding,), functions=(F.embedding,), aten=("embedding",), weighted=True)
+def embedding(call: Call) -> Op:
+    """Table lookup: the table is stored, the lookup costs nothing."""
+    if call.form == "module":
+        return call.op("embedding", call.module_weights(("weight", "weight")), acts=call.acts[:1])
+    table, idx = (call.args[0], call.args[1]) if call.form == "aten" else (call.args[1], call.args[0])
+    return call.op("embedding", call.stored(table, "weight"), acts=[idx])

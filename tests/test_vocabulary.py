@@ -1,0 +1,82 @@
+"""The op vocabulary: kinds declared once with traits, every kind costed, every target matched once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rules import get_ruleset
+from rules.kinds import DOT_KINDS, KINDS, PRESERVING_KINDS, SPARSE_KINDS, declare
+from scorer import score
+from scorer.ops import DEFS, is_known_leaf, translate
+from scorer.ops.call import make_call
+from scorer.ops.registry import register
+
+
+@pytest.mark.parametrize("rules", ["micronet2019", "official_notebook", "flops"])
+def test_every_declared_kind_has_a_formula(rules: str) -> None:
+    rs = get_ruleset(rules)
+    missing = [k for k in KINDS if not hasattr(rs, "cost_" + k.replace(":", "_")) and k not in rs.activations
+               and type(rs).cost is type(get_ruleset("micronet2019")).cost]
+    assert not missing
+
+
+def test_kind_sets_are_derived_from_traits() -> None:
+    assert DOT_KINDS == {"conv", "linear", "matmul"}
+    assert SPARSE_KINDS == DOT_KINDS | {"embedding"}
+    assert {"free", "act:relu", "maxpool", "upsample:nearest"} <= PRESERVING_KINDS
+    assert "act:sigmoid" not in PRESERVING_KINDS
+    with pytest.raises(ValueError, match="twice"):
+        declare("conv", "again")
+
+
+def test_a_target_is_matched_by_one_extractor_only() -> None:
+    with pytest.raises(ValueError, match="matched by both"):
+        register("relu_again", functions=(F.relu,))(lambda call: None)
+    assert "relu_again" not in DEFS
+
+
+def test_an_extractor_may_only_emit_declared_kinds_with_their_attrs() -> None:
+    x = torch.empty(2, 4, device="meta")
+    from scorer.ops.values import Val
+
+    call = make_call("function", F.relu, "n", "", (Val(meta=x),), {}, x)
+    with pytest.raises(KeyError, match="undeclared"):
+        call.op("act:relux")
+    with pytest.raises(KeyError, match="attrs"):
+        call.op("linear")
+    assert [o.kind for o in translate(call)] == ["act:relu"]
+
+
+class Forms(nn.Module):
+    def __init__(self, form: str):
+        super().__init__()
+        self.form = form
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        if self.form == "module":
+            return self.act(x)
+        if self.form == "F":
+            return F.relu(x)
+        if self.form == "torch":
+            return torch.relu(x)
+        if self.form == "method":
+            return x.relu()
+        return x.clone().relu_()
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+@pytest.mark.parametrize("form", ["module", "F", "torch", "method", "inplace"])
+def test_every_form_of_one_function_is_one_kind(form: str, capture: str) -> None:
+    rep = score(Forms(form), input_shape=(2, 3, 4, 4), capture=capture)
+    kinds = [k for k in rep.layers["kind"] if k != "free"]
+    assert kinds == ["act:relu"]
+    assert rep.totals["mults"] == 3 * 4 * 4  # one comparison per element (official_rules.md §2.2)
+
+
+def test_known_leaves_come_from_the_registry() -> None:
+    assert is_known_leaf(nn.Conv2d(1, 1, 1)) and is_known_leaf(nn.ReLU()) and is_known_leaf(nn.Dropout())
+    assert not is_known_leaf(nn.Sequential()) and not is_known_leaf(Forms("F"))
