@@ -17,13 +17,15 @@ import threading
 import torch
 import torch.nn as nn
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode, unset_fake_temporarily
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils._pytree import tree_leaves, tree_map
 
 from scorer.capture.export_capture import fake_inputs
 from scorer.capture.fx_capture import FxCapture
 from scorer.capture.guard import substituted, versions_kept
 from scorer.ops import translate
+from scorer.ops.attention import QUIET_MODULES, WHOLE_FUNCTIONS
 from scorer.ops.call import make_call
 from scorer.ops.values import Val, carries_param, meta_of
 
@@ -44,6 +46,8 @@ class _Recorder(TorchDispatchMode):
         self.keep: list[torch.Tensor] = []  # keeps outputs alive so ids stay unique
         self.count = 0
         self.read: set[str] = set()  # parameters and buffers the forward read
+        self.inside = 0  # > 0 while a function recorded whole runs: its aten ops are not recorded
+        self.quiet = 0  # > 0 inside a QUIET_MODULES forward: only the function it calls is recorded
 
     def _val(self, t: object) -> object:
         if not isinstance(t, torch.Tensor):
@@ -72,15 +76,36 @@ class _Recorder(TorchDispatchMode):
         if self.fake is not None and func not in _LIFTS:
             args, kwargs = tree_map(self._to_fake, (args, kwargs))
         out = func(*args, **kwargs)
-        with unset_fake_temporarily():
-            self._record(func, vargs, vkwargs, out)
+        if self.quiet and not self.inside:
+            with unset_fake_temporarily():
+                self._pass_through(vargs, out)
+        elif not self.inside:
+            with unset_fake_temporarily():
+                self._record("aten", func, vargs, vkwargs, out)
         return out
 
-    def _record(self, func, vargs, vkwargs, out) -> None:
+    def _pass_through(self, vargs: object, out: object) -> None:
+        """An unrecorded op's outputs keep the producer of its first produced input (a transpose, a mask)."""
+        producer = next((v.producer for v in tree_leaves(vargs) if isinstance(v, Val) and v.producer), None)
+        for t in (t for t in tree_leaves(out) if isinstance(t, torch.Tensor)):
+            self.keep.append(t)
+            self.vals[id(t)] = Val(meta=meta_of(t), producer=producer)
+
+    def record_whole(self, func, args: tuple, kwargs: dict, out: object) -> None:
+        """Record a call of one of ``WHOLE_FUNCTIONS`` as one function call (its aten ops were not recorded);
+        the dispatch modes (this recorder, fake mode) are off meanwhile, so the extractor's own tensor work
+        is neither recorded nor faked."""
+        with _disable_current_modes():
+            vargs = tree_map(self._val, args)
+            vkwargs = tree_map(self._val, kwargs)
+            self._record("function", func, vargs, vkwargs, out)
+
+    def _record(self, form: str, func, vargs, vkwargs, out) -> None:
         self.count += 1
         meta_out = tree_map(meta_of, out)
         path = self.stack[-1] if self.stack else ""
-        call = make_call("aten", func, f"{func.overloadpacket.__name__}_{self.count}", path, vargs, vkwargs, meta_out)
+        base = func.overloadpacket.__name__ if form == "aten" else func.__name__
+        call = make_call(form, func, f"{base}_{self.count}", path, vargs, vkwargs, meta_out)
         new = translate(call)
         carried = carries_param(new, call.vals)
         producer = new[-1].name if new else None
@@ -89,6 +114,29 @@ class _Recorder(TorchDispatchMode):
             self.vals[id(t)] = carried if carried is not None else Val(meta=meta_of(t), producer=producer)
         if carried is None:
             self.ops.extend(new)
+
+
+class _WholeCalls(TorchFunctionMode):
+    """Records the calls of ``WHOLE_FUNCTIONS`` (attention) as one call each, as fx sees them: their aten
+    decomposition depends on the backend chosen (fake tensors take the math path, real ones a fused kernel).
+    An active mode also keeps torch's fused fast paths (``_native_multi_head_attention``,
+    ``_transformer_encoder_layer_fwd``) off, so layers run their documented slow path."""
+
+    def __init__(self, rec: _Recorder):
+        super().__init__()
+        self.rec = rec
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func not in WHOLE_FUNCTIONS or self.rec.inside:
+            return func(*args, **kwargs)
+        self.rec.inside += 1
+        try:
+            out = func(*args, **kwargs)
+        finally:
+            self.rec.inside -= 1
+        self.rec.record_whole(func, args, kwargs, out)
+        return out
 
 
 def _zeros(example_inputs: tuple) -> tuple:
@@ -102,12 +150,14 @@ def _zeros(example_inputs: tuple) -> tuple:
                  else x for x in example_inputs)
 
 
-def _record(model: nn.Module, example_inputs: tuple, fake: bool) -> FxCapture:
+def _record(model: nn.Module, example_inputs: tuple, fake: bool, kwargs: dict | None = None) -> FxCapture:
     """One run of ``model`` under the recorder: on fake tensors, or (``fake=False``) on the real inputs given
     (``_zeros``) against cloned weights."""
     mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else None
+    kwargs = kwargs or {}
     if mode is not None:
         inputs = fake_inputs(example_inputs, mode)
+        kwargs = dict(zip(kwargs, fake_inputs(tuple(kwargs.values()), mode), strict=True))
         make = lambda t: mode.from_tensor(t, static_shapes=True)  # noqa: E731
     else:
         inputs = example_inputs
@@ -116,13 +166,19 @@ def _record(model: nn.Module, example_inputs: tuple, fake: bool) -> FxCapture:
     stack: list[str] = []
     owner = threading.get_ident()
 
+    recorder: list[_Recorder] = []  # the recorder, once made
+
     def pre(mod: nn.Module, _args: object) -> None:
         if threading.get_ident() == owner:
             stack.append(paths.get(id(mod), stack[-1] if stack else ""))
+            if isinstance(mod, QUIET_MODULES) and recorder:
+                recorder[0].quiet += 1
 
     def post(mod: nn.Module, _args: object, _out: object) -> None:
         if threading.get_ident() == owner and stack:
             stack.pop()
+            if isinstance(mod, QUIET_MODULES) and recorder:
+                recorder[0].quiet -= 1
 
     h1 = nn.modules.module.register_module_forward_pre_hook(pre)
     h2 = nn.modules.module.register_module_forward_hook(post)
@@ -131,12 +187,13 @@ def _record(model: nn.Module, example_inputs: tuple, fake: bool) -> FxCapture:
             # a TorchScript module keeps its own tensors: its recorder makes fake copies as ops use them
             params = {id(t): (name, t) for name, t in [*model.named_parameters(), *model.named_buffers()]}
             rec = _Recorder({**params, **real_of}, stack, mode)
+            recorder.append(rec)
             if mode is not None:
-                with versions_kept(model), mode, rec:
-                    model(*inputs)
+                with versions_kept(model), mode, rec, _WholeCalls(rec):
+                    model(*inputs, **kwargs)
             else:
-                with rec:
-                    model(*inputs)
+                with rec, _WholeCalls(rec):
+                    model(*inputs, **kwargs)
     finally:
         h1.remove()
         h2.remove()
@@ -157,3 +214,18 @@ def capture_dispatch(model: nn.Module, example_inputs: tuple) -> FxCapture:
     except ValueError as exc:
         raise ValueError(f"the forward fails on fake tensors ({why}) and {exc}") from None
     return _record(model, inputs, fake=False)
+
+
+def module_call_ops(mod: nn.Module, path: str, name: str, args: tuple, kwargs: dict) -> list:
+    """The ops of one call of ``mod`` (at ``path``, in a graph node ``name``) on meta arguments, recorded on
+    fake tensors: how fx counts a torch.nn layer it keeps whole but has no extractor for (a transformer layer,
+    whose forward fx cannot trace). Names, paths and parameter names are made those of the enclosing model."""
+    ops = _record(mod, args, fake=True, kwargs=kwargs).ops
+    prefix = f"{path}." if path else ""
+    for op in ops:
+        op.name = f"{name}.{op.name}"
+        op.inputs = [f"{name}.{i}" for i in op.inputs]
+        op.module = f"{prefix}{op.module}" if op.module else path
+        for w in op.weights:
+            w.name = prefix + w.name
+    return ops

@@ -7,17 +7,21 @@ module; torch.export swaps the parameters for fake tensors itself, so the forwar
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import threading
 from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
+from torch.overrides import TorchFunctionMode
 
 from scorer.capture.fx_capture import FxCapture
 from scorer.ops import translate
+from scorer.ops.attention import QUIET_MODULES, WHOLE_ATEN
 from scorer.ops.call import make_call
 from scorer.ops.values import Val, carries_param, meta_of
 
@@ -37,6 +41,42 @@ def fake_inputs(example_inputs: tuple, mode: FakeTensorMode) -> tuple:
     return tuple(out)
 
 
+_MHA_SCHEMA = (
+    "(Tensor query, Tensor key, Tensor value, int embed_dim_to_check, int num_heads, Tensor? in_proj_weight, "
+    "Tensor? in_proj_bias, Tensor? bias_k, Tensor? bias_v, bool add_zero_attn, float dropout_p, "
+    "Tensor out_proj_weight, Tensor? out_proj_bias, bool training, Tensor? key_padding_mask, bool need_weights, "
+    "Tensor? attn_mask, bool use_separate_proj_weight, Tensor? q_proj_weight, Tensor? k_proj_weight, "
+    "Tensor? v_proj_weight, Tensor? static_k, Tensor? static_v, bool average_attn_weights, bool is_causal) "
+    "-> (Tensor, Tensor)"
+)
+
+
+@torch.library.custom_op("micronet_score::multi_head_attention_forward", mutates_args=(), schema=_MHA_SCHEMA)
+def _mha_op(*args: object, **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """``F.multi_head_attention_forward`` as one graph node (attention weights empty when not asked for)."""
+    out, weights = F.multi_head_attention_forward(*args, **kwargs)  # type: ignore[arg-type]
+    return out.clone(), weights.clone() if weights is not None else out.new_empty(0)
+
+
+_mha_op.register_fake(_mha_op._init_fn)
+_MHA_PARAMS = inspect.signature(F.multi_head_attention_forward)
+
+
+class _WholeAttention(TorchFunctionMode):
+    """Exports ``F.multi_head_attention_forward`` (the slow path of ``nn.MultiheadAttention`` and of the
+    transformer layers, whose fused fast paths an active mode keeps off) as one node, so it is counted by
+    the same extractor as on the other capture paths rather than as the aten ops its Python runs."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is not F.multi_head_attention_forward:
+            return func(*args, **kwargs)
+        bound = _MHA_PARAMS.bind(*args, **kwargs)
+        bound.apply_defaults()
+        out, weights = torch.ops.micronet_score.multi_head_attention_forward(**bound.arguments)
+        return out, weights if bound.arguments["need_weights"] else None
+
+
 class ForwardFailed(Exception):
     """Carries a RuntimeError from the model's forward out of torch.export, whose tracer would otherwise
     print a partial graph to stderr for it; ``capture_export`` re-raises the original."""
@@ -51,7 +91,8 @@ class _Wrapper(nn.Module):
 
     def forward(self, *args: object) -> object:
         try:
-            return getattr(self, _WRAPPED)(*args)
+            with _WholeAttention():
+                return getattr(self, _WRAPPED)(*args)
         except RuntimeError as exc:
             raise ForwardFailed(str(exc)) from exc
 
@@ -101,6 +142,21 @@ def quiet_torch_logs() -> Iterator[None]:
             h.removeFilter(keep)
 
 
+def _in_quiet(model: nn.Module, path: str) -> bool:
+    """True when the layer at ``path`` is one of QUIET_MODULES (its ops other than the whole call are not
+    recorded: fx keeps it whole and sees none of them)."""
+    try:
+        return isinstance(model.get_submodule(path), QUIET_MODULES) if path else isinstance(model, QUIET_MODULES)
+    except AttributeError:
+        return False
+
+
+def _pass_through(out: object, producer: str | None) -> object:
+    if isinstance(out, (list, tuple)):
+        return type(out)(Val(meta=meta_of(o), producer=producer) for o in out)
+    return Val(meta=meta_of(out), producer=producer)
+
+
 def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
     """Export ``model`` (non-strict) on fake inputs and turn the aten graph into Ops."""
     if isinstance(model, torch.jit.ScriptModule):
@@ -135,6 +191,10 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
             out = val if not isinstance(val, (list, tuple)) else type(val)(meta_of(v) for v in val)
             out = meta_of(out) if isinstance(out, torch.Tensor) else out
             call = make_call("aten", node.target, node.name, _layer(node), args, kwargs, out)
+            if call.base not in WHOLE_ATEN and _in_quiet(model, call.path):
+                producer = next((v.producer for v in call.vals if v.producer), None)
+                env[node] = _pass_through(out, producer)
+                continue
             new = translate(call)
             carried = carries_param(new, call.vals)
             if carried is not None:

@@ -20,7 +20,7 @@ from rules.records import Op
 from scorer.capture.guard import meta_like, substituted
 from scorer.ops import is_known_leaf, quant_bits, targets, translate
 from scorer.ops.act import COMPARISONS
-from scorer.ops.call import make_call
+from scorer.ops.call import Call, make_call
 from scorer.ops.values import Val, carries_param, meta_of
 
 
@@ -216,6 +216,28 @@ class FxCapture:
         self.read_params = read_params or set()  # read by the forward (parameter and buffer names)
 
 
+def _delegated(mod: nn.Module) -> bool:
+    """A torch.nn layer without an extractor (fx keeps it whole; its forward is not traceable, e.g. a
+    transformer layer's fast-path checks): its ops are recorded by the dispatch recorder instead."""
+    return (type(mod).__module__.startswith("torch.nn.") and not isinstance(mod, (nn.Sequential, nn.ModuleList,
+            nn.ModuleDict)) and not is_known_leaf(mod))
+
+
+def _delegate(mod: nn.Module, call: Call, margs: tuple, mkwargs: dict) -> list[Op]:
+    """``module_call_ops`` for ``call``, its first ops reading the call's inputs; an unknown op if that fails."""
+    from scorer.capture.dispatch_capture import module_call_ops
+
+    try:
+        ops = module_call_ops(mod, call.path, call.name, margs, mkwargs)
+    except Exception:  # noqa: BLE001 - the layer stays one unknown op, as without delegation
+        return [call.unknown()]
+    outside = [v.producer for v in call.acts if v.producer]
+    for op in ops:
+        if not op.inputs and op.in_shapes:
+            op.inputs = list(outside)
+    return ops
+
+
 def trace(model: nn.Module) -> fx.Graph:
     """Symbolically trace ``model`` with the leaf-keeping tracer (the graph only: no GraphModule is built,
     which would compile code and re-register every submodule)."""
@@ -224,7 +246,7 @@ def trace(model: nn.Module) -> fx.Graph:
 
 def capture_fx(model: nn.Module, example_inputs: tuple) -> FxCapture:
     """Trace ``model`` and propagate meta shapes; raises on untraceable Python or shape errors."""
-    if is_known_leaf(model):  # a bare layer: one call, not a trace through its forward
+    if is_known_leaf(model) or _delegated(model):  # a bare layer: one call, not a trace through its forward
         graph = fx.Graph()
         args = [graph.placeholder(f"input_{i}") for i in range(len(example_inputs))]
         graph.output(graph.call_module("", tuple(args)))
@@ -296,6 +318,12 @@ def ops_from_graph(
                 read.update(f"{path}.{n}" if path else n for n, _ in mod.named_parameters())
                 out = _module_meta_forward(mod, margs, mkwargs)
                 call = make_call("module", mod, node.name, path, args, kwargs, out)
+                if _delegated(mod):
+                    new = _delegate(mod, call, margs, mkwargs)
+                    ops.extend(new)
+                    used.update(w.name for o in new for w in o.weights)
+                    env[node] = _wrap_out(out, new[-1].name if new else None)
+                    continue
             elif node.op == "call_function":
                 out = _fast_output(node.target, margs, mkwargs)
                 if out is _NO_FAST:
