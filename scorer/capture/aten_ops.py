@@ -38,7 +38,7 @@ def packet_name(func: object) -> str:
 
 
 def _w(v: object, role: str) -> list[WeightRef]:
-    if isinstance(v, Val) and v.param is not None and v.real is not None:
+    if isinstance(v, Val) and v.param is not None and v.real is not None and not v.buffer:
         return [WeightRef(role=role, name=v.param, tensor=v.real.detach(), shape=tuple(v.real.shape))]
     return []
 

@@ -8,6 +8,7 @@ parameters and buffers, so it cannot change them.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import torch
 import torch.fx as fx
@@ -279,6 +280,7 @@ def ops_from_graph(
     read: set[str] = set()
     placeholders = iter(example_inputs)
     modules = dict(model.named_modules())
+    buffers = {name for name, _ in model.named_buffers(remove_duplicate=False)}
 
     def load(a: object) -> object:
         return fx.node.map_arg(a, lambda n: env[n])
@@ -298,12 +300,12 @@ def ops_from_graph(
             if target in created:
                 env[node] = Val(meta=meta_of(real))
                 continue
-            if isinstance(real, torch.Tensor) and real.device.type == "meta":
+            if isinstance(real, torch.Tensor) and real.device.type == "meta" and constants and target in constants:
                 raise ValueError(f"tensor constant {target} was computed from the stood-in parameters while "
                                  "tracing, so its values are unknown")
             if isinstance(real, torch.Tensor):
                 read.add(target)
-                env[node] = Val(meta=meta_of(real), param=str(node.target), real=real, ident=id(real))
+                env[node] = Val(meta=meta_of(real), param=target, real=real, ident=id(real), buffer=target in buffers)
             else:
                 env[node] = Val(meta=real)
         elif node.op in ("call_module", "call_function", "call_method"):
@@ -329,7 +331,7 @@ def ops_from_graph(
                 op = from_method(node.name, path, str(node.target), args, kwargs, out)
             carried = carries_param(op.kind, _flat(args, kwargs)) if op is not None else None
             if carried is not None:  # w.t(), w.T, w.view(...): still the parameter, stored where it is used
-                env[node] = Val(meta=out, param=carried.param, real=carried.real, ident=carried.ident)
+                env[node] = replace(carried, meta=out)
                 continue
             if op is not None:
                 extra = implicit_ops(op, mod) if node.op == "call_module" else []
@@ -348,6 +350,8 @@ def _flat(args: object, kwargs: dict) -> list[object]:
 
 
 def _wrap_out(out: object, producer: str | None) -> object:
+    if isinstance(out, torch.Size):  # x.shape, x.shape[:2]: ints only, one value (torch.Size holds no Val)
+        return Val(meta=out, producer=producer)
     if isinstance(out, torch.Tensor):
         return Val(meta=out, producer=producer)
     if isinstance(out, (tuple, list)):

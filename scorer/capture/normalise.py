@@ -349,7 +349,7 @@ def from_function(name: str, path: str, target: object, args: tuple, kwargs: dic
         return op
 
     def wref(v: Val | None, role: str) -> list[WeightRef]:
-        if isinstance(v, Val) and v.param is not None and v.real is not None:
+        if isinstance(v, Val) and v.param is not None and v.real is not None and not v.buffer:
             return [_weight(role, v.param, v.real.detach())]
         return []
 
@@ -461,7 +461,7 @@ def from_method(name: str, path: str, method: str, args: tuple, kwargs: dict, ou
         return op
 
     def wref(v: Val | None, role: str) -> list[WeightRef]:
-        if isinstance(v, Val) and v.param is not None and v.real is not None:
+        if isinstance(v, Val) and v.param is not None and v.real is not None and not v.buffer:
             return [_weight(role, v.param, v.real.detach())]
         return []
 

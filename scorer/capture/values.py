@@ -20,7 +20,8 @@ class Val:
 
     ``meta`` is a meta-device tensor (or any Python value); ``param`` names the model parameter or buffer
     it is (None for activations); ``real`` is that parameter's real tensor; ``producer`` names the op
-    whose output this is (None for parameters, constants and the model input).
+    whose output this is (None for parameters, constants and the model input); ``buffer`` marks a buffer
+    (BN running stats, a registered attention mask), which no op stores as a parameter.
     """
 
     meta: object
@@ -28,6 +29,7 @@ class Val:
     real: torch.Tensor | None = None
     producer: str | None = None
     ident: int | None = None  # identity of the stored tensor, for shared-weight detection
+    buffer: bool = False  # ``param`` names a buffer: model state, never stored as a parameter
 
     @property
     def is_tensor(self) -> bool:
