@@ -73,6 +73,19 @@ def test_a_meta_weight_larger_than_memory_is_never_allocated(capture: str) -> No
     assert rep.totals["params"] == n * n
 
 
+def _cnn() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, 10))
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_a_meta_cnn_with_meta_buffers_matches_its_real_twin(capture: str) -> None:
+    with torch.device("meta"):
+        meta = _cnn()
+    got = score(meta, input_shape=(1, 3, 16, 16), capture=capture)
+    assert got.totals == score(_cnn(), input_shape=(1, 3, 16, 16), capture=capture).totals
+
+
 class Transformerish(nn.Module):
     """Embedding, RMSNorm and per-head attention written out (the forward reads a parameter directly), untied
     head: the shapes of a small LM."""
