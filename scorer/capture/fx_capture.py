@@ -261,6 +261,9 @@ def capture_fx(model: nn.Module, example_inputs: tuple) -> FxCapture:
     finally:
         for key in set(model.__dict__) - before:
             del model.__dict__[key]
+    aten = next((n.target for n in graph.nodes if isinstance(n.target, torch._ops.OpOverload)), None)
+    if aten is not None:  # a torch.export program's module: its aten calls are torch.export's to translate
+        raise ValueError(f"the forward calls aten operators ({aten}): an aten-level graph")
     created = {key for key, value in constants.items() if id(value) in factories.made}
     return ops_from_graph(model, graph, example_inputs, method="fx", constants=constants, created=created)
 
