@@ -160,6 +160,8 @@ def score(
     if unknown_rows and not allow_unknown:
         raise UnknownOpError([(u["name"], u["module"], u["target"]) for u in unknown_rows])
 
+    if spec.uniform is None:
+        notes.extend(_meta_note(model))
     layers = pd.DataFrame(rows, columns=COLUMNS)
     if unknown_rows:
         notes.append(f"WARNING: {len(unknown_rows)} op(s) without a rule were counted as zero")
@@ -241,6 +243,16 @@ def _lost_params(model: nn.Module, used: set[str], read: set[str]) -> list[str]:
     stored = {ids[n] for n in used if n in ids}
     missing = {ids[n] for n in read if n in ids} - stored
     return [name for name, p in model.named_parameters() if id(p) in missing]
+
+
+def _meta_note(model: nn.Module) -> list[str]:
+    """A note naming the parameters on the meta device: they have no values, so none of their zeros is seen."""
+    names = [name for name, p in model.named_parameters() if p.device.type == "meta"]
+    if not names:
+        return []
+    return [f"{len(names)} parameter tensor(s) are on the meta device (no values), so their sparsity was not "
+            "measured: they are counted dense (pass --sparsity to set it): " + ", ".join(names[:8])
+            + (" ..." if len(names) > 8 else "")]
 
 
 def _unused_params(model: nn.Module, used: set[str]) -> list[str]:
