@@ -105,3 +105,4 @@ declare("quant", "quantise/dequantise to `bits` (free between FP32-representable
 DOT_KINDS = kinds_where("dot")
 SPARSE_KINDS = kinds_where("sparse")
 PRESERVING_KINDS = kinds_where("preserving")
+FREE_KINDS = kinds_where("free")

@@ -39,6 +39,7 @@ class ReportView:
     settings: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     unknown: list[dict] = field(default_factory=list)
+    excluded: list[dict] = field(default_factory=list)  #: parameters no op stores, with the reason
 
 
 @dataclass(frozen=True)
@@ -172,8 +173,8 @@ def to_csv(view: ReportView, options: RenderOptions = RenderOptions()) -> str:
 
 
 def document(view: ReportView) -> dict:
-    """The JSON document: totals, every op row, track, rules, capture, settings, notes, unknown ops, and
-    the groups when the view has a depth."""
+    """The JSON document: totals, every op row, track, rules, capture, settings, notes, unknown ops, excluded
+    parameters, and the groups when the view has a depth."""
     doc = {
         "totals": view.totals,
         "layers": view.layers.to_dict(orient="records"),
@@ -183,6 +184,7 @@ def document(view: ReportView) -> dict:
         "settings": view.settings,
         "notes": view.notes,
         "unknown_ops": view.unknown,
+        "excluded_params": view.excluded,
     }
     if view.depth is not None:
         doc["groups"] = view.rows.to_dict(orient="records")

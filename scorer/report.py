@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from rules.base import Cost
+from rules.kinds import FREE_KINDS, is_unknown
 from rules.records import Op
 from scorer import render
 from scorer.tracks import Track
@@ -79,6 +80,8 @@ class Report:
     settings: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     unknown: list[dict] = field(default_factory=list)
+    #: parameters no op stores, each ``{"name", "numel", "reason"}`` (every other parameter is stored once)
+    excluded: list[dict] = field(default_factory=list)
 
     @property
     def totals(self) -> dict[str, float]:
@@ -112,6 +115,14 @@ class Report:
         out["sparsity"] = [1 - n / w if w else 0.0 for n, w in zip(out["nonzeros"], out["weight_numel"], strict=True)]
         return out
 
+    def coverage(self) -> pd.DataFrame:
+        """Ops per module: ``counted`` (a rule gave them a cost), ``free`` (no arithmetic by rule: data movement,
+        quantisers) and ``unsupported`` (no rule; zero only under ``allow_unknown``)."""
+        kinds = self.layers["kind"]
+        status = kinds.map(lambda k: "unsupported" if is_unknown(k) else "free" if k in FREE_KINDS else "counted")
+        table = pd.crosstab(self.layers["module"].replace("", "<top>"), status)
+        return table.reindex(columns=["counted", "free", "unsupported"], fill_value=0)
+
     def view(self, depth: int | None = None) -> render.ReportView:
         """The report as the plain data renderers read (``scorer.render``), rows grouped at ``depth``."""
         totals = self.totals
@@ -126,6 +137,7 @@ class Report:
             settings=self.settings,
             notes=self.notes,
             unknown=self.unknown,
+            excluded=self.excluded,
         )
 
     # Renderers live in scorer.render (one registry, render.RENDERERS); these methods keep the Python API.
@@ -142,7 +154,7 @@ class Report:
 
     def to_dict(self) -> dict:
         """``{"totals": {...}, "layers": [rows], "track", "rules", "capture", "settings", "notes",
-        "unknown_ops"}``."""
+        "unknown_ops", "excluded_params"}``."""
         return render.document(self.view())
 
     def to_json(self, indent: int | None = 2) -> str:
