@@ -225,6 +225,13 @@ class RuleSet:
         groups = op.out_numel / n
         return Cost(mults=2 * n * groups, adds=(n - 1) * groups)
 
+    def cost_act_softplus(self, op: Op, ctx: RuleContext) -> Cost:
+        """Softplus log(1 + exp(βx))/β per element: the threshold comparison, exp and log (a transcendental
+        evaluation is one op, official_rules.md §2.4) as 3 mults, the + 1 as an add; β ≠ 1 adds the
+        multiplication by β and the division by β (2 mults). [INF]"""
+        m = 3 + (2 if op.attrs["beta"] != 1 else 0)
+        return Cost(mults=m * op.out_numel, adds=op.out_numel, param_bits=self._operand_storage(op))
+
     # ----------------------------------------------------------------- elementwise
     def _operand_storage(self, op: Op) -> float:
         """Bits of the parameters an op without a weight role reads (a learned gate, scale or token), dense."""

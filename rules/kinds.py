@@ -80,6 +80,7 @@ for _name, _doc in {
 declare("act:clamp", "clamp to one or two bounds", preserving=True, attrs=("bounds",))
 declare("act:prelu", "x or a learned slope · x")
 declare("act:softmax", "exp(x_i) / Σ exp(x_j) over n values", attrs=("n",))
+declare("act:softplus", "log(1 + exp(β·x)) / β, x itself where β·x > threshold", attrs=("beta",))
 
 # elementwise arithmetic
 declare("add", "elementwise addition", optional=("alpha",))
@@ -104,3 +105,4 @@ declare("quant", "quantise/dequantise to `bits` (free between FP32-representable
 DOT_KINDS = kinds_where("dot")
 SPARSE_KINDS = kinds_where("sparse")
 PRESERVING_KINDS = kinds_where("preserving")
+FREE_KINDS = kinds_where("free")

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def __getattr__(name: str) -> object:
-    # Lazy, so that `rules` (which needs scorer.graph) and `scorer` can import each other's leaves.
+    # Lazy: `import scorer` (the CLI's --help, --version) does not import torch and pandas.
     if name == "score":
         from scorer.api import score
 

@@ -160,14 +160,16 @@ def score(
     if unknown_rows and not allow_unknown:
         raise UnknownOpError([(u["name"], u["module"], u["target"]) for u in unknown_rows])
 
+    if spec.uniform is None:
+        notes.extend(_meta_note(model))
     layers = pd.DataFrame(rows, columns=COLUMNS)
     if unknown_rows:
         notes.append(f"WARNING: {len(unknown_rows)} op(s) without a rule were counted as zero")
-    if not exit_fractions:
-        unused = _unused_params(model, used)
-        if unused:
-            notes.append(f"{len(unused)} parameter tensor(s) are never used by forward and are not counted: "
-                         + ", ".join(unused[:8]) + (" ..." if len(unused) > 8 else ""))
+    excluded = [] if exit_fractions else _excluded_params(model, used)
+    if excluded:
+        names = [e["name"] for e in excluded]
+        notes.append(f"{len(excluded)} parameter tensor(s) are not used by the forward pass and are not counted: "
+                     + ", ".join(names[:8]) + (" ..." if len(names) > 8 else ""))
     settings = {
         "bits": bits,
         "param_bits": policy.param_bits,
@@ -183,7 +185,7 @@ def score(
     }
     return Report(
         layers=layers, track=trk, rules=ruleset.name, capture=method, settings=settings, notes=notes,
-        unknown=unknown_rows,
+        unknown=unknown_rows, excluded=excluded,
     )
 
 
@@ -243,10 +245,19 @@ def _lost_params(model: nn.Module, used: set[str], read: set[str]) -> list[str]:
     return [name for name, p in model.named_parameters() if id(p) in missing]
 
 
-def _unused_params(model: nn.Module, used: set[str]) -> list[str]:
-    names = []
-    for name, _ in model.named_parameters():
-        base = name[:-5] if name.endswith("_orig") else name
-        if base not in used:
-            names.append(name)
-    return names
+def _meta_note(model: nn.Module) -> list[str]:
+    """A note naming the parameters on the meta device: they have no values, so none of their zeros is seen."""
+    names = [name for name, p in model.named_parameters() if p.device.type == "meta"]
+    if not names:
+        return []
+    return [f"{len(names)} parameter tensor(s) are on the meta device (no values), so their sparsity was not "
+            "measured: they are counted dense (pass --sparsity to set it): " + ", ".join(names[:8])
+            + (" ..." if len(names) > 8 else "")]
+
+
+def _excluded_params(model: nn.Module, used: set[str]) -> list[dict]:
+    """Parameters no op stores, with the reason (each tied tensor once, by its first name)."""
+    ids = _param_ids(model)
+    stored = {ids[n] for n in used if n in ids}
+    return [{"name": name, "numel": p.numel(), "reason": "not used by the forward pass"}
+            for name, p in model.named_parameters() if id(p) not in stored]

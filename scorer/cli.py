@@ -27,8 +27,6 @@ SUBCOMMANDS: dict[str, str] = {
     "leaderboard": "scorer.leaderboard:leaderboard_main",
 }
 
-FORMATS = ("table", "markdown", "csv", "json")
-CAPTURES = ("auto", "fx", "export", "dispatch")
 DEFAULT_TRACK = "cifar100"
 DEFAULT_RULES = "micronet2019"
 
@@ -44,6 +42,20 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
+
+
+def formats() -> tuple[str, ...]:
+    """The ``--format`` choices: the renderers of ``scorer.render.RENDERERS``."""
+    from scorer.render import RENDERERS
+
+    return tuple(RENDERERS)
+
+
+def captures() -> tuple[str, ...]:
+    """The ``--capture`` choices: ``auto`` and the methods of ``scorer.capture.METHODS``."""
+    from scorer.capture import METHODS
+
+    return ("auto", *METHODS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure on the first N test images only")
     g.add_argument("--allow-unknown", action="store_true",
                    help="count ops without a rule as zero (with a warning) instead of failing with exit 3")
-    g.add_argument("--capture", choices=CAPTURES, default="auto", help="graph capture method (default: auto)")
+    g.add_argument("--capture", choices=captures(), default="auto", help="graph capture method (default: auto)")
     g = p.add_argument_group("loading")
     g.add_argument("--arch", metavar="NAME",
                    help="architecture for a state_dict file: reference name or package.module:factory")
@@ -93,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow code a model file holds or names: a TorchScript program, a checkpoint arch "
                         "pkg.mod:factory or rule set, code-bearing parts of a .pt2 (see README, Safety)")
     g = p.add_argument_group("output")
-    g.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    g.add_argument("--format", choices=formats(), default="table", help="output format (default: table)")
     g.add_argument("--depth", type=int, metavar="N", help="group rows by the first N levels of the module path")
     g.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of stdout")
     g.add_argument("--plot", metavar="FILE.png",
@@ -192,7 +204,6 @@ def _summary(doc: str | None, limit: int = 110) -> str:
 def _rules_table(fmt: str) -> str:
     from tabulate import tabulate
 
-    import scorer  # noqa: F401 - import order: rules imports scorer.graph
     from rules import available_rulesets, get_ruleset
 
     rows = []
@@ -224,35 +235,18 @@ def _is_precision_warning(note: str) -> bool:
 
 
 def _render(report: Any, args: argparse.Namespace, title: str) -> None:
-    if args.format == "json":
-        data = report.to_dict()
-        if args.depth is not None:
-            data["groups"] = report.by_depth(args.depth).to_dict(orient="records")
-        _write(json.dumps(data, indent=2, default=str), args.output)
-    elif args.format == "csv":
-        _write(report.to_csv(depth=args.depth), args.output)
+    from scorer.render import RenderOptions, print_rich, render
+
+    view = report.view(args.depth)
+    if args.format == "table" and args.output is None:
+        print_rich(view, show_free=args.show_free, title=title)  # the terminal's width and colours
+    else:
+        _write(render(args.format, view, RenderOptions(show_free=args.show_free, title=title)), args.output)
+    if args.format == "csv":
         for note in report.notes:
             # the unknown-op table and the precision warnings are printed louder, after the report
             if not (report.unknown and note.startswith("WARNING:")) and not _is_precision_warning(note):
                 print(f"{PROG}: note: {note}", file=sys.stderr)
-    elif args.format == "markdown":
-        _write(report.to_markdown(args.depth), args.output)
-    else:
-        from scorer.render import print_rich
-
-        if args.output is None:
-            print_rich(report, args.depth, show_free=args.show_free, title=title)
-        else:
-            from rich.console import Console
-
-            try:
-                with open(args.output, "w") as fh:
-                    console = Console(file=fh, width=200, no_color=True, force_terminal=False)
-                    print_rich(report, args.depth, show_free=args.show_free, console=console, title=title)
-            except OSError as exc:
-                from scorer.errors import ScorerError
-
-                raise ScorerError(f"cannot write {args.output}: {exc.strerror or exc}") from None
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -316,7 +310,7 @@ def _score(args: argparse.Namespace) -> int:
 
 def _measure_exits(model: Any, args: argparse.Namespace) -> dict[str, float]:
     """Exit fractions measured over the CIFAR-100 test split (scorer.exits)."""
-    from reference_models.training.data import Cifar100Dataset, DataError, load_cifar100
+    from scorer.cifar import DataError, load_cifar100, split_batches
     from scorer.errors import ScorerError
     from scorer.exits import measure_exit_fractions
 
@@ -324,11 +318,9 @@ def _measure_exits(model: Any, args: argparse.Namespace) -> dict[str, float]:
         split = load_cifar100(args.measure_exits, "test")
     except DataError as exc:
         raise ScorerError(str(exc)) from None
-    data = Cifar100Dataset.from_split(split)
-    n = len(data) if args.measure_limit is None else max(0, min(len(data), args.measure_limit))
+    n = len(split) if args.measure_limit is None else max(0, min(len(split), args.measure_limit))
     batch = 256
-    batches = (data.batch(list(range(i, min(i + batch, n)))) for i in range(0, n, batch))
-    return measure_exit_fractions(model, batches, args.exit_threshold,
+    return measure_exit_fractions(model, split_batches(split, batch, n), args.exit_threshold,
                                   progress=sys.stderr.isatty(), total=(n + batch - 1) // batch)
 
 
@@ -386,7 +378,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        import scorer  # noqa: F401 - import order: scorer before rules (rules imports scorer.graph)
         from scorer.errors import ScorerError
     except Exception as exc:  # noqa: BLE001
         _error(f"cannot import the scorer: {type(exc).__name__}: {exc}")

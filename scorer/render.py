@@ -1,23 +1,58 @@
-"""Renderers of a Report: markdown (tabulate), a rich terminal table, and a per-layer bar plot.
+"""Renderers of a scored model: one registry, :data:`RENDERERS` (format name -> text renderer), plus the
+rich terminal table and a per-layer bar plot.
 
-They only read ``report.layers`` / ``report.by_depth()`` and ``report.totals``; nothing here counts.
+They read a :class:`ReportView`, plain data that ``scorer.report.Report.view`` builds; nothing here counts
+and nothing here imports the report (the dependency is one-way: report -> render). A new output format is
+one function ``(view, options) -> str`` and one entry in :data:`RENDERERS`; the CLI's ``--format`` choices
+are its keys.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import math
 import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import pandas as pd
 
 from scorer.errors import ScorerError
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
     from rich.console import Console
 
-    from scorer.report import Report
+
+@dataclass(frozen=True)
+class ReportView:
+    """What a renderer reads: the report as plain data, rows already grouped at ``depth``."""
+
+    layers: pd.DataFrame  #: one row per op
+    rows: pd.DataFrame  #: the rows shown: ``layers`` (depth None) or the groups at ``depth``
+    depth: int | None
+    totals: dict[str, float]  #: in display order
+    track: str
+    rules: str
+    capture: str
+    settings: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    unknown: list[dict] = field(default_factory=list)
+    excluded: list[dict] = field(default_factory=list)  #: parameters no op stores, with the reason
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Options a renderer may use: ``show_free`` and ``title`` (table), ``indent`` (json)."""
+
+    show_free: bool = False
+    title: str | None = None
+    indent: int | None = 2
+
+
+#: A renderer: the whole output of one format as text.
+Renderer = Callable[[ReportView, RenderOptions], str]
 
 #: Columns shown per op (depth None) and per group (depth N); optional ones appear only when used.
 OP_COLUMNS = ["name", "module", "kind", "weight_numel", "nonzeros", "sparsity", "param_bits", "mults", "adds",
@@ -59,7 +94,7 @@ def _fmt_cell(column: str, value: Any) -> str:
     return fmt_number(value)
 
 
-def _columns(report: Report, df: pd.DataFrame, depth: int | None) -> list[str]:
+def _columns(df: pd.DataFrame, depth: int | None) -> list[str]:
     cols = list(OP_COLUMNS if depth is None else GROUP_COLUMNS)
     if "path" in df.columns and df["path"].astype(str).str.len().gt(0).any():
         cols.insert(0, "path")
@@ -84,19 +119,16 @@ def _rows(df: pd.DataFrame, cols: list[str]) -> list[list[str]]:
     return [_row(rec, cols) for rec in df.to_dict(orient="records")]
 
 
-def totals_rows(report: Report) -> list[tuple[str, str]]:
-    """(key, formatted value) for every total, in TOTAL_KEYS order."""
-    from scorer.report import TOTAL_KEYS
-
-    totals = report.totals
-    return [(k, fmt_score(totals[k]) if k in _SCORE_KEYS else fmt_number(totals[k])) for k in TOTAL_KEYS]
+def totals_rows(view: ReportView) -> list[tuple[str, str]]:
+    """(key, formatted value) for every total, in the view's order."""
+    return [(k, fmt_score(v) if k in _SCORE_KEYS else fmt_number(v)) for k, v in view.totals.items()]
 
 
-def settings_line(report: Report) -> str:
+def settings_line(view: ReportView) -> str:
     """One line: track, rules, capture method, the precision settings that differ from 32-bit, the input
     shapes and the batch the counts were divided by."""
-    parts = [f"track: {report.track.name}", f"rules: {report.rules}", f"capture: {report.capture}"]
-    s = report.settings or {}
+    parts = [f"track: {view.track}", f"rules: {view.rules}", f"capture: {view.capture}"]
+    s = view.settings or {}
     if s.get("bits") is not None:
         parts.append(f"bits: {s['bits']}")
     for key in ("mul_bits_override", "add_bits_override"):
@@ -116,23 +148,62 @@ def settings_line(report: Report) -> str:
     return " | ".join(parts)
 
 
-def to_markdown(report: Report, depth: int | None = None) -> str:
+def to_markdown(view: ReportView, options: RenderOptions = RenderOptions()) -> str:
     """Pipe-format markdown: the per-op (or per-group) table, a totals table, then the settings line and notes."""
     from tabulate import tabulate
 
-    df = report.by_depth(depth)
-    cols = _columns(report, df, depth)
+    df = view.rows
+    cols = _columns(df, view.depth)
     align = ["left" if c in _TEXT_COLUMNS else "right" for c in cols]
     table = tabulate(_rows(df, cols), headers=cols, tablefmt="pipe", colalign=align, disable_numparse=True)
-    totals = tabulate(totals_rows(report), headers=["total", "value"], tablefmt="pipe",
+    totals = tabulate(totals_rows(view), headers=["total", "value"], tablefmt="pipe",
                       colalign=["left", "right"], disable_numparse=True)
-    parts = [table, "", totals, "", settings_line(report)]
-    if report.unknown:
-        parts += ["", f"**WARNING: {len(report.unknown)} op(s) without a counting rule were counted as zero:** "
-                  + ", ".join(f"{u['target']} at {u['module'] or '<top>'}" for u in report.unknown)]
-    if report.notes:
-        parts += [""] + [f"- {n}" for n in report.notes]
+    parts = [table, "", totals, "", settings_line(view)]
+    if view.unknown:
+        parts += ["", f"**WARNING: {len(view.unknown)} op(s) without a counting rule were counted as zero:** "
+                  + ", ".join(f"{u['target']} at {u['module'] or '<top>'}" for u in view.unknown)]
+    if view.notes:
+        parts += [""] + [f"- {n}" for n in view.notes]
     return "\n".join(parts) + "\n"
+
+
+def to_csv(view: ReportView, options: RenderOptions = RenderOptions()) -> str:
+    """CSV of the rows (or groups), every column."""
+    return view.rows.to_csv(index=False)
+
+
+def document(view: ReportView) -> dict:
+    """The JSON document: totals, every op row, track, rules, capture, settings, notes, unknown ops, excluded
+    parameters, and the groups when the view has a depth."""
+    doc = {
+        "totals": view.totals,
+        "layers": view.layers.to_dict(orient="records"),
+        "track": view.track,
+        "rules": view.rules,
+        "capture": view.capture,
+        "settings": view.settings,
+        "notes": view.notes,
+        "unknown_ops": view.unknown,
+        "excluded_params": view.excluded,
+    }
+    if view.depth is not None:
+        doc["groups"] = view.rows.to_dict(orient="records")
+    return doc
+
+
+def to_json(view: ReportView, options: RenderOptions = RenderOptions()) -> str:
+    """JSON text of :func:`document` (values JSON cannot hold are written as strings)."""
+    return json.dumps(document(view), indent=options.indent, default=str)
+
+
+def to_table(view: ReportView, options: RenderOptions = RenderOptions()) -> str:
+    """The rich table of :func:`print_rich` as plain text, 200 columns wide, without colour."""
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=200, no_color=True, force_terminal=False)
+    print_rich(view, show_free=options.show_free, console=console, title=options.title)
+    return buffer.getvalue()
 
 
 def _is_free(rec: dict) -> bool:
@@ -141,8 +212,7 @@ def _is_free(rec: dict) -> bool:
 
 
 def print_rich(
-    report: Report,
-    depth: int | None = None,
+    view: ReportView,
     show_free: bool = False,
     console: Console | None = None,
     title: str | None = None,
@@ -159,8 +229,8 @@ def print_rich(
         console = Console()
         if not console.is_terminal:
             console = Console(width=200)
-    df = report.by_depth(depth)
-    cols = _columns(report, df, depth)
+    df = view.rows
+    cols = _columns(df, view.depth)
     records = df.to_dict(orient="records")
     hidden = 0
     if not show_free:
@@ -183,13 +253,13 @@ def print_rich(
     grid = Table.grid(padding=(0, 2))
     grid.add_column(justify="left", style="bold")
     grid.add_column(justify="right")
-    for key, value in totals_rows(report):
+    for key, value in totals_rows(view):
         grid.add_row(key, value)
-    console.print(Panel(Group(grid, "", settings_line(report)), title="totals", expand=False))
-    if report.unknown:
-        console.print(f"[bold red]WARNING: {len(report.unknown)} op(s) without a counting rule were counted "
+    console.print(Panel(Group(grid, "", settings_line(view)), title="totals", expand=False))
+    if view.unknown:
+        console.print(f"[bold red]WARNING: {len(view.unknown)} op(s) without a counting rule were counted "
                       "as zero[/bold red]")
-    for note in report.notes:
+    for note in view.notes:
         console.print(f"note: {note}", markup=False, highlight=False)
 
 
@@ -233,13 +303,13 @@ def check_plot_path(path: str | Path) -> Path:
     return out
 
 
-def plot(report: Report, path: str | Path, depth: int | None = None) -> Path:
-    """Horizontal bar plots of parameters (32-bit units) and ops per layer, saved to ``path`` in the format
-    its extension names (checked first by :func:`check_plot_path`)."""
+def plot(view: ReportView, path: str | Path) -> Path:
+    """Horizontal bar plots of parameters (32-bit units) and ops per layer (or group), saved to ``path`` in
+    the format its extension names (checked first by :func:`check_plot_path`)."""
     out = check_plot_path(path)
     plt = require_matplotlib()
-    df = report.by_depth(depth)
-    if depth is None:
+    df = view.rows
+    if view.depth is None:
         labels = [f"{m or '<top>'}:{n}" if m != n else n for n, m in zip(df["name"], df["module"], strict=True)]
     else:
         labels = [str(m) for m in df["module"]]
@@ -255,8 +325,8 @@ def plot(report: Report, path: str | Path, depth: int | None = None) -> Path:
     axes[0].set_yticks(y)
     axes[0].set_yticklabels(labels, fontsize=7)
     axes[0].invert_yaxis()
-    totals = report.totals
-    fig.suptitle(f"{report.track.name} / {report.rules}: score {fmt_score(totals['score'])} "
+    totals = view.totals
+    fig.suptitle(f"{view.track} / {view.rules}: score {fmt_score(totals['score'])} "
                  f"(params {fmt_number(totals['params'])}, ops {fmt_number(totals['ops'])})")
     fig.tight_layout()
     try:
@@ -266,3 +336,21 @@ def plot(report: Report, path: str | Path, depth: int | None = None) -> Path:
     finally:
         plt.close(fig)
     return out
+
+
+#: Output formats: name -> renderer. The CLI's ``--format`` choices are these keys, in this order.
+RENDERERS: dict[str, Renderer] = {
+    "table": to_table,
+    "markdown": to_markdown,
+    "csv": to_csv,
+    "json": to_json,
+}
+
+
+def render(fmt: str, view: ReportView, options: RenderOptions = RenderOptions()) -> str:
+    """``view`` in format ``fmt`` (a key of :data:`RENDERERS`); ScorerError naming the formats otherwise."""
+    try:
+        renderer = RENDERERS[fmt]
+    except KeyError:
+        raise ScorerError(f"unknown output format {fmt!r}; use {', '.join(RENDERERS)}") from None
+    return renderer(view, options)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from rules.base import Cost
+from rules.kinds import FREE_KINDS, is_unknown
 from rules.records import Op
+from scorer import render
 from scorer.tracks import Track
 
 #: Columns every layer row has (a contract: other tools read them).
@@ -79,6 +80,8 @@ class Report:
     settings: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     unknown: list[dict] = field(default_factory=list)
+    #: parameters no op stores, each ``{"name", "numel", "reason"}`` (every other parameter is stored once)
+    excluded: list[dict] = field(default_factory=list)
 
     @property
     def totals(self) -> dict[str, float]:
@@ -112,45 +115,56 @@ class Report:
         out["sparsity"] = [1 - n / w if w else 0.0 for n, w in zip(out["nonzeros"], out["weight_numel"], strict=True)]
         return out
 
-    # Renderers live in scorer.render; thin methods keep the contract of the Python API.
+    def coverage(self) -> pd.DataFrame:
+        """Ops per module: ``counted`` (a rule gave them a cost), ``free`` (no arithmetic by rule: data movement,
+        quantisers) and ``unsupported`` (no rule; zero only under ``allow_unknown``)."""
+        kinds = self.layers["kind"]
+        status = kinds.map(lambda k: "unsupported" if is_unknown(k) else "free" if k in FREE_KINDS else "counted")
+        table = pd.crosstab(self.layers["module"].replace("", "<top>"), status)
+        return table.reindex(columns=["counted", "free", "unsupported"], fill_value=0)
+
+    def view(self, depth: int | None = None) -> render.ReportView:
+        """The report as the plain data renderers read (``scorer.render``), rows grouped at ``depth``."""
+        totals = self.totals
+        return render.ReportView(
+            layers=self.layers,
+            rows=self.by_depth(depth),
+            depth=depth,
+            totals={k: totals[k] for k in TOTAL_KEYS},
+            track=self.track.name,
+            rules=self.rules,
+            capture=self.capture,
+            settings=self.settings,
+            notes=self.notes,
+            unknown=self.unknown,
+            excluded=self.excluded,
+        )
+
+    # Renderers live in scorer.render (one registry, render.RENDERERS); these methods keep the Python API.
     def to_markdown(self, depth: int | None = None) -> str:
         """Markdown table of the rows (or groups) plus a totals table."""
-        from scorer.render import to_markdown
-
-        return to_markdown(self, depth)
+        return render.render("markdown", self.view(depth))
 
     def to_csv(self, path: str | Path | None = None, depth: int | None = None) -> str:
         """CSV of the rows; written to ``path`` when given. Returns the text."""
-        text = self.by_depth(depth).to_csv(index=False)
+        text = render.render("csv", self.view(depth))
         if path is not None:
             Path(path).write_text(text)
         return text
 
     def to_dict(self) -> dict:
-        """``{"totals": {...}, "layers": [rows], "settings": {...}, "notes": [...]}``."""
-        return {
-            "totals": self.totals,
-            "layers": self.layers.to_dict(orient="records"),
-            "track": self.track.name,
-            "rules": self.rules,
-            "capture": self.capture,
-            "settings": self.settings,
-            "notes": self.notes,
-            "unknown_ops": self.unknown,
-        }
+        """``{"totals": {...}, "layers": [rows], "track", "rules", "capture", "settings", "notes",
+        "unknown_ops", "excluded_params"}``."""
+        return render.document(self.view())
 
     def to_json(self, indent: int | None = 2) -> str:
         """JSON text of ``to_dict()``."""
-        return json.dumps(self.to_dict(), indent=indent, default=str)
+        return render.render("json", self.view(), render.RenderOptions(indent=indent))
 
     def print(self, depth: int | None = None) -> None:
         """Print a rich terminal table."""
-        from scorer.render import print_rich
-
-        print_rich(self, depth)
+        render.print_rich(self.view(depth))
 
     def plot(self, path: str | Path, depth: int | None = None) -> Path:
         """Bar plot of params and ops per layer, in the format the path's extension names (needs matplotlib)."""
-        from scorer.render import plot
-
-        return plot(self, path, depth)
+        return render.plot(self.view(depth), path)

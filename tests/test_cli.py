@@ -348,6 +348,44 @@ def test_depth_grouping(capsys: pytest.CaptureFixture, model_file: Path) -> None
     assert len(lines) == 1 + 3  # header + conv, fc and the top-level flatten
 
 
+def _choices(dest: str) -> tuple[str, ...]:
+    (action,) = [a for a in cli.build_parser()._actions if a.dest == dest]
+    return tuple(action.choices)
+
+
+def test_choices_come_from_the_registries() -> None:
+    from scorer.capture import METHODS
+    from scorer.render import RENDERERS
+
+    assert _choices("format") == tuple(RENDERERS) == ("table", "markdown", "csv", "json")
+    assert _choices("capture") == ("auto", *METHODS) == ("auto", "fx", "export", "dispatch")
+
+
+def test_a_new_format_is_one_registry_entry(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+                                            model_file: Path, tmp_path: Path) -> None:
+    from scorer import render
+
+    monkeypatch.setitem(render.RENDERERS, "names", lambda view, options: " ".join(view.rows["name"]))
+    code, out, _ = run(capsys, f"{model_file}:build", "--format", "names")
+    assert code == 0 and out == "conv flatten fc\n"
+    dest = tmp_path / "names.txt"
+    code, out, _ = run(capsys, f"{model_file}:build", "--format", "names", "-o", dest)
+    assert code == 0 and out == "" and dest.read_text() == "conv flatten fc\n"
+
+
+def test_report_methods_render_like_the_cli(capsys: pytest.CaptureFixture, model_file: Path,
+                                            tmp_path: Path) -> None:
+    from scorer import score
+    from scorer.load import load_model
+
+    report = score(load_model(f"{model_file}:build").model, input_shape=(1, 3, 32, 32))
+    for fmt, text in (("markdown", report.to_markdown(1)), ("csv", report.to_csv(depth=1))):
+        code, out, _ = run(capsys, f"{model_file}:build", "--format", fmt, "--depth", "1")
+        assert code == 0 and out == text
+    code, out, _ = run(capsys, f"{model_file}:build", "--format", "json")
+    assert code == 0 and out == report.to_json() + "\n"
+
+
 def test_checkpoint_without_flags(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
                                   model_file: Path, tmp_path: Path) -> None:
     """A checkpoint of a registered architecture: masks, per-layer bits and meta apply with no flag."""

@@ -91,7 +91,7 @@ class Unused(nn.Module):
 def test_an_unread_parameter_is_listed_not_counted(capture: str) -> None:
     rep = score(Unused(), input_shape=(1, 4), capture=capture)
     assert rep.totals["params"] == 20
-    assert any("spare.weight" in n and "never used" in n for n in rep.notes)
+    assert any("spare.weight" in n and "not used by the forward pass" in n for n in rep.notes)
 
 
 class Tied(nn.Module):
@@ -131,3 +131,30 @@ def test_a_parameter_moved_by_a_free_op_is_stored_there(capture: str) -> None:
     # conv 3·16·64 + 16 = 3,088; cls token 16; position embedding 17·16 = 272; head 16·10 + 10 = 170
     rep = score(ClassToken(), input_shape=(2, 3, 32, 32), capture=capture)
     assert rep.totals["params"] == 3088 + 16 + 272 + 170
+
+
+class TiedWithSpare(nn.Module):
+    """A tied embedding/decoder pair plus a parameter the forward never reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 8)
+        self.dec = nn.Linear(8, 50, bias=False)
+        self.dec.weight = self.emb.weight
+        self.spare = nn.Linear(8, 3)
+
+    def forward(self, idx):
+        return self.dec(self.emb(idx))
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_stored_equals_unique_parameters_minus_listed_exclusions(capture: str) -> None:
+    model = TiedWithSpare()
+    rep = score(model, example_inputs=(torch.zeros(1, 4, dtype=torch.long),), rules="flops", capture=capture)
+    unique = sum(p.numel() for p in model.parameters())  # the tied table once
+    assert [e["name"] for e in rep.excluded] == ["spare.weight", "spare.bias"]
+    assert {e["reason"] for e in rep.excluded} == {"not used by the forward pass"}
+    assert rep.totals["params"] == unique - sum(e["numel"] for e in rep.excluded) == 50 * 8
+    assert rep.to_dict()["excluded_params"] == rep.excluded
+    cov = rep.coverage()
+    assert cov["unsupported"].sum() == 0 and cov["counted"].sum() >= 1

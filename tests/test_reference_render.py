@@ -53,8 +53,8 @@ def render_all(info: ReferenceInfo) -> Rendered:
         csv_text = report.to_csv()
         json_text = report.to_json()
         console = Console(record=True, width=200, file=io.StringIO())
-        print_rich(report, console=console)
-        print_rich(report, depth=1, console=console)
+        print_rich(report.view(), console=console)
+        print_rich(report.view(depth=1), console=console)
         rich_text = console.export_text()
     return Rendered(info, report, markdown, grouped, csv_text, json_text, rich_text, list(caught))
 

@@ -26,7 +26,7 @@ class Traceable(nn.Module):
 
 
 class NeedsFallback(nn.Module):
-    """``B, T, _ = x.shape`` unpacks a Proxy: fx cannot trace it, torch.export can."""
+    """Python branching on a shape (a Proxy under fx): fx cannot trace it, torch.export can."""
 
     def __init__(self):
         super().__init__()
@@ -34,7 +34,8 @@ class NeedsFallback(nn.Module):
 
     def forward(self, x):
         b, t, _ = x.shape
-        return self.fc(x).view(b, t, -1)
+        y = self.fc(x).view(b, t, -1)
+        return y if t > 1 else -y
 
 
 class DataDependent(nn.Module):

@@ -80,3 +80,23 @@ def test_every_form_of_one_function_is_one_kind(form: str, capture: str) -> None
 def test_known_leaves_come_from_the_registry() -> None:
     assert is_known_leaf(nn.Conv2d(1, 1, 1)) and is_known_leaf(nn.ReLU()) and is_known_leaf(nn.Dropout())
     assert not is_known_leaf(nn.Sequential()) and not is_known_leaf(Forms("F"))
+
+
+class Softplus(nn.Module):
+    """docs/ops.md's worked example, in its module and functional forms."""
+
+    def __init__(self):
+        super().__init__()
+        self.sp = nn.Softplus(beta=2.0)
+
+    def forward(self, x):
+        return self.sp(x) + F.softplus(x)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_the_worked_example_counts_alike_on_every_path(capture: str) -> None:
+    rep = score(Softplus(), input_shape=(1, 6), capture=capture)
+    n = 6
+    # β = 2: comparison, exp, log, ×β, ÷β (5 mults) + 1 add; β = 1: 3 mults + 1 add; then the residual add
+    assert (rep.totals["mults"], rep.totals["adds"]) == (5 * n + 3 * n, n + n + n)
+    assert sorted(rep.layers["kind"]) == ["act:softplus", "act:softplus", "add"]

@@ -2,20 +2,24 @@
 recorder that runs the model once on fake tensors. The report says which one was used.
 
 Captures are serialised process-wide and leave the model as it was (see ``scorer.capture.guard``).
+Importing this package is cheap (torch is imported on first use), so that ``micronet-score --help`` can
+list :data:`METHODS`.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn as nn
-
-from scorer.capture.fx_capture import FxCapture, capture_fx
-from scorer.capture.guard import CAPTURE_LOCK, preserved
 from scorer.errors import CaptureError
 
+if TYPE_CHECKING:  # pragma: no cover
+    import torch.nn as nn
+
+    from scorer.capture.fx_capture import FxCapture
+
+#: The capture methods, in the order ``auto`` tries them (the CLI's ``--capture`` choices, with ``auto``).
 METHODS = ("fx", "export", "dispatch")
 
 
@@ -37,6 +41,8 @@ def batch_of(example_inputs: tuple) -> int:
     Rank-0 and rank-1 tensors are single unbatched examples, so a model whose tensor inputs all have rank
     < 2 (``Linear(4, 8)`` on shape ``(4,)``) has batch 1, as has a model without tensor inputs.
     """
+    import torch
+
     for x in example_inputs:
         if isinstance(x, torch.Tensor) and x.dim() >= 2:
             return int(x.shape[0])
@@ -50,6 +56,8 @@ def _first_line(exc: BaseException) -> str:
 
 def _capture_with(method: str, model: nn.Module, example_inputs: tuple) -> FxCapture:
     if method == "fx":
+        from scorer.capture.fx_capture import capture_fx
+
         return capture_fx(model, example_inputs)
     if method == "export":
         from scorer.capture.export_capture import capture_export
@@ -66,6 +74,8 @@ def capture_model(model: nn.Module, example_inputs: tuple, method: str = "auto")
     Every op's ``batch`` is ``batch_of(example_inputs)``. SystemExit from the model's forward is a
     CaptureError; KeyboardInterrupt propagates (the model is restored first).
     """
+    from scorer.capture.guard import CAPTURE_LOCK, preserved
+
     order = METHODS if method == "auto" else (method,)
     if any(m not in METHODS for m in order):
         raise CaptureError(f"unknown capture method {method!r}; use auto, {', '.join(METHODS)}")

@@ -21,7 +21,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils._pytree import tree_leaves, tree_map
 
-from scorer.capture.export_capture import fake_inputs
+from scorer.capture.export_capture import fake_inputs, fake_of, has_meta
 from scorer.capture.fx_capture import FxCapture
 from scorer.capture.guard import substituted, versions_kept
 from scorer.ops import translate
@@ -36,9 +36,10 @@ _LIFTS = (torch.ops.aten.lift_fresh.default, torch.ops.aten.lift.default)
 
 class _Recorder(TorchDispatchMode):
     def __init__(self, params: dict[int, tuple[str, torch.Tensor]], stack: list[str],
-                 fake: FakeTensorMode | None):
+                 fake: FakeTensorMode | None, buffers: set[int]):
         super().__init__()
         self.params = params
+        self.buffers = buffers  # identities of the model's buffers
         self.stack = stack
         self.fake = fake
         self.ops = []
@@ -58,7 +59,7 @@ class _Recorder(TorchDispatchMode):
         hit = self.params.get(id(t))
         if hit is not None:
             self.read.add(hit[0])
-            return Val(meta=meta_of(t), param=hit[0], real=hit[1], ident=id(hit[1]))
+            return Val(meta=meta_of(t), param=hit[0], real=hit[1], ident=id(hit[1]), buffer=id(hit[1]) in self.buffers)
         return Val(meta=meta_of(t))
 
     def _to_fake(self, t: object) -> object:
@@ -158,7 +159,7 @@ def _record(model: nn.Module, example_inputs: tuple, fake: bool, kwargs: dict | 
     if mode is not None:
         inputs = fake_inputs(example_inputs, mode)
         kwargs = dict(zip(kwargs, fake_inputs(tuple(kwargs.values()), mode), strict=True))
-        make = lambda t: mode.from_tensor(t, static_shapes=True)  # noqa: E731
+        make = lambda t: fake_of(t, mode)  # noqa: E731
     else:
         inputs = example_inputs
         make = lambda t: t.detach().clone()  # noqa: E731
@@ -180,13 +181,14 @@ def _record(model: nn.Module, example_inputs: tuple, fake: bool, kwargs: dict | 
             if isinstance(mod, QUIET_MODULES) and recorder:
                 recorder[0].quiet -= 1
 
+    buffers = {id(t) for t in model.buffers()}  # the real ones, before stand-ins take their place
     h1 = nn.modules.module.register_module_forward_pre_hook(pre)
     h2 = nn.modules.module.register_module_forward_hook(post)
     try:
         with substituted(model, make) as real_of, torch.no_grad():
             # a TorchScript module keeps its own tensors: its recorder makes fake copies as ops use them
             params = {id(t): (name, t) for name, t in [*model.named_parameters(), *model.named_buffers()]}
-            rec = _Recorder({**params, **real_of}, stack, mode)
+            rec = _Recorder({**params, **real_of}, stack, mode, buffers)
             recorder.append(rec)
             if mode is not None:
                 with versions_kept(model), mode, rec, _WholeCalls(rec):
@@ -209,6 +211,9 @@ def capture_dispatch(model: nn.Module, example_inputs: tuple) -> FxCapture:
     except Exception as exc:  # noqa: BLE001 - data-dependent Python, or an op without a fake kernel
         lines = str(exc).strip().splitlines()
         why = f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    if has_meta(model):
+        raise ValueError(f"the forward fails on fake tensors ({why}) and the model's weights are on the meta "
+                         "device (no values), so it cannot be run for real")
     try:
         inputs = _zeros(example_inputs)
     except ValueError as exc:

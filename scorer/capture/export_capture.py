@@ -11,6 +11,7 @@ import inspect
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 
 import torch
 import torch.nn as nn
@@ -20,6 +21,7 @@ from torch.fx.experimental.symbolic_shapes import ShapeEnv
 from torch.overrides import TorchFunctionMode
 
 from scorer.capture.fx_capture import FxCapture
+from scorer.capture.guard import substituted
 from scorer.ops import translate
 from scorer.ops.attention import QUIET_MODULES, WHOLE_ATEN
 from scorer.ops.call import make_call
@@ -32,13 +34,24 @@ def fake_inputs(example_inputs: tuple, mode: FakeTensorMode) -> tuple:
     """``example_inputs`` as fake tensors of ``mode`` (meta ones on the CPU); other values unchanged."""
     out = []
     for x in example_inputs:
-        if isinstance(x, torch.Tensor) and x.device.type == "meta":
-            with mode:
-                x = torch.empty(x.shape, dtype=x.dtype)
-        elif isinstance(x, torch.Tensor):
-            x = mode.from_tensor(x, static_shapes=True)
+        if isinstance(x, torch.Tensor):
+            x = fake_of(x, mode)
         out.append(x)
     return tuple(out)
+
+
+def fake_of(t: torch.Tensor, mode: FakeTensorMode) -> torch.Tensor:
+    """A fake tensor of ``mode`` for ``t``; a meta tensor's stands on the CPU (same shape, strides and dtype),
+    so a model built under ``torch.device("meta")`` runs like a CPU model and nothing of its size is made."""
+    if t.device.type == "meta":
+        with mode:
+            return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="cpu")
+    return mode.from_tensor(t, static_shapes=True)
+
+
+def has_meta(model: nn.Module) -> bool:
+    """True when a parameter or buffer of ``model`` is on the meta device (it has no values)."""
+    return any(t.device.type == "meta" for t in (*model.parameters(), *model.buffers()))
 
 
 _MHA_SCHEMA = (
@@ -162,14 +175,23 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
     if isinstance(model, torch.jit.ScriptModule):
         raise ValueError("torch.export cannot export a TorchScript module")
     mode = FakeTensorMode(shape_env=ShapeEnv())
+    # meta parameters and buffers stand as fake CPU tensors of the same mode (export keeps those as they are)
+    stand_ins = (substituted(model, lambda t: fake_of(t, mode) if t.device.type == "meta" else t)
+                 if has_meta(model) else contextlib.nullcontext())
     try:
-        with quiet_torch_logs(), torch.no_grad():
+        with quiet_torch_logs(), torch.no_grad(), stand_ins:
             ep = torch.export.export(_Wrapper(model), fake_inputs(example_inputs, mode), strict=False)
     except ForwardFailed as exc:
         raise exc.__cause__ from None
     sig = ep.graph_signature
     param_of = {k: _unwrap_name(v) for k, v in {**sig.inputs_to_parameters, **sig.inputs_to_buffers}.items()}
-    state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    # export lifts a tied tensor once, under any one of its names: every name is looked up, and the tensor
+    # goes by its first name (as named_parameters() gives it) on every path
+    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    state = dict(named)
+    first: dict[int, str] = {}
+    for name, t in named:
+        first.setdefault(id(t), name)
     env: dict[torch.fx.Node, object] = {}
     ops = []
     used: set[str] = set()
@@ -178,11 +200,12 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
         val = node.meta.get("val")
         if node.op == "placeholder":
             if node.name in param_of:
-                fqn = param_of[node.name]
+                real = state.get(param_of[node.name])
+                fqn = first[id(real)] if real is not None else param_of[node.name]
                 if node.users:  # export lifts every parameter; only those the graph uses are read
                     read.add(fqn)
-                real = state.get(fqn)
-                env[node] = Val(meta=meta_of(val), param=fqn, real=real, ident=id(real) if real is not None else None)
+                env[node] = Val(meta=meta_of(val), param=fqn, real=real, ident=id(real) if real is not None else None,
+                                buffer=node.name in sig.inputs_to_buffers)
             else:
                 env[node] = Val(meta=meta_of(val))
         elif node.op == "call_function":
@@ -198,7 +221,7 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
             new = translate(call)
             carried = carries_param(new, call.vals)
             if carried is not None:
-                env[node] = carried.as_output(meta_of(out))
+                env[node] = replace(carried, meta=meta_of(out))
                 continue
             ops.extend(new)
             used.update(w.name for o in new for w in o.weights)

@@ -8,6 +8,7 @@ parameters and buffers, so it cannot change them.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import torch
 import torch.fx as fx
@@ -262,6 +263,9 @@ def capture_fx(model: nn.Module, example_inputs: tuple) -> FxCapture:
     finally:
         for key in set(model.__dict__) - before:
             del model.__dict__[key]
+    aten = next((n.target for n in graph.nodes if isinstance(n.target, torch._ops.OpOverload)), None)
+    if aten is not None:  # a torch.export program's module: its aten calls are torch.export's to translate
+        raise ValueError(f"the forward calls aten operators ({aten}): an aten-level graph")
     created = {key for key, value in constants.items() if id(value) in factories.made}
     return ops_from_graph(model, graph, example_inputs, method="fx", constants=constants, created=created)
 
@@ -281,6 +285,7 @@ def ops_from_graph(
     read: set[str] = set()
     placeholders = iter(example_inputs)
     modules = dict(model.named_modules())
+    buffers = {name for name, _ in model.named_buffers(remove_duplicate=False)}
 
     def load(a: object) -> object:
         return fx.node.map_arg(a, lambda n: env[n])
@@ -300,12 +305,12 @@ def ops_from_graph(
             if target in created:
                 env[node] = Val(meta=meta_of(real))
                 continue
-            if isinstance(real, torch.Tensor) and real.device.type == "meta":
+            if isinstance(real, torch.Tensor) and real.device.type == "meta" and constants and target in constants:
                 raise ValueError(f"tensor constant {target} was computed from the stood-in parameters while "
                                  "tracing, so its values are unknown")
             if isinstance(real, torch.Tensor):
                 read.add(target)
-                env[node] = Val(meta=meta_of(real), param=str(node.target), real=real, ident=id(real))
+                env[node] = Val(meta=meta_of(real), param=target, real=real, ident=id(real), buffer=target in buffers)
             else:
                 env[node] = Val(meta=real)
         elif node.op in ("call_module", "call_function", "call_method"):
@@ -338,7 +343,7 @@ def ops_from_graph(
             new = translate(call)
             carried = carries_param(new, call.vals)
             if carried is not None:  # w.t(), w.T, w.view(...): still the parameter, stored where it is used
-                env[node] = carried.as_output(out)
+                env[node] = replace(carried, meta=out)
                 continue
             ops.extend(new)
             used.update(w.name for o in new for w in o.weights)
@@ -349,6 +354,8 @@ def ops_from_graph(
 
 
 def _wrap_out(out: object, producer: str | None) -> object:
+    if isinstance(out, torch.Size):  # x.shape, x.shape[:2]: ints only, one value (torch.Size holds no Val)
+        return Val(meta=out, producer=producer)
     if isinstance(out, torch.Tensor):
         return Val(meta=out, producer=producer)
     if isinstance(out, (tuple, list)):

@@ -125,6 +125,13 @@ def softmax(call: Call) -> Op:
     return call.op("act:softmax", acts=[x], attrs={"n": x.shape[int(dim)]})  # type: ignore[arg-type]
 
 
+@register("softplus", modules=(nn.Softplus,), functions=(F.softplus,), aten=("softplus",))
+def softplus(call: Call) -> Op:
+    """Softplus with its ``beta`` (the module's attribute, or the call's argument; 1 by default)."""
+    beta = call.module.beta if call.form == "module" else call.value(1, "beta", 1.0)
+    return call.op("act:softplus", call.params(), attrs={"beta": float(beta)})  # type: ignore[arg-type]
+
+
 @register("prelu", modules=(nn.PReLU,), functions=(F.prelu,), aten=("prelu", "_prelu_kernel"), weighted=True)
 def prelu(call: Call) -> Op:
     """PReLU: learned slopes, stored."""

@@ -20,7 +20,8 @@ class Val:
 
     ``meta`` is a meta-device tensor (or any Python value); ``param`` names the model parameter or buffer
     it is (None for activations); ``real`` is that parameter's real tensor; ``producer`` names the op
-    whose output this is (None for parameters, constants and the model input).
+    whose output this is (None for parameters, constants and the model input); ``buffer`` marks a buffer
+    (BN running stats, a registered attention mask), which no op stores as a parameter.
     """
 
     meta: object
@@ -39,10 +40,6 @@ class Val:
     def is_activation(self) -> bool:
         """True for a tensor that is not a parameter/buffer."""
         return self.is_tensor and self.param is None
-
-    def as_output(self, meta: object) -> Val:
-        """This parameter or buffer, reshaped or moved to ``meta`` by a free op."""
-        return Val(meta=meta, param=self.param, real=self.real, ident=self.ident, buffer=self.buffer)
 
     @property
     def shape(self) -> tuple[int, ...]:

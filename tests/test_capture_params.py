@@ -1,0 +1,103 @@
+"""What the capture backends say about parameters: tied weights once on every path, buffers never stored as
+parameters, and fx tracing of shape arithmetic (``B, T, _ = x.shape``) without falling back."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from scorer import score
+from scorer.capture import capture_model
+
+CAPTURES = ("fx", "export", "dispatch")
+
+
+class TiedLM(nn.Module):
+    """decoder.weight is embedding.weight (500 x 64): one table of 32,000 plus the decoder bias 500."""
+
+    def __init__(self, vocab: int = 500, d: int = 64):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, d)
+        self.decoder = nn.Linear(d, vocab)
+        self.decoder.weight = self.embedding.weight
+
+    def forward(self, idx):
+        return self.decoder(torch.tanh(self.embedding(idx)))
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_a_tied_table_is_stored_once_on_every_path(capture: str) -> None:
+    rep = score(TiedLM(), example_inputs=(torch.zeros(1, 10, dtype=torch.long),), capture=capture, rules="flops")
+    assert rep.totals["params"] == 500 * 64 + 500
+
+
+def test_tied_totals_agree_across_paths() -> None:
+    idx = torch.zeros(1, 10, dtype=torch.long)
+    totals = {c: score(TiedLM(), example_inputs=(idx,), capture=c).totals for c in CAPTURES}
+    assert totals["export"] == totals["fx"] and totals["dispatch"] == totals["fx"]
+
+
+class WindowAttention(nn.Module):
+    """Swin style: a registered ``attn_mask`` buffer (shifted-window mask) added to the attention logits,
+    and a BatchNorm whose running statistics are buffers too."""
+
+    def __init__(self, d: int = 16, heads: int = 2, n: int = 9):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.norm = nn.BatchNorm1d(n)
+        self.register_buffer("attn_mask", torch.randn(1, 1, n, n))
+
+    def forward(self, x):
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        att = (q @ k.transpose(-2, -1)) * 0.5
+        att = torch.softmax(att + self.attn_mask, dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(b, n, d)
+        return self.norm(self.proj(y))
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_buffers_are_never_stored_as_parameters(capture: str) -> None:
+    model = WindowAttention()
+    cap = capture_model(model, (torch.empty(2, 9, 16, device="meta"),), capture)
+    stored = {w.name for op in cap.ops for w in op.weights}
+    assert "attn_mask" not in stored
+    assert not any("running" in s or "num_batches" in s for s in stored)
+    # qkv 16·48 + 48, proj 16·16 + 16, BN weight and bias 2·9: no 81 mask entries, no running stats
+    rep = score(model, input_shape=(2, 9, 16), capture=capture, rules="flops")
+    assert rep.totals["params"] == 16 * 48 + 48 + 16 * 16 + 16 + 2 * 9
+
+
+class ShapeArithmetic(nn.Module):
+    def __init__(self, d: int = 16, heads: int = 4):
+        super().__init__()
+        self.h = heads
+        self.q = nn.Linear(d, d)
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        y = self.q(x).view(B, T, self.h, -1)
+        z = y.reshape(B, T, -1)
+        return z.view(x.shape[:2] + (self.h, -1)).flatten(2)
+
+
+def test_fx_traces_shape_arithmetic_without_falling_back() -> None:
+    rep = score(ShapeArithmetic(), input_shape=(2, 5, 16))
+    assert rep.capture == "fx"
+    # Linear(16, 16) on 5 tokens per example: 16·16 + 16 weights, 5·16·16 mults
+    assert rep.totals["params"] == 16 * 16 + 16
+    assert rep.totals["mults"] == 5 * 16 * 16
+
+
+class NewZeros(nn.Module):
+    def forward(self, x):
+        return x + x.new_zeros(x.shape)
+
+
+def test_fx_traces_a_tensor_made_from_a_shape() -> None:
+    cap = capture_model(NewZeros(), (torch.empty(2, 5, 16, device="meta"),), "fx")
+    assert cap.method == "fx"
+    assert tuple(cap.ops[-1].out_shape) == (2, 5, 16)
