@@ -283,7 +283,7 @@ class HandMha(nn.Module):
         self.bias_k, self.bias_v = mha.bias_k, mha.bias_v
         self.heads, self.batch_first = mha.num_heads, mha.batch_first
 
-    def forward(self, q, k, v, bias=None, need_weights=False):
+    def forward(self, q, k, v, biases=(), need_weights=False):
         if not self.batch_first:
             q, k, v = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)
         n, lq, e = q.shape
@@ -296,7 +296,7 @@ class HandMha(nn.Module):
         k = k.view(n, -1, h, e // h).transpose(1, 2)
         v = v.view(n, -1, h, e // h).transpose(1, 2)
         logits = q @ k.transpose(-2, -1) * (1 / math.sqrt(e // h))
-        if bias is not None:
+        for bias in biases:  # attn_mask, key_padding_mask: each added to every logit
             logits = logits + bias
         w = torch.softmax(logits, dim=-1)
         out = self.out((w @ v).transpose(1, 2).reshape(n, lq, e))
@@ -323,7 +323,7 @@ def test_mha_counts_like_the_same_computation_by_hand(case: str) -> None:
 
 
 class _Bound(nn.Module):
-    """HandMha with the mask added once per mask the module was given (attn_mask, key_padding_mask)."""
+    """HandMha with an additive mask added once per mask the module was given (attn_mask, key_padding_mask)."""
 
     def __init__(self, hand: HandMha, need_weights: bool, masks: int, self_attn: bool):
         super().__init__()
@@ -332,9 +332,7 @@ class _Bound(nn.Module):
     def forward(self, q, k, v, bias=None):
         if self.self_attn:
             k = v = q
-        if self.masks == 2:
-            bias = bias + bias
-        return self.hand(q, k, v, bias, self.need_weights)
+        return self.hand(q, k, v, [bias] * self.masks, self.need_weights)
 
 
 # ---------------------------------------------------------------------------------------- transformer layers
