@@ -56,9 +56,10 @@ def _first_line(exc: BaseException) -> str:
 
 def _capture_with(method: str, model: nn.Module, example_inputs: tuple) -> FxCapture:
     if method == "fx":
+        from scorer.capture.dispatch_capture import module_call_ops
         from scorer.capture.fx_capture import capture_fx
 
-        return capture_fx(model, example_inputs)
+        return capture_fx(model, example_inputs, record_layer=module_call_ops)
     if method == "export":
         from scorer.capture.export_capture import capture_export
 

@@ -8,6 +8,7 @@ parameters and buffers, so it cannot change them.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
@@ -217,19 +218,21 @@ class FxCapture:
         self.read_params = read_params or set()  # read by the forward (parameter and buffer names)
 
 
-def _delegated(mod: nn.Module) -> bool:
-    """A torch.nn layer without an extractor (fx keeps it whole; its forward is not traceable, e.g. a
-    transformer layer's fast-path checks): its ops are recorded by the dispatch recorder instead."""
-    return (type(mod).__module__.startswith("torch.nn.") and not isinstance(mod, (nn.Sequential, nn.ModuleList,
-            nn.ModuleDict)) and not is_known_leaf(mod))
+#: Records the ops of one call of a layer: ``(module, path, node name, meta args, meta kwargs) -> ops``.
+LayerRecorder = Callable[[nn.Module, str, str, tuple, dict], list[Op]]
 
 
-def _delegate(mod: nn.Module, call: Call, margs: tuple, mkwargs: dict) -> list[Op]:
-    """``module_call_ops`` for ``call``, its first ops reading the call's inputs; an unknown op if that fails."""
-    from scorer.capture.dispatch_capture import module_call_ops
+def _delegated(mod: nn.Module, record_layer: LayerRecorder | None) -> bool:
+    """A torch.nn layer without an extractor that fx keeps whole (its forward is often not traceable, e.g. a
+    transformer layer's fast-path checks): with a ``record_layer``, its ops are recorded by that instead."""
+    return (record_layer is not None and type(mod).__module__.startswith("torch.nn.")
+            and not isinstance(mod, (nn.Sequential, nn.ModuleList, nn.ModuleDict)) and not is_known_leaf(mod))
 
+
+def _delegate(record_layer: LayerRecorder, mod: nn.Module, call: Call, margs: tuple, mkwargs: dict) -> list[Op]:
+    """The layer's ops from ``record_layer``, the first reading the call's inputs; an unknown op if that fails."""
     try:
-        ops = module_call_ops(mod, call.path, call.name, margs, mkwargs)
+        ops = record_layer(mod, call.path, call.name, margs, mkwargs)
     except Exception:  # noqa: BLE001 - the layer stays one unknown op, as without delegation
         return [call.unknown()]
     outside = [v.producer for v in call.acts if v.producer]
@@ -245,13 +248,14 @@ def trace(model: nn.Module) -> fx.Graph:
     return LeafTracer().trace(model)
 
 
-def capture_fx(model: nn.Module, example_inputs: tuple) -> FxCapture:
-    """Trace ``model`` and propagate meta shapes; raises on untraceable Python or shape errors."""
-    if is_known_leaf(model) or _delegated(model):  # a bare layer: one call, not a trace through its forward
+def capture_fx(model: nn.Module, example_inputs: tuple, record_layer: LayerRecorder | None = None) -> FxCapture:
+    """Trace ``model`` and propagate meta shapes; raises on untraceable Python or shape errors.
+    ``record_layer`` records the torch.nn layers fx keeps whole without an extractor (else they are unknown)."""
+    if is_known_leaf(model) or _delegated(model, record_layer):  # a bare layer: one call, not a trace through its forward
         graph = fx.Graph()
         args = [graph.placeholder(f"input_{i}") for i in range(len(example_inputs))]
         graph.output(graph.call_module("", tuple(args)))
-        return ops_from_graph(model, graph, example_inputs, method="fx")
+        return ops_from_graph(model, graph, example_inputs, method="fx", record_layer=record_layer)
     before = set(model.__dict__)
     factories = MetaFactories()
     try:
@@ -267,12 +271,13 @@ def capture_fx(model: nn.Module, example_inputs: tuple) -> FxCapture:
     if aten is not None:  # a torch.export program's module: its aten calls are torch.export's to translate
         raise ValueError(f"the forward calls aten operators ({aten}): an aten-level graph")
     created = {key for key, value in constants.items() if id(value) in factories.made}
-    return ops_from_graph(model, graph, example_inputs, method="fx", constants=constants, created=created)
+    return ops_from_graph(model, graph, example_inputs, method="fx", constants=constants, created=created,
+                          record_layer=record_layer)
 
 
 def ops_from_graph(
     model: nn.Module, graph: fx.Graph, example_inputs: tuple, method: str, constants: dict | None = None,
-    created: set[str] | frozenset[str] = frozenset(),
+    created: set[str] | frozenset[str] = frozenset(), record_layer: LayerRecorder | None = None,
 ) -> FxCapture:
     """Walk an fx graph of ``model`` in order, computing meta values and one Op per call node.
 
@@ -323,8 +328,8 @@ def ops_from_graph(
                 read.update(f"{path}.{n}" if path else n for n, _ in mod.named_parameters())
                 out = _module_meta_forward(mod, margs, mkwargs)
                 call = make_call("module", mod, node.name, path, args, kwargs, out)
-                if _delegated(mod):
-                    new = _delegate(mod, call, margs, mkwargs)
+                if _delegated(mod, record_layer):
+                    new = _delegate(record_layer, mod, call, margs, mkwargs)  # type: ignore[arg-type]
                     ops.extend(new)
                     used.update(w.name for o in new for w in o.weights)
                     env[node] = _wrap_out(out, new[-1].name if new else None)
