@@ -16,10 +16,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from scorer import score
-from scorer.capture import batch_of
+from scorer.capture import batch_of, capture_model
 from scorer.ops import translate
 from scorer.ops.call import make_call
 from scorer.ops.values import Val, meta_of
@@ -376,3 +377,59 @@ def test_a_bare_encoder_layer_scores_under_fx() -> None:
     reps = [score(layer, input_shape=(NB, LQ, EMB), capture=c) for c in CAPTURES]
     assert reps[0].totals == reps[1].totals == reps[2].totals
     assert reps[0].totals["params"] == unique_params(layer)
+
+
+# ------------------------------------------------------------------------------------------ fused fast paths
+
+
+class _Catch(TorchDispatchMode):
+    """Catches the aten calls named ``names`` of a real eager run (their arguments, their output)."""
+
+    def __init__(self, names: tuple[str, ...]):
+        super().__init__()
+        self.names, self.calls = names, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.overloadpacket.__name__ in self.names:
+            self.calls.append((func, args, kwargs or {}, out))
+        return out
+
+
+def _signature(ops) -> list:
+    return [(o.kind, o.attrs, math.prod(o.out_shape), [(w.name, w.numel) for w in o.weights])
+            for o in ops if o.kind != "free"]
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_fused_fast_paths_are_the_slow_path_ops(norm_first: bool) -> None:
+    # eval + no_grad on CPU: torch runs _transformer_encoder_layer_fwd (a layer) or _native_multi_head_attention
+    layer = nn.TransformerEncoderLayer(EMB, HEADS, 32, batch_first=True, norm_first=norm_first,
+                                       activation="gelu").eval()
+    x = torch.randn(NB, LQ, EMB)
+    names = {id(p): n for n, p in layer.named_parameters()}
+    for target, model, kw in (("_transformer_encoder_layer_fwd", layer, {}),
+                              ("_native_multi_head_attention", layer.self_attn, {"need_weights": False})):
+        catch = _Catch((target,))
+        with torch.no_grad(), catch:
+            model(x, x, x, **kw) if kw else model(x)
+        assert catch.calls, f"torch did not take the {target} fast path"
+        func, args, kwargs, out = catch.calls[0]
+
+        def val(t):
+            if isinstance(t, torch.Tensor) and id(t) in names:
+                return Val(meta=meta_of(t), param=names[id(t)], real=t, ident=id(t))
+            return Val(meta=meta_of(t)) if isinstance(t, torch.Tensor) else t
+
+        vargs = tuple(val(a) for a in args)
+        vkw = {k: val(v) for k, v in kwargs.items()}
+        out = tuple(meta_of(o) for o in out) if isinstance(out, tuple) else meta_of(out)
+        fused = translate(make_call("aten", func, "fused", "", vargs, vkw, out))
+        slow = capture_model(model, (x, x, x) if kw else (x,), method="dispatch").ops
+        if kw:  # the capture's own call returns the weights too (need_weights defaults to True)
+            slow = [o for o in slow if o.kind != "mean"]
+        prefix = "self_attn." if model is layer.self_attn else ""
+        for o in slow:
+            for w in o.weights:
+                w.name = prefix + w.name
+        assert _signature(fused) == _signature(slow)

@@ -191,7 +191,12 @@ def _seq_batch(x: Val, batch_first: bool) -> tuple[int, int]:
 def multi_head_attention(call: Call) -> list[Op]:
     """Multi-head attention: Q, K, V projections, the SDPA reference math per head, the out-projection, and
     the mean of the attention weights over the heads when they are returned averaged."""
-    a = _mha_args(call)
+    return _mha_ops(call, _mha_args(call))
+
+
+def _mha_ops(call: Call, a: dict) -> list[Op]:
+    """The ops of multi-head attention with ``F.multi_head_attention_forward``'s arguments ``a`` (plus
+    ``batch_first``); its output has the call's (first) output shape."""
     q, k, v = a["query"], a["key"], a["value"]
     heads = int(plain(a["num_heads"]))  # type: ignore[arg-type]
     bf = a["batch_first"]
@@ -237,4 +242,62 @@ def multi_head_attention(call: Call) -> list[Op]:
     if plain(a.get("need_weights")) and plain(a.get("average_attn_weights")):
         ops.append(call.op("mean", acts=[], attrs={"reduce": heads}, suffix="_weights_mean", out_shape=(n, lq, s),
                            inputs=[ops[-3].name]))
+    return ops
+
+
+@register("transformer_encoder_layer", aten=("_transformer_encoder_layer_fwd",))
+def transformer_encoder_layer(call: Call) -> list[Op]:
+    """The fused fast path of ``nn.TransformerEncoderLayer`` (batch first, packed Q/K/V): its slow path's ops,
+    self-attention, residual adds, the two LayerNorms (before each block with ``norm_first``, else after
+    each residual add) and the feed-forward block (linear, ReLU or GELU, linear)."""
+    a = bound(call)
+    src: Val = a["src"]
+    e = src.shape[-1]
+    shape = src.shape
+    norm_first = bool(plain(a["norm_first"]))
+    ops: list[Op] = []
+    last = _producers(src)
+
+    def add(op: Op) -> Op:
+        ops.append(op)
+        last[:] = [op.name]
+        return op
+
+    def norm(i: int) -> None:
+        ws = call.stored(a[f"norm_weight_{i}"], "ln_weight") + call.stored(a[f"norm_bias_{i}"], "ln_bias")
+        add(call.op("layernorm", ws, acts=[], attrs={"norm_numel": e}, suffix=f"_norm{i}", out_shape=shape,
+                    inputs=list(last)))
+
+    def residual(i: int, skip: list[str]) -> None:
+        add(call.op("add", acts=[], suffix=f"_residual{i}", out_shape=shape, inputs=[*last, *skip]))
+
+    skip = list(last)
+    if norm_first:
+        norm(1)
+    x = Val(meta=src.meta, producer=last[0] if last else None)
+    mha = {"query": x, "key": x, "value": x, "num_heads": a["num_heads"], "in_proj_weight": a["qkv_weight"],
+           "in_proj_bias": a["qkv_bias"], "bias_k": None, "bias_v": None, "add_zero_attn": False,
+           "out_proj_weight": a["proj_weight"], "out_proj_bias": a["proj_bias"], "key_padding_mask": None,
+           "attn_mask": a["mask"], "need_weights": False, "average_attn_weights": False,
+           "use_separate_proj_weight": False, "batch_first": True}
+    for op in _mha_ops(call, mha):
+        add(op)
+    residual(1, skip)
+    if not norm_first:
+        norm(1)
+    skip = list(last)
+    if norm_first:
+        norm(2)
+    hidden = a["ffn_weight_1"].shape[0]
+    for i, (n_in, n_out) in enumerate(((e, hidden), (hidden, e)), start=1):
+        ws = call.stored(a[f"ffn_weight_{i}"], "weight") + call.stored(a[f"ffn_bias_{i}"], "bias")
+        attrs = {"vector_len": n_in, "out_features": n_out, "has_bias": True}
+        add(call.op("linear", ws, acts=[], attrs=attrs, suffix=f"_linear{i}", out_shape=(*shape[:-1], n_out),
+                    inputs=list(last)))
+        if i == 1:
+            kind = "act:gelu" if plain(a["use_gelu"]) else "act:relu"
+            add(call.op(kind, acts=[], suffix="_activation", out_shape=(*shape[:-1], n_out), inputs=list(last)))
+    residual(2, skip)
+    if not norm_first:
+        norm(2)
     return ops
