@@ -105,7 +105,8 @@ def sdpa(call: Call) -> list[Op]:
     ``scale``, ``enable_gqa``): the reference math above, whatever backend computed it."""
     a = bound(call)
     q, k, v = (_tensor(a[n]) for n in ("query", "key", "value"))
-    assert q is not None and k is not None and v is not None
+    if q is None or k is None or v is None:
+        return [call.unknown()]
     mask = _tensor(a.get("attn_mask", a.get("attn_bias")))
     masks: list[Val | None] = [mask] if mask is not None else ([None] if plain(a.get("is_causal")) else [])
     out = call.out_shape
@@ -191,7 +192,10 @@ def _seq_batch(x: Val, batch_first: bool) -> tuple[int, int]:
 def multi_head_attention(call: Call) -> list[Op]:
     """Multi-head attention: Q, K, V projections, the SDPA reference math per head, the out-projection, and
     the mean of the attention weights over the heads when they are returned averaged."""
-    return _mha_ops(call, _mha_args(call))
+    a = _mha_args(call)
+    if _tensor(a.get("static_k")) is not None or _tensor(a.get("static_v")) is not None:
+        return [call.unknown("(static_k/static_v)")]  # precomputed keys/values: no rule yet
+    return _mha_ops(call, a)
 
 
 def _mha_ops(call: Call, a: dict) -> list[Op]:
