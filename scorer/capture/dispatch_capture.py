@@ -24,7 +24,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 from scorer.capture.export_capture import fake_inputs, fake_of, has_meta
 from scorer.capture.fx_capture import FxCapture
 from scorer.capture.guard import substituted, versions_kept
-from scorer.ops import translate
+from scorer.ops import targets, translate
 from scorer.ops.attention import QUIET_MODULES, WHOLE_FUNCTIONS
 from scorer.ops.call import make_call
 from scorer.ops.values import Val, carries_param, meta_of
@@ -32,6 +32,9 @@ from scorer.ops.values import Val, carries_param, meta_of
 #: Largest example input (bytes of zeros) a real run may allocate.
 REAL_RUN_LIMIT = 1 << 30
 _LIFTS = (torch.ops.aten.lift_fresh.default, torch.ops.aten.lift.default)
+#: Functions recorded whole, as one call: their aten ops decompose before a dispatch mode sees them
+#: (``torch.lstm`` into addmm, sigmoid, ...), and their rule counts the documented equations instead.
+_WHOLE = targets("function", "rnn")
 
 
 class _Recorder(TorchDispatchMode):
@@ -117,8 +120,13 @@ class _Recorder(TorchDispatchMode):
             self.ops.extend(new)
 
 
+#: Functions recorded whole, as one call: attention (its aten decomposition depends on the kernel chosen) and
+#: the recurrent layers (``torch.lstm`` decomposes into addmm, sigmoid, ... before a dispatch mode sees it).
+_WHOLE = frozenset(WHOLE_FUNCTIONS) | targets("function", "rnn")
+
+
 class _WholeCalls(TorchFunctionMode):
-    """Records the calls of ``WHOLE_FUNCTIONS`` (attention) as one call each, as fx sees them: their aten
+    """Records the calls of ``_WHOLE`` (attention, recurrent layers) as one call each, as fx sees them: their aten
     decomposition depends on the backend chosen (fake tensors take the math path, real ones a fused kernel).
     An active mode also keeps torch's fused fast paths (``_native_multi_head_attention``,
     ``_transformer_encoder_layer_fwd``) off, so layers run their documented slow path."""
@@ -129,7 +137,11 @@ class _WholeCalls(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func not in WHOLE_FUNCTIONS or self.rec.inside:
+        try:
+            whole = func in _WHOLE and not self.rec.inside
+        except TypeError:  # an unhashable callable
+            whole = False
+        if not whole:
             return func(*args, **kwargs)
         self.rec.inside += 1
         try:

@@ -1,0 +1,220 @@
+"""Recurrent layers (``nn.LSTM``, ``nn.GRU``, ``nn.RNN`` and their Cell modules) as their cell equations.
+
+Each layer and direction is decomposed into the terms of the equations in the PyTorch documentation
+(``torch.nn.LSTM``, ``GRU``, ``RNN``, ``LSTMCell``, ``GRUCell``, ``RNNCell``), one Op per term covering every
+time step (its ``out_shape`` keeps the time dimension, so its count is the per-step count × T):
+
+- RNN:  h' = act(W_ih x + b_ih + W_hh h + b_hh)                        (act: tanh or relu)
+- LSTM: i, f, g, o = σ, σ, tanh, σ(W_ih x + b_ih + W_hh h + b_hh)       (the four gates, stacked)
+        c' = f * c + i * g,  h' = o * tanh(c'),  h' = W_hr h' (with ``proj_size``)
+- GRU:  r, z = σ(W_i{r,z} x + b_i{r,z} + W_h{r,z} h + b_h{r,z})
+        n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),  h' = (1 − z) * n + z * h
+
+The first step with h0 = c0 = 0 is counted like every other (the equations run at every step). Each
+weight (``weight_ih_l0``, ``weight_hh_l0``, ``bias_*``, ``weight_hr_l0``, ``*_reverse``) is stored once, by
+its linear, as ``weight``/``bias``. Matched as modules (fx leaves), as the ``torch.lstm``-style functions
+(dispatch records them whole) and as aten ``lstm``/``gru``/``rnn_*`` and ``*_cell`` (export). Their
+argument layout is aten's: ``lstm(input, hx, params, has_biases, num_layers, dropout, train,
+bidirectional, batch_first)``, ``lstm_cell(input, hx, w_ih, w_hh, b_ih, b_hh)``. Packed sequences have
+no rule (unknown).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from rules.records import Op, WeightRef
+from scorer.ops.call import Call
+from scorer.ops.registry import register
+from scorer.ops.values import Val
+
+#: gate rows per hidden unit of the stacked weights.
+_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+_MODE_OF_MODULE = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
+_STACKS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+_CELLS = ("lstm_cell", "gru_cell", "rnn_tanh_cell", "rnn_relu_cell")
+
+
+@dataclass
+class _Weights:
+    """One layer and direction: its tensors (each ``[WeightRef]`` or ``[]``) and sizes."""
+
+    w_ih: list[WeightRef]
+    w_hh: list[WeightRef]
+    b_ih: list[WeightRef]
+    b_hh: list[WeightRef]
+    w_hr: list[WeightRef]
+    in_size: int
+    hidden: int
+    out_size: int  # proj_size when projecting, else hidden
+    has_bias: bool
+    tag: str  # "_l0", "_l1_reverse", "" for a cell
+
+
+def _linear(call: Call, w: list[WeightRef], b: list[WeightRef], n: int, out: tuple[int, ...], in_lead: tuple,
+            suffix: str, acts: list[Val], inputs: list[str]) -> Op:
+    attrs = {"vector_len": n, "out_features": out[-1], "has_bias": bool(b)}
+    op = call.op("linear", w + b, acts=acts, attrs=attrs, suffix=suffix, out_shape=out, inputs=inputs)
+    op.in_shapes = [(*in_lead, n)]
+    return op
+
+
+def _elementwise(call: Call, kind: str, operands: list[Op], out: tuple[int, ...], suffix: str,
+                 scalar: bool = False) -> Op:
+    op = call.op(kind, acts=[], suffix=suffix, out_shape=out, inputs=[o.name for o in operands],
+                 scalar_operand=scalar)
+    op.in_shapes = [out] if scalar else [out, out]
+    return op
+
+
+def _unary(call: Call, kind: str, operand: Op, out: tuple[int, ...], suffix: str) -> Op:
+    op = call.op(kind, acts=[], suffix=suffix, out_shape=out, inputs=[operand.name])
+    op.in_shapes = [out]
+    return op
+
+
+def _cell(call: Call, mode: str, w: _Weights, lead: tuple[int, ...], acts: list[Val], inputs: list[str]) -> list[Op]:
+    """The equation terms of one layer and direction over ``lead`` (time and batch dims)."""
+    g, hid, t = _GATES[mode], w.hidden, w.tag
+    gates = (*lead, g * hid)
+    one = (*lead, hid)
+    ih = _linear(call, w.w_ih, w.b_ih, w.in_size, gates, lead, f"{t}_ih", acts, inputs)
+    hh = _linear(call, w.w_hh, w.b_hh, w.out_size, gates, lead, f"{t}_hh", [], [])
+    if mode in ("rnn_tanh", "rnn_relu"):
+        pre = _elementwise(call, "add", [ih, hh], one, f"{t}_add")
+        return [ih, hh, pre, _unary(call, "act:tanh" if mode == "rnn_tanh" else "act:relu", pre, one, f"{t}_h")]
+    if mode == "lstm":
+        pre = _elementwise(call, "add", [ih, hh], gates, f"{t}_gates")
+        i = _unary(call, "act:sigmoid", pre, one, f"{t}_i")
+        f = _unary(call, "act:sigmoid", pre, one, f"{t}_f")
+        gg = _unary(call, "act:tanh", pre, one, f"{t}_g")
+        o = _unary(call, "act:sigmoid", pre, one, f"{t}_o")
+        fc = _elementwise(call, "mul", [f], one, f"{t}_fc")  # f * c
+        ig = _elementwise(call, "mul", [i, gg], one, f"{t}_ig")
+        c = _elementwise(call, "add", [fc, ig], one, f"{t}_c")
+        tc = _unary(call, "act:tanh", c, one, f"{t}_tanh_c")
+        h = _elementwise(call, "mul", [o, tc], one, f"{t}_h")
+        ops = [ih, hh, pre, i, f, gg, o, fc, ig, c, tc, h]
+        if w.w_hr or w.out_size != hid:
+            ops.append(_linear(call, w.w_hr, [], hid, (*lead, w.out_size), lead, f"{t}_hr", [], [h.name]))
+        return ops
+    rz = _elementwise(call, "add", [ih, hh], (*lead, 2 * hid), f"{t}_rz")
+    r = _unary(call, "act:sigmoid", rz, one, f"{t}_r")
+    z = _unary(call, "act:sigmoid", rz, one, f"{t}_z")
+    rn = _elementwise(call, "mul", [r, hh], one, f"{t}_r_hn")  # r * (W_hn h + b_hn)
+    npre = _elementwise(call, "add", [ih, rn], one, f"{t}_n_pre")
+    n = _unary(call, "act:tanh", npre, one, f"{t}_n")
+    omz = _elementwise(call, "sub", [z], one, f"{t}_1mz", scalar=True)  # 1 − z
+    a = _elementwise(call, "mul", [omz, n], one, f"{t}_1mz_n")
+    zh = _elementwise(call, "mul", [z], one, f"{t}_zh")  # z * h
+    h = _elementwise(call, "add", [a, zh], one, f"{t}_h")
+    return [ih, hh, rz, r, z, rn, npre, n, omz, a, zh, h]
+
+
+def _sizes(mode: str, w_ih: tuple, w_hh: tuple) -> tuple[int, int, int]:
+    """(input size, hidden size, output size) from the shapes of W_ih [G·H, in] and W_hh [G·H, out]."""
+    return w_ih[1], w_ih[0] // _GATES[mode], w_hh[1]
+
+
+def _stack(call: Call, mode: str, x: Val, layers: list[list[_Weights]]) -> list[Op]:
+    """Every layer and direction over the input's time (and batch) dims; layer l > 0 reads layer l − 1."""
+    lead = x.shape[:-1]
+    ops: list[Op] = []
+    acts, inputs = [x], [x.producer] if x.producer else []
+    for dirs in layers:
+        outs = []
+        for w in dirs:
+            cell = _cell(call, mode, w, lead, acts, inputs)
+            ops.extend(cell)
+            outs.append(cell[-1].name)
+        acts, inputs = [], outs
+    return ops
+
+
+def _from_module(call: Call) -> list[Op] | Op:
+    mod = call.module
+    x = call.arg(0, "input")
+    if not isinstance(x, Val) or not x.is_tensor:
+        return call.unknown("(packed sequence)")
+    if isinstance(mod, nn.RNNCellBase):
+        if isinstance(mod, nn.LSTMCell):
+            mode = "lstm"
+        elif isinstance(mod, nn.GRUCell):
+            mode = "gru"
+        else:
+            mode = "rnn_tanh" if mod.nonlinearity == "tanh" else "rnn_relu"
+        pairs = [("weight_ih", "weight"), ("weight_hh", "weight"), ("bias_ih", "bias"), ("bias_hh", "bias")]
+        refs = call.module_weights(*pairs)
+        by = {r.name.rsplit(".", 1)[-1]: [r] for r in refs}
+        w = _Weights(by.get("weight_ih", []), by.get("weight_hh", []), by.get("bias_ih", []), by.get("bias_hh", []),
+                     [], mod.input_size, mod.hidden_size, mod.hidden_size, mod.bias, "")
+        return _cell(call, mode, w, x.shape[:-1], [x], [x.producer] if x.producer else [])
+    mode = _MODE_OF_MODULE[mod.mode]
+    layers = []
+    for layer in range(mod.num_layers):
+        dirs = []
+        for sfx in ("", "_reverse")[: 2 if mod.bidirectional else 1]:
+            names = [f"{p}_l{layer}{sfx}" for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")]
+            roles = ("weight", "weight", "bias", "bias", "weight")
+            refs = call.module_weights(*zip(names, roles, strict=True))
+            by = {r.name.rsplit(".", 1)[-1]: [r] for r in refs}
+            shapes = [tuple(getattr(mod, n).shape) for n in names[:2]]
+            in_size, hid, out = _sizes(mode, shapes[0], shapes[1])
+            dirs.append(_Weights(*(by.get(n, []) for n in names), in_size, hid, out, mod.bias, f"_l{layer}{sfx}"))
+        layers.append(dirs)
+    return _stack(call, mode, x, layers)
+
+
+def _weights_of(call: Call, mode: str, vals: list[Val], has_bias: bool, tag: str) -> _Weights:
+    """A layer's weights from aten's flat list [w_ih, w_hh, (b_ih, b_hh), (w_hr)]."""
+    w_ih, w_hh = vals[0], vals[1]
+    rest = vals[2:]
+    b_ih, b_hh = (rest[0], rest[1]) if has_bias else (None, None)
+    w_hr = rest[2 if has_bias else 0] if len(rest) > (2 if has_bias else 0) else None
+    in_size, hid, out = _sizes(mode, w_ih.shape, w_hh.shape)
+    return _Weights(call.stored(w_ih, "weight"), call.stored(w_hh, "weight"), call.stored(b_ih, "bias"),
+                    call.stored(b_hh, "bias"), call.stored(w_hr, "weight") if w_hr is not None else [],
+                    in_size, hid, out, has_bias, tag)
+
+
+def _from_call(call: Call) -> list[Op] | Op:
+    """Function form (``torch.lstm`` …) or aten form, both with aten's argument layout."""
+    base = call.base or getattr(call.target, "__name__", "")
+    x = call.args[0]
+    if base in _CELLS:
+        mode = base.removesuffix("_cell")
+        w_ih, w_hh = call.args[2], call.args[3]
+        b_ih, b_hh = call.arg(4, "b_ih"), call.arg(5, "b_hh")
+        has_bias = isinstance(b_ih, Val) and b_ih.is_tensor
+        vals = [w_ih, w_hh, *((b_ih, b_hh) if has_bias else ())]
+        return _cell(call, mode, _weights_of(call, mode, vals, has_bias, ""), x.shape[:-1], [x],
+                     [x.producer] if x.producer else [])
+    if isinstance(call.value(3, "has_biases"), (list, tuple)):  # .data: (data, batch_sizes, hx, params, ...)
+        return call.unknown("(packed sequence)")
+    params = call.args[2]
+    has_bias, num_layers = bool(call.value(3, "has_biases")), int(call.value(4, "num_layers"))  # type: ignore[arg-type]
+    bidirectional = bool(call.value(7, "bidirectional"))
+    dirs = 2 if bidirectional else 1
+    per = len(params) // (num_layers * dirs)
+    layers = []
+    for layer in range(num_layers):
+        row = []
+        for d in range(dirs):
+            k = (layer * dirs + d) * per
+            tag = f"_l{layer}{'_reverse' if d else ''}"
+            row.append(_weights_of(call, base, list(params[k:k + per]), has_bias, tag))
+        layers.append(row)
+    return _stack(call, base, x, layers)
+
+
+@register("rnn", modules=(nn.RNNBase, nn.RNNCellBase),
+          functions=tuple(getattr(torch, n) for n in (*_STACKS, *_CELLS)),
+          aten=(*_STACKS, *_CELLS), weighted=True)
+def rnn(call: Call) -> list[Op] | Op:
+    """A recurrent layer or cell as its documented cell equations (see the module docstring)."""
+    if call.form == "module":
+        return _from_module(call)
+    return _from_call(call)
