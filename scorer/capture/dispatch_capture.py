@@ -23,7 +23,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 from scorer.capture.export_capture import fake_inputs
 from scorer.capture.fx_capture import FxCapture
 from scorer.capture.guard import substituted, versions_kept
-from scorer.ops import translate
+from scorer.ops import is_whole, translate
 from scorer.ops.call import make_call
 from scorer.ops.values import Val, carries_param, meta_of
 
@@ -44,6 +44,9 @@ class _Recorder(TorchDispatchMode):
         self.keep: list[torch.Tensor] = []  # keeps outputs alive so ids stay unique
         self.count = 0
         self.read: set[str] = set()  # parameters and buffers the forward read
+        self.muted = 0  # > 0 while a module recorded whole runs (its aten ops are not recorded)
+        self.whole_args: tuple = ()
+        self.whole_ops: list = []
 
     def _val(self, t: object) -> object:
         if not isinstance(t, torch.Tensor):
@@ -66,6 +69,10 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self.muted:
+            if self.fake is not None and func not in _LIFTS:
+                args, kwargs = tree_map(self._to_fake, (args, kwargs))
+            return func(*args, **kwargs)
         with unset_fake_temporarily():
             vargs = tree_map(self._val, args)
             vkwargs = tree_map(self._val, kwargs)
@@ -89,6 +96,37 @@ class _Recorder(TorchDispatchMode):
             self.vals[id(t)] = carried if carried is not None else Val(meta=meta_of(t), producer=producer)
         if carried is None:
             self.ops.extend(new)
+
+
+    def enter_whole(self, mod: nn.Module, args: tuple) -> None:
+        """A module recorded whole starts: remember its arguments, stop recording its aten ops."""
+        self.muted = 1
+        with unset_fake_temporarily():
+            self.whole_args = tree_map(self._val, args)
+
+    def exit_whole(self, mod: nn.Module, path: str, out: object) -> None:
+        """A module recorded whole returned: its Ops (their weights are the stand-ins the run used until
+        ``real_weights``)."""
+        with unset_fake_temporarily():
+            self.count += 1
+            meta_out = tree_map(meta_of, out)
+            call = make_call("module", mod, f"{path or 'model'}_{self.count}", path, self.whole_args, {}, meta_out)
+            new = translate(call)
+            self.whole_ops.extend(new)
+            self.read.update(f"{path}.{n}" if path else n for n, _ in mod.named_parameters())
+            producer = new[-1].name if new else None
+            for t in (t for t in tree_leaves(out) if isinstance(t, torch.Tensor)):
+                self.keep.append(t)
+                self.vals[id(t)] = Val(meta=meta_of(t), producer=producer)
+            self.ops.extend(new)
+        self.muted = 0
+
+    def real_weights(self, real_of: dict[int, tuple[str, torch.Tensor]]) -> None:
+        """After the run: the weights of the modules recorded whole are the model's real tensors."""
+        for w in (w for op in self.whole_ops for w in op.weights):
+            hit = real_of.get(w.ident)  # type: ignore[arg-type]
+            if hit is not None:
+                w.tensor, w.ident = hit[1].detach(), id(hit[1])
 
 
 def _zeros(example_inputs: tuple) -> tuple:
@@ -115,21 +153,31 @@ def _record(model: nn.Module, example_inputs: tuple, fake: bool) -> FxCapture:
     paths = {id(m): name for name, m in model.named_modules()}
     stack: list[str] = []
     owner = threading.get_ident()
+    rec: _Recorder | None = None
+    real_of: dict = {}
+    whole: list[nn.Module] = []  # the module recorded whole that is running
 
-    def pre(mod: nn.Module, _args: object) -> None:
+    def pre(mod: nn.Module, args: object) -> None:
         if threading.get_ident() == owner:
             stack.append(paths.get(id(mod), stack[-1] if stack else ""))
+            if rec is not None and not whole and is_whole(mod):
+                whole.append(mod)
+                rec.enter_whole(mod, args)  # type: ignore[arg-type]
 
-    def post(mod: nn.Module, _args: object, _out: object) -> None:
+    def post(mod: nn.Module, _args: object, out: object) -> None:
         if threading.get_ident() == owner and stack:
-            stack.pop()
+            path = stack.pop()
+            if rec is not None and whole and whole[-1] is mod:
+                whole.pop()
+                rec.exit_whole(mod, path, out)
 
     h1 = nn.modules.module.register_module_forward_pre_hook(pre)
     h2 = nn.modules.module.register_module_forward_hook(post)
     try:
-        with substituted(model, make) as real_of, torch.no_grad():
+        with substituted(model, make) as stand_ins, torch.no_grad():
             # a TorchScript module keeps its own tensors: its recorder makes fake copies as ops use them
             params = {id(t): (name, t) for name, t in [*model.named_parameters(), *model.named_buffers()]}
+            real_of.update(stand_ins)
             rec = _Recorder({**params, **real_of}, stack, mode)
             if mode is not None:
                 with versions_kept(model), mode, rec:
@@ -140,6 +188,7 @@ def _record(model: nn.Module, example_inputs: tuple, fake: bool) -> FxCapture:
     finally:
         h1.remove()
         h2.remove()
+    rec.real_weights(real_of)
     used = {w.name for op in rec.ops for w in op.weights}
     # Ops recorded under the model's root get the path "" (the root's name in named_modules()).
     return FxCapture(rec.ops, "dispatch", used, rec.read)

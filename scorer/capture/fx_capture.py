@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 
 import torch
+import torch.ao.nn.quantized as nnq
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
@@ -21,6 +22,7 @@ from scorer.capture.guard import meta_like, substituted
 from scorer.ops import is_known_leaf, quant_bits, targets, translate
 from scorer.ops.act import COMPARISONS
 from scorer.ops.call import make_call
+from scorer.ops.quant import hooked_quantisers
 from scorer.ops.values import Val, carries_param, meta_of
 
 
@@ -46,10 +48,15 @@ class LeafTracer(fx.Tracer):
         return super().is_leaf_module(m, module_qualified_name)
 
     def call_module(self, m: nn.Module, forward, args: tuple, kwargs: dict) -> object:
-        """Record a module call; another thread's call runs normally."""
+        """Record a module call; another thread's call runs normally. A leaf's torch.ao observer hooks
+        (eager-mode QAT) are recorded as calls of its ``activation_post_process`` around it, as they run."""
         if threading.get_ident() != self._owner:
             return forward(*args, **kwargs)
-        return super().call_module(m, forward, args, kwargs)
+        before, after = hooked_quantisers(m) if is_known_leaf(m) else (None, None)
+        if before is not None and args:
+            args = (before(args[0]), *args[1:])
+        out = super().call_module(m, forward, args, kwargs)
+        return after(out) if after is not None else out
 
     def getattr(self, attr: str, attr_val: object, parameter_proxy_cache: dict) -> object:
         """Proxy a parameter or buffer read; another thread reads the real attribute."""
@@ -138,12 +145,12 @@ def _check_channels(mod: nn.Module, x: torch.Tensor) -> None:
 def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
     """Output of leaf ``mod`` on meta inputs, computed without running its forward or hooks on real data."""
     x = args[0] if args else next(iter(kwargs.values()))
-    if isinstance(mod, nn.modules.conv._ConvNd):
+    if isinstance(mod, (nn.modules.conv._ConvNd, nnq.modules.conv._ConvNd)):
         n = len(mod.kernel_size)
         w = torch.empty(mod.out_channels, mod.in_channels // mod.groups, *mod.kernel_size, device="meta")
         fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[n]
         return fn(x.to("meta"), w, None, mod.stride, mod.padding, mod.dilation, mod.groups)
-    if isinstance(mod, nn.Linear):
+    if isinstance(mod, (nn.Linear, nnq.Linear)):
         if x.dim() < 1 or x.shape[-1] != mod.in_features:
             raise ValueError(f"Linear expects {mod.in_features} input features, got shape {tuple(x.shape)}")
         return torch.empty((*x.shape[:-1], mod.out_features), dtype=x.dtype, device="meta")
