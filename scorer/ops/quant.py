@@ -68,7 +68,8 @@ def quant_bits(mod: nn.Module) -> int | None:
 @register("quant", modules=(nnq.Quantize, nnq.DeQuantize), claims=lambda mod: quant_bits(mod) is not None)
 def quant(call: Call) -> Op:
     """An activation quantiser module: its output carries ``bits`` (free between FP32-representable formats)."""
-    return call.op("quant", acts=call.acts[:1], attrs={"bits": quant_bits(call.module)})
+    return call.op("quant", acts=call.acts[:1],
+                   attrs={"bits": quant_bits(call.module), "integer": isinstance(call.module, nnq.Quantize)})
 
 
 def hooked_quantisers(mod: nn.Module) -> tuple[nn.Module | None, nn.Module | None]:
@@ -112,7 +113,8 @@ def fake_quant_aten(call: Call) -> Op:
         dtype = call.value(3 if call.base != "quantize_per_channel" else 4, "dtype")
         bits = _dtype_bits(dtype) or 32
     x = call.args[0]
-    return call.op("quant", acts=[x] if x.is_activation else [], attrs={"bits": bits})
+    integer = call.base.startswith("quantize_per")
+    return call.op("quant", acts=[x] if x.is_activation else [], attrs={"bits": bits, "integer": integer})
 
 
 # ---------------------------------------------------------------------------------- fused QAT modules
@@ -215,5 +217,5 @@ def int8(call: Call) -> Op | list[Op]:
         ops.append(_relu_after(call, op, act))
     if not isinstance(mod, nnqd.Linear):  # a static layer requantises its output to quint8 (mod.scale, zero_point)
         ops.append(call.op("quant", acts=[], inputs=[ops[-1].name], suffix="_out", out_shape=op.out_shape,
-                           attrs={"bits": 8}))
+                           attrs={"bits": 8, "integer": True}))
     return ops
