@@ -14,7 +14,7 @@ import torch
 import torch.ao.nn.quantized as nnq
 import torch.ao.quantization as tq
 import torch.nn as nn
-from torch.ao.quantization.quantize_fx import prepare_qat_fx
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
 from torch.utils.flop_counter import FlopCounterMode
 
 from scorer import score
@@ -73,6 +73,12 @@ def converted() -> nn.Module:
     tq.prepare(m, inplace=True)
     m(torch.randn(4, *SHAPE[1:]))
     return tq.convert(m, inplace=True)
+
+
+def fx_converted() -> nn.Module:
+    m = prepare_fx(float_net(stubs=False), tq.get_default_qconfig_mapping("fbgemm"), (torch.randn(*SHAPE),))
+    m(torch.randn(4, *SHAPE[1:]))
+    return convert_fx(m)
 
 
 def _bits(lo: int, hi: int) -> int:
@@ -149,8 +155,9 @@ def _int8_expected_bits(m: nn.Module) -> float:
     return total
 
 
-def test_converted_int8_model_weights_at_8_bits_on_fx_and_dispatch() -> None:
-    m = converted()
+@pytest.mark.parametrize("make", [converted, fx_converted], ids=["eager", "fx"])
+def test_converted_int8_model_weights_at_8_bits_on_fx_and_dispatch(make) -> None:
+    m = make()
     expected = _int8_expected_bits(m)
     assert expected == 8 * (432 + 4608 + 2048 + 640) + 32 * (16 + 32 + 64 + 10)
     reps = {p: score(m, input_shape=SHAPE, capture=p, sparsity="uniform:0") for p in ("fx", "dispatch")}

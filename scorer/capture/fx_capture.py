@@ -178,7 +178,10 @@ _NO_FAST = object()
 _UNARY_SAME = (
     (targets("function", "unary", "clamp", "hardtanh", "softmax") | targets("method", "unary", "clamp", "softmax"))
     - COMPARISONS
-) | {F.dropout, F.dropout2d, "contiguous", "detach", "clone", "float"}
+) | {F.dropout, F.dropout2d, "contiguous", "detach", "clone", "float"} | (
+    # quantisers: the meta stand-in of a quantised tensor is a float one of its shape (meta has no quint8)
+    targets("function", "fake_quant_aten") | targets("method", "fake_quant_aten")
+)
 _BINARY = targets("function", "elementwise") | targets("method", "elementwise")
 
 

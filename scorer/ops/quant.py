@@ -99,21 +99,29 @@ _FAKE_QUANT_ATEN = {
 }
 
 
-@register("fake_quant_aten", aten=(*_FAKE_QUANT_ATEN, "quantize_per_tensor", "quantize_per_channel", "dequantize",
-                                    "quantize_per_tensor_dynamic"))
+_QUANT_FUNCTIONS = (torch.fake_quantize_per_tensor_affine, torch.fake_quantize_per_channel_affine,
+                    torch.fused_moving_avg_obs_fake_quant, torch.quantize_per_tensor, torch.quantize_per_channel,
+                    torch.dequantize)
+
+
+@register("fake_quant_aten", functions=_QUANT_FUNCTIONS, methods=("dequantize",),
+          aten=(*_FAKE_QUANT_ATEN, "quantize_per_tensor", "quantize_per_channel", "dequantize",
+                "quantize_per_tensor_dynamic"))
 def fake_quant_aten(call: Call) -> Op:
-    """aten quantisers: bits from their (quant_min, quant_max) arguments, a quantised dtype's width, or 32 for
-    ``dequantize``. The first argument is the quantised value; scale, zero point and ranges are buffers."""
-    if call.base in _FAKE_QUANT_ATEN:
-        lo, hi = _FAKE_QUANT_ATEN[call.base]
+    """Quantiser functions (aten, torch.* and ``Tensor.dequantize``): bits from their (quant_min, quant_max)
+    arguments, a quantised dtype's width, or 32 for ``dequantize``. The first argument is the quantised
+    value; scale, zero point and ranges are buffers."""
+    name = call.base or (call.target if isinstance(call.target, str) else call.target.__name__)  # type: ignore[union-attr]
+    if name in _FAKE_QUANT_ATEN:
+        lo, hi = _FAKE_QUANT_ATEN[name]
         bits = range_bits(int(call.value(lo, "quant_min")), int(call.value(hi, "quant_max")))  # type: ignore[arg-type]
-    elif call.base == "dequantize":
+    elif name == "dequantize":
         bits = 32
     else:
-        dtype = call.value(3 if call.base != "quantize_per_channel" else 4, "dtype")
+        dtype = call.value(3 if name != "quantize_per_channel" else 4, "dtype")
         bits = _dtype_bits(dtype) or 32
     x = call.args[0]
-    integer = call.base.startswith("quantize_per")
+    integer = name.startswith("quantize_per")
     return call.op("quant", acts=[x] if x.is_activation else [], attrs={"bits": bits, "integer": integer})
 
 
