@@ -182,3 +182,34 @@ def test_dynamic_int8_linear() -> None:
         lin = rep.layers.query("kind == 'linear'")
         assert list(lin.mults) == [12 * 20, 20 * 5]
         assert list(lin.mul_bits) == [32, 32]  # float activations × 8-bit weights: 32 (page §3.1 example)
+
+
+def observed() -> nn.Module:
+    """Post-training prepare: observers watch ranges, nothing is quantised yet."""
+    m = tq.fuse_modules(float_net(), FUSE)
+    m.qconfig = tq.get_default_qconfig("fbgemm")
+    tq.prepare(m, inplace=True)
+    m(torch.randn(4, *SHAPE[1:]))
+    return m
+
+
+def fake_quant_off() -> nn.Module:
+    m = eager_qat()
+    m.apply(tq.disable_fake_quant)
+    return m
+
+
+@pytest.mark.parametrize("make", [observed, fake_quant_off], ids=["observers", "fake-quant-off"])
+@pytest.mark.parametrize("path", PATHS)
+def test_observers_and_disabled_fake_quant_compute_in_float(make, path: str) -> None:
+    # An observer only records min/max and a switched-off fake-quantiser passes its input through: the model
+    # computes in float, so every width stays 32 and their range updates are no arithmetic of the model.
+    if make is observed and path == "export":  # HistogramObserver's forward branches on data: export refuses
+        with pytest.raises(CaptureError, match="data-dependent"):
+            score(make(), input_shape=SHAPE, capture=path)
+        return
+    rep = score(make(), input_shape=SHAPE, capture=path)
+    assert set(rep.layers.mul_bits) == {32}
+    assert "quant" not in set(rep.layers.kind)
+    ref = score(float_net(), input_shape=SHAPE, capture=path).totals
+    assert (rep.totals["mults"], rep.totals["adds"]) == (ref["mults"], ref["adds"])

@@ -97,7 +97,6 @@ class _Recorder(TorchDispatchMode):
         if carried is None:
             self.ops.extend(new)
 
-
     def enter_whole(self, mod: nn.Module, args: tuple) -> None:
         """A module recorded whole starts: remember its arguments, stop recording its aten ops."""
         self.muted = 1
@@ -112,13 +111,16 @@ class _Recorder(TorchDispatchMode):
             meta_out = tree_map(meta_of, out)
             call = make_call("module", mod, f"{path or 'model'}_{self.count}", path, self.whole_args, {}, meta_out)
             new = translate(call)
-            self.whole_ops.extend(new)
+            # a quantiser applied to a parameter (``weight_fake_quant``) leaves it that parameter
+            carried = carries_param(new, [v for v in call.vals if v.is_tensor][:1])
             self.read.update(f"{path}.{n}" if path else n for n, _ in mod.named_parameters())
             producer = new[-1].name if new else None
             for t in (t for t in tree_leaves(out) if isinstance(t, torch.Tensor)):
                 self.keep.append(t)
-                self.vals[id(t)] = Val(meta=meta_of(t), producer=producer)
-            self.ops.extend(new)
+                self.vals[id(t)] = carried or Val(meta=meta_of(t), producer=producer)
+            if carried is None:
+                self.whole_ops.extend(new)
+                self.ops.extend(new)
         self.muted = 0
 
     def real_weights(self, real_of: dict[int, tuple[str, torch.Tensor]]) -> None:
@@ -188,6 +190,7 @@ def _record(model: nn.Module, example_inputs: tuple, fake: bool) -> FxCapture:
     finally:
         h1.remove()
         h2.remove()
+    assert rec is not None
     rec.real_weights(real_of)
     used = {w.name for op in rec.ops for w in op.weights}
     # Ops recorded under the model's root get the path "" (the root's name in named_modules()).

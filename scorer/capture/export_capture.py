@@ -192,20 +192,25 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
 
 
 def _whole_ops(nodes: list[torch.fx.Node], mod: nn.Module, path: str, env: dict, mutated: set[str]) -> list:
-    """One module call for the nodes of a module captured whole: its activation inputs are the values flowing
-    in from outside, its output the one node used outside (buffer updates aside)."""
+    """One module call for the nodes of a module captured whole: its arguments are the tensors flowing in
+    from outside, its output the one node used outside (buffer updates aside). A quantiser applied to a
+    parameter (``weight_fake_quant``) leaves it that parameter."""
     inside = set(nodes)
-    acts: list[Val] = []
+    args: list[Val] = []
     for n in nodes:
         for a in n.all_input_nodes:
             v = env.get(a)
-            if a not in inside and isinstance(v, Val) and v.is_activation and all(v is not x for x in acts):
-                acts.append(v)
+            if a not in inside and isinstance(v, Val) and v.is_tensor and all(v is not x for x in args):
+                args.append(v)
     outs = [n for n in nodes
             if any(u not in inside and not (u.op == "output" and n.name in mutated) for u in n.users)]
     if len(outs) != 1:
         raise ValueError(f"{type(mod).__name__} {path!r} is captured whole but has {len(outs)} outputs in the graph")
     out = meta_of(outs[0].meta.get("val"))
-    new = translate(make_call("module", mod, outs[0].name, path, tuple(acts), {}, out))
+    new = translate(make_call("module", mod, outs[0].name, path, tuple(args), {}, out))
+    carried = carries_param(new, args[:1])
+    if carried is not None:
+        env[outs[0]] = carried.as_output(out)
+        return []
     env[outs[0]] = Val(meta=out, producer=new[-1].name if new else None)
     return new

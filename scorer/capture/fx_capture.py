@@ -22,7 +22,7 @@ from scorer.capture.guard import meta_like, substituted
 from scorer.ops import is_known_leaf, quant_bits, targets, translate
 from scorer.ops.act import COMPARISONS
 from scorer.ops.call import make_call
-from scorer.ops.quant import hooked_quantisers
+from scorer.ops.quant import QUANTISERS, hooked_quantisers
 from scorer.ops.values import Val, carries_param, meta_of
 
 
@@ -157,7 +157,7 @@ def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
     if isinstance(mod, nn.Embedding):
         return torch.empty((*x.shape, mod.embedding_dim), device="meta")
     _check_channels(mod, x)
-    if isinstance(mod, _SAME_SHAPE_MODULES) or quant_bits(mod) is not None:
+    if isinstance(mod, (*_SAME_SHAPE_MODULES, *QUANTISERS)) or quant_bits(mod) is not None:
         return x  # shape-preserving: the input's meta tensor stands for the output (meta holds no data)
     # Parameter-free layers (activations, pools, upsample, dropout, flatten, ...): their forward only
     # reads configuration, so running it on meta tensors is exact and cheap. forward() is called

@@ -25,6 +25,8 @@ import torch.ao.nn.intrinsic.qat as nniqat
 import torch.ao.nn.quantized as nnq
 import torch.ao.nn.quantized.dynamic as nnqd
 import torch.nn as nn
+from torch.ao.quantization.fake_quantize import FakeQuantizeBase
+from torch.ao.quantization.observer import ObserverBase
 
 from rules.records import Op, WeightRef
 from scorer.ops.call import Call
@@ -45,14 +47,23 @@ def _dtype_bits(dtype: object) -> int | None:
     return None
 
 
+def _disabled(mod: nn.Module) -> bool:
+    """A torch.ao fake-quantiser switched off (``disable_fake_quant``): it passes its input through."""
+    on = getattr(mod, "fake_quant_enabled", None)
+    return isinstance(on, torch.Tensor) and on.numel() > 0 and on.device.type != "meta" and not bool(on[0])
+
+
 def quant_bits(mod: nn.Module) -> int | None:
     """Bit-width of an activation quantiser module, or None when ``mod`` is not one: an integer ``bits``
-    attribute, a ``quant_min``/``quant_max`` range (torch.ao observers and fake-quantisers), the dtype of a
-    converted ``Quantize`` (quint8: 8), or 32 for a ``DeQuantize``. QuantStub/DeQuantStub are not quantisers
-    (identity; once prepared, the observer torch.ao hooks onto them is)."""
+    attribute, a ``quant_min``/``quant_max`` range (torch.ao fake-quantisers), the dtype of a converted
+    ``Quantize`` (quint8: 8), or 32 for a ``DeQuantize``. Not quantisers: QuantStub/DeQuantStub (identity;
+    once prepared, the observer torch.ao hooks onto them is), observers (they only watch the range) and a
+    fake-quantiser switched off."""
     bits = getattr(mod, "bits", None)
     if isinstance(bits, int) and not isinstance(bits, bool):
         return bits
+    if isinstance(mod, ObserverBase) or _disabled(mod):
+        return None
     if isinstance(mod, nnq.Quantize):
         return _dtype_bits(mod.dtype) or 32
     if isinstance(mod, nnq.DeQuantize):
@@ -65,11 +76,19 @@ def quant_bits(mod: nn.Module) -> int | None:
     return None
 
 
-@register("quant", modules=(nnq.Quantize, nnq.DeQuantize), claims=lambda mod: quant_bits(mod) is not None)
+#: torch.ao quantiser and observer classes: identity-shaped, captured whole (an observer's min/max and a
+#: fake-quantiser's range updates are not the model's arithmetic).
+QUANTISERS = (nnq.Quantize, nnq.DeQuantize, FakeQuantizeBase, ObserverBase)
+
+
+@register("quant", modules=QUANTISERS, claims=lambda mod: quant_bits(mod) is not None, weighted=True, whole=True)
 def quant(call: Call) -> Op:
-    """An activation quantiser module: its output carries ``bits`` (free between FP32-representable formats)."""
-    return call.op("quant", acts=call.acts[:1],
-                   attrs={"bits": quant_bits(call.module), "integer": isinstance(call.module, nnq.Quantize)})
+    """An activation quantiser module: its output carries ``bits`` (free between FP32-representable formats);
+    an observer or a fake-quantiser switched off passes its input through (``free``)."""
+    bits = quant_bits(call.module)
+    if bits is None:
+        return call.op("free", acts=call.acts[:1])
+    return call.op("quant", acts=call.acts[:1], attrs={"bits": bits, "integer": isinstance(call.module, nnq.Quantize)})
 
 
 def hooked_quantisers(mod: nn.Module) -> tuple[nn.Module | None, nn.Module | None]:
@@ -99,6 +118,8 @@ _FAKE_QUANT_ATEN = {
 }
 
 
+_FUSED_FAKE_QUANT = ("fused_moving_avg_obs_fake_quant", "_fused_moving_avg_obs_fq_helper",
+                     "_fused_moving_avg_obs_fq_helper_functional")
 _QUANT_FUNCTIONS = (torch.fake_quantize_per_tensor_affine, torch.fake_quantize_per_channel_affine,
                     torch.fused_moving_avg_obs_fake_quant, torch.quantize_per_tensor, torch.quantize_per_channel,
                     torch.dequantize)
@@ -112,6 +133,11 @@ def fake_quant_aten(call: Call) -> Op:
     arguments, a quantised dtype's width, or 32 for ``dequantize``. The first argument is the quantised
     value; scale, zero point and ranges are buffers."""
     name = call.base or (call.target if isinstance(call.target, str) else call.target.__name__)  # type: ignore[union-attr]
+    x = call.args[0]
+    if name in _FUSED_FAKE_QUANT:
+        on = call.arg(2, "fake_quant_on")
+        if on.real is not None and on.real.device.type != "meta" and not bool(on.real.reshape(-1)[0]):
+            return call.op("free", acts=[x] if x.is_activation else [])  # switched off: passes x through
     if name in _FAKE_QUANT_ATEN:
         lo, hi = _FAKE_QUANT_ATEN[name]
         bits = range_bits(int(call.value(lo, "quant_min")), int(call.value(hi, "quant_max")))  # type: ignore[arg-type]
@@ -120,7 +146,6 @@ def fake_quant_aten(call: Call) -> Op:
     else:
         dtype = call.value(3 if name != "quantize_per_channel" else 4, "dtype")
         bits = _dtype_bits(dtype) or 32
-    x = call.args[0]
     integer = name.startswith("quantize_per")
     return call.op("quant", acts=[x] if x.is_activation else [], attrs={"bits": bits, "integer": integer})
 
