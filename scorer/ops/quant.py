@@ -1,11 +1,13 @@
 """Quantised models (torch.ao): quantisers (kind ``quant``), QAT layers with a folded BatchNorm, and converted int8
 layers, translated identically on every capture path.
 
-- A quantiser (FakeQuantize, FusedMovingAvgObsFakeQuantize, an observer, QuantStub/DeQuantStub, aten
+- A quantiser (FakeQuantize, FusedMovingAvgObsFakeQuantize, converted Quantize/DeQuantize, aten
   ``fused_moving_avg_obs_fake_quant`` / ``fake_quantize_per_*_affine``, ``quantize_per_tensor``, ``dequantize``)
   is a ``quant`` op whose output carries ``bits``: free between FP32-representable formats (official_rules.md
   §3.1 "Conversions", §2.4). Its scale, zero point and running range are buffers, never stored. A quantiser
   applied to a parameter (``weight_fake_quant``) leaves it that parameter, stored by the op that uses it.
+  Observers and switched-off fake-quantisers pass their input through (``free``); the observers torch.ao
+  hooks onto a layer (``activation_post_process``) run after it on every path, fx included.
 - A fused QAT module (``torch.ao.nn.intrinsic.qat``: ConvBn, ConvBnReLU, ConvReLU, LinearReLU, LinearBn1d)
   simulates its folded BatchNorm with weight arithmetic, so it is captured whole on every path (``whole``)
   and counted as its parts: conv/linear, then BatchNorm, then ReLU, each part's parameters stored once.
