@@ -99,8 +99,9 @@ declare("upsample:bilinear", "bilinear resampling")
 # no arithmetic
 declare("free", "data movement: view, reshape, permute, cat, slice, pad, dropout in eval", preserving=True,
         free=True)
-declare("quant", "quantise/dequantise to `bits` (free between FP32-representable formats)", free=True,
-        attrs=("bits",))
+declare("quant", "quantise/dequantise to `bits` (free between FP32-representable formats); `integer`: its output "
+        "is a tensor of a quantised integer dtype (a converted model), not fake-quantised floats", free=True,
+        attrs=("bits",), optional=("integer",))
 
 DOT_KINDS = kinds_where("dot")
 SPARSE_KINDS = kinds_where("sparse")

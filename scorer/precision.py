@@ -185,6 +185,7 @@ _MULTIPLIED_ROLES = {"weight", "operand", "prelu_weight", "scale"}
 def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, nn.Module]) -> None:
     """Set weight bits, edge bits and the mul/add widths of every op, in execution order."""
     out_bits: dict[str, int] = {}
+    integer: set[str] = set()  # ops whose output is a quantised integer tensor (a converted torch.ao model)
     input_bits = policy.input_bits or policy.act_bits
     for op in ops:
         mod = modules.get(op.module) if policy.read_model_bits else None
@@ -207,6 +208,12 @@ def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, 
         op.in_bits = ins or [input_bits]
         if op.kind == "quant":
             op.out_bits = int(op.attrs["bits"])
+            if op.attrs.get("integer"):
+                integer.add(op.name)
+        elif op.inputs and all(p in integer for p in op.inputs):
+            # a quantised kernel returns its input's quantised dtype (pooling, flatten, relu, add of int8)
+            op.out_bits = max(op.in_bits)
+            integer.add(op.name)
         elif op.kind in PRESERVING_KINDS:
             op.out_bits = max(op.in_bits)
         else:

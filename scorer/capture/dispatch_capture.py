@@ -24,7 +24,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 from scorer.capture.export_capture import fake_inputs, fake_of, has_meta
 from scorer.capture.fx_capture import FxCapture
 from scorer.capture.guard import substituted, versions_kept
-from scorer.ops import targets, translate
+from scorer.ops import is_whole, targets, translate
 from scorer.ops.attention import QUIET_MODULES, WHOLE_FUNCTIONS
 from scorer.ops.call import make_call
 from scorer.ops.values import Val, carries_param, meta_of
@@ -52,6 +52,9 @@ class _Recorder(TorchDispatchMode):
         self.read: set[str] = set()  # parameters and buffers the forward read
         self.inside = 0  # > 0 while a function recorded whole runs: its aten ops are not recorded
         self.quiet = 0  # > 0 inside a QUIET_MODULES forward: only the function it calls is recorded
+        self.muted = 0  # > 0 while a module recorded whole runs (its aten ops are not recorded)
+        self.whole_args: tuple = ()
+        self.whole_ops: list = []
 
     def _val(self, t: object) -> object:
         if not isinstance(t, torch.Tensor):
@@ -74,6 +77,10 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self.muted:
+            if self.fake is not None and func not in _LIFTS:
+                args, kwargs = tree_map(self._to_fake, (args, kwargs))
+            return func(*args, **kwargs)
         with unset_fake_temporarily():
             vargs = tree_map(self._val, args)
             vkwargs = tree_map(self._val, kwargs)
@@ -118,6 +125,39 @@ class _Recorder(TorchDispatchMode):
             self.vals[id(t)] = carried if carried is not None else Val(meta=meta_of(t), producer=producer)
         if carried is None:
             self.ops.extend(new)
+
+    def enter_whole(self, mod: nn.Module, args: tuple) -> None:
+        """A module recorded whole starts: remember its arguments, stop recording its aten ops."""
+        self.muted = 1
+        with unset_fake_temporarily():
+            self.whole_args = tree_map(self._val, args)
+
+    def exit_whole(self, mod: nn.Module, path: str, out: object) -> None:
+        """A module recorded whole returned: its Ops (their weights are the stand-ins the run used until
+        ``real_weights``)."""
+        with unset_fake_temporarily():
+            self.count += 1
+            meta_out = tree_map(meta_of, out)
+            call = make_call("module", mod, f"{path or 'model'}_{self.count}", path, self.whole_args, {}, meta_out)
+            new = translate(call)
+            # a quantiser applied to a parameter (``weight_fake_quant``) leaves it that parameter
+            carried = carries_param(new, [v for v in call.vals if v.is_tensor][:1])
+            self.read.update(f"{path}.{n}" if path else n for n, _ in mod.named_parameters())
+            producer = new[-1].name if new else None
+            for t in (t for t in tree_leaves(out) if isinstance(t, torch.Tensor)):
+                self.keep.append(t)
+                self.vals[id(t)] = carried or Val(meta=meta_of(t), producer=producer)
+            if carried is None:
+                self.whole_ops.extend(new)
+                self.ops.extend(new)
+        self.muted = 0
+
+    def real_weights(self, real_of: dict[int, tuple[str, torch.Tensor]]) -> None:
+        """After the run: the weights of the modules recorded whole are the model's real tensors."""
+        for w in (w for op in self.whole_ops for w in op.weights):
+            hit = real_of.get(w.ident)  # type: ignore[arg-type]
+            if hit is not None:
+                w.tensor, w.ident = hit[1].detach(), id(hit[1])
 
 
 #: Functions recorded whole, as one call: attention (its aten decomposition depends on the kernel chosen) and
@@ -178,30 +218,37 @@ def _record(model: nn.Module, example_inputs: tuple, fake: bool, kwargs: dict | 
     paths = {id(m): name for name, m in model.named_modules()}
     stack: list[str] = []
     owner = threading.get_ident()
+    rec: _Recorder | None = None
+    real_of: dict = {}
+    whole: list[nn.Module] = []  # the module recorded whole that is running
 
-    recorder: list[_Recorder] = []  # the recorder, once made
-
-    def pre(mod: nn.Module, _args: object) -> None:
+    def pre(mod: nn.Module, args: object) -> None:
         if threading.get_ident() == owner:
             stack.append(paths.get(id(mod), stack[-1] if stack else ""))
-            if isinstance(mod, QUIET_MODULES) and recorder:
-                recorder[0].quiet += 1
+            if rec is not None and isinstance(mod, QUIET_MODULES):
+                rec.quiet += 1
+            if rec is not None and not whole and is_whole(mod):
+                whole.append(mod)
+                rec.enter_whole(mod, args)  # type: ignore[arg-type]
 
-    def post(mod: nn.Module, _args: object, _out: object) -> None:
+    def post(mod: nn.Module, _args: object, out: object) -> None:
         if threading.get_ident() == owner and stack:
-            stack.pop()
-            if isinstance(mod, QUIET_MODULES) and recorder:
-                recorder[0].quiet -= 1
+            path = stack.pop()
+            if rec is not None and isinstance(mod, QUIET_MODULES):
+                rec.quiet -= 1
+            if rec is not None and whole and whole[-1] is mod:
+                whole.pop()
+                rec.exit_whole(mod, path, out)
 
     buffers = {id(t) for t in model.buffers()}  # the real ones, before stand-ins take their place
     h1 = nn.modules.module.register_module_forward_pre_hook(pre)
     h2 = nn.modules.module.register_module_forward_hook(post)
     try:
-        with substituted(model, make) as real_of, torch.no_grad():
+        with substituted(model, make) as stand_ins, torch.no_grad():
             # a TorchScript module keeps its own tensors: its recorder makes fake copies as ops use them
             params = {id(t): (name, t) for name, t in [*model.named_parameters(), *model.named_buffers()]}
+            real_of.update(stand_ins)
             rec = _Recorder({**params, **real_of}, stack, mode, buffers)
-            recorder.append(rec)
             if mode is not None:
                 with versions_kept(model), mode, rec, _WholeCalls(rec):
                     model(*inputs, **kwargs)
@@ -211,6 +258,8 @@ def _record(model: nn.Module, example_inputs: tuple, fake: bool, kwargs: dict | 
     finally:
         h1.remove()
         h2.remove()
+    assert rec is not None
+    rec.real_weights(real_of)
     used = {w.name for op in rec.ops for w in op.weights}
     # Ops recorded under the model's root get the path "" (the root's name in named_modules()).
     return FxCapture(rec.ops, "dispatch", used, rec.read)

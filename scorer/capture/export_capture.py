@@ -22,9 +22,10 @@ from torch.overrides import TorchFunctionMode
 
 from scorer.capture.fx_capture import FxCapture
 from scorer.capture.guard import substituted
-from scorer.ops import translate
+from scorer.ops import is_whole, translate
 from scorer.ops.attention import QUIET_MODULES, WHOLE_ATEN
 from scorer.ops.call import make_call
+from scorer.ops.quant import packed_int8
 from scorer.ops.values import Val, carries_param, meta_of
 
 _WRAPPED = "model"
@@ -114,12 +115,29 @@ def _unwrap_name(name: str) -> str:
     return "" if name == _WRAPPED else name.removeprefix(_WRAPPED + ".")
 
 
+def _module_path(path: str) -> str:
+    return _unwrap_name(path.removeprefix("L['self'].").removeprefix("L__self__."))
+
+
 def _layer(node: torch.fx.Node) -> str:
     stack = node.meta.get("nn_module_stack") or {}
     if not stack:
         return ""
-    path = next(reversed(stack.values()))[0]
-    return _unwrap_name(path.removeprefix("L['self'].").removeprefix("L__self__."))
+    return _module_path(next(reversed(stack.values()))[0])
+
+
+def _whole_call(node: torch.fx.Node, modules: dict[str, nn.Module]) -> tuple[str, str] | None:
+    """(stack key, path) of the outermost module captured whole that ``node`` runs in, or None. The nodes of
+    its torch.ao output observer (``activation_post_process``, run by a hook after it) are not part of it."""
+    for key, (path, _) in (node.meta.get("nn_module_stack") or {}).items():
+        path = _module_path(path)
+        mod = modules.get(path)
+        if mod is not None and is_whole(mod):
+            observer = f"{path}.activation_post_process" if path else "activation_post_process"
+            if _layer(node) == observer or _layer(node).startswith(observer + "."):
+                return None
+            return key, path
+    return None
 
 
 def _is_torch(name: str) -> bool:
@@ -174,6 +192,10 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
     """Export ``model`` (non-strict) on fake inputs and turn the aten graph into Ops."""
     if isinstance(model, torch.jit.ScriptModule):
         raise ValueError("torch.export cannot export a TorchScript module")
+    packed = [name for name, m in model.named_modules() if packed_int8(m)]
+    if packed:
+        raise ValueError(f"torch.export cannot follow the packed int8 weights of converted torch.ao layers "
+                         f"({', '.join(packed[:3])}); the fx and dispatch captures score them")
     mode = FakeTensorMode(shape_env=ShapeEnv())
     # meta parameters and buffers stand as fake CPU tensors of the same mode (export keeps those as they are)
     stand_ins = (substituted(model, lambda t: fake_of(t, mode) if t.device.type == "meta" else t)
@@ -196,7 +218,26 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
     ops = []
     used: set[str] = set()
     read: set[str] = set()
+    modules = dict(model.named_modules())
+    mutated = set(getattr(sig, "buffers_to_mutate", {}) or {})
+    region: list[torch.fx.Node] = []  # the nodes of the module call being captured whole
+    region_key: tuple[str, str] | None = None
+
+    def flush() -> None:
+        if region_key is not None:
+            new = _whole_ops(region, modules[region_key[1]], region_key[1], env, mutated)
+            ops.extend(new)
+            used.update(w.name for o in new for w in o.weights)
+        region.clear()
+
     for node in ep.graph_module.graph.nodes:
+        whole = _whole_call(node, modules) if node.op == "call_function" else None
+        if whole != region_key or whole is None:
+            flush()
+            region_key = whole
+        if whole is not None:
+            region.append(node)
+            continue
         val = node.meta.get("val")
         if node.op == "placeholder":
             if node.name in param_of:
@@ -231,3 +272,28 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
             else:
                 env[node] = Val(meta=meta_of(out), producer=name)
     return FxCapture(ops, "export", used, read)
+
+
+def _whole_ops(nodes: list[torch.fx.Node], mod: nn.Module, path: str, env: dict, mutated: set[str]) -> list:
+    """One module call for the nodes of a module captured whole: its arguments are the tensors flowing in
+    from outside, its output the one node used outside (buffer updates aside). A quantiser applied to a
+    parameter (``weight_fake_quant``) leaves it that parameter."""
+    inside = set(nodes)
+    args: list[Val] = []
+    for n in nodes:
+        for a in n.all_input_nodes:
+            v = env.get(a)
+            if a not in inside and isinstance(v, Val) and v.is_tensor and all(v is not x for x in args):
+                args.append(v)
+    outs = [n for n in nodes
+            if any(u not in inside and not (u.op == "output" and n.name in mutated) for u in n.users)]
+    if len(outs) != 1:
+        raise ValueError(f"{type(mod).__name__} {path!r} is captured whole but has {len(outs)} outputs in the graph")
+    out = meta_of(outs[0].meta.get("val"))
+    new = translate(make_call("module", mod, outs[0].name, path, tuple(args), {}, out))
+    carried = carries_param(new, args[:1])
+    if carried is not None:
+        env[outs[0]] = replace(carried, meta=out)
+        return []
+    env[outs[0]] = Val(meta=out, producer=new[-1].name if new else None)
+    return new

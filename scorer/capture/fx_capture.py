@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import torch
+import torch.ao.nn.quantized as nnq
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
@@ -23,6 +24,7 @@ from scorer.capture.guard import meta_like, substituted
 from scorer.ops import is_known_leaf, quant_bits, targets, translate
 from scorer.ops.act import COMPARISONS
 from scorer.ops.call import Call, make_call
+from scorer.ops.quant import QUANTISERS, hooked_quantisers
 from scorer.ops.values import Val, carries_param, meta_of
 
 
@@ -48,10 +50,15 @@ class LeafTracer(fx.Tracer):
         return super().is_leaf_module(m, module_qualified_name)
 
     def call_module(self, m: nn.Module, forward, args: tuple, kwargs: dict) -> object:
-        """Record a module call; another thread's call runs normally."""
+        """Record a module call; another thread's call runs normally. A leaf's torch.ao observer hooks
+        (eager-mode QAT) are recorded as calls of its ``activation_post_process`` around it, as they run."""
         if threading.get_ident() != self._owner:
             return forward(*args, **kwargs)
-        return super().call_module(m, forward, args, kwargs)
+        before, after = hooked_quantisers(m) if is_known_leaf(m) else (None, None)
+        if before is not None and args:
+            args = (before(args[0]), *args[1:])
+        out = super().call_module(m, forward, args, kwargs)
+        return after(out) if after is not None else out
 
     def getattr(self, attr: str, attr_val: object, parameter_proxy_cache: dict) -> object:
         """Proxy a parameter or buffer read; another thread reads the real attribute."""
@@ -140,19 +147,19 @@ def _check_channels(mod: nn.Module, x: torch.Tensor) -> None:
 def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
     """Output of leaf ``mod`` on meta inputs, computed without running its forward or hooks on real data."""
     x = args[0] if args else next(iter(kwargs.values()))
-    if isinstance(mod, nn.modules.conv._ConvNd):
+    if isinstance(mod, (nn.modules.conv._ConvNd, nnq.modules.conv._ConvNd)):
         n = len(mod.kernel_size)
         w = torch.empty(mod.out_channels, mod.in_channels // mod.groups, *mod.kernel_size, device="meta")
         fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[n]
         return fn(x.to("meta"), w, None, mod.stride, mod.padding, mod.dilation, mod.groups)
-    if isinstance(mod, nn.Linear):
+    if isinstance(mod, (nn.Linear, nnq.Linear)):
         if x.dim() < 1 or x.shape[-1] != mod.in_features:
             raise ValueError(f"Linear expects {mod.in_features} input features, got shape {tuple(x.shape)}")
         return torch.empty((*x.shape[:-1], mod.out_features), dtype=x.dtype, device="meta")
     if isinstance(mod, nn.Embedding):
         return torch.empty((*x.shape, mod.embedding_dim), device="meta")
     _check_channels(mod, x)
-    if isinstance(mod, _SAME_SHAPE_MODULES) or quant_bits(mod) is not None:
+    if isinstance(mod, (*_SAME_SHAPE_MODULES, *QUANTISERS)) or quant_bits(mod) is not None:
         return x  # shape-preserving: the input's meta tensor stands for the output (meta holds no data)
     # Parameter-free layers (activations, pools, upsample, dropout, flatten, ...): their forward only
     # reads configuration, so running it on meta tensors is exact and cheap. forward() is called
@@ -173,7 +180,10 @@ _NO_FAST = object()
 _UNARY_SAME = (
     (targets("function", "unary", "clamp", "hardtanh", "softmax") | targets("method", "unary", "clamp", "softmax"))
     - COMPARISONS
-) | {F.dropout, F.dropout2d, "contiguous", "detach", "clone", "float"}
+) | {F.dropout, F.dropout2d, "contiguous", "detach", "clone", "float"} | (
+    # quantisers: the meta stand-in of a quantised tensor is a float one of its shape (meta has no quint8)
+    targets("function", "fake_quant_aten") | targets("method", "fake_quant_aten")
+)
 _BINARY = targets("function", "elementwise") | targets("method", "elementwise")
 
 

@@ -1,8 +1,8 @@
-"""Ops without arithmetic: data movement (``free``), quantisers (``quant``) and table lookups (``embedding``)."""
+"""Ops without arithmetic: data movement (``free``) and table lookups (``embedding``); quantisers are in
+``scorer.ops.quant``."""
 
 from __future__ import annotations
 
-import math
 import operator
 
 import torch
@@ -40,7 +40,7 @@ _FREE_ATEN = (
     "empty_like", "zeros_like", "ones_like", "full_like", "as_strided", "view_as", "reshape_as", "repeat", "roll",
     "index_select", "narrow", "sym_size", "scalar_tensor", "empty", "zeros", "ones", "full", "arange",
     "_assert_tensor_metadata", "feature_dropout", "alpha_dropout", "pixel_shuffle", "pixel_unshuffle", "type_as",
-    "clone_", "dequantize", "quantize_per_tensor", "getitem", "new_zeros", "new_ones", "new_empty", "new_full",
+    "clone_", "getitem", "new_zeros", "new_ones", "new_empty", "new_full",
     "empty_strided", "fill",
 )
 
@@ -50,29 +50,6 @@ def free(call: Call) -> Op:
     """Data movement, no arithmetic (official_rules.md §2.3); a parameter it moves (a learned class token
     concatenated to the activations) is stored here."""
     return call.op("free", call.params())
-
-
-def quant_bits(mod: nn.Module) -> int | None:
-    """Bit-width of an activation quantiser module, or None when ``mod`` is not one: an integer ``bits``
-    attribute, or a ``quant_min``/``quant_max`` range (torch.ao observers and fake-quantisers)."""
-    bits = getattr(mod, "bits", None)
-    if isinstance(bits, int) and not isinstance(bits, bool):
-        return bits
-    if type(mod).__name__ in _QUANT_NAMES or hasattr(mod, "quant_min") and hasattr(mod, "quant_max"):
-        qmin, qmax = getattr(mod, "quant_min", None), getattr(mod, "quant_max", None)
-        if isinstance(qmin, int) and isinstance(qmax, int) and qmax > qmin:
-            return max(1, math.ceil(math.log2(qmax - qmin + 1)))
-        return 32
-    return None
-
-
-_QUANT_NAMES = {"FakeQuantize", "FusedMovingAvgObsFakeQuantize", "QuantStub", "DeQuantStub"}
-
-
-@register("quant", claims=lambda mod: quant_bits(mod) is not None)
-def quant(call: Call) -> Op:
-    """An activation quantiser: its output carries ``bits`` (free between FP32-representable formats)."""
-    return call.op("quant", acts=call.acts[:1], attrs={"bits": quant_bits(call.module)})
 
 
 @register("embedding", modules=(nn.Embedding,), functions=(F.embedding,), aten=("embedding",), weighted=True)

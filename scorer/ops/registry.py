@@ -23,7 +23,10 @@ Extractor = Callable[[Call], "Op | list[Op] | None"]
 @dataclass(frozen=True)
 class OpDef:
     """One extractor and the targets it matches. ``weighted``: its modules hold parameters, so they win
-    over the quantiser test (a quantised conv is a conv, a quantiser shaped like an activation a quantiser)."""
+    over the quantiser test (a quantised conv is a conv, a quantiser shaped like an activation a quantiser).
+    ``whole``: its modules are captured as one module call on every path (their aten ops simulate another
+    computation, e.g. a QAT conv's BatchNorm folded into its weight, or cannot be followed, e.g. packed int8
+    weights)."""
 
     name: str
     extract: Extractor
@@ -32,6 +35,7 @@ class OpDef:
     methods: tuple[str, ...] = ()
     aten: tuple[str, ...] = ()
     weighted: bool = False
+    whole: bool = False
 
 
 DEFS: dict[str, OpDef] = {}
@@ -58,11 +62,12 @@ def register(
     aten: Iterable[str] = (),
     weighted: bool = False,
     claims: Callable[[nn.Module], bool] | None = None,
+    whole: bool = False,
 ) -> Callable[[Extractor], Extractor]:
     """Decorator registering an extractor for the given targets (each target matched by one extractor)."""
 
     def deco(fn: Extractor) -> Extractor:
-        d = OpDef(name, fn, tuple(modules), tuple(functions), tuple(methods), tuple(aten), weighted)
+        d = OpDef(name, fn, tuple(modules), tuple(functions), tuple(methods), tuple(aten), weighted, whole)
         if name in DEFS:
             raise ValueError(f"extractor {name!r} registered twice")
         tables = ((_MODULES, d.modules), (_FUNCTIONS, d.functions), (_METHODS, d.methods), (_ATEN, d.aten))
@@ -87,6 +92,12 @@ def module_def(mod: nn.Module) -> OpDef | None:
         if claims(mod):
             return d
     return found
+
+
+def is_whole(mod: nn.Module) -> bool:
+    """True for a module every capture path records as one module call (see ``OpDef.whole``)."""
+    d = module_def(mod)
+    return d is not None and d.whole
 
 
 def lookup(form: str, target: object, base: str = "") -> OpDef | None:

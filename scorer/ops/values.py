@@ -49,10 +49,13 @@ class Val:
 
 def carries_param(ops: list, vals: list[Val]) -> Val | None:
     """For a single free op applied to exactly one parameter or buffer (``w.t()``, ``w.T``, ``w.view(...)``),
-    that tensor's Val: the op's output is still it, stored by the op that computes with it."""
-    if len(ops) != 1 or ops[0].kind != "free":
+    or a quantiser applied to one (a QAT ``weight_fake_quant``: its other tensors are its scale and zero
+    point), that tensor's Val: the op's output is still it, stored by the op that computes with it."""
+    if len(ops) != 1 or ops[0].kind not in ("free", "quant"):
         return None
     tensors = [v for v in vals if isinstance(v, Val) and v.is_tensor]
+    if ops[0].kind == "quant":
+        return tensors[0] if tensors and tensors[0].param is not None else None
     if len(tensors) == 1 and tensors[0].param is not None:
         return tensors[0]
     return None
