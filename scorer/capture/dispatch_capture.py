@@ -17,19 +17,23 @@ import threading
 import torch
 import torch.nn as nn
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode, unset_fake_temporarily
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
 
 from scorer.capture.export_capture import fake_inputs
 from scorer.capture.fx_capture import FxCapture
 from scorer.capture.guard import substituted, versions_kept
-from scorer.ops import translate
+from scorer.ops import targets, translate
 from scorer.ops.call import make_call
 from scorer.ops.values import Val, carries_param, meta_of
 
 #: Largest example input (bytes of zeros) a real run may allocate.
 REAL_RUN_LIMIT = 1 << 30
 _LIFTS = (torch.ops.aten.lift_fresh.default, torch.ops.aten.lift.default)
+#: Functions recorded whole: torch decomposes them above the dispatcher (CompositeImplicitAutograd), so the
+#: recorder would see only their parts (RMSNorm as pow, mean, add, rsqrt, mul), where fx and export see them whole.
+WHOLE_FUNCTIONS = targets("function", "rmsnorm")
 
 
 class _Recorder(TorchDispatchMode):
@@ -44,6 +48,7 @@ class _Recorder(TorchDispatchMode):
         self.keep: list[torch.Tensor] = []  # keeps outputs alive so ids stay unique
         self.count = 0
         self.read: set[str] = set()  # parameters and buffers the forward read
+        self.muted = 0  # inside a function recorded whole: its aten parts are run, not recorded
 
     def _val(self, t: object) -> object:
         if not isinstance(t, torch.Tensor):
@@ -72,15 +77,17 @@ class _Recorder(TorchDispatchMode):
         if self.fake is not None and func not in _LIFTS:
             args, kwargs = tree_map(self._to_fake, (args, kwargs))
         out = func(*args, **kwargs)
-        with unset_fake_temporarily():
-            self._record(func, vargs, vkwargs, out)
+        if not self.muted:
+            with unset_fake_temporarily():
+                self._record(func, vargs, vkwargs, out)
         return out
 
-    def _record(self, func, vargs, vkwargs, out) -> None:
+    def _record(self, func, vargs, vkwargs, out, form: str = "aten") -> None:
         self.count += 1
         meta_out = tree_map(meta_of, out)
         path = self.stack[-1] if self.stack else ""
-        call = make_call("aten", func, f"{func.overloadpacket.__name__}_{self.count}", path, vargs, vkwargs, meta_out)
+        base = func.overloadpacket.__name__ if form == "aten" else func.__name__
+        call = make_call(form, func, f"{base}_{self.count}", path, vargs, vkwargs, meta_out)
         new = translate(call)
         carried = carries_param(new, call.vals)
         producer = new[-1].name if new else None
@@ -89,6 +96,29 @@ class _Recorder(TorchDispatchMode):
             self.vals[id(t)] = carried if carried is not None else Val(meta=meta_of(t), producer=producer)
         if carried is None:
             self.ops.extend(new)
+
+
+class _Whole(TorchFunctionMode):
+    """Records a call of ``WHOLE_FUNCTIONS`` as one function call, its aten parts muted."""
+
+    def __init__(self, rec: _Recorder):
+        super().__init__()
+        self.rec = rec
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func not in WHOLE_FUNCTIONS or self.rec.muted:
+            return func(*args, **kwargs)
+        with unset_fake_temporarily():
+            vargs, vkwargs = tree_map(self.rec._val, args), tree_map(self.rec._val, kwargs)
+        self.rec.muted += 1
+        try:
+            out = func(*args, **kwargs)
+        finally:
+            self.rec.muted -= 1
+        with unset_fake_temporarily():
+            self.rec._record(func, vargs, vkwargs, out, form="function")
+        return out
 
 
 def _zeros(example_inputs: tuple) -> tuple:
@@ -132,10 +162,10 @@ def _record(model: nn.Module, example_inputs: tuple, fake: bool) -> FxCapture:
             params = {id(t): (name, t) for name, t in [*model.named_parameters(), *model.named_buffers()]}
             rec = _Recorder({**params, **real_of}, stack, mode)
             if mode is not None:
-                with versions_kept(model), mode, rec:
+                with versions_kept(model), mode, rec, _Whole(rec):
                     model(*inputs)
             else:
-                with rec:
+                with rec, _Whole(rec):
                     model(*inputs)
     finally:
         h1.remove()
