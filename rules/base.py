@@ -131,6 +131,20 @@ class RuleSet:
         """Convolution (any dimension, groups, dilation, padding; shapes from the real tensors)."""
         return self.dot_product(op, ctx)
 
+    def cost_conv_transpose(self, op: Op, ctx: RuleContext) -> Cost:
+        """Transposed convolution as the sum, per output, of the input·weight products that land on it: n (the
+        mean count, ``vector_len``, scaled by the weight density like a conv's) mults per output and one add
+        fewer than products for each output that receives any, + 1 add per output for a bias. The dot-product
+        count of §2.2 (`counting.py` Conv2D) applied to the products actually computed [INF]; products the
+        padding crops are not counted (FlopCounterMode counts them: see ``rules.peers``)."""
+        w, b = op.weight("weight"), op.weight("bias")
+        n = op.attrs["vector_len"] * self.density(w)
+        outputs = op.out_numel
+        mults = n * outputs
+        adds = (n - op.attrs["covered"]) * outputs + (outputs if b is not None else 0.0)
+        vbits, mbits = self.weight_storage(w, ctx)
+        return Cost(mults=mults, adds=adds, param_bits=vbits + self.dense_storage(b), mask_bits=mbits)
+
     def cost_linear(self, op: Op, ctx: RuleContext) -> Cost:
         """Fully connected layer over any leading dimensions."""
         return self.dot_product(op, ctx)
@@ -145,7 +159,7 @@ class RuleSet:
         if not self.fold_bn or not op.inputs:
             return None
         prod = ctx.by_name.get(op.inputs[0])
-        if prod is None or prod.kind not in ("conv", "linear"):
+        if prod is None or prod.kind not in ("conv", "conv_transpose", "linear"):
             return None
         if ctx.consumers.get(prod.name, []) != [op.name]:
             return None
@@ -193,6 +207,20 @@ class RuleSet:
             adds += op.out_numel
         return Cost(mults=mults, adds=adds, param_bits=params)
 
+    def rms_norm_counts(self, n: float) -> tuple[float, float]:
+        """(mults, adds) to normalise one group of n values by its root mean square, without γ: squares
+        (n mults), mean (n−1 adds, 1 division), eps (1 add), rsqrt (1 op, counted as a mult), scaling
+        (n mults). ``layer_norm_counts`` without the centring [INF] (official_rules.md §2.4)."""
+        return 2 * n + 2, n
+
+    def cost_rmsnorm(self, op: Op, ctx: RuleContext) -> Cost:
+        """RMSNorm: the normalisation per group plus the affine γ (n mults, n params; no β)."""
+        n = op.attrs["norm_numel"]
+        m, a = self.rms_norm_counts(n)
+        groups = op.out_numel / n
+        mults = m * groups + (op.out_numel if op.weights else 0.0)
+        return Cost(mults=mults, adds=a * groups, param_bits=sum(self.dense_storage(w) for w in op.weights))
+
     def cost_groupnorm(self, op: Op, ctx: RuleContext) -> Cost:
         """GroupNorm: LayerNorm's count per group, plus the per-channel affine part."""
         groups = op.attrs["groups"]
@@ -232,6 +260,20 @@ class RuleSet:
         m = 3 + (2 if op.attrs["beta"] != 1 else 0)
         return Cost(mults=m * op.out_numel, adds=op.out_numel, param_bits=self._operand_storage(op))
 
+    def pow_mults(self, exponent: float | None) -> float:
+        """Ops per element of ``x ** exponent``: an integer n ≥ 2 is n−1 multiplications (x·x·…·x as
+        written), a negative integer −n those plus one reciprocal, 0 and 1 nothing (a constant, a copy);
+        any other exponent, a tensor exponent or a tensor of exponents on a scalar base is one
+        transcendental evaluation, one op (official page), counted as a mult like exp. [INF]"""
+        if exponent is None or float(exponent) != int(exponent):
+            return 1.0
+        k = abs(int(exponent))
+        return max(k - 1, 0) + (1.0 if exponent < 0 else 0.0)
+
+    def cost_pow(self, op: Op, ctx: RuleContext) -> Cost:
+        """Power, elementwise (``pow_mults`` per output); a learned exponent or base is stored here."""
+        return Cost(mults=self.pow_mults(op.attrs["exponent"]) * op.out_numel, param_bits=self._operand_storage(op))
+
     # ----------------------------------------------------------------- elementwise
     def _operand_storage(self, op: Op) -> float:
         """Bits of the parameters an op without a weight role reads (a learned gate, scale or token), dense."""
@@ -269,6 +311,12 @@ class RuleSet:
     def cost_sum(self, op: Op, ctx: RuleContext) -> Cost:
         """Sum over n values: n−1 adds per output. [INF]"""
         return Cost(adds=(op.attrs["reduce"] - 1) * op.out_numel, param_bits=self._operand_storage(op))
+
+    def cost_cumsum(self, op: Op, ctx: RuleContext) -> Cost:
+        """Running sum along a row of n: output i is output i−1 plus input i, so n−1 adds per row (the first
+        output is a copy). [INF], by the sum count above."""
+        n = op.attrs["n"]
+        return Cost(adds=(n - 1) * op.out_numel / n if n else 0.0, param_bits=self._operand_storage(op))
 
     def cost_avgpool(self, op: Op, ctx: RuleContext) -> Cost:
         """k×k average pooling: k²−1 adds + 1 mult per output (MSUNet, RIAIR; official_rules.md §2.4)."""

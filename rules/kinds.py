@@ -72,6 +72,7 @@ for _name, _doc in {
     "sigmoid": "1 / (1 + exp(-x))", "hardsigmoid": "relu6(x + 3) / 6", "silu": "x · sigmoid(x)",
     "hardswish": "x · relu6(x + 3) / 6", "tanh": "hyperbolic tangent", "gelu": "x · Φ(x)",
     "leaky_relu": "x or slope · x", "elu": "x or α(exp(x) − 1)", "mish": "x · tanh(softplus(x))",
+    "gelu_tanh": "0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))", "erf": "erf(x)",
     "sign": "sign(x)", "exp": "exp(x)", "log": "log(x)", "sqrt": "sqrt(x)", "rsqrt": "1 / sqrt(x)",
     "abs": "|x|", "neg": "−x", "reciprocal": "1 / x", "compare": "x > y and friends",
     "select": "where(cond, a, b)",
@@ -102,6 +103,14 @@ declare("free", "data movement: view, reshape, permute, cat, slice, pad, dropout
 declare("quant", "quantise/dequantise to `bits` (free between FP32-representable formats); `integer`: its output "
         "is a tensor of a quantised integer dtype (a converted model), not fake-quantised floats", free=True,
         attrs=("bits",), optional=("integer",))
+
+# misc (issue 8 item 3): transposed convolution, RMSNorm, powers, running sums
+declare("conv_transpose", "transposed convolution (scatter form): `vector_len` the mean number of input·weight "
+        "products landing on one output, `covered` the share of outputs receiving at least one", dot=True,
+        sparse=True, attrs=(*_CONV_ATTRS, "covered", "scatter_len"))
+declare("rmsnorm", "x / sqrt(mean(x²) + eps) over the last dimensions, optional affine γ", attrs=("norm_numel",))
+declare("pow", "x ** exponent: `exponent` a number, or None for a tensor exponent", attrs=("exponent",))
+declare("cumsum", "running sum along a dimension of length `n`", attrs=("n",))
 
 DOT_KINDS = kinds_where("dot")
 SPARSE_KINDS = kinds_where("sparse")

@@ -17,7 +17,12 @@ OFFICIAL_ACTIVATIONS: dict[str, tuple[float, float]] = {
     "act:hardswish": (4, 1),  # x·relu6(x+3)/6
     "act:hardsigmoid": (3, 1),  # relu6(x+3)/6 [INF, same decomposition]
     "act:tanh": (2, 2),  # (e^2x − 1)/(e^2x + 1): exp, division; subtraction, addition [INF]
-    "act:gelu": (4, 1),  # x·sigmoid(1.702x): the swish count plus the scaling mult [INF]
+    # GELU as written in its definition 0.5·x·(1 + erf(x/√2)): x/√2, erf (one op, official page), +1, 0.5·x, ×
+    # = 4 mults + 1 add [INF]; the tanh approximation as written: x³ (2 mults), ·0.044715, + x, ·√(2/π),
+    # tanh (2, 2 below), + 1, 0.5·x, × = 8 mults + 4 adds [INF]. Either equals the written-out form's count.
+    "act:gelu": (4, 1),
+    "act:gelu_tanh": (8, 4),
+    "act:erf": (1, 0),  # a transcendental evaluation counts as one op (official page)
     "act:leaky_relu": (2, 0),  # comparison + slope multiplication [INF]
     "act:elu": (3, 1),  # comparison, exp, scale; −1 [INF]
     "act:mish": (5, 2),  # x·tanh(softplus(x)): exp, log, tanh (2,2), final mult [INF]

@@ -20,8 +20,10 @@ class Macs(RuleSet):
     macs_as_adds = False
 
     def dot_product(self, op: Op, ctx: RuleContext) -> Cost:
-        """One MAC per weight per output position: n per output, dense."""
-        macs = op.attrs["vector_len"] * op.out_numel
+        """One MAC per weight per output position: n per output, dense. A transposed convolution counts every
+        input·weight product of its scatter form, cropped ones included (``scatter_len`` per output), as
+        `torch.utils.flop_counter.conv_flop_count(transposed=True)` does."""
+        macs = op.attrs.get("scatter_len", op.attrs["vector_len"]) * op.out_numel
         params = sum(self.dense_storage(w) for w in op.weights)
         return Cost(mults=macs, adds=macs if self.macs_as_adds else 0.0, param_bits=params)
 

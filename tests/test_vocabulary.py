@@ -24,7 +24,7 @@ def test_every_declared_kind_has_a_formula(rules: str) -> None:
 
 
 def test_kind_sets_are_derived_from_traits() -> None:
-    assert DOT_KINDS == {"conv", "linear", "matmul"}
+    assert DOT_KINDS == {"conv", "conv_transpose", "linear", "matmul"}
     assert SPARSE_KINDS == DOT_KINDS | {"embedding"}
     assert {"free", "act:relu", "maxpool", "upsample:nearest"} <= PRESERVING_KINDS
     assert "act:sigmoid" not in PRESERVING_KINDS

@@ -32,9 +32,6 @@ from scorer.ops.values import Val, carries_param, meta_of
 #: Largest example input (bytes of zeros) a real run may allocate.
 REAL_RUN_LIMIT = 1 << 30
 _LIFTS = (torch.ops.aten.lift_fresh.default, torch.ops.aten.lift.default)
-#: Functions recorded whole, as one call: their aten ops decompose before a dispatch mode sees them
-#: (``torch.lstm`` into addmm, sigmoid, ...), and their rule counts the documented equations instead.
-_WHOLE = targets("function", "rnn")
 
 
 class _Recorder(TorchDispatchMode):
@@ -161,8 +158,9 @@ class _Recorder(TorchDispatchMode):
 
 
 #: Functions recorded whole, as one call: attention (its aten decomposition depends on the kernel chosen) and
-#: the recurrent layers (``torch.lstm`` decomposes into addmm, sigmoid, ... before a dispatch mode sees it).
-_WHOLE = frozenset(WHOLE_FUNCTIONS) | targets("function", "rnn")
+#: the recurrent layers (``torch.lstm`` decomposes into addmm, sigmoid, ... before a dispatch mode sees it),
+#: and RMSNorm (CompositeImplicitAutograd: the recorder would see pow, mean, add, rsqrt, mul).
+_WHOLE = frozenset(WHOLE_FUNCTIONS) | targets("function", "rnn") | targets("function", "rmsnorm")
 
 
 class _WholeCalls(TorchFunctionMode):
@@ -189,6 +187,29 @@ class _WholeCalls(TorchFunctionMode):
         finally:
             self.rec.inside -= 1
         self.rec.record_whole(func, args, kwargs, out)
+        return out
+
+
+class _Whole(TorchFunctionMode):
+    """Records a call of ``WHOLE_FUNCTIONS`` as one function call, its aten parts muted."""
+
+    def __init__(self, rec: _Recorder):
+        super().__init__()
+        self.rec = rec
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func not in WHOLE_FUNCTIONS or self.rec.muted:
+            return func(*args, **kwargs)
+        with unset_fake_temporarily():
+            vargs, vkwargs = tree_map(self.rec._val, args), tree_map(self.rec._val, kwargs)
+        self.rec.muted += 1
+        try:
+            out = func(*args, **kwargs)
+        finally:
+            self.rec.muted -= 1
+        with unset_fake_temporarily():
+            self.rec._record(func, vargs, vkwargs, out, form="function")
         return out
 
 

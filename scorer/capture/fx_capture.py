@@ -147,7 +147,7 @@ def _check_channels(mod: nn.Module, x: torch.Tensor) -> None:
 def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
     """Output of leaf ``mod`` on meta inputs, computed without running its forward or hooks on real data."""
     x = args[0] if args else next(iter(kwargs.values()))
-    if isinstance(mod, (nn.modules.conv._ConvNd, nnq.modules.conv._ConvNd)):
+    if isinstance(mod, (nn.modules.conv._ConvNd, nnq.modules.conv._ConvNd)) and not getattr(mod, "transposed", False):
         n = len(mod.kernel_size)
         w = torch.empty(mod.out_channels, mod.in_channels // mod.groups, *mod.kernel_size, device="meta")
         fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[n]
@@ -172,7 +172,8 @@ def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
 
 #: Modules whose output has their input's shape (and dtype).
 _SAME_SHAPE_MODULES: tuple[type, ...] = (
-    *targets("module", "unary", "hardtanh", "softmax", "bn", "instance_norm", "layernorm", "groupnorm", "prelu"),
+    *targets("module", "unary", "hardtanh", "softmax", "bn", "instance_norm", "layernorm", "groupnorm", "prelu",
+              "rmsnorm"),
     nn.Identity,
     nn.modules.dropout._DropoutNd,
 )

@@ -13,8 +13,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rules.records import Op
-from scorer.ops.call import Call
+from scorer.ops.call import Call, plain
 from scorer.ops.registry import register
+from scorer.ops.values import Val
 
 #: base name -> (kind, modules, functions). Methods ``name``/``name_`` and aten ``name`` come with it.
 _UNARY: dict[str, tuple[str, tuple[type, ...], tuple[object, ...]]] = {
@@ -30,6 +31,7 @@ _UNARY: dict[str, tuple[str, tuple[type, ...], tuple[object, ...]]] = {
     "mish": ("act:mish", (nn.Mish,), (F.mish,)),
     "sign": ("act:sign", (), (torch.sign,)),
     "exp": ("act:exp", (), (torch.exp,)),
+    "erf": ("act:erf", (), (torch.erf, torch.special.erf)),
     "log": ("act:log", (), (torch.log,)),
     "sqrt": ("act:sqrt", (), (torch.sqrt,)),
     "rsqrt": ("act:rsqrt", (), (torch.rsqrt,)),
@@ -38,7 +40,8 @@ _UNARY: dict[str, tuple[str, tuple[type, ...], tuple[object, ...]]] = {
     "reciprocal": ("act:reciprocal", (), (torch.reciprocal,)),
 }
 _COMPARE = ("gt", "lt", "ge", "le", "eq", "ne")
-_KIND_OF_BASE = {base: kind for base, (kind, _, _) in _UNARY.items()} | {c: "act:compare" for c in _COMPARE}
+_KIND_OF_BASE = ({base: kind for base, (kind, _, _) in _UNARY.items()} | {c: "act:compare" for c in _COMPARE}
+                 | {"special_erf": "act:erf"})
 _KIND_OF_TARGET: dict[object, str] = {}
 for _base, (_kind, _mods, _fns) in _UNARY.items():
     for _t in (*_mods, *_fns, _base, _base + "_"):
@@ -53,8 +56,14 @@ COMPARISONS = frozenset(t for t, k in _KIND_OF_TARGET.items() if k == "act:compa
 
 def _unary_kind(call: Call) -> str:
     if call.form == "aten":
-        return _KIND_OF_BASE[call.base]
-    return _KIND_OF_TARGET[type(call.target) if call.form == "module" else call.target]
+        kind = _KIND_OF_BASE[call.base]
+    else:
+        kind = _KIND_OF_TARGET[type(call.target) if call.form == "module" else call.target]
+    if kind == "act:gelu":
+        approximate = call.module.approximate if call.form == "module" else call.value(1, "approximate", "none")
+        if approximate == "tanh":
+            return "act:gelu_tanh"
+    return kind
 
 
 @register(
@@ -63,7 +72,7 @@ def _unary_kind(call: Call) -> str:
     functions=[f for _, _, fns in _UNARY.values() for f in fns]
     + [getattr(torch, c) for c in _COMPARE] + [getattr(operator, c) for c in _COMPARE],
     methods=[m for b in (*_UNARY, *_COMPARE) for m in (b, b + "_")] + [f"__{c}__" for c in _COMPARE],
-    aten=[*_UNARY, *_COMPARE],
+    aten=[*_UNARY, *_COMPARE, "special_erf"],
 )
 def unary(call: Call) -> Op:
     """A function applied per element (ReLU, sigmoid, exp, comparisons, ...); a parameter it reads (a learned
@@ -71,10 +80,35 @@ def unary(call: Call) -> Op:
     return call.op(_unary_kind(call), call.params())
 
 
-@register("where", functions=(torch.where,), methods=("where",), aten=("where",))
+@register("where", functions=(torch.where, torch.masked_fill), methods=("where", "masked_fill", "masked_fill_"),
+          aten=("where", "masked_fill"))
 def where(call: Call) -> Op:
-    """``where(cond, a, b)``: one selection per output element."""
+    """``where(cond, a, b)`` and ``x.masked_fill(mask, v)`` (= ``where(mask, v, x)``): one selection per output
+    element."""
     return call.op("act:select", call.params())
+
+
+def _number(v: object) -> float | None:
+    v = plain(v)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+_SQUARE = (torch.square, "square", "square_")
+
+
+@register("pow", functions=(torch.pow, operator.pow, operator.ipow, torch.square),
+          methods=("pow", "pow_", "__pow__", "__rpow__", "__ipow__", "square", "square_"), aten=("pow", "square"))
+def power(call: Call) -> Op:
+    """``x ** e``: ``exponent`` is e when it is a number and x a tensor, None when the exponent is a tensor
+    (``x ** y``, ``2 ** x``, aten ``pow.Scalar``); ``square`` is ``x ** 2``; a learned base or exponent is
+    stored here."""
+    if call.target in _SQUARE or call.base == "square":
+        return call.op("pow", call.params(), attrs={"exponent": 2})
+    base, exp = call.arg(0, "input"), call.arg(1, "exponent")
+    if call.target == "__rpow__":
+        base, exp = exp, base
+    exponent = _number(exp) if isinstance(base, Val) and base.is_tensor else None
+    return call.op("pow", call.params(), attrs={"exponent": exponent})
 
 
 def _bounds_kind(lo: float, hi: float) -> str:

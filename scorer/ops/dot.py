@@ -1,4 +1,5 @@
-"""Dot products: convolution, fully connected layers, matmul/bmm/einsum (kinds ``conv``, ``linear``, ``matmul``)."""
+"""Dot products: convolution (also transposed), fully connected layers, matmul/bmm/einsum (kinds ``conv``,
+``conv_transpose``, ``linear``, ``matmul``)."""
 
 from __future__ import annotations
 
@@ -48,22 +49,81 @@ def _binary_scale(call: Call, conv: Op) -> list[Op]:
 _CONV_FUNCTIONS = (F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d)
 
 
-@register("conv", modules=(nn.modules.conv._ConvNd,), functions=_CONV_FUNCTIONS,
-          aten=("convolution", "_convolution", "conv1d", "conv2d", "conv3d"), weighted=True)
-def conv(call: Call) -> Op | list[Op]:
-    """Convolution in any form; transposed convolution has no rule yet (unknown)."""
+def _tuple(v: object, d: int) -> tuple[int, ...]:
+    return tuple(v) if isinstance(v, (list, tuple)) else (int(v),) * d  # type: ignore[arg-type]
+
+
+def scatter_pairs(n_in: int, n_out: int, k: int, s: int, p: int, d: int) -> tuple[int, int]:
+    """Along one dimension of a transposed convolution: (input·tap pairs landing inside the output,
+    output positions receiving at least one). Input i and tap j land at i·s − p + j·d (PyTorch's
+    definition); positions outside [0, n_out) are cropped by the padding."""
+    hit = [i * s - p + j * d for i in range(n_in) for j in range(k)]
+    inside = [o for o in hit if 0 <= o < n_out]
+    return len(inside), len(set(inside))
+
+
+def conv_transpose_attrs(x: Val, w_shape: tuple[int, ...], out_shape: tuple[int, ...], groups: int, stride,
+                         padding, dilation, bias: bool) -> dict:
+    """The ``conv_transpose`` attrs from the weight [C_in, C_out/groups, *kernel] and the real shapes."""
+    kernel = tuple(w_shape[2:])
+    dims = len(kernel)
+    c_in, c_out = w_shape[0], w_shape[1] * groups
+    st, pad, dil = _tuple(stride, dims), _tuple(padding, dims), _tuple(dilation, dims)
+    n_in, n_out = x.shape[-dims:], out_shape[-dims:]
+    counts = [scatter_pairs(n_in[i], n_out[i], kernel[i], st[i], pad[i], dil[i]) for i in range(dims)]
+    outputs = c_out * math.prod(n_out)
+    per_channel_pair = c_in * w_shape[1]  # each input channel feeds the C_out/groups channels of its group
+    return {
+        "groups": groups, "kernel": kernel, "in_channels": c_in, "out_channels": c_out, "stride": st,
+        "padding": pad, "dilation": dil, "has_bias": bias, "depthwise": groups > 1 and w_shape[1] == 1,
+        "vector_len": per_channel_pair * math.prod(c[0] for c in counts) / outputs,
+        "covered": math.prod(c[1] for c in counts) / math.prod(n_out),
+        "scatter_len": per_channel_pair * math.prod(n_in) * math.prod(kernel) / outputs,
+    }
+
+
+_CONV_T_FUNCTIONS = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d, torch.conv_transpose1d,
+                     torch.conv_transpose2d, torch.conv_transpose3d)
+
+
+def _conv_transpose(call: Call) -> Op:
+    """Transposed convolution: module, F.conv_transpose*/aten conv_transpose* (input, weight, bias, stride,
+    padding, output_padding, groups, dilation) and aten convolution with ``transposed=True``."""
     if call.form == "module":
         mod = call.module
-        if mod.transposed:
-            return call.unknown()
+        ws = call.module_weights(("weight", "weight"), ("bias", "bias"))
+        attrs = conv_transpose_attrs(call.acts[0], tuple(mod.weight.shape), call.out_shape, mod.groups, mod.stride,
+                                     mod.padding, mod.dilation, mod.bias is not None)
+        return call.op("conv_transpose", ws, acts=call.acts[:1], attrs=attrs)
+    x, w, b = call.args[0], call.args[1], call.arg(2, "bias")
+    if call.base in ("convolution", "_convolution"):
+        groups, dilation = call.value(8, "groups"), call.value(5, "dilation")
+    else:
+        groups, dilation = call.value(6, "groups", 1), call.value(7, "dilation", 1)
+    has_bias = isinstance(b, Val) and b.is_tensor
+    attrs = conv_transpose_attrs(x, tuple(w.shape), call.out_shape, int(groups), call.value(3, "stride", 1),  # type: ignore[arg-type]
+                                 call.value(4, "padding", 0), dilation, has_bias)
+    return call.op("conv_transpose", call.stored(w, "weight") + call.stored(b, "bias"), acts=[x], attrs=attrs)
+
+
+@register("conv", modules=(nn.modules.conv._ConvNd,), functions=_CONV_FUNCTIONS + _CONV_T_FUNCTIONS,
+          aten=("convolution", "_convolution", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+                "conv_transpose3d"), weighted=True)
+def conv(call: Call) -> Op | list[Op]:
+    """Convolution in any form; a transposed one is ``conv_transpose``."""
+    transposed = (call.module.transposed if call.form == "module"
+                  else call.target in _CONV_T_FUNCTIONS or call.base.startswith("conv_transpose")
+                  or call.base in ("convolution", "_convolution") and bool(call.value(6, "transposed")))
+    if transposed:
+        return _conv_transpose(call)
+    if call.form == "module":
+        mod = call.module
         ws = call.module_weights(("weight", "weight"), ("bias", "bias"))
         attrs = conv_attrs(tuple(ws[0].shape), mod.groups, mod.stride, mod.padding, mod.dilation,
                            mod.bias is not None)
         return _binary_scale(call, call.op("conv", ws, acts=call.acts[:1], attrs=attrs))
     x, w, b = call.args[0], call.args[1], call.arg(2, "bias")
     if call.base in ("convolution", "_convolution"):
-        if call.value(6, "transposed"):
-            return call.unknown("(transposed)")
         groups = int(call.value(8, "groups"))  # type: ignore[arg-type]
     else:
         groups = int(call.value(6, "groups", 1))  # type: ignore[arg-type]

@@ -1,8 +1,9 @@
-"""Ops without arithmetic: data movement (``free``) and table lookups (``embedding``); quantisers are in
-``scorer.ops.quant``."""
+"""Ops without arithmetic: data movement and reads by index (``free``), table lookups (``embedding``, and
+``EmbeddingBag`` with its bag reduction); quantisers are in ``scorer.ops.quant``."""
 
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
@@ -12,16 +13,20 @@ import torch.nn.functional as F
 from rules.records import Op
 from scorer.ops.call import Call
 from scorer.ops.registry import register
+from scorer.ops.values import Val
 
 _FREE_MODULES = (
     nn.Identity, nn.Flatten, nn.Unflatten, nn.modules.dropout._DropoutNd, nn.modules.padding._ConstantPadNd,
     nn.modules.padding._ReflectionPadNd, nn.modules.padding._ReplicationPadNd, nn.modules.padding.CircularPad2d,
+    nn.PixelShuffle, nn.PixelUnshuffle,
 )
 _FREE_FUNCTIONS = (
     torch.flatten, torch.reshape, torch.cat, torch.concat, torch.stack, torch.chunk, torch.split, torch.transpose,
     torch.permute, torch.squeeze, torch.unsqueeze, torch.narrow, torch.t, torch.clone, torch.roll,
     torch.tensor_split, torch.unbind, torch.movedim, operator.getitem, getattr, F.pad, F.dropout, F.dropout1d,
     F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout, F.pixel_shuffle, F.pixel_unshuffle,
+    # reads by index: a lookup, no arithmetic (a parameter read is stored here, whole)
+    torch.gather, torch.index_select, torch.take, torch.take_along_dim,
     # tensors made from sizes or data: no arithmetic on activations
     torch.zeros, torch.ones, torch.empty, torch.full, torch.arange, torch.tensor, torch.as_tensor,
     torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like,
@@ -30,7 +35,8 @@ _FREE_METHODS = (
     "view", "view_as", "reshape", "reshape_as", "flatten", "unflatten", "permute", "transpose", "t", "contiguous",
     "size", "dim", "squeeze", "unsqueeze", "chunk", "split", "expand", "expand_as", "repeat", "narrow", "detach",
     "clone", "float", "half", "double", "long", "int", "bool", "to", "type", "type_as", "__getitem__", "unbind",
-    "numel", "new_zeros", "new_ones", "new_empty", "new_full", "new_tensor",
+    "numel", "new_zeros", "new_ones", "new_empty", "new_full", "new_tensor", "gather", "index_select", "take",
+    "take_along_dim",
 )
 _FREE_ATEN = (
     "view", "_unsafe_view", "reshape", "_reshape_alias", "t", "numpy_T", "mT", "transpose", "permute", "expand",
@@ -41,7 +47,7 @@ _FREE_ATEN = (
     "index_select", "narrow", "sym_size", "scalar_tensor", "empty", "zeros", "ones", "full", "arange",
     "_assert_tensor_metadata", "feature_dropout", "alpha_dropout", "pixel_shuffle", "pixel_unshuffle", "type_as",
     "clone_", "getitem", "new_zeros", "new_ones", "new_empty", "new_full",
-    "empty_strided", "fill",
+    "empty_strided", "fill", "index", "gather", "take", "take_along_dim",
 )
 
 
@@ -59,3 +65,37 @@ def embedding(call: Call) -> Op:
         return call.op("embedding", call.module_weights(("weight", "weight")), acts=call.acts[:1])
     table, idx = (call.args[0], call.args[1]) if call.form == "aten" else (call.args[1], call.args[0])
     return call.op("embedding", call.stored(table, "weight"), acts=[idx])
+
+
+_BAG_MODES = {0: "sum", 1: "mean", 2: "max"}
+
+
+@register("embedding_bag", modules=(nn.EmbeddingBag,), functions=(F.embedding_bag,),
+          aten=("embedding_bag", "_embedding_bag", "_embedding_bag_forward_only"), weighted=True)
+def embedding_bag(call: Call) -> list[Op]:
+    """Bags of table rows reduced to one row each: the lookup (``embedding``: table stored, free), the
+    ``per_sample_weights`` scaling (one mult per looked-up element, ``mul``), then the bag reduction over
+    the mean bag size N/bags: ``sum``, ``mean`` (official_rules.md §2.2 GlobalAvg) or ``maxpool`` (n−1
+    comparisons). Exact when no bag is empty; ``padding_idx`` entries are counted like any other [INF]."""
+    if call.form == "module":
+        mod = call.module
+        idx, psw, mode = call.arg(0, "input"), call.arg(2, "per_sample_weights"), mod.mode
+        table = call.module_weights(("weight", "weight"))
+    elif call.form == "aten":
+        idx, psw = call.args[1], call.arg(6, "per_sample_weights")
+        mode = _BAG_MODES[int(call.value(4, "mode", 0))]  # type: ignore[arg-type]
+        table = call.stored(call.args[0], "weight")
+    else:
+        idx, psw, mode = call.arg(0, "input"), call.arg(8, "per_sample_weights"), call.value(6, "mode", "mean")
+        table = call.stored(call.arg(1, "weight"), "weight")
+    n_bags, dim = call.out_shape[0], call.out_shape[-1]
+    rows = math.prod(idx.shape)
+    ops = [call.op("embedding", table, acts=[idx], suffix="_lookup", out_shape=(rows, dim))]
+    if isinstance(psw, Val) and psw.is_tensor:
+        ops.append(call.op("mul", call.stored(psw, "operand"), acts=[psw] if psw.is_activation else [],
+                           suffix="_weights", out_shape=(rows, dim),
+                           inputs=[ops[-1].name] + ([psw.producer] if psw.producer else [])))
+    bag = rows / n_bags if n_bags else 0
+    kind, attrs = ("maxpool", {"window": bag}) if mode == "max" else (mode, {"reduce": bag})
+    ops.append(call.op(kind, acts=[], attrs=attrs, inputs=[ops[-1].name]))
+    return ops

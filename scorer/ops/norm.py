@@ -1,9 +1,11 @@
-"""Normalisation layers: ``bn``, ``layernorm``, ``groupnorm`` (InstanceNorm is GroupNorm with one channel per group)."""
+"""Normalisation layers: ``bn``, ``layernorm``, ``groupnorm`` (InstanceNorm is GroupNorm with one channel per group),
+``rmsnorm``."""
 
 from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -74,3 +76,17 @@ def group_norm(call: Call) -> Op:
         ws = call.stored(call.arg(2, "weight"), "gn_weight") + call.stored(call.arg(3, "bias"), "gn_bias")
         groups = int(call.value(1, "num_groups"))  # type: ignore[arg-type]
     return call.op("groupnorm", ws, acts=[x], attrs={"groups": groups, "channels": x.shape[1]})
+
+
+@register("rmsnorm", modules=(nn.RMSNorm,), functions=(F.rms_norm, torch.rms_norm),
+          aten=("rms_norm", "_fused_rms_norm"), weighted=True)
+def rms_norm(call: Call) -> Op:
+    """RMSNorm over the trailing ``normalized_shape``, optional γ (``rms_norm(x, shape, weight, eps)``)."""
+    x = call.args[0]
+    if call.form == "module":
+        ws = call.module_weights(("weight", "ln_weight"))
+        shape = call.module.normalized_shape
+    else:
+        ws = call.stored(call.arg(2, "weight"), "ln_weight")
+        shape = call.value(1, "normalized_shape")
+    return call.op("rmsnorm", ws, acts=[x], attrs={"norm_numel": math.prod(shape)})  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""Reductions, pooling and resampling: ``mean``, ``sum``, ``avgpool``, ``maxpool``, ``upsample:*``."""
+"""Reductions, pooling and resampling: ``mean``, ``sum``, ``cumsum``, ``avgpool``, ``maxpool``, ``upsample:*``."""
 
 from __future__ import annotations
 
@@ -42,6 +42,14 @@ def reduce(call: Call) -> Op:
     n_out = math.prod(call.out_shape)
     return call.op(kind, call.params(), acts=[x] if x.is_activation else [],
                    attrs={"reduce": math.prod(x.shape) // max(1, n_out)})
+
+
+@register("cumsum", functions=(torch.cumsum,), methods=("cumsum", "cumsum_"), aten=("cumsum",))
+def cumsum(call: Call) -> Op:
+    """Running sum along ``dim``: rows of ``n`` values."""
+    x = call.args[0]
+    n = x.shape[int(call.value(1, "dim"))] if x.meta.dim() else 1  # type: ignore[arg-type]
+    return call.op("cumsum", call.params(), acts=[x] if x.is_activation else [], attrs={"n": n})
 
 
 _ADAPTIVE_AVG = (nn.modules.pooling._AdaptiveAvgPoolNd,)
