@@ -97,9 +97,13 @@ declare("upsample:bilinear", "bilinear resampling")
 
 # no arithmetic
 declare("free", "data movement: view, reshape, permute, cat, slice, pad, dropout in eval", preserving=True,
-        free=True)
+        free=True, optional=("reshape", "perm", "cat_dim"))
 declare("quant", "quantise/dequantise to `bits` (free between FP32-representable formats)", free=True,
         attrs=("bits",))
+
+# permutations (scorer/passes.py, scorer/ops/shuffle.py): the FAQ's dense × sparse permutation-matrix product
+declare("shuffle", "a permutation of the n positions along one dimension (channel shuffle, index by a permutation)",
+        preserving=True, attrs=("n",), optional=("dim", "perm", "known"))
 
 DOT_KINDS = kinds_where("dot")
 SPARSE_KINDS = kinds_where("sparse")

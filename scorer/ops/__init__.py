@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from scorer.ops import act, dot, elementwise, free, norm, pool  # noqa: F401 - registers the extractors
+from scorer.ops import act, dot, elementwise, free, norm, pool, shuffle  # noqa: F401 - registers the extractors
 from scorer.ops.call import Call
 from scorer.ops.free import quant_bits
 from scorer.ops.registry import DEFS, lookup, module_def, targets, translate
