@@ -60,6 +60,11 @@ class RuleSet:
     upsample_nearest = (0.0, 0.0)
     #: (mults, adds) per output element for bilinear upsampling.
     upsample_bilinear = (4.0, 3.0)
+    #: Storage of a permutation's n × n matrix (``cost_shuffle``): "sparse" — the official sparse format, its n
+    #: nonzero values plus the n²-bit mask (the site FAQ: "the cost of storing the sparse permutation matrix
+    #: should be taken into account"); "none" — not stored. (Sisyphus' published table gives the shuffle's
+    #: 1 mult per element; whether it stored the permutation is not recorded, team_scores.md §2.7.)
+    permutation_storage = "sparse"
 
     # ----------------------------------------------------------------- dispatch
     def cost(self, op: Op, ctx: RuleContext) -> Cost | None:
@@ -154,31 +159,50 @@ class RuleSet:
         return self.dot_product(op, ctx)
 
     # ----------------------------------------------------------------- normalisation
-    def bn_folds(self, op: Op, ctx: RuleContext) -> Op | None:
-        """The conv/linear ``op`` (a BatchNorm) folds into, or None."""
+    def bn_folds(self, op: Op, ctx: RuleContext) -> list[Op] | None:
+        """The conv/linear layers ``op`` (a BatchNorm) folds into, or None.
+
+        One layer whose only consumer is the BN; or, after a concatenation along the channels whose only
+        consumer is the BN (MixConv), every branch of it, each a conv/linear whose only consumer is the
+        concatenation: each channel's scale and shift then fold into the one layer producing that channel,
+        exactly as a BN per branch would.
+        """
         if not self.fold_bn or not op.inputs:
             return None
         prod = ctx.by_name.get(op.inputs[0])
-        if prod is None or prod.kind not in ("conv", "conv_transpose", "linear"):
+        if prod is None or ctx.consumers.get(prod.name, []) != [op.name]:
             return None
-        if ctx.consumers.get(prod.name, []) != [op.name]:
+        if prod.kind in ("conv", "conv_transpose", "linear"):
+            return [prod]
+        if prod.kind != "free" or prod.attrs.get("cat_dim") != 1 or len(prod.inputs) != len(prod.in_shapes):
             return None
-        return prod
+        branches = [ctx.by_name.get(name) for name in prod.inputs]
+        if any(b is None or b.kind not in ("conv", "linear") or ctx.consumers.get(b.name, []) != [prod.name]
+               for b in branches):
+            return None
+        return branches  # type: ignore[return-value]
 
     def cost_bn(self, op: Op, ctx: RuleContext) -> Cost:
-        """BatchNorm. Folded into a directly preceding conv/linear: the scale merges into the weights and
-        the shift becomes a bias, C params + 1 add per output (official notebook; organisers' ruling in
-        OSI-AI issue #7), nothing when that layer already has a bias. Otherwise 2C params and 1 mult +
-        1 add per element (MSUNet, verified; official_rules.md §2.4)."""
+        """BatchNorm. Folded into the conv/linear producing each channel (``bn_folds``): the scale merges
+        into the weights and the shift becomes a bias, 1 param per channel + 1 add per output (official
+        notebook; organisers' ruling in OSI-AI issue #7), nothing for the channels of a layer that already
+        has a bias. Otherwise 2C params and 1 mult + 1 add per element (MSUNet, verified;
+        official_rules.md §2.4)."""
         c = op.attrs["channels"]
         bits = self._norm_bits(op)
         first = self._first_use(op)
-        prod = self.bn_folds(op, ctx)
-        if prod is not None:
-            if prod.weight("bias") is not None:
-                return Cost(note=f"folded into {prod.name} (bias merged)")
-            return Cost(adds=op.out_numel, param_bits=c * bits if first else 0.0, note=f"folded into {prod.name}")
-        return Cost(mults=op.out_numel, adds=op.out_numel, param_bits=2 * c * bits if first else 0.0)
+        prods = self.bn_folds(op, ctx)
+        if prods is None:
+            return Cost(mults=op.out_numel, adds=op.out_numel, param_bits=2 * c * bits if first else 0.0)
+        names = ", ".join(p.name for p in prods)
+        if len(prods) == 1:
+            unbiased = c if prods[0].weight("bias") is None else 0  # channels whose shift becomes a new bias
+        else:
+            unbiased = sum(p.out_shape[1] for p in prods if p.weight("bias") is None)
+        if not unbiased:
+            return Cost(note=f"folded into {names} (bias merged)")
+        return Cost(adds=op.out_numel * unbiased / c, param_bits=unbiased * bits if first else 0.0,
+                    note=f"folded into {names}")
 
     def _norm_bits(self, op: Op) -> int:
         for w in op.weights:
@@ -337,6 +361,21 @@ class RuleSet:
         """Bilinear upsampling: about 4 mults + 3 adds per output element. [INF]"""
         m, a = self.upsample_bilinear
         return Cost(mults=m * op.out_numel, adds=a * op.out_numel)
+
+    # ----------------------------------------------------------------- permutations
+    def cost_shuffle(self, op: Op, ctx: RuleContext) -> Cost:
+        """A permutation of n positions (channel shuffle, index by a permutation) is "the product of a dense
+        matrix and a sparse permutation matrix" (site FAQ, official_rules.md §2.4): `counting.py`'s dot
+        product with vector length n at density 1/n, i.e. 1 mult and 0 adds per output element (Sisyphus,
+        ImageNet: channel shuffle 1 mult per element, team_scores.md §2.7). Its storage per
+        ``permutation_storage``, the values at the layer's parameter width."""
+        w = op.weight("permutation")
+        note = "" if op.attrs.get("known", True) else "index values unknown: counted as a permutation"
+        if self.permutation_storage == "none" or w is None or not w.first_use:
+            return Cost(mults=op.out_numel, note=note)
+        n = op.attrs["n"]
+        matrix = WeightRef(role=w.role, name=w.name, tensor=None, shape=(n, n), nonzeros=float(n))
+        return Cost(mults=op.out_numel, param_bits=n * w.bits, mask_bits=self.mask_bits(matrix, ctx), note=note)
 
     # ----------------------------------------------------------------- free
     def cost_free(self, op: Op, ctx: RuleContext) -> Cost:

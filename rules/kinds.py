@@ -99,7 +99,7 @@ declare("upsample:bilinear", "bilinear resampling")
 
 # no arithmetic
 declare("free", "data movement: view, reshape, permute, cat, slice, pad, dropout in eval", preserving=True,
-        free=True)
+        free=True, optional=("reshape", "perm", "cat_dim"))
 declare("quant", "quantise/dequantise to `bits` (free between FP32-representable formats); `integer`: its output "
         "is a tensor of a quantised integer dtype (a converted model), not fake-quantised floats", free=True,
         attrs=("bits",), optional=("integer",))
@@ -111,6 +111,10 @@ declare("conv_transpose", "transposed convolution (scatter form): `vector_len` t
 declare("rmsnorm", "x / sqrt(mean(x²) + eps) over the last dimensions, optional affine γ", attrs=("norm_numel",))
 declare("pow", "x ** exponent: `exponent` a number, or None for a tensor exponent", attrs=("exponent",))
 declare("cumsum", "running sum along a dimension of length `n`", attrs=("n",))
+
+# permutations (scorer/passes.py, scorer/ops/shuffle.py): the FAQ's dense × sparse permutation-matrix product
+declare("shuffle", "a permutation of the n positions along one dimension (channel shuffle, index by a permutation)",
+        preserving=True, attrs=("n",), optional=("dim", "perm", "known"))
 
 DOT_KINDS = kinds_where("dot")
 SPARSE_KINDS = kinds_where("sparse")

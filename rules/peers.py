@@ -33,7 +33,8 @@ class Macs(RuleSet):
             return self.dot_product(op, ctx)
         if is_unknown(op.kind):
             return None
-        return Cost(param_bits=sum(self.dense_storage(w) for w in op.weights))
+        # a permutation matrix (role "permutation") is a value of the rule, not a parameter of the model
+        return Cost(param_bits=sum(self.dense_storage(w) for w in op.weights if w.role != "permutation"))
 
 
 class Flops(Macs):

@@ -16,6 +16,7 @@ from scorer.capture import batch_of, capture_model
 from scorer.capture.guard import CAPTURE_LOCK
 from scorer.engine import build_context, cost_ops
 from scorer.errors import CaptureError, ScorerError, UnknownOpError
+from scorer.passes import run_passes
 from scorer.precision import PrecisionPolicy, annotate_bits
 from scorer.report import COLUMNS, Report, row_of
 from scorer.sparsity import SparsitySpec, annotate_sparsity
@@ -140,6 +141,7 @@ def score(
         read |= cap.read_params
         for op in cap.ops:
             op.path = path_name
+        run_passes(cap.ops)
         annotate_sparsity(cap.ops, spec, seen)
         annotate_bits(cap.ops, policy, dict(path_model.named_modules()))
         if spec.uniform is None and ruleset.mask_policy == "sparse" and ruleset.credit_sparsity:

@@ -203,6 +203,8 @@ def _fast_output(target: object, margs: tuple, mkwargs: dict) -> object:
     if target in _UNARY_SAME:
         if not margs[0].dtype.is_floating_point or target in ("float",) or (target in (F.softmax, torch.softmax, "softmax") and "dtype" in mkwargs):
             return _NO_FAST
+        if not margs[0].is_contiguous():  # x.transpose(1, 2).contiguous() must be contiguous for a later view
+            return _NO_FAST
         return margs[0]
     other = margs[1] if len(margs) > 1 else mkwargs.get("other")
     a = margs[0]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from scorer.ops import act, attention, dot, elementwise, free, norm, pool, quant, rnn  # noqa: F401 - registers the extractors
+from scorer.ops import act, attention, dot, elementwise, free, norm, pool, quant, rnn, shuffle  # noqa: F401 - registers the extractors
 from scorer.ops.call import Call
 from scorer.ops.quant import quant_bits
 from scorer.ops.registry import DEFS, is_whole, lookup, module_def, targets, translate

@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import math
-import operator
+from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from rules.records import Op
-from scorer.ops.call import Call
+from scorer.ops.call import Call, plain
 from scorer.ops.registry import register
 from scorer.ops.values import Val
 
@@ -23,10 +23,10 @@ _FREE_MODULES = (
 _FREE_FUNCTIONS = (
     torch.flatten, torch.reshape, torch.cat, torch.concat, torch.stack, torch.chunk, torch.split, torch.transpose,
     torch.permute, torch.squeeze, torch.unsqueeze, torch.narrow, torch.t, torch.clone, torch.roll,
-    torch.tensor_split, torch.unbind, torch.movedim, operator.getitem, getattr, F.pad, F.dropout, F.dropout1d,
+    torch.tensor_split, torch.unbind, torch.movedim, getattr, F.pad, F.dropout, F.dropout1d,
     F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout, F.pixel_shuffle, F.pixel_unshuffle,
     # reads by index: a lookup, no arithmetic (a parameter read is stored here, whole)
-    torch.gather, torch.index_select, torch.take, torch.take_along_dim,
+    torch.gather, torch.take, torch.take_along_dim,
     # tensors made from sizes or data: no arithmetic on activations
     torch.zeros, torch.ones, torch.empty, torch.full, torch.arange, torch.tensor, torch.as_tensor,
     torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like,
@@ -34,9 +34,8 @@ _FREE_FUNCTIONS = (
 _FREE_METHODS = (
     "view", "view_as", "reshape", "reshape_as", "flatten", "unflatten", "permute", "transpose", "t", "contiguous",
     "size", "dim", "squeeze", "unsqueeze", "chunk", "split", "expand", "expand_as", "repeat", "narrow", "detach",
-    "clone", "float", "half", "double", "long", "int", "bool", "to", "type", "type_as", "__getitem__", "unbind",
-    "numel", "new_zeros", "new_ones", "new_empty", "new_full", "new_tensor", "gather", "index_select", "take",
-    "take_along_dim",
+    "clone", "float", "half", "double", "long", "int", "bool", "to", "type", "type_as", "unbind",
+    "numel", "new_zeros", "new_ones", "new_empty", "new_full", "new_tensor", "gather", "take", "take_along_dim",
 )
 _FREE_ATEN = (
     "view", "_unsafe_view", "reshape", "_reshape_alias", "t", "numpy_T", "mT", "transpose", "permute", "expand",
@@ -44,18 +43,72 @@ _FREE_ATEN = (
     "unflatten", "detach", "constant_pad_nd", "pad", "dropout", "native_dropout", "alias", "_to_copy", "to",
     "contiguous", "lift_fresh_copy", "lift_fresh", "lift", "split", "split_with_sizes", "chunk", "unbind", "copy",
     "empty_like", "zeros_like", "ones_like", "full_like", "as_strided", "view_as", "reshape_as", "repeat", "roll",
-    "index_select", "narrow", "sym_size", "scalar_tensor", "empty", "zeros", "ones", "full", "arange",
+    "narrow", "sym_size", "scalar_tensor", "empty", "zeros", "ones", "full", "arange",
     "_assert_tensor_metadata", "feature_dropout", "alpha_dropout", "pixel_shuffle", "pixel_unshuffle", "type_as",
     "clone_", "getitem", "new_zeros", "new_ones", "new_empty", "new_full",
-    "empty_strided", "fill", "index", "gather", "take", "take_along_dim",
+    "empty_strided", "fill", "gather", "take", "take_along_dim",
 )
+
+
+#: Calls that only change the shape (the elements keep their row-major order), pass-through copies included.
+_RESHAPES = frozenset({
+    "view", "_unsafe_view", "reshape", "_reshape_alias", "flatten", "unflatten", "view_as", "reshape_as",
+    "squeeze", "unsqueeze", "contiguous", "clone", "detach", "alias", "Flatten", "Unflatten", "Identity",
+})
+#: Calls that permute the dimensions.
+_PERMUTES = frozenset({"transpose", "permute", "t", "movedim", "moveaxis", "swapaxes", "swapdims", "numpy_T", "mT"})
+_CATS = frozenset({"cat", "concat", "concatenate"})
+
+
+def call_name(call: Call) -> str:
+    """The called function's bare name in any form (``view`` for Tensor.view, torch.view and aten.view)."""
+    if call.form == "aten":
+        return call.base
+    if call.form == "method":
+        return str(call.target)
+    if call.form == "module":
+        return type(call.module).__name__
+    return getattr(call.target, "__name__", "")
+
+
+def permutation_of(call: Call) -> tuple[int, ...] | None:
+    """The dimension permutation a transpose/permute/movedim call applies (``out.dim(i)`` is input dim
+    ``perm[i]``), found by making the same call on a meta tensor whose dimensions all differ in size."""
+    x = call.args[0] if call.args else None
+    if not isinstance(x, Val) or not x.is_tensor:
+        return None
+    probe = torch.empty([i + 2 for i in range(len(x.shape))], device="meta")
+    rest = tuple(plain(a) for a in call.args[1:])
+    kwargs = {k: plain(v) for k, v in call.kwargs.items()}
+    try:
+        fn = getattr(probe, str(call.target)) if call.form == "method" else partial(call.target, probe)
+        out = fn(*rest, **kwargs)
+    except Exception:  # noqa: BLE001 - a form this probe does not cover: no permutation recorded
+        return None
+    return tuple(d - 2 for d in out.shape) if isinstance(out, torch.Tensor) else None
+
+
+def movement_attrs(call: Call) -> dict:
+    """What a shuffle or a fold needs to know of a data movement: ``reshape`` (order-preserving shape
+    change), ``perm`` (a dimension permutation) or ``cat_dim`` (the dimension a concatenation joins)."""
+    name = call_name(call)
+    if name in _RESHAPES:
+        return {"reshape": True}
+    if name in _PERMUTES:
+        perm = permutation_of(call)
+        return {"perm": perm} if perm is not None else {}
+    if name in _CATS:
+        dim = call.value(1, "dim", 0)
+        rank = len(call.out_shape)
+        return {"cat_dim": dim % rank} if isinstance(dim, int) and rank else {}
+    return {}
 
 
 @register("free", modules=_FREE_MODULES, functions=_FREE_FUNCTIONS, methods=_FREE_METHODS, aten=_FREE_ATEN)
 def free(call: Call) -> Op:
     """Data movement, no arithmetic (official_rules.md §2.3); a parameter it moves (a learned class token
     concatenated to the activations) is stored here."""
-    return call.op("free", call.params())
+    return call.op("free", call.params(), attrs=movement_attrs(call))
 
 
 @register("embedding", modules=(nn.Embedding,), functions=(F.embedding,), aten=("embedding",), weighted=True)
