@@ -49,10 +49,11 @@ def flop_counter_total(model: nn.Module, inputs: tuple) -> int:
     and the native RNN (one addmm/mm per gate projection). Grad stays on so that ``nn.MultiheadAttention``
     takes its documented path rather than the inference fast path.
     """
-    with sdpa_kernel(SDPBackend.MATH), torch.backends.mkldnn.flags(enabled=False), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with FlopCounterMode(display=False) as counter:
-            model(*inputs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # mkldnn.flags warns about TF32 on Intel GPUs
+        with sdpa_kernel(SDPBackend.MATH), torch.backends.mkldnn.flags(enabled=False):
+            with FlopCounterMode(display=False) as counter:
+                model(*inputs)
     return counter.get_total_flops()
 
 
