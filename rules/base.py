@@ -277,6 +277,13 @@ class RuleSet:
         groups = op.out_numel / n
         return Cost(mults=2 * n * groups, adds=(n - 1) * groups)
 
+    def cost_act_log_softmax(self, op: Op, ctx: RuleContext) -> Cost:
+        """log-softmax x_i − log Σ_j exp(x_j) over n values: n exp and 1 log (transcendental evaluations, one op
+        each, official_rules.md §2.4) as mults, n−1 adds for the sum and n subtractions. [INF]"""
+        n = op.attrs["n"]
+        groups = op.out_numel / n
+        return Cost(mults=(n + 1) * groups, adds=(2 * n - 1) * groups)
+
     def cost_act_softplus(self, op: Op, ctx: RuleContext) -> Cost:
         """Softplus log(1 + exp(βx))/β per element: the threshold comparison, exp and log (a transcendental
         evaluation is one op, official_rules.md §2.4) as 3 mults, the + 1 as an add; β ≠ 1 adds the

@@ -81,6 +81,7 @@ for _name, _doc in {
 declare("act:clamp", "clamp to one or two bounds", preserving=True, attrs=("bounds",))
 declare("act:prelu", "x or a learned slope · x")
 declare("act:softmax", "exp(x_i) / Σ exp(x_j) over n values", attrs=("n",))
+declare("act:log_softmax", "x_i − log Σ exp(x_j) over n values", attrs=("n",))
 declare("act:softplus", "log(1 + exp(β·x)) / β, x itself where β·x > threshold", attrs=("beta",))
 
 # elementwise arithmetic

@@ -7,7 +7,6 @@
     equations, checked numerically against the module);
 (c) the fx, export and dispatch captures give the same rows and totals wherever they succeed.
 
-Cases that fail today are strict xfails naming what is missing; each turns into a loud XPASS when it lands.
 """
 
 from __future__ import annotations
@@ -174,18 +173,10 @@ def _compositions(count: int = 12, seed: int = 0) -> list[tuple[str, Callable[[]
 
 COMPOSITIONS = dict(_compositions())
 
-#: What fails today, by regular expressions matching the start of the case name (every match is listed).
-MISSING = {
-    "sdpa": "aten.scaled_dot_product_attention",
-    "mha": "aten.scaled_dot_product_attention inside nn.MultiheadAttention (fx: its weights are stored by no op)",
-    "lstm": "aten.lstm: its weights are stored by no op",
-    "gru": "aten.gru: its weights are stored by no op",
-}
+#: What fails (a strict xfail per match, by regular expressions on the case name): nothing today.
+MISSING: dict[str, str] = {}
 #: ... and what fails only the parameter count.
-MISSING_PARAMS = {
-    **MISSING,
-    r"(manual|mha)-.*-causal": "the causal-mask buffer added to the logits is stored as a parameter",
-}
+MISSING_PARAMS: dict[str, str] = {**MISSING}
 
 
 def _params(missing: dict[str, str]) -> list:
@@ -445,7 +436,7 @@ def test_written_out_version_is_the_module_and_scores_today(name: str) -> None:
     assert _hand_totals(name)["mults"] > 0
 
 
-@pytest.mark.parametrize("name", _hand_params(with_xfail=True))
+@pytest.mark.parametrize("name", _hand_params(with_xfail=False))
 def test_module_counts_like_its_written_out_math(name: str) -> None:
     model, _, inputs = _hand_pair(name)
     expected = _hand_totals(name)

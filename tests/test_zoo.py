@@ -1,8 +1,7 @@
 """Issue 8, "Done when" (zoo): real model families written the way their libraries write them (tests/zoo.py)
 score under micronet2019 with no unknown op, conserve their parameters, and read their weights.
 
-Cases that fail today are strict xfails naming what is missing, so each turns into a loud XPASS when the
-coverage lands (then drop its mark).
+A family that cannot be scored is listed in MISSING (a strict xfail naming what it lacks).
 """
 
 from __future__ import annotations
@@ -17,18 +16,8 @@ import torch.nn as nn
 from scorer import score
 from tests.zoo import ZOO, build
 
-#: What each failing family lacks today (issue 8 lists them); a family not named here passes.
-MISSING = {
-    "vit": "aten.scaled_dot_product_attention (dispatch: _scaled_dot_product_flash_attention_for_cpu)",
-    "swin": "relative_position_bias_table read by aten.index is stored by no op (fx cannot trace B, H, W, C = x.shape)",
-    "bert": "aten.erf (GELU erf form)",
-    "gpt2": "causal aten.scaled_dot_product_attention and aten.pow; export loses the tied wte.weight",
-    "lstm_lm": "aten.lstm: its weights are stored by no op",
-    "gru_lm": "aten.gru: its weights are stored by no op",
-    "transformer_encoder": "aten.scaled_dot_product_attention inside nn.MultiheadAttention (fx cannot trace it)",
-    "eager_qat": "eager QAT: the fake-quantised qat.Linear weight (fc.weight) is stored by no op",
-    "fx_qat": "FX QAT: the fake-quantised qat.Linear weight (fc.weight) is stored by no op",
-}
+#: What a family lacks (a strict xfail per entry, naming it); every family of issue 8 scores today.
+MISSING: dict[str, str] = {}
 
 
 def _cases() -> list:

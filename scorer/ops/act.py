@@ -148,15 +148,21 @@ def implicit_softmax_dim(ndim: int) -> int:
     return 0 if ndim in (0, 1, 3) else 1
 
 
-@register("softmax", modules=(nn.Softmax,), functions=(F.softmax, torch.softmax), methods=("softmax",),
-          aten=("_softmax", "softmax"))
+_LOG_SOFTMAX = (nn.LogSoftmax, F.log_softmax, torch.log_softmax, "log_softmax", "_log_softmax")
+
+
+@register("softmax", modules=(nn.Softmax, nn.LogSoftmax), functions=(F.softmax, torch.softmax, F.log_softmax,
+          torch.log_softmax), methods=("softmax", "log_softmax"), aten=("_softmax", "softmax", "_log_softmax",
+          "log_softmax"))
 def softmax(call: Call) -> Op:
-    """Softmax over ``n`` values along its dimension."""
+    """Softmax (or log-softmax) over ``n`` values along its dimension."""
     x = call.acts[0]
     dim = call.module.dim if call.form == "module" else call.value(1, "dim")
     if dim is None:
         dim = implicit_softmax_dim(x.meta.dim())
-    return call.op("act:softmax", acts=[x], attrs={"n": x.shape[int(dim)]})  # type: ignore[arg-type]
+    target = type(call.target) if call.form == "module" else call.base or call.target
+    kind = "act:log_softmax" if target in _LOG_SOFTMAX else "act:softmax"
+    return call.op(kind, acts=[x], attrs={"n": x.shape[int(dim)]})  # type: ignore[arg-type]
 
 
 @register("softplus", modules=(nn.Softplus,), functions=(F.softplus,), aten=("softplus",))

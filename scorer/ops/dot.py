@@ -133,7 +133,7 @@ def conv(call: Call) -> Op | list[Op]:
     return call.op("conv", call.stored(w, "weight") + call.stored(b, "bias"), acts=[x], attrs=attrs)
 
 
-@register("linear", modules=(nn.Linear,), functions=(F.linear,), aten=("linear", "addmm"), weighted=True)
+@register("linear", modules=(nn.Linear,), functions=(F.linear, torch.addmm), aten=("linear", "addmm"), weighted=True)
 def linear(call: Call) -> Op:
     """``x Wᵀ + b`` (module, F.linear, aten linear) and aten ``addmm(b, x, W)`` (a Linear after
     decomposition, or transformers' Conv1D: W stored [in, out])."""
@@ -142,7 +142,7 @@ def linear(call: Call) -> Op:
         ws = call.module_weights(("weight", "weight"), ("bias", "bias"))
         attrs = {"vector_len": mod.in_features, "out_features": mod.out_features, "has_bias": mod.bias is not None}
         return call.op("linear", ws, acts=call.acts[:1], attrs=attrs)
-    if call.base == "addmm":
+    if call.base == "addmm" or call.target is torch.addmm:
         b, x, w = call.args[0], call.args[1], call.args[2]
         if w.param is None:  # b + x @ y with y computed: a matmul with a bias
             weights = call.stored(x, "weight") + call.stored(w, "weight") + call.stored(b, "bias")
