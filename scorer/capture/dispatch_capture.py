@@ -178,7 +178,7 @@ class _WholeCalls(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         try:
-            whole = func in _WHOLE and not self.rec.inside
+            whole = func in _WHOLE and not self.rec.inside and not self.rec.muted
         except TypeError:  # an unhashable callable
             whole = False
         if not whole:
