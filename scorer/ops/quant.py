@@ -51,8 +51,18 @@ def _dtype_bits(dtype: object) -> int | None:
 
 def _disabled(mod: nn.Module) -> bool:
     """A torch.ao fake-quantiser switched off (``disable_fake_quant``): it passes its input through."""
-    on = getattr(mod, "fake_quant_enabled", None)
+    on = mod._buffers.get("fake_quant_enabled")
     return isinstance(on, torch.Tensor) and on.numel() > 0 and on.device.type != "meta" and not bool(on[0])
+
+
+_NONE = object()
+
+
+def _plain_attr(mod: nn.Module, name: str) -> object:
+    """A plain (non-tensor) attribute of ``mod``, or None: read from the instance and class dicts, without
+    ``nn.Module.__getattr__``'s slow miss (this runs for every layer call of every capture)."""
+    v = mod.__dict__.get(name, _NONE)
+    return getattr(type(mod), name, None) if v is _NONE else v
 
 
 def quant_bits(mod: nn.Module) -> int | None:
@@ -61,7 +71,7 @@ def quant_bits(mod: nn.Module) -> int | None:
     ``Quantize`` (quint8: 8), or 32 for a ``DeQuantize``. Not quantisers: QuantStub/DeQuantStub (identity;
     once prepared, the observer torch.ao hooks onto them is), observers (they only watch the range) and a
     fake-quantiser switched off."""
-    bits = getattr(mod, "bits", None)
+    bits = _plain_attr(mod, "bits")
     if isinstance(bits, int) and not isinstance(bits, bool):
         return bits
     if isinstance(mod, ObserverBase) or _disabled(mod):
@@ -70,8 +80,8 @@ def quant_bits(mod: nn.Module) -> int | None:
         return _dtype_bits(mod.dtype) or 32
     if isinstance(mod, nnq.DeQuantize):
         return 32
-    if type(mod).__name__ in _QUANT_NAMES or hasattr(mod, "quant_min") and hasattr(mod, "quant_max"):
-        qmin, qmax = getattr(mod, "quant_min", None), getattr(mod, "quant_max", None)
+    qmin, qmax = _plain_attr(mod, "quant_min"), _plain_attr(mod, "quant_max")
+    if type(mod).__name__ in _QUANT_NAMES or qmin is not None and qmax is not None:
         if isinstance(qmin, int) and isinstance(qmax, int) and qmax > qmin:
             return range_bits(qmin, qmax)
         return 32

@@ -74,6 +74,7 @@ def register(
         for table, keys in tables:
             _clash(table, keys, d)
         DEFS[name] = d
+        _BY_CLASS.clear()
         for table, keys in tables:
             table.update(dict.fromkeys(keys, d))
         if claims is not None:
@@ -83,9 +84,17 @@ def register(
     return deco
 
 
+#: module class -> the extractor its MRO finds (filled on first use; registration clears it)
+_BY_CLASS: dict[type, OpDef | None] = {}
+
+
 def module_def(mod: nn.Module) -> OpDef | None:
     """The extractor for a call of ``mod``, or None (a container or a user module: traced into)."""
-    found = next((_MODULES[t] for t in type(mod).__mro__ if t in _MODULES), None)
+    cls = type(mod)
+    try:
+        found = _BY_CLASS[cls]
+    except KeyError:
+        found = _BY_CLASS[cls] = next((_MODULES[t] for t in cls.__mro__ if t in _MODULES), None)
     if found is not None and found.weighted:
         return found
     for claims, d in _CLAIMS:
