@@ -51,7 +51,7 @@ def _dtype_bits(dtype: object) -> int | None:
 
 def _disabled(mod: nn.Module) -> bool:
     """A torch.ao fake-quantiser switched off (``disable_fake_quant``): it passes its input through."""
-    on = mod._buffers.get("fake_quant_enabled")
+    on = getattr(mod, "fake_quant_enabled", None) if isinstance(mod, FakeQuantizeBase) else None
     return isinstance(on, torch.Tensor) and on.numel() > 0 and on.device.type != "meta" and not bool(on[0])
 
 
