@@ -152,7 +152,9 @@ def score(
         unknown_rows.extend({"name": op.name, "module": op.module, "target": op.target, "path": path_name}
                             for op in unknown)
     notes.extend(policy.check_unmatched())  # after every path: a glob matching in any path is used
-    lost = _lost_params(model, used, read)
+    ids = _param_ids(model)
+    stored = {ids[n] for n in used if n in ids}  # identities of the parameters some op stores
+    lost = _lost_params(model, ids, stored, read)
     if lost:
         raise CaptureError(
             f"{len(lost)} parameter(s) the forward reads are stored by no op ({', '.join(lost[:4])}"
@@ -167,7 +169,7 @@ def score(
     layers = pd.DataFrame(rows, columns=COLUMNS)
     if unknown_rows:
         notes.append(f"WARNING: {len(unknown_rows)} op(s) without a rule were counted as zero")
-    excluded = [] if exit_fractions else _excluded_params(model, used)
+    excluded = [] if exit_fractions else _excluded_params(model, stored)
     if excluded:
         names = [e["name"] for e in excluded]
         notes.append(f"{len(excluded)} parameter tensor(s) are not used by the forward pass and are not counted: "
@@ -239,10 +241,9 @@ def _param_ids(model: nn.Module) -> dict[str, int]:
     return ids
 
 
-def _lost_params(model: nn.Module, used: set[str], read: set[str]) -> list[str]:
-    """Parameters the forward read that no op stores (parameter conservation): their first names."""
-    ids = _param_ids(model)
-    stored = {ids[n] for n in used if n in ids}
+def _lost_params(model: nn.Module, ids: dict[str, int], stored: set[int], read: set[str]) -> list[str]:
+    """Parameters the forward read (names in ``read``) whose identity is not in ``stored`` (parameter
+    conservation): their first names."""
     missing = {ids[n] for n in read if n in ids} - stored
     return [name for name, p in model.named_parameters() if id(p) in missing]
 
@@ -257,9 +258,7 @@ def _meta_note(model: nn.Module) -> list[str]:
             + (" ..." if len(names) > 8 else "")]
 
 
-def _excluded_params(model: nn.Module, used: set[str]) -> list[dict]:
-    """Parameters no op stores, with the reason (each tied tensor once, by its first name)."""
-    ids = _param_ids(model)
-    stored = {ids[n] for n in used if n in ids}
+def _excluded_params(model: nn.Module, stored: set[int]) -> list[dict]:
+    """Parameters whose identity is not in ``stored``, with the reason (each tied tensor once, by its first name)."""
     return [{"name": name, "numel": p.numel(), "reason": "not used by the forward pass"}
             for name, p in model.named_parameters() if id(p) not in stored]

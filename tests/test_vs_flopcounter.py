@@ -382,41 +382,34 @@ def _mha(masked: bool):
     return build
 
 
-SDPA = "aten.scaled_dot_product_attention"
-#: name: (builder, what the module side lacks today)
-HAND_CASES: dict[str, tuple[Callable[[], tuple[nn.Module, tuple]], str]] = {
-    "sdpa": (_attention("plain"), SDPA),
-    "sdpa-mask": (_attention("mask"), f"{SDPA} with attn_mask"),
-    "sdpa-causal": (_attention("causal"), f"{SDPA} with is_causal"),
-    "sdpa-scale": (_attention("scale"), f"{SDPA} with scale"),
-    "sdpa-gqa": (_attention("plain", kv_heads=2), f"{SDPA} with enable_gqa"),
-    "mha": (_mha(False), f"{SDPA} inside nn.MultiheadAttention"),
-    "mha-mask": (_mha(True), f"{SDPA} inside nn.MultiheadAttention"),
-    "lstm": (_recurrent("LSTM"), "aten.lstm"),
-    "lstm-2layer": (_recurrent("LSTM", num_layers=2), "aten.lstm"),
-    "lstm-bi": (_recurrent("LSTM", bidirectional=True), "aten.lstm"),
-    "lstm-proj": (_recurrent("LSTM", proj_size=4), "aten.lstm with proj_size"),
-    "gru": (_recurrent("GRU"), "aten.gru"),
-    "gru-2layer-bi": (_recurrent("GRU", num_layers=2, bidirectional=True), "aten.gru"),
-    "rnn-tanh": (_recurrent("RNN"), "aten.rnn_tanh"),
+#: name: builder of (module with its hand-written twin, inputs)
+HAND_CASES: dict[str, Callable[[], tuple[nn.Module, tuple]]] = {
+    "sdpa": _attention("plain"),
+    "sdpa-mask": _attention("mask"),
+    "sdpa-causal": _attention("causal"),
+    "sdpa-scale": _attention("scale"),
+    "sdpa-gqa": _attention("plain", kv_heads=2),
+    "mha": _mha(False),
+    "mha-mask": _mha(True),
+    "lstm": _recurrent("LSTM"),
+    "lstm-2layer": _recurrent("LSTM", num_layers=2),
+    "lstm-bi": _recurrent("LSTM", bidirectional=True),
+    "lstm-proj": _recurrent("LSTM", proj_size=4),
+    "gru": _recurrent("GRU"),
+    "gru-2layer-bi": _recurrent("GRU", num_layers=2, bidirectional=True),
+    "rnn-tanh": _recurrent("RNN"),
 }
 
 
 def _hand_pair(name: str) -> tuple[nn.Module, nn.Module, tuple]:
     torch.manual_seed(0)
-    model, inputs = HAND_CASES[name][0]()
+    model, inputs = HAND_CASES[name]()
     model.eval()
     hand = copy.deepcopy(model)
     hand.hand = True
     return model, hand, inputs
 
 
-def _hand_params(with_xfail: bool) -> list:
-    out = []
-    for name, (_, missing) in HAND_CASES.items():
-        marks = [pytest.mark.xfail(strict=True, reason=f"issue 8: {missing}")] if with_xfail and missing else []
-        out.append(pytest.param(name, marks=marks, id=name))
-    return out
 
 
 @functools.cache
@@ -427,7 +420,7 @@ def _hand_totals(name: str) -> dict[str, float]:
     return report.totals
 
 
-@pytest.mark.parametrize("name", _hand_params(with_xfail=False))
+@pytest.mark.parametrize("name", list(HAND_CASES))
 def test_written_out_version_is_the_module_and_scores_today(name: str) -> None:
     # the reference side: the module's computation (same weights, same outputs), and it scores today
     model, hand, inputs = _hand_pair(name)
@@ -436,7 +429,7 @@ def test_written_out_version_is_the_module_and_scores_today(name: str) -> None:
     assert _hand_totals(name)["mults"] > 0
 
 
-@pytest.mark.parametrize("name", _hand_params(with_xfail=False))
+@pytest.mark.parametrize("name", list(HAND_CASES))
 def test_module_counts_like_its_written_out_math(name: str) -> None:
     model, _, inputs = _hand_pair(name)
     expected = _hand_totals(name)
