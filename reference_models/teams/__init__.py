@@ -6,6 +6,7 @@ Importing this package registers their factories with :mod:`reference_models.reg
 from reference_models.teams.bnn_resnet import BinaryResNet18, bnn_resnet18
 from reference_models.teams.brain_densenet import DenseNetCifar, brain_densenet_bc196
 from reference_models.teams.kaist import KaistMicroNet, kaist_v1, kaist_v2
+from reference_models.teams.mit_han_transformer_xl import MitHanTransformerXL, mit_han_transformer_xl
 from reference_models.teams.nonzeros import apply_nonzero_counts, load_nonzero_table, nonzero_table_path
 from reference_models.teams.osi_ai import OsiAiNet, osi_ai
 from reference_models.teams.wavecomp_pyramidnet import PyramidNet, wavecomp_pyramidnet
@@ -14,6 +15,7 @@ __all__ = [
     "BinaryResNet18",
     "DenseNetCifar",
     "KaistMicroNet",
+    "MitHanTransformerXL",
     "OsiAiNet",
     "PyramidNet",
     "apply_nonzero_counts",
@@ -22,6 +24,7 @@ __all__ = [
     "kaist_v1",
     "kaist_v2",
     "load_nonzero_table",
+    "mit_han_transformer_xl",
     "nonzero_table_path",
     "osi_ai",
     "wavecomp_pyramidnet",

@@ -4,7 +4,8 @@ layers, translated identically on every capture path.
 - A quantiser (FakeQuantize, FusedMovingAvgObsFakeQuantize, converted Quantize/DeQuantize, aten
   ``fused_moving_avg_obs_fake_quant`` / ``fake_quantize_per_*_affine``, ``quantize_per_tensor``, ``dequantize``)
   is a ``quant`` op whose output carries ``bits``: free between FP32-representable formats (official_rules.md
-  §3.1 "Conversions", §2.4). Its scale, zero point and running range are buffers, never stored. A quantiser
+  §3.1 "Conversions", §2.4). Its scale, zero point and running range are buffers, never stored by the official
+  rules; its floating-point buffers ride along as ``qparam`` references for a team rule set that stores them. A quantiser
   applied to a parameter (``weight_fake_quant``) leaves it that parameter, stored by the op that uses it.
   Observers and switched-off fake-quantisers pass their input through (``free``); the observers torch.ao
   hooks onto a layer (``activation_post_process``) run after it on every path, fx included.
@@ -100,7 +101,18 @@ def quant(call: Call) -> Op:
     bits = quant_bits(call.module)
     if bits is None:
         return call.op("free", acts=call.acts[:1])
-    return call.op("quant", acts=call.acts[:1], attrs={"bits": bits, "integer": isinstance(call.module, nnq.Quantize)})
+    return call.op("quant", quant_params(call), acts=call.acts[:1],
+                   attrs={"bits": bits, "integer": isinstance(call.module, nnq.Quantize)})
+
+
+def quant_params(call: Call) -> list[WeightRef]:
+    """The quantiser's own floating-point buffers (its range or scale) as ``qparam`` references, keyed by name so
+    that each is seen once over several paths. The official rules store none of them (``RuleSet.cost_quant``);
+    a team rule set that counted them reads them here (MIT-HAN-Lab's ``max_abs``/``inv_scale``, team_scores.md
+    §2.5)."""
+    prefix = f"{call.path}." if call.path else ""
+    return [WeightRef(role="qparam", name=prefix + name, tensor=None, shape=tuple(b.shape))
+            for name, b in call.module._buffers.items() if isinstance(b, torch.Tensor) and b.is_floating_point()]
 
 
 def hooked_quantisers(mod: nn.Module) -> tuple[nn.Module | None, nn.Module | None]:
