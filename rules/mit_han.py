@@ -15,6 +15,8 @@ counts; whatever it does not list costs nothing here (each such override names w
 
 from __future__ import annotations
 
+import math
+
 from rules.base import Cost, RuleContext
 from rules.micronet2019 import Micronet2019
 from rules.records import Op, WeightRef
@@ -27,9 +29,17 @@ def is_positional(op: Op) -> bool:
     return op.kind == "matmul" and any(w.name.split(".")[-1] == "pos_emb" for w in op.weights)
 
 
-def heads_of(op: Op) -> int:
-    """Heads of an attention product laid out ``[..., heads, queries, keys]``."""
-    return op.out_shape[-3] if len(op.out_shape) >= 3 else 1
+def heads_of(op: Op) -> float:
+    """Rows per token of an attention product laid out ``[..., rows, keys]`` (one row per head)."""
+    return math.prod(op.out_shape[:-1]) / op.batch
+
+
+def source(name: str, ctx: RuleContext) -> Op | None:
+    """The op producing ``name``, looking through data movement (views, reshapes)."""
+    op = ctx.by_name.get(name)
+    while op is not None and op.kind == "free" and op.inputs:
+        op = ctx.by_name.get(op.inputs[0])
+    return op
 
 
 class MitHan2019(Micronet2019):
@@ -98,18 +108,17 @@ class MitHan2019(Micronet2019):
         if is_positional(op):
             h = heads_of(op)
             cost.mults, cost.adds = cost.mults / h, cost.adds / h
-            cost.note = f"notebook: one head of {h}"
+            cost.note = f"notebook: one head of {h:g}"
         return cost
 
     # ----------------------------------------------------------------- elementwise (cell 4 "adds")
     def cost_add(self, op: Op, ctx: RuleContext) -> Cost:
         """Residual adds, 1 per element; the ``qk + qe`` add for ONE head (cell 4: ``+ n_attn`` adds)."""
         cost = super().cost_add(op, ctx)
-        producers = [ctx.by_name.get(name) for name in op.inputs]
-        if any(p is not None and is_positional(p) for p in producers):
+        if any(is_positional(p) for p in (source(name, ctx) for name in op.inputs) if p is not None):
             h = heads_of(op)
             cost.adds /= h
-            cost.note = f"notebook: one head of {h}"
+            cost.note = f"notebook: one head of {h:g}"
         return cost
 
     def _uncounted(self, op: Op, what: str) -> Cost:

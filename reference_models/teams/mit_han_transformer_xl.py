@@ -54,7 +54,9 @@ class ExplicitQuantize(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Quantised ``x``."""
-        x = x.clamp(min=-self.max_abs, max=self.max_abs)
+        # the activation is the first operand of the first op: torch.export's whole-module capture takes the
+        # first tensor flowing in as the quantised value (a leading ``-max_abs`` would make it the buffer)
+        x = torch.maximum(torch.minimum(x, self.max_abs), -self.max_abs)
         return torch.round(x / self.inv_scale) * self.inv_scale
 
 
@@ -85,7 +87,7 @@ class Decoder(nn.Module):
         kv_all = torch.cat((kv, kv_new), dim=1)  # [heads, 97, 48], the current position last
         k, v = kv_all[..., :D_HEAD], kv_all[..., D_HEAD:]
         qk = torch.matmul(q, k.transpose(1, 2))  # [heads, 1, 97]
-        qe = torch.matmul(q, self.pos_emb)  # [heads, 1, 97]
+        qe = torch.matmul(q.reshape(N_HEAD, D_HEAD), self.pos_emb).reshape(N_HEAD, 1, N_SEQ + 1)
         attn = (qk + qe) * D_HEAD ** -0.5
         attn = self.quant_attn(F.softmax(attn, dim=-1))
         attnv = self.quant_attnv(torch.matmul(attn, v))  # [heads, 1, 24]
