@@ -33,8 +33,9 @@ class Macs(RuleSet):
             return self.dot_product(op, ctx)
         if is_unknown(op.kind):
             return None
-        # a permutation matrix (role "permutation") is a value of the rule, not a parameter of the model
-        return Cost(param_bits=sum(self.dense_storage(w) for w in op.weights if w.role != "permutation"))
+        # a permutation matrix (role "permutation") is a value of the rule, not a parameter of the model; a
+        # quantiser's buffers (role "qparam") are not parameters either
+        return Cost(param_bits=sum(self.dense_storage(w) for w in op.weights if w.role not in ("permutation", "qparam")))
 
 
 class Flops(Macs):
