@@ -20,6 +20,7 @@ from rich.console import Console
 
 from reference_models.registry import ReferenceInfo, get_reference, list_references
 from scorer import score
+from scorer.inputs import shapes_of
 from scorer.render import fmt_score, print_rich
 from scorer.report import COLUMNS, TOTAL_KEYS, Report
 
@@ -46,8 +47,8 @@ def render_all(info: ReferenceInfo) -> Rendered:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model = info.build()
-        report = score(model, input_shape=info.default_input_shape, rules="micronet2019", bits=info.bits,
-                       track=info.track)
+        report = score(model, input_shape=info.default_input_shape, input_dtype=info.default_input_dtype,
+                       rules="micronet2019", bits=info.bits, track=info.track, path_fractions=info.path_fractions)
         markdown = report.to_markdown()
         grouped = report.to_markdown(depth=1)
         csv_text = report.to_csv()
@@ -86,7 +87,7 @@ def test_scores_with_fx_and_no_unknown_ops(rendered: Rendered) -> None:
     assert report.rules == "micronet2019"
     assert report.track.name == info.track
     assert report.settings["bits"] == info.bits
-    assert report.settings["input_shapes"] == [list(info.default_input_shape)]
+    assert report.settings["input_shapes"] == [list(shape) for shape in shapes_of(info.default_input_shape)]
     totals = report.totals
     assert set(totals) == set(TOTAL_KEYS)
     assert all(math.isfinite(v) for v in totals.values())
@@ -151,8 +152,8 @@ def test_team_models_score_under_registered_rules(name: str) -> None:
     info = get_reference(name)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        report = score(info.build(), input_shape=info.default_input_shape, rules=info.rules, bits=info.bits,
-                       track=info.track)
+        report = score(info.build(), input_shape=info.default_input_shape, input_dtype=info.default_input_dtype,
+                       rules=info.rules, bits=info.bits, track=info.track, path_fractions=info.path_fractions)
         report.to_markdown()
     assert [str(w.message) for w in caught] == []
     assert report.capture == "fx" and report.unknown == [] and report.rules == info.rules
