@@ -292,9 +292,12 @@ def _score(args: argparse.Namespace) -> int:
     if input_shapes is None and loaded.example_inputs is not None and input_dtypes is None:
         example_inputs = loaded.example_inputs
     elif input_shapes is None and loaded.input_shape is not None and (args.track is None or args.track == loaded.track):
-        input_shapes = [loaded.input_shape]
+        from scorer.inputs import shapes_of
+
+        input_shapes = shapes_of(loaded.input_shape)  # one shape, or one per input (a step model's state)
         if input_dtypes is None and loaded.input_dtype is not None:
-            input_dtypes = [loaded.input_dtype]
+            given = loaded.input_dtype
+            input_dtypes = list(given) if isinstance(given, (list, tuple)) else [given]
     report = score(
         loaded.model,
         input_shape=input_shapes,

@@ -7,6 +7,8 @@ Expected numbers are quoted from team_scores.md §2.5 / §1.3 or written as the 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -175,3 +177,14 @@ def test_registry_defaults():
     report = score(info.build(), input_shape=info.input_shape, input_dtype=info.input_dtype, track=info.track,
                    rules=info.rules, bits=info.bits, path_fractions=info.path_fractions)
     assert report.totals["ops"] == pytest.approx(12_122_856.735931143, rel=1e-12)  # §2.5, dense ops (9-bit)
+
+
+def test_cli_reference_uses_its_defaults(capsys: pytest.CaptureFixture) -> None:
+    from scorer.cli import main
+
+    code = main(["reference:mit_han_transformer_xl", "--format", "json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    data = json.loads(out)
+    assert data["rules"] == "mit_han2019" and data["settings"]["input_shapes"] == [list(s) for s in STEP_INPUT_SHAPES]
+    assert data["totals"]["ops"] == pytest.approx(12_122_856.735931143, rel=1e-12)  # §2.5, dense ops (9-bit)
