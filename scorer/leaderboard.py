@@ -15,11 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
+import torch
 
 from rules import get_ruleset
 from scorer.api import score
 from scorer.errors import ScorerError
 from scorer.report import Report
+from scorer.tracks import get_track
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class TeamEntry:
     nonzeros: str | None = None  # nonzero table applied to the weights (the real masks)
     exit_fractions: dict[str, float] = field(default_factory=dict)
     caveat: str = ""
+    track: str = "cifar100"
 
 
 ENTRIES: list[TeamEntry] = [
@@ -64,6 +67,10 @@ ENTRIES: list[TeamEntry] = [
         0.0456, "team_scores.md §1.1", sparsity="uniform:0",
         caveat="pruned widths, 9-bit weights and the shared exponent live only in a checkpoint that is not "
         "public: the reference is the unpruned PyramidNet, so its score is far above the published one",
+    ),
+    TeamEntry(
+        "jnlp", "JNLP", "QRNN (4 layers, emsize 300, nhid 1800, tied)", "jnlp_qrnn", "jnlp2019", 16, 0.8232, 0.8232,
+        "team_scores.md §1.3, §2.8", track="wikitext103",
     ),
 ]
 
@@ -131,6 +138,15 @@ def _merge_offsetting(deltas: list[tuple]) -> tuple[list[tuple], list[str]]:
     return left, lines
 
 
+def _example_inputs(track: str) -> tuple[torch.Tensor, ...]:
+    """One example of the track: an image on meta (shapes only), or one token of one sequence (per token,
+    official_rules.md §1.1)."""
+    shape = get_track(track).input_shape
+    if shape is None:
+        return (torch.zeros(1, 1, dtype=torch.long),)
+    return (torch.empty(shape, device="meta"),)
+
+
 def leaderboard(common_rules: str = "micronet2019", common_bits: int | None = 16,
                 keys: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per entry: published, own-rules and common-rules scores, and the reasons they differ."""
@@ -139,15 +155,16 @@ def leaderboard(common_rules: str = "micronet2019", common_bits: int | None = 16
         if keys and entry.key not in keys:
             continue
         model = _build(entry)
-        shape = (1, 3, 32, 32)
+        inputs = _example_inputs(entry.track)
         fractions = entry.exit_fractions or None
-        own = score(model, input_shape=shape, rules=entry.rules, bits=entry.bits, sparsity=entry.sparsity,
-                    exit_fractions=fractions)
+        own = score(model, example_inputs=inputs, rules=entry.rules, bits=entry.bits, sparsity=entry.sparsity,
+                    exit_fractions=fractions, track=entry.track)
         common_sparsity = None if entry.nonzeros else entry.sparsity
-        common = score(model, input_shape=shape, rules=common_rules, bits=common_bits, sparsity=common_sparsity,
-                       exit_fractions=fractions)
+        common = score(model, example_inputs=inputs, rules=common_rules, bits=common_bits, sparsity=common_sparsity,
+                       exit_fractions=fractions, track=entry.track)
         rows.append({
             "team": entry.team,
+            "track": entry.track,
             "entry": entry.entry,
             "model": f"reference:{entry.model}",
             "published": entry.published,
@@ -167,7 +184,7 @@ def leaderboard(common_rules: str = "micronet2019", common_bits: int | None = 16
 def _markdown(df: pd.DataFrame) -> str:
     from tabulate import tabulate
 
-    cols = ["team", "entry", "published", "leaderboard", "own_rules", "own_score", "common_rules", "common_score"]
+    cols = ["team", "track", "entry", "published", "leaderboard", "own_rules", "own_score", "common_rules", "common_score"]
     table = tabulate(
         [[f"{v:.6f}" if isinstance(v, float) else v for v in r] for r in df[cols].itertuples(index=False)],
         headers=cols, tablefmt="pipe",
@@ -208,10 +225,10 @@ def leaderboard_main(argv: Sequence[str]) -> int:
         from rich.table import Table
 
         table = Table(title=f"MicroNet entries: own rules vs {args.rules} (bits {args.bits})")
-        for col in ("team", "entry", "published", "own rules", "own score", f"{args.rules}", "why they differ"):
+        for col in ("team", "track", "entry", "published", "own rules", "own score", f"{args.rules}", "why they differ"):
             table.add_column(col, overflow="fold")
         for r in df.itertuples(index=False):
-            table.add_row(r.team, r.entry, f"{r.published:.6f}", r.own_rules, f"{r.own_score:.6f}",
+            table.add_row(r.team, r.track, r.entry, f"{r.published:.6f}", r.own_rules, f"{r.own_score:.6f}",
                           f"{r.common_score:.6f}", "\n".join(r.why))
         Console().print(table)
     return 0
