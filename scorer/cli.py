@@ -82,11 +82,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rules", metavar="NAME", help="rule set name or package.module:Class (see --list-rules)")
     g.add_argument("--track", choices=("cifar100", "imagenet", "wikitext103"),
                    help="normalisation baselines and default input (default: the model's, else cifar100)")
-    g.add_argument("--input-shape", metavar="SHAPE", help="example input shape, e.g. 1,3,32,32")
+    g.add_argument("--input-shape", metavar="SHAPE", action="append",
+                   help="example input shape, e.g. 1,3,32,32; repeat for several inputs, in order "
+                        "(default: the track's; wikitext103: 1,1 token ids)")
+    g.add_argument("--input-dtype", metavar="DTYPE", action="append",
+                   help="dtype of the input of the same position: float32 (default), float16, bfloat16, "
+                        "long/int64, int32, bool; integer inputs are token ids inside the vocabulary")
+    g.add_argument("--tokens", type=int, metavar="N",
+                   help="wikitext103: divide the counts by N tokens (default: the token ids of the first "
+                        "integer input)")
     g.add_argument("--sparsity", metavar="SPEC", help="measured (default) or uniform:S")
     g.add_argument("--mask-block", metavar="RxC", help="block-sparse mask size, e.g. 4x4")
-    g.add_argument("--exit-fraction", action="extend", nargs="+", metavar="NAME=F", default=None,
-                   help="share of examples leaving at each exit of an early-exit model")
+    g.add_argument("--path-fraction", "--exit-fraction", dest="exit_fraction", action="extend", nargs="+",
+                   metavar="NAME=F", default=None,
+                   help="share of examples (tokens) taking each of the model's paths(): early exits, "
+                        "adaptive input bins")
     g.add_argument("--measure-exits", metavar="DIR", default=None,
                    help="measure the exit fractions on the CIFAR-100 test split in DIR (python format)")
     g.add_argument("--exit-threshold", type=float, default=0.85,
@@ -260,7 +270,7 @@ def _score(args: argparse.Namespace) -> int:
         check_plot_path(args.plot)  # fail before loading, scoring and printing anything
     if args.depth is not None and args.depth < 0:
         raise ScorerError(f"--depth must be >= 0, got {args.depth}")
-    input_shape = parse_shape(args.input_shape) if args.input_shape else None
+    input_shapes = [parse_shape(text) for text in args.input_shape] if args.input_shape else None
     exit_fractions = parse_exit_fractions(args.exit_fraction) if args.exit_fraction else None
 
     loaded = load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle, trust_code=args.trust_code)
@@ -275,14 +285,21 @@ def _score(args: argparse.Namespace) -> int:
     bits = args.bits if args.bits is not None else loaded.bits
     precision: Any = args.precision if args.precision else loaded.precision
     example_inputs = None
-    if input_shape is None:
-        if loaded.example_inputs is not None:
-            example_inputs = loaded.example_inputs
-        elif loaded.input_shape is not None and (args.track is None or args.track == loaded.track):
-            input_shape = loaded.input_shape
+    input_dtypes = args.input_dtype
+    if input_shapes is not None and input_dtypes is not None and len(input_dtypes) > len(input_shapes):
+        raise UsageError(f"{len(input_dtypes)} --input-dtype for {len(input_shapes)} --input-shape: "
+                         "give one shape per input")
+    if input_shapes is None and loaded.example_inputs is not None and input_dtypes is None:
+        example_inputs = loaded.example_inputs
+    elif input_shapes is None and loaded.input_shape is not None and (args.track is None or args.track == loaded.track):
+        input_shapes = [loaded.input_shape]
+        if input_dtypes is None and loaded.input_dtype is not None:
+            input_dtypes = [loaded.input_dtype]
     report = score(
         loaded.model,
-        input_shape=input_shape,
+        input_shape=input_shapes,
+        input_dtype=input_dtypes,
+        tokens=args.tokens,
         example_inputs=example_inputs,
         rules=rules,
         bits=bits,
