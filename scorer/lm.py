@@ -125,15 +125,10 @@ class PathFractions(dict):
 
 
 def path_names(model: nn.Module) -> list[str]:
-    """``list(model.paths())`` (``exit_paths()`` is the early-exit spelling); ScorerError without either."""
-    getter = getattr(model, "paths", None) or getattr(model, "exit_paths", None)
-    if not callable(getter):
-        raise ScorerError(f"{type(model).__name__} has no paths(): measuring path fractions needs a model with "
-                          "paths() -> {name: module} and route(tokens) -> path index per token")
-    names = list(getter())
-    if not names:
-        raise ScorerError(f"{type(model).__name__}.paths() is empty")
-    return names
+    """``list(model.paths())`` (``exit_paths()`` is the early-exit spelling): scorer.api.model_paths."""
+    from scorer.api import model_paths
+
+    return list(model_paths(model))
 
 
 def measure_path_fractions(model: nn.Module, tokens: Any, batch: int = 8192) -> PathFractions:

@@ -240,6 +240,16 @@ def test_quality_both_readings() -> None:
     assert "passes the FAQ reading (<= 35), fails the overview reading (< 35)" in at.describe()
 
 
+def test_thresholds_in_one_place() -> None:
+    from scorer.quality import THRESHOLDS
+
+    # official_rules.md §5.1: "ImageNet 37,500/50,000; CIFAR-100 8,000/10,000; WikiText-103 perplexity <= 35"
+    assert THRESHOLDS["imagenet"].value * 50_000 == 37_500 and THRESHOLDS["imagenet"].higher_is_better
+    assert THRESHOLDS["cifar100"].value * 10_000 == 8_000 and THRESHOLDS["cifar100"].higher_is_better
+    wt = THRESHOLDS["wikitext103"]
+    assert (wt.metric, wt.value, wt.higher_is_better, wt.strict_reading) == ("perplexity", 35.0, False, True)
+
+
 # ----------------------------------------------------------------------------- path fractions
 
 CUTOFF = 3  # ids < 3 (<eos>, <unk>, the) take the head bin, the others the tail bin
@@ -284,8 +294,6 @@ class TwoBinLM(nn.Module):
     def paths(self):
         return {"head": HeadPath(self), "tail": TailPath(self)}
 
-    exit_paths = paths  # until score() takes path_fractions= (common9.md: the same contract)
-
 
 def test_measured_fractions_are_the_counts() -> None:
     head = sum(1 for t in IDS if t < CUTOFF)  # 11 of 16: <unk> x4, <eos> x4, the x3
@@ -301,7 +309,7 @@ def test_measured_fractions_are_the_counts() -> None:
 def test_scored_with_measured_fractions() -> None:
     fr = measure_path_fractions(TwoBinLM(), torch.tensor(IDS))
     rep = score(TwoBinLM(), example_inputs=(torch.zeros(1, 1, dtype=torch.long),), track="wikitext103",
-                exit_fractions=fr)
+                path_fractions=fr)
     # per token: head out 4->V (4V mults, 3V adds); tail proj 2->4 (8 mults, 4 adds) then out
     assert rep.totals["mults"] == pytest.approx(11 / 16 * 4 * V + 5 / 16 * (8 + 4 * V))
     assert rep.totals["adds"] == pytest.approx(11 / 16 * 3 * V + 5 / 16 * (4 + 3 * V))
@@ -345,7 +353,7 @@ MODEL_SRC = textwrap.dedent(
             self.emb, self.out = owner.emb_head, owner.out
 
         def forward(self, x):
-            return self.out(self.emb(x.long()))
+            return self.out(self.emb(x))
 
 
     class Tail(nn.Module):
@@ -354,7 +362,7 @@ MODEL_SRC = textwrap.dedent(
             self.emb, self.proj, self.out = owner.emb_tail, owner.proj, owner.out
 
         def forward(self, x):
-            return self.out(self.proj(self.emb(x.long())))
+            return self.out(self.proj(self.emb(x)))
 
 
     class TwoBin(nn.Module):
@@ -366,7 +374,6 @@ MODEL_SRC = textwrap.dedent(
             self.out = nn.Linear(D_HEAD, V, bias=False)
 
         def forward(self, x):
-            x = x.long()
             rare = (x >= CUTOFF).unsqueeze(-1)
             return self.out(torch.where(rare, self.proj(self.emb_tail(x)), self.emb_head(x)))
 
@@ -375,9 +382,6 @@ MODEL_SRC = textwrap.dedent(
 
         def paths(self):
             return {{"head": Head(self), "tail": Tail(self)}}
-
-        exit_paths = paths
-
 
     class Uniform(nn.Module):
         def __init__(self):
@@ -421,7 +425,7 @@ def one_line_error(err: str) -> str:
 
 def test_cli_measure_paths(capsys: pytest.CaptureFixture, lm_file: Path, files: tuple[Path, Path]) -> None:
     tokens, vocab = files
-    code, out, err = run(capsys, f"{lm_file}:two_bin", "--track", "wikitext103", "--input-shape", "1,1",
+    code, out, err = run(capsys, f"{lm_file}:two_bin", "--track", "wikitext103", "--input-dtype", "long",
                          "--measure-paths", tokens, "--vocab", vocab, "--format", "json")
     assert code == 0, err
     assert "head=11/16 (0.6875), tail=5/16 (0.3125)" in err
@@ -431,7 +435,7 @@ def test_cli_measure_paths(capsys: pytest.CaptureFixture, lm_file: Path, files: 
 
 def test_cli_perplexity(capsys: pytest.CaptureFixture, lm_file: Path, files: tuple[Path, Path]) -> None:
     tokens, vocab = files
-    code, out, err = run(capsys, f"{lm_file}:uniform", "--track", "wikitext103", "--input-shape", "1,1",
+    code, out, err = run(capsys, f"{lm_file}:uniform", "--track", "wikitext103", "--input-dtype", "long",
                          "--perplexity", tokens, "--vocab", vocab, "--seq-len", "4", "--format", "json")
     assert code == 0, err
     # uniform over V = 7 outputs: perplexity 7, below 35 under both readings (official_rules.md §1.1)
@@ -446,10 +450,10 @@ def test_cli_perplexity(capsys: pytest.CaptureFixture, lm_file: Path, files: tup
     (["--vocab", "VOCAB"], "--vocab is used with --measure-paths or --perplexity"),
     (["--seq-len", "4"], "--seq-len is used with --perplexity"),
     (["--perplexity", "TOKENS", "--vocab", "VOCAB", "--seq-len", "0"], "--seq-len must be positive"),
-    (["--measure-paths", "TOKENS", "--vocab", "VOCAB", "--exit-fraction", "head=0.5"],
-     "give --exit-fraction, --measure-exits or --measure-paths, not two"),
+    (["--measure-paths", "TOKENS", "--vocab", "VOCAB", "--path-fraction", "head=0.5"],
+     "give --path-fraction, --measure-exits or --measure-paths, not two"),
     (["--measure-paths", "TOKENS", "--vocab", "VOCAB", "--measure-exits", "DIR"],
-     "give --exit-fraction, --measure-exits or --measure-paths, not two"),
+     "give --path-fraction, --measure-exits or --measure-paths, not two"),
     (["--measure-paths", "NOPE", "--vocab", "VOCAB"], "cannot read token file .*NOPE"),
     (["--perplexity", "TOKENS", "--vocab", "NOPE"], "cannot read vocabulary file .*NOPE"),
 ])
@@ -457,14 +461,14 @@ def test_cli_errors(capsys: pytest.CaptureFixture, lm_file: Path, files: tuple[P
                     extra: list[str], message: str) -> None:
     tokens, vocab = files
     subst = {"TOKENS": tokens, "VOCAB": vocab, "DIR": tmp_path, "NOPE": tmp_path / "NOPE"}
-    code, _, err = run(capsys, f"{lm_file}:two_bin", "--input-shape", "1,1", *[subst.get(a, a) for a in extra])
+    code, _, err = run(capsys, f"{lm_file}:two_bin", "--track", "wikitext103", "--input-dtype", "long", *[subst.get(a, a) for a in extra])
     assert code == 2
     assert re.search(message, one_line_error(err)), err
 
 
 def test_cli_model_without_route(capsys: pytest.CaptureFixture, lm_file: Path, files: tuple[Path, Path]) -> None:
     tokens, vocab = files
-    code, _, err = run(capsys, f"{lm_file}:uniform", "--input-shape", "1,1", "--measure-paths", tokens,
+    code, _, err = run(capsys, f"{lm_file}:uniform", "--track", "wikitext103", "--input-dtype", "long", "--measure-paths", tokens,
                        "--vocab", vocab)
     assert code == 2
     assert "Uniform has no paths()" in one_line_error(err)
