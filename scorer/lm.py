@@ -4,8 +4,9 @@ Token files (``wiki.test.tokens``): every line, empty ones included, is its whit
 followed by ``<eos>``. This is the convention of the AWD-LSTM reader (salesforce/awd-lstm-lm, ``data.py``
 ``Corpus.tokenize``: ``words = line.split() + ['<eos>']`` for every line) and of Transformer-XL
 (kimiyoung/transformer-xl, ``pytorch/utils/vocabulary.py``: ``encode_file(..., add_eos=True)`` tokenises each
-line as ``line.strip().split() + ['<eos>']``). Under it the WikiText-103 test split has 245,569 tokens, the
-total of MIT-HAN-Lab's bin counts (team_scores.md §2.5) [INF: the count, not their reader, is published].
+line as ``line.strip().split() + ['<eos>']``). The WikiText-103 test split has 245,569 tokens (Merity et al.
+2016, Table 1), the total of MIT-HAN-Lab's bin counts (team_scores.md §2.5); that both count one ``<eos>`` per
+line, as this reader does, is our inference [INF], not checked against the file (not on this machine).
 
 Vocabulary files: one token per line, the (0-based) line number is its id. A token of the text that is not
 in the vocabulary reads as ``<unk>``; without ``<unk>`` in the vocabulary that is an error.
