@@ -11,7 +11,9 @@ import torch.nn as nn
 TRACK_INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "cifar100": (1, 3, 32, 32),
     "imagenet": (1, 3, 224, 224),
+    "wikitext103": (1, 1),  # one token id per forward (online inference)
 }
+TRACK_INPUT_DTYPES: dict[str, str] = {"wikitext103": "long"}
 
 
 @dataclass(frozen=True)
@@ -26,11 +28,20 @@ class ReferenceInfo:
     input_shape: tuple[int, ...] | None = None
     description: str = ""
     kwargs: dict = field(default_factory=dict)
+    #: dtype of the (first) input: "long" for token ids; None: the track's (float32, or long on wikitext103)
+    input_dtype: str | None = None
+    #: default share of each of the model's ``paths()`` (e.g. token-bin fractions); None: one path
+    path_fractions: dict | None = None
 
     @property
     def default_input_shape(self) -> tuple[int, ...]:
         """The example input shape: the model's own, else its track's."""
         return self.input_shape or TRACK_INPUT_SHAPES.get(self.track, (1, 3, 32, 32))
+
+    @property
+    def default_input_dtype(self) -> str:
+        """The example input's dtype: the model's own, else its track's."""
+        return self.input_dtype or TRACK_INPUT_DTYPES.get(self.track, "float32")
 
     def build(self, **overrides) -> nn.Module:
         """Build the model in eval mode with the registered keyword arguments plus ``overrides``."""

@@ -16,26 +16,32 @@ from scorer.capture import batch_of, capture_model
 from scorer.capture.guard import CAPTURE_LOCK
 from scorer.engine import build_context, cost_ops
 from scorer.errors import CaptureError, ScorerError, UnknownOpError
+from scorer.inputs import dtypes_of, make_inputs, parse_dtype, shapes_of, token_count
 from scorer.passes import run_passes
 from scorer.precision import PrecisionPolicy, annotate_bits
 from scorer.report import COLUMNS, Report, row_of
 from scorer.sparsity import SparsitySpec, annotate_sparsity
-from scorer.tracks import get_track
+from scorer.tracks import Track, get_track
 
 
 def _example_inputs(
-    input_shape: Sequence[int] | None, example_inputs: object, track_shape: tuple[int, ...] | None
+    model: nn.Module, input_shape: object, input_dtype: object, example_inputs: object, track: Track
 ) -> tuple:
+    """The inputs the model is captured on: ``example_inputs`` as given, else made from the shapes and dtypes
+    (scorer.inputs); without a shape, the track's default shape, and then the track's dtype by default."""
     if example_inputs is not None:
+        if input_dtype is not None:
+            raise ScorerError("give input_dtype with input_shape, not with example_inputs (their dtypes are theirs)")
         if isinstance(example_inputs, torch.Tensor):
             return (example_inputs,)
         return tuple(example_inputs)  # type: ignore[arg-type]
-    shape = tuple(input_shape) if input_shape is not None else track_shape
-    if shape is None:
-        raise ScorerError("no input shape: pass input_shape (--input-shape) or example_inputs")
-    if not shape or any(not isinstance(d, int) or d <= 0 for d in shape):
-        raise ScorerError(f"input shape must be positive integers, got {shape}")
-    return (torch.empty(shape, device="meta"),)
+    if input_shape is None:
+        if track.input_shape is None:
+            raise ScorerError("no input shape: pass input_shape (--input-shape) or example_inputs")
+        shapes, default = [track.input_shape], parse_dtype(track.input_dtype)
+    else:
+        shapes, default = shapes_of(input_shape), torch.float32
+    return make_inputs(model, shapes, dtypes_of(input_dtype, len(shapes), default))
 
 
 def _parse_block(mask_block: object) -> tuple[int, int] | None:
@@ -68,7 +74,7 @@ def _serialised(fn: Callable[..., Report]) -> Callable[..., Report]:
 @_serialised
 def score(
     model: nn.Module,
-    input_shape: Sequence[int] | None = None,
+    input_shape: Sequence[int] | Sequence[Sequence[int]] | None = None,
     rules: str | RuleSet = "micronet2019",
     bits: int | None = None,
     track: str = "cifar100",
@@ -83,6 +89,9 @@ def score(
     add_bits: int | None = None,
     capture: str = "auto",
     allow_unmatched: bool = False,
+    input_dtype: object = None,
+    path_fractions: Mapping[str, float] | None = None,
+    tokens: int | None = None,
 ) -> Report:
     """Score ``model`` under the MicroNet rules.
 
@@ -92,15 +101,24 @@ def score(
             submodule and hook tables and ``requires_grad`` are restored, also on error. Python objects the
             forward changes in place (a list it appends to, a global) cannot be restored. Calls from several
             threads are safe; captures run one at a time.
-        input_shape: example input shape; counts are per example: divided by dim 0 of the first input of
-            rank >= 2 (a rank-1 input is one unbatched example, batch 1); default: the track's.
+        input_shape: example input shape, or a list of shapes for several inputs; default: the track's
+            ((1, 1) token ids on wikitext103). Counts are per example: divided by dim 0 of the first input of
+            rank >= 2 (a rank-1 input is one unbatched example, batch 1); on wikitext103 per token: divided
+            by the number of token ids of the first integer input (``scorer.inputs.token_count``).
+        input_dtype: dtype name (float32, float16, bfloat16, long/int64, int32, bool) or torch dtype for the
+            first input, or a list pairing with the shapes; default float32 (the track's without a shape).
+            Integer inputs are token ids drawn inside the model's vocabulary.
         rules: rule set name (micronet2019, official_notebook, macs, flops, team sets), import path or object.
         bits: N stores parameters and runs multiplications at N bits, additions at 32 (16 = the freebie).
         track: cifar100, imagenet or wikitext103 (normalisation baselines).
         sparsity: None (measured zeros / prune masks), "uniform:S", S, or {name glob: S}.
         precision: per-layer bits config (TOML/JSON path or mapping).
         example_inputs: real example inputs instead of ``input_shape``.
-        exit_fractions: {path: fraction} for a model with ``exit_paths()``; fractions sum to 1.
+        path_fractions: {path: fraction} for a model with data-dependent compute (``paths()`` or
+            ``exit_paths()``, docs/contracts.md): each path's ops weighted by its share, parameters once;
+            fractions sum to 1 (one path left out takes the rest).
+        exit_fractions: the same, the early-exit spelling (kept for older callers).
+        tokens: override the per-token divisor on wikitext103.
         mask_block: block-sparse mask size, e.g. (4, 4) or "4x4".
         allow_unknown: count ops without a rule as zero (listed in ``report.unknown``) instead of raising.
         param_bits, mul_bits, add_bits: global overrides of one width each.
@@ -115,15 +133,19 @@ def score(
         ruleset = get_ruleset(rules)
     except ValueError as exc:
         raise ScorerError(str(exc)) from None
-    inputs = _example_inputs(input_shape, example_inputs, trk.input_shape)
+    inputs = _example_inputs(model, input_shape, input_dtype, example_inputs, trk)
+    if path_fractions and exit_fractions:
+        raise ScorerError("give path_fractions or exit_fractions (the same thing), not both")
+    fractions = path_fractions or exit_fractions
+    divisor = _divisor(trk, inputs, tokens)
     policy = PrecisionPolicy.from_options(bits, param_bits, mul_bits, add_bits, precision, allow_unmatched)
     if not ruleset.honour_bits:
         policy = PrecisionPolicy(read_model_bits=False)
     spec = SparsitySpec.parse(sparsity)
     block = _parse_block(mask_block)
 
-    if exit_fractions:
-        paths = _exit_paths(model, exit_fractions)
+    if fractions:
+        paths = _weighted_paths(model, fractions)
     else:
         paths = [("", model, 1.0)]
 
@@ -132,15 +154,17 @@ def score(
     rows: list[dict] = []
     unknown_rows: list[dict] = []
     method = ""
-    used: set[str] = set()
-    read: set[str] = set()
+    stored: set[int] = set()  # identities of the parameters some op stores, over every path
+    read: set[int] = set()  # identities of the parameters the forward reads
     for path_name, path_model, fraction in paths:
         cap = capture_model(path_model, inputs, capture)
         method = cap.method
-        used |= cap.used_params
-        read |= cap.read_params
+        ids = _param_ids(path_model)
+        stored |= {ids[n] for n in cap.used_params if n in ids}
+        read |= {ids[n] for n in cap.read_params if n in ids}
         for op in cap.ops:
             op.path = path_name
+            op.batch = divisor
         run_passes(cap.ops)
         annotate_sparsity(cap.ops, spec, seen)
         annotate_bits(cap.ops, policy, dict(path_model.named_modules()))
@@ -152,9 +176,7 @@ def score(
         unknown_rows.extend({"name": op.name, "module": op.module, "target": op.target, "path": path_name}
                             for op in unknown)
     notes.extend(policy.check_unmatched())  # after every path: a glob matching in any path is used
-    ids = _param_ids(model)
-    stored = {ids[n] for n in used if n in ids}  # identities of the parameters some op stores
-    lost = _lost_params(model, ids, stored, read)
+    lost = _lost_params(model, stored, read)
     if lost:
         raise CaptureError(
             f"{len(lost)} parameter(s) the forward reads are stored by no op ({', '.join(lost[:4])}"
@@ -169,7 +191,7 @@ def score(
     layers = pd.DataFrame(rows, columns=COLUMNS)
     if unknown_rows:
         notes.append(f"WARNING: {len(unknown_rows)} op(s) without a rule were counted as zero")
-    excluded = [] if exit_fractions else _excluded_params(model, stored)
+    excluded = _excluded_params(model, stored)
     if excluded:
         names = [e["name"] for e in excluded]
         notes.append(f"{len(excluded)} parameter tensor(s) are not used by the forward pass and are not counted: "
@@ -184,8 +206,12 @@ def score(
         "sparsity": sparsity if isinstance(sparsity, (str, float, int, type(None))) else dict(sparsity),
         "mask_block": block,
         "input_shapes": [list(getattr(x, "shape", ())) for x in inputs],
+        "input_dtypes": [str(x.dtype).removeprefix("torch.") if isinstance(x, torch.Tensor) else None
+                         for x in inputs],
         "batch": batch_of(inputs),
-        "exit_fractions": {name: f for name, _, f in paths} if exit_fractions else None,
+        "tokens": divisor if trk.per_token else None,
+        "path_fractions": {name: f for name, _, f in paths} if fractions else None,
+        "exit_fractions": {name: f for name, _, f in paths} if fractions else None,
     }
     return Report(
         layers=layers, track=trk, rules=ruleset.name, capture=method, settings=settings, notes=notes,
@@ -193,24 +219,47 @@ def score(
     )
 
 
-def _exit_paths(model: nn.Module, fractions: Mapping[str, float]) -> list[tuple[str, nn.Module, float]]:
-    getter = getattr(model, "exit_paths", None)
-    if getter is None:
-        raise ScorerError(f"{type(model).__name__} has no exit_paths(); exit fractions need a model with exits")
+def _divisor(track: Track, inputs: tuple, tokens: int | None) -> int:
+    """What the counts are divided by: tokens on a per-token track, else examples (``batch_of``)."""
+    if tokens is not None:
+        if not track.per_token:
+            raise ScorerError(f"tokens= is for the per-token track (wikitext103), not {track.name}")
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens <= 0:
+            raise ScorerError(f"tokens must be a positive integer, got {tokens!r}")
+        return tokens
+    return token_count(inputs) if track.per_token else batch_of(inputs)
+
+
+def model_paths(model: nn.Module) -> dict[str, nn.Module]:
+    """The model's ways through itself (``paths()``, or ``exit_paths()`` for early exits): name -> module."""
+    getter = getattr(model, "paths", None)
+    if not callable(getter):
+        getter = getattr(model, "exit_paths", None)
+    if not callable(getter):
+        raise ScorerError(f"{type(model).__name__} has no paths() or exit_paths(); path fractions need a model "
+                          "with data-dependent compute (docs/contracts.md)")
     paths = dict(getter())
+    bad = [k for k, m in paths.items() if not isinstance(m, nn.Module)]
+    if not paths or bad:
+        raise ScorerError(f"{type(model).__name__}.paths() must map names to modules; bad: {bad or 'empty'}")
+    return paths
+
+
+def _weighted_paths(model: nn.Module, fractions: Mapping[str, float]) -> list[tuple[str, nn.Module, float]]:
+    paths = model_paths(model)
     missing = [k for k in fractions if k not in paths]
     if missing:
-        raise ScorerError(f"unknown exit path(s) {missing}; the model has {sorted(paths)}")
+        raise ScorerError(f"unknown path(s) {missing}; the model has {sorted(paths)}")
     total = sum(fractions.values())
-    if any(f < 0 for f in fractions.values()):
-        raise ScorerError("exit fractions must be non-negative")
+    if any(not f >= 0 for f in fractions.values()):
+        raise ScorerError("path fractions must be non-negative numbers")
     fr = dict(fractions)
     if len(fr) == len(paths) - 1 and total <= 1.0:
         rest = next(k for k in paths if k not in fr)
         fr[rest] = 1.0 - total
     if not math.isclose(sum(fr.values()), 1.0, abs_tol=1e-9) or set(fr) != set(paths):
         raise ScorerError(
-            f"exit fractions must cover every path {sorted(paths)} and sum to 1, got {fr}"
+            f"path fractions must cover every path {sorted(paths)} and sum to 1, got {fr}"
         )
     return [(name, paths[name], fr[name]) for name in paths]
 
@@ -241,10 +290,10 @@ def _param_ids(model: nn.Module) -> dict[str, int]:
     return ids
 
 
-def _lost_params(model: nn.Module, ids: dict[str, int], stored: set[int], read: set[str]) -> list[str]:
-    """Parameters the forward read (names in ``read``) whose identity is not in ``stored`` (parameter
-    conservation): their first names."""
-    missing = {ids[n] for n in read if n in ids} - stored
+def _lost_params(model: nn.Module, stored: set[int], read: set[int]) -> list[str]:
+    """Parameters the forward read (identities in ``read``) that no op stores (parameter conservation): their
+    first names."""
+    missing = read - stored
     return [name for name, p in model.named_parameters() if id(p) in missing]
 
 

@@ -82,17 +82,37 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rules", metavar="NAME", help="rule set name or package.module:Class (see --list-rules)")
     g.add_argument("--track", choices=("cifar100", "imagenet", "wikitext103"),
                    help="normalisation baselines and default input (default: the model's, else cifar100)")
-    g.add_argument("--input-shape", metavar="SHAPE", help="example input shape, e.g. 1,3,32,32")
+    g.add_argument("--input-shape", metavar="SHAPE", action="append",
+                   help="example input shape, e.g. 1,3,32,32; repeat for several inputs, in order "
+                        "(default: the track's; wikitext103: 1,1 token ids)")
+    g.add_argument("--input-dtype", metavar="DTYPE", action="append",
+                   help="dtype of the input of the same position: float32 (default), float16, bfloat16, "
+                        "long/int64, int32, bool; integer inputs are token ids inside the vocabulary")
+    g.add_argument("--tokens", type=int, metavar="N",
+                   help="wikitext103: divide the counts by N tokens (default: the token ids of the first "
+                        "integer input)")
     g.add_argument("--sparsity", metavar="SPEC", help="measured (default) or uniform:S")
     g.add_argument("--mask-block", metavar="RxC", help="block-sparse mask size, e.g. 4x4")
-    g.add_argument("--exit-fraction", action="extend", nargs="+", metavar="NAME=F", default=None,
-                   help="share of examples leaving at each exit of an early-exit model")
+    g.add_argument("--path-fraction", "--exit-fraction", dest="exit_fraction", action="extend", nargs="+",
+                   metavar="NAME=F", default=None,
+                   help="share of examples (tokens) taking each of the model's paths(): early exits, "
+                        "adaptive input bins")
     g.add_argument("--measure-exits", metavar="DIR", default=None,
                    help="measure the exit fractions on the CIFAR-100 test split in DIR (python format)")
     g.add_argument("--exit-threshold", type=float, default=0.85,
                    help="exit when the max softmax exceeds this (default 0.85, OSI AI)")
     g.add_argument("--measure-limit", type=int, default=None, metavar="N",
                    help="measure on the first N test images only")
+    g.add_argument("--measure-paths", metavar="TOKENS", default=None,
+                   help="measure the path fractions with the model's route() over a WikiText token file "
+                        "(needs --vocab)")
+    g.add_argument("--vocab", metavar="FILE", default=None,
+                   help="vocabulary of the token files: one token per line, the line number is its id")
+    g.add_argument("--perplexity", metavar="TOKENS", default=None,
+                   help="also measure the LM's perplexity on a WikiText token file (needs --vocab) against "
+                        "the track threshold, both readings")
+    g.add_argument("--seq-len", type=int, default=None, metavar="N",
+                   help="--perplexity: tokens fed per forward call, batch of one sequence (default 128)")
     g.add_argument("--allow-unknown", action="store_true",
                    help="count ops without a rule as zero (with a warning) instead of failing with exit 3")
     g.add_argument("--capture", choices=captures(), default="auto", help="graph capture method (default: auto)")
@@ -260,10 +280,13 @@ def _score(args: argparse.Namespace) -> int:
         check_plot_path(args.plot)  # fail before loading, scoring and printing anything
     if args.depth is not None and args.depth < 0:
         raise ScorerError(f"--depth must be >= 0, got {args.depth}")
-    input_shape = parse_shape(args.input_shape) if args.input_shape else None
+    input_shapes = [parse_shape(text) for text in args.input_shape] if args.input_shape else None
     exit_fractions = parse_exit_fractions(args.exit_fraction) if args.exit_fraction else None
 
+    _check_lm_args(args)
     loaded = load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle, trust_code=args.trust_code)
+    if args.measure_paths:
+        exit_fractions = _measure_paths(loaded.model, args)
     if args.measure_exits:
         if exit_fractions is not None:
             raise UsageError("give --exit-fraction or --measure-exits, not both")
@@ -275,14 +298,21 @@ def _score(args: argparse.Namespace) -> int:
     bits = args.bits if args.bits is not None else loaded.bits
     precision: Any = args.precision if args.precision else loaded.precision
     example_inputs = None
-    if input_shape is None:
-        if loaded.example_inputs is not None:
-            example_inputs = loaded.example_inputs
-        elif loaded.input_shape is not None and (args.track is None or args.track == loaded.track):
-            input_shape = loaded.input_shape
+    input_dtypes = args.input_dtype
+    if input_shapes is not None and input_dtypes is not None and len(input_dtypes) > len(input_shapes):
+        raise UsageError(f"{len(input_dtypes)} --input-dtype for {len(input_shapes)} --input-shape: "
+                         "give one shape per input")
+    if input_shapes is None and loaded.example_inputs is not None and input_dtypes is None:
+        example_inputs = loaded.example_inputs
+    elif input_shapes is None and loaded.input_shape is not None and (args.track is None or args.track == loaded.track):
+        input_shapes = [loaded.input_shape]
+        if input_dtypes is None and loaded.input_dtype is not None:
+            input_dtypes = [loaded.input_dtype]
     report = score(
         loaded.model,
-        input_shape=input_shape,
+        input_shape=input_shapes,
+        input_dtype=input_dtypes,
+        tokens=args.tokens,
         example_inputs=example_inputs,
         rules=rules,
         bits=bits,
@@ -298,6 +328,7 @@ def _score(args: argparse.Namespace) -> int:
         capture=args.capture,
         allow_unmatched=args.allow_unmatched,
     )
+    report.notes.extend(_lm_notes(loaded.model, args, exit_fractions))
     _render(report, args, title=loaded.description or str(args.model))
     if args.plot:
         report.plot(args.plot, args.depth)
@@ -322,6 +353,57 @@ def _measure_exits(model: Any, args: argparse.Namespace) -> dict[str, float]:
     batch = 256
     return measure_exit_fractions(model, split_batches(split, batch, n), args.exit_threshold,
                                   progress=sys.stderr.isatty(), total=(n + batch - 1) // batch)
+
+
+DEFAULT_SEQ_LEN = 128
+
+
+def _check_lm_args(args: argparse.Namespace) -> None:
+    """The token-file flags' combinations (before the model is loaded)."""
+    for flag, value in (("--measure-paths", args.measure_paths), ("--perplexity", args.perplexity)):
+        if value is not None and args.vocab is None:
+            raise UsageError(f"{flag} needs --vocab (the vocabulary file of the token file)")
+    if args.vocab is not None and args.measure_paths is None and args.perplexity is None:
+        raise UsageError("--vocab is used with --measure-paths or --perplexity")
+    if args.seq_len is not None and args.perplexity is None:
+        raise UsageError("--seq-len is used with --perplexity")
+    if args.seq_len is not None and args.seq_len <= 0:
+        raise UsageError(f"--seq-len must be positive, got {args.seq_len}")
+    if args.measure_paths is not None and (args.exit_fraction or args.measure_exits):
+        raise UsageError("give --path-fraction, --measure-exits or --measure-paths, not two")
+
+
+def _read_token_file(path: str, vocab_path: str) -> Any:
+    from scorer.lm import read_tokens, read_vocab
+
+    return read_tokens(path, read_vocab(vocab_path))
+
+
+def _measure_paths(model: Any, args: argparse.Namespace) -> Any:
+    """Path fractions measured with the model's route() over the token file (scorer.lm)."""
+    from scorer.lm import measure_path_fractions, path_names
+
+    path_names(model)  # a model without paths() fails before the file is read
+    fractions = measure_path_fractions(model, _read_token_file(args.measure_paths, args.vocab))
+    sys.stderr.write(f"measured path fractions over {args.measure_paths}: {fractions.describe()}\n")
+    return fractions
+
+
+def _lm_notes(model: Any, args: argparse.Namespace, fractions: Any) -> list[str]:
+    """Report notes: the measured path counts, the perplexity against the WikiText-103 threshold."""
+    from scorer.lm import PathFractions, perplexity, quality
+
+    notes = []
+    if isinstance(fractions, PathFractions):
+        notes.append(f"path fractions measured over {args.measure_paths} ({fractions.total} tokens): "
+                     f"{fractions.describe()}")
+    if args.perplexity is not None:
+        tokens = _read_token_file(args.perplexity, args.vocab)
+        seq_len = args.seq_len or DEFAULT_SEQ_LEN
+        ppl = perplexity(model, tokens, seq_len=seq_len)
+        notes.append(f"{quality(ppl).describe()}; over {tokens.numel()} tokens of {args.perplexity} "
+                     f"({tokens.numel() - 1} predictions, {seq_len} tokens per forward, batch 1)")
+    return notes
 
 
 def _subcommand(name: str, argv: list[str]) -> int:

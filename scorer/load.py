@@ -65,6 +65,8 @@ class LoadedModel:
 
     model: nn.Module
     input_shape: tuple[int, ...] | None = None
+    #: dtype name of the first input ("long" for token ids); None: float32
+    input_dtype: str | None = None
     track: str | None = None
     rules: str | None = None
     bits: int | None = None
@@ -199,6 +201,8 @@ def _reference_defaults(info: Any) -> dict[str, Any]:
         return {}
     return {
         "input_shape": tuple(info.default_input_shape),
+        "input_dtype": info.default_input_dtype,
+        "exit_fractions": dict(info.path_fractions) if info.path_fractions else None,
         "track": info.track,
         "rules": info.rules,
         "bits": info.bits,
@@ -516,10 +520,11 @@ def _load_checkpoint_payload(obj: dict, path: Path, arch: str | None, trust_code
     return LoadedModel(
         model=model.eval(),
         input_shape=input_shape or defaults.get("input_shape"),
+        input_dtype=defaults.get("input_dtype") if input_shape is None else None,
         track=meta.get("track") or defaults.get("track"),
         rules=meta.get("rules") or defaults.get("rules"),
         bits=global_bits if global_bits is not None else (None if precision else defaults.get("bits")),
-        exit_fractions=dict(ckpt.exit_fractions) or None,
+        exit_fractions=dict(ckpt.exit_fractions) or defaults.get("exit_fractions"),
         precision=precision,
         masks_applied=applied,
         description=description,

@@ -141,10 +141,16 @@ def settings_line(view: ReportView) -> str:
     shapes = s.get("input_shapes")
     if shapes:
         parts.append("input: " + ", ".join("x".join(map(str, sh)) for sh in shapes))
-    if s.get("batch") is not None:
+    dtypes = [d for d in s.get("input_dtypes") or [] if d not in (None, "float32")]
+    if dtypes:
+        parts.append("dtype: " + ", ".join(str(d) for d in s["input_dtypes"]))
+    if s.get("tokens") is not None:
+        parts.append(f"tokens: {s['tokens']} (counts per token)")
+    elif s.get("batch") is not None:
         parts.append(f"batch: {s['batch']} (counts per example)")
-    if s.get("exit_fractions"):
-        parts.append("exit fractions: " + ", ".join(f"{k}={v:g}" for k, v in s["exit_fractions"].items()))
+    fractions = s.get("path_fractions") or s.get("exit_fractions")
+    if fractions:
+        parts.append("path fractions: " + ", ".join(f"{k}={v:g}" for k, v in fractions.items()))
     return " | ".join(parts)
 
 
