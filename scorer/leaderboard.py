@@ -15,13 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
-import torch
 
 from rules import get_ruleset
 from scorer.api import score
 from scorer.errors import ScorerError
 from scorer.report import Report
-from scorer.tracks import get_track
 
 
 @dataclass(frozen=True)
@@ -138,29 +136,23 @@ def _merge_offsetting(deltas: list[tuple]) -> tuple[list[tuple], list[str]]:
     return left, lines
 
 
-def _example_inputs(track: str) -> tuple[torch.Tensor, ...]:
-    """One example of the track: an image on meta (shapes only), or one token of one sequence (per token,
-    official_rules.md §1.1)."""
-    shape = get_track(track).input_shape
-    if shape is None:
-        return (torch.zeros(1, 1, dtype=torch.long),)
-    return (torch.empty(shape, device="meta"),)
-
-
 def leaderboard(common_rules: str = "micronet2019", common_bits: int | None = 16,
                 keys: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per entry: published, own-rules and common-rules scores, and the reasons they differ."""
+    from reference_models.registry import get_reference
+
     rows = []
     for entry in ENTRIES:
         if keys and entry.key not in keys:
             continue
         model = _build(entry)
-        inputs = _example_inputs(entry.track)
+        info = get_reference(entry.model)  # the model's example input: an image, or one token id (per token)
+        inputs = {"input_shape": info.default_input_shape, "input_dtype": info.default_input_dtype}
         fractions = entry.exit_fractions or None
-        own = score(model, example_inputs=inputs, rules=entry.rules, bits=entry.bits, sparsity=entry.sparsity,
+        own = score(model, **inputs, rules=entry.rules, bits=entry.bits, sparsity=entry.sparsity,
                     exit_fractions=fractions, track=entry.track)
         common_sparsity = None if entry.nonzeros else entry.sparsity
-        common = score(model, example_inputs=inputs, rules=common_rules, bits=common_bits, sparsity=common_sparsity,
+        common = score(model, **inputs, rules=common_rules, bits=common_bits, sparsity=common_sparsity,
                        exit_fractions=fractions, track=entry.track)
         rows.append({
             "team": entry.team,

@@ -18,11 +18,11 @@ from scorer import score
 
 CAPTURES = ("fx", "export", "dispatch")
 V = 267_735  # official_rules.md §1.1: "word-level vocabulary of 267,735 tokens"
-TOKEN = torch.zeros(1, 1, dtype=torch.long)  # one token of one sequence: counts per token
 
 
 def score_wt(model: nn.Module, **kw):
-    return score(model, example_inputs=(TOKEN,), track="wikitext103", **kw)
+    """Score one token id of one sequence (the wikitext103 default input, counted per token)."""
+    return score(model, input_shape=(1, 1), input_dtype="long", track="wikitext103", **kw)
 
 
 # ------------------------------------------------------------------------------------- the §1.2 baseline
@@ -41,7 +41,8 @@ def lstm() -> nn.Module:
 
 def test_lstm_baseline_is_registered_for_its_track(lstm: nn.Module) -> None:
     info = get_reference("wt103_lstm_baseline")
-    assert (info.track, info.rules, info.default_input_shape) == ("wikitext103", "flops", (1, 1))
+    assert (info.track, info.rules, info.default_input_shape, info.default_input_dtype) == (
+        "wikitext103", "flops", (1, 1), "long")
     assert all(p.device.type == "meta" for p in lstm.parameters())  # 548 MB of table never allocated
     assert lstm.decoder.weight is lstm.embedding.weight
 
@@ -56,6 +57,14 @@ def test_lstm_baseline_matches_the_published_normalisation(lstm: nn.Module, capt
     assert t["ops"] == 2 * LSTM_WEIGHTS  # one multiply-add per weight per token (embedding lookup: none)
     assert rep.excluded == []
     assert t["params"] == sum(p.numel() for p in lstm.parameters())  # conservation (parameters() dedups ties)
+
+
+def test_lstm_baseline_counts_per_token(lstm: nn.Module) -> None:
+    """A sequence of 8 tokens costs 8 times one token: the per-token counts are the same."""
+    one = score_wt(lstm, rules="flops")
+    eight = score(lstm, input_shape=(1, 8), input_dtype="long", track="wikitext103", rules="flops")
+    assert eight.settings["tokens"] == 8 and one.settings["tokens"] == 1
+    assert eight.totals == one.totals
 
 
 def test_lstm_baseline_scores_under_micronet2019(lstm: nn.Module) -> None:

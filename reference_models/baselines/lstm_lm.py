@@ -55,7 +55,7 @@ class LstmLanguageModel(nn.Module):
         return self.decoder(self.projection(h))
 
 
-@register("wt103_lstm_baseline", track="wikitext103", rules="flops", input_shape=(1, 1),
+@register("wt103_lstm_baseline", track="wikitext103", rules="flops", input_shape=(1, 1), input_dtype="long",
           description="WikiText-103 normalisation baseline: 1-layer LSTM 2048, tied 512-d embedding, "
           "2048→512 projection (159M params, 318M ops per token)")
 def wt103_lstm_baseline(vocab_size: int = WT103_VOCAB, device: str | torch.device = "meta") -> LstmLanguageModel:

@@ -90,6 +90,7 @@ class JnlpQRNN(nn.Module):
 
 
 @register("jnlp_qrnn", track="wikitext103", rules="jnlp2019", bits=16, input_shape=(1, 1),
+          input_dtype="long",
           description="JNLP QRNN LM (4 layers, emsize 300, nhid 1800, tied), WikiText-103")
 def jnlp_qrnn(vocab_size: int = WT103_VOCAB, device: str | torch.device = "meta") -> JnlpQRNN:
     """JNLP's model (team_scores.md §2.8), on the meta device unless ``device`` says otherwise."""
