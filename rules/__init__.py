@@ -19,6 +19,7 @@ _BUILTIN: dict[str, str] = {
     "kaist2019": "rules.teams:Kaist2019",
     "brain2019": "rules.teams:Brain2019",
     "mit_han2019": "rules.mit_han:MitHan2019",
+    "jnlp2019": "rules.teams:Jnlp2019",
 }
 
 
