@@ -1,4 +1,4 @@
-"""Per-layer nonzero tables (team_scores.md §2.1.3 OSI, §2.2.1 KAIST ver1, §2.2.2 KAIST ver2) and a helper
+"""Per-layer nonzero tables (team_scores.md §2.1.3 OSI, §2.2.1 KAIST ver1, §2.2.2 KAIST ver2, §2.5 MIT-HAN-Lab) and a helper
 that prunes a model to exactly those counts.
 
 The tables are CSV files in ``reference_models/data/`` (``osi_ai_nonzeros.csv``, ``kaist_v1_nonzeros.csv``,
@@ -22,6 +22,10 @@ NONZERO_TABLES: dict[str, str] = {
     "osi_ai": "osi_ai_nonzeros.csv",
     "kaist_v1": "kaist_v1_nonzeros.csv",
     "kaist_v2": "kaist_v2_nonzeros.csv",
+    # MIT-HAN-Lab's WikiText-103 submissions 1-3 (team_scores.md §2.5): every masked tensor, biases included
+    "mit_han_sub1": "mit_han_sub1_nonzeros.csv",
+    "mit_han_sub2": "mit_han_sub2_nonzeros.csv",
+    "mit_han_sub3": "mit_han_sub3_nonzeros.csv",
 }
 
 
