@@ -25,8 +25,8 @@ EXPECTED_NAMES = {
     "osi_ai", "kaist_v1", "kaist_v2", "brain_densenet_bc196", "wavecomp_pyramidnet", "bnn_resnet18",
     "wt103_lstm_baseline", "jnlp_qrnn",
 }
-#: language models (token inputs, several outputs): their own tests build, run and score them (test_mit_han.py)
-LM_NAMES = {"mit_han_transformer_xl"}
+#: step models (token + state inputs, several outputs): their own tests build, run and score them (test_mit_han.py)
+STEP_NAMES = {"mit_han_transformer_xl"}
 NUM_CLASSES = {"imagenet": 1000, "cifar100": 100}
 
 
@@ -55,7 +55,7 @@ def output_sizes(model: nn.Module, x: torch.Tensor, types: tuple[type, ...]) -> 
 
 def test_registered_names() -> None:
     """The registry holds exactly the baseline and team reference models."""
-    assert {info.name for info in list_references()} == EXPECTED_NAMES | LM_NAMES
+    assert {info.name for info in list_references()} == EXPECTED_NAMES | STEP_NAMES
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_NAMES))
