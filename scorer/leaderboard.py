@@ -40,6 +40,7 @@ class TeamEntry:
     exit_fractions: dict[str, float] = field(default_factory=dict)
     caveat: str = ""
     track: str = "cifar100"
+    model_kwargs: dict = field(default_factory=dict)  # factory arguments of the reference (e.g. its bit-width)
 
 
 ENTRIES: list[TeamEntry] = [
@@ -70,6 +71,13 @@ ENTRIES: list[TeamEntry] = [
         "jnlp", "JNLP", "QRNN (4 layers, emsize 300, nhid 1800, tied)", "jnlp_qrnn", "jnlp2019", 16, 0.8232, 0.8232,
         "team_scores.md §1.3, §2.8", track="wikitext103",
     ),
+    *(TeamEntry(
+        f"mit_han_sub{sub}", "MIT-HAN-Lab", f"sub {sub} ({bits}-bit, dense op count)", "mit_han_transformer_xl",
+        "mit_han2019", bits, published, lb, "team_scores.md §1.3, §2.5", nonzeros=f"mit_han_sub{sub}",
+        track="wikitext103", model_kwargs={"bits": bits},
+    ) for sub, bits, published, lb in (
+        (1, 9, 0.04824737751078976, 0.0482), (2, 9, 0.04852899189758221, 0.0485), (3, 8, 0.04751574891870061, 0.0475),
+    )),
 ]
 
 
@@ -77,7 +85,7 @@ def _build(entry: TeamEntry):
     from reference_models import build_reference
     from reference_models.teams.nonzeros import apply_nonzero_counts, nonzero_counts
 
-    model = build_reference(entry.model)
+    model = build_reference(entry.model, **entry.model_kwargs)
     if entry.nonzeros:
         apply_nonzero_counts(model, nonzero_counts(entry.nonzeros))
     return model
@@ -148,7 +156,7 @@ def leaderboard(common_rules: str = "micronet2019", common_bits: int | None = 16
         model = _build(entry)
         info = get_reference(entry.model)  # the model's example input: an image, or one token id (per token)
         inputs = {"input_shape": info.default_input_shape, "input_dtype": info.default_input_dtype}
-        fractions = entry.exit_fractions or None
+        fractions = entry.exit_fractions or info.path_fractions or None  # the entry's, else the registered ones
         own = score(model, **inputs, rules=entry.rules, bits=entry.bits, sparsity=entry.sparsity,
                     exit_fractions=fractions, track=entry.track)
         common_sparsity = None if entry.nonzeros else entry.sparsity
