@@ -12,7 +12,6 @@ that matches no layer of any capture path (:meth:`PrecisionPolicy.check_unmatche
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import tomllib
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ import torch.nn as nn
 from rules.kinds import PRESERVING_KINDS
 from rules.records import Op
 from scorer.errors import ScorerError
+from scorer.globs import glob_match
 from scorer.ops import quant_bits
 
 _SECTIONS = ("default", "layers")
@@ -120,7 +120,7 @@ class PrecisionPolicy:
         self._seen[module] = None
         merged: dict[str, int] = {}
         for glob, spec in self.layers:
-            if fnmatch.fnmatchcase(module, glob):
+            if glob_match(module, glob):
                 merged.update(spec)
                 self._matched.add(glob)
         return merged
