@@ -106,7 +106,7 @@ class Scorer:
         return self._linear[key]
 
     def sweep(self, weight_bits: object, act_bits: object, density: object, rules: object = None,
-              chunk: int = 8192) -> pd.DataFrame:
+              chunk: int = 2048) -> pd.DataFrame:
         """Totals (SWEEP_COLUMNS) of K configurations, each row equal to ``score()`` under the configuration
         (module docstring). ``weight_bits``, ``act_bits``: integers 1..64, ``density`` in (0, 1]; each
         [K, len(layer_names)] (or one row). Vectorised over K in chunks of ``chunk`` rows."""
@@ -192,16 +192,16 @@ class _LinearModel:
         add_bits = col(base, "add_bits")
         # multiplication widths: max(c, A of the layers feeding it, W of its own layer), 1 for a 1-bit weight
         ones, twos, big = [1] * n, [2] * n, [64] * n
-        mb_c = col(self._probe(ones, ones, [1.0] * n, cost=False), "mul_bits")
-        mb_2 = col(self._probe(ones, twos, [1.0] * n, cost=False), "mul_bits")
-        own_w = (col(self._probe(ones, big, [1.0] * n, cost=False), "mul_bits") == 64) & (layer < n)
-        binary = own_w & (col(self._probe(big, ones, [1.0] * n, cost=False), "mul_bits") == 1)
+        mb_c = col(self._probe(ones, ones, [1.0] * n), "mul_bits")
+        mb_2 = col(self._probe(ones, twos, [1.0] * n), "mul_bits")
+        own_w = (col(self._probe(ones, big, [1.0] * n), "mul_bits") == 64) & (layer < n)
+        binary = own_w & (col(self._probe(big, ones, [1.0] * n), "mul_bits") == 1)
         c = np.where(binary, mb_2, mb_c)
         sources: list[list[int]] = [[] for _ in modules]
         for i in range(n):
             probe = list(ones)
             probe[i] = 64
-            hit = col(self._probe(probe, twos, [1.0] * n, cost=False), "mul_bits") == 64
+            hit = col(self._probe(probe, twos, [1.0] * n), "mul_bits") == 64
             for j in np.flatnonzero(hit):
                 sources[j].append(i)
         # ops of a constant width are linear in d; the others are grouped by their width expression (sources in
@@ -257,9 +257,8 @@ class _LinearModel:
         return ScorerError(f"rules {self.rules!r}: the sweep's cost model does not fit this rule set ({why}); "
                            "use Scorer.score() per configuration")
 
-    def _probe(self, act: Sequence[float], weight: Sequence[float], dens: Sequence[float],
-               cost: bool = True) -> list[dict]:
-        """Rows of the pipeline under one configuration (``cost=False``: only their widths are read)."""
+    def _probe(self, act: Sequence[float], weight: Sequence[float], dens: Sequence[float]) -> list[dict]:
+        """Rows of the pipeline (``scorer.api.cost_rows``) under one configuration."""
         sc = self.scorer
         layers = {name: {"weight": int(weight[i]), "act": int(act[i])} for i, name in enumerate(sc.layer_names)}
         opts = Options.parse(rules=self.rules, mask_block=sc.mask_block,

@@ -172,3 +172,34 @@ def test_sweep_rejects_what_score_rejects() -> None:
         sc.sweep(weight_bits=ok, act_bits=ok, density=np.zeros((2, n)))
     with pytest.raises(ScorerError, match="rows"):
         sc.sweep(weight_bits=ok, act_bits=ok[:1], density=np.ones((2, n)))
+
+
+def test_sweep_with_block_masks_and_binary_weights() -> None:
+    """mask_block held by the Scorer (official_rules.md §4.1: one bit per block), a 1-bit weight layer."""
+    model = Tiny()
+    sc = Scorer(model, input_shape=(1, 3, 8, 8), mask_block="4x4")
+    w, a, d = np.array([[1, 8], [3, 1]]), np.array([[2, 4], [16, 1]]), np.array([[0.5, 1.0], [1.0, 0.3]])
+    table = sc.sweep(weight_bits=w, act_bits=a, density=d)
+    for i in range(2):
+        want = score(model, input_shape=(1, 3, 8, 8), mask_block="4x4", **sweep_config(sc.layer_names, w[i], a[i], d[i]))
+        for col in table.columns:
+            assert table[col][i] == pytest.approx(want.totals[col], rel=1e-12), (i, col)
+
+
+def test_sweep_refuses_a_rule_set_it_cannot_model() -> None:
+    """A rule whose counts are not affine in the density (here n·d² mults) is an error, not a wrong number."""
+    from rules.micronet2019 import Micronet2019
+
+    class Quadratic(Micronet2019):
+        name = "quadratic"
+
+        def cost_linear(self, op, ctx):
+            cost = self.dot_product(op, ctx)
+            cost.mults *= self.density(op.weight("weight"))
+            return cost
+
+    model = nn.Sequential(nn.Linear(8, 4))
+    sc = Scorer(model, input_shape=(1, 8), rules=Quadratic())
+    assert sc.score(sparsity=0.5).totals == score(model, input_shape=(1, 8), rules=Quadratic(), sparsity=0.5).totals
+    with pytest.raises(ScorerError, match="does not fit"):
+        sc.sweep(weight_bits=[8], act_bits=[8], density=[0.3])
