@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from scorer.api import Captured, Options, capture_paths, cost_rows, evaluate
+from scorer.capture.guard import CAPTURE_LOCK
 from scorer.errors import ScorerError, UnknownOpError
 from scorer.report import Report, totals_of
 from scorer.sparsity import creditable
@@ -97,12 +98,14 @@ class Scorer:
                              param_bits=param_bits, mul_bits=mul_bits, add_bits=add_bits,
                              allow_unmatched=allow_unmatched)
         unknown_ok = self.allow_unknown if allow_unknown is None else allow_unknown
-        return evaluate(self._cap.copy(), opts, unknown_ok)
+        with CAPTURE_LOCK:  # as score(): annotation reads module attributes another capture may stand in for
+            return evaluate(self._cap.copy(), opts, unknown_ok)
 
     def _model(self, rules: object) -> _LinearModel:
         key = (self.rules if rules is None else rules,)
         if key not in self._linear:
-            self._linear[key] = _LinearModel(self, key[0])
+            with CAPTURE_LOCK:
+                self._linear[key] = _LinearModel(self, key[0])
         return self._linear[key]
 
     def sweep(self, weight_bits: object, act_bits: object, density: object, rules: object = None,
