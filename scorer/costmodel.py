@@ -28,6 +28,7 @@ import torch.nn as nn
 from scorer.api import Captured, Options, capture_paths, cost_rows, evaluate
 from scorer.capture.guard import CAPTURE_LOCK
 from scorer.errors import ScorerError, UnknownOpError
+from scorer.precision import annotate_bits
 from scorer.report import Report, totals_of
 from scorer.sparsity import creditable
 
@@ -165,6 +166,9 @@ class _LinearModel:
         self.scorer = scorer
         self.rules = rules
         self.track = scorer._cap.track
+        self._rule_fixed: np.ndarray | None = None
+        self._rule_width = np.zeros(0)
+        self._work: Captured | None = None
         names = scorer.layer_names
         n = len(names)
         self.n = n
@@ -204,9 +208,10 @@ class _LinearModel:
         for i in range(n):
             probe = list(ones)
             probe[i] = 64
-            hit = col(self._probe(probe, twos, [1.0] * n), "mul_bits") == 64
+            hit = self._widths(probe, twos) == 64
             for j in np.flatnonzero(hit):
                 sources[j].append(i)
+        self._work = None
         # ops of a constant width are linear in d; the others are grouped by their width expression (sources in
         # X = [A, W, 1]: A_i at column i, W_i at n + i, 1 at 2n) and their layer (whose d scales their mults)
         srcs_of = [tuple(sorted(sources[j])) + ((n + int(layer[j]),) if own_w[j] else ()) for j in range(len(c))]
@@ -260,17 +265,40 @@ class _LinearModel:
         return ScorerError(f"rules {self.rules!r}: the sweep's cost model does not fit this rule set ({why}); "
                            "use Scorer.score() per configuration")
 
-    def _probe(self, act: Sequence[float], weight: Sequence[float], dens: Sequence[float]) -> list[dict]:
-        """Rows of the pipeline (``scorer.api.cost_rows``) under one configuration."""
+    def _options(self, act: Sequence[float], weight: Sequence[float], dens: Sequence[float]) -> Options:
+        """score()'s options for one configuration (the contract's spelling)."""
         sc = self.scorer
         layers = {name: {"weight": int(weight[i]), "act": int(act[i])} for i, name in enumerate(sc.layer_names)}
-        opts = Options.parse(rules=self.rules, mask_block=sc.mask_block,
+        return Options.parse(rules=self.rules, mask_block=sc.mask_block,
                              precision={"default": {"weight": 32, "act": 32, "acc": 32}, "layers": layers},
                              sparsity={name: 1 - float(dens[i]) for i, name in enumerate(sc.layer_names)})
-        rows, unknown, _ = cost_rows(sc._cap.copy(), opts)
+
+    def _probe(self, act: Sequence[float], weight: Sequence[float], dens: Sequence[float]) -> list[dict]:
+        """Rows of the pipeline (``scorer.api.cost_rows``) under one configuration. Where a row's width is not
+        the one annotation gave its op, the rule set fixes it (``Cost.mul_bits``): remembered for ``_widths``."""
+        sc = self.scorer
+        cap = sc._cap.copy()
+        rows, unknown, _ = cost_rows(cap, self._options(act, weight, dens))
         if unknown and not sc.allow_unknown:
             raise UnknownOpError([(u["name"], u["module"], u["target"]) for u in unknown])
+        annotated = np.array([op.mul_bits for path in cap.paths for op in path.ops], dtype=np.float64)
+        widths = _columns(rows, "mul_bits")
+        if self._rule_fixed is None:
+            self._rule_fixed = np.zeros(len(rows), dtype=bool)
+        self._rule_fixed |= annotated != widths
+        self._rule_width = widths
         return rows
+
+    def _widths(self, act: Sequence[float], weight: Sequence[float]) -> np.ndarray:
+        """The rows' multiplication widths under a configuration: annotation only (``annotate_bits``), on one
+        working copy, the widths a rule fixes taken from the last ``_probe``."""
+        if self._work is None:
+            self._work = self.scorer._cap.copy()
+        policy = self._options(act, weight, [1.0] * self.n).policy()
+        for path in self._work.paths:
+            annotate_bits(path.ops, policy, path.modules)
+        got = np.array([op.mul_bits for path in self._work.paths for op in path.ops], dtype=np.float64)
+        return np.where(self._rule_fixed, self._rule_width, got)
 
     def _verify(self, trials: int = 3) -> None:
         """The coefficients against the pipeline on random configurations (1-bit widths and d = 1 included)."""

@@ -7,10 +7,11 @@ import functools
 
 
 @functools.lru_cache(maxsize=4096)
-def _literal(glob: str) -> bool:
+def is_literal(glob: str) -> bool:
+    """Whether ``glob`` has no wildcard (``*?[``): it matches only itself."""
     return not any(c in glob for c in "*?[")
 
 
 def glob_match(name: str, glob: str) -> bool:
     """Whether ``name`` matches ``glob`` (``fnmatch.fnmatchcase``; a glob without ``*?[`` only itself)."""
-    return glob == name if _literal(glob) else fnmatch.fnmatchcase(name, glob)
+    return glob == name if is_literal(glob) else fnmatch.fnmatchcase(name, glob)
