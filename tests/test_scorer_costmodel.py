@@ -203,3 +203,12 @@ def test_sweep_refuses_a_rule_set_it_cannot_model() -> None:
     assert sc.score(sparsity=0.5).totals == score(model, input_shape=(1, 8), rules=Quadratic(), sparsity=0.5).totals
     with pytest.raises(ScorerError, match="does not fit"):
         sc.sweep(weight_bits=[8], act_bits=[8], density=[0.3])
+
+
+def test_sparsity_keys_name_tensors_or_layers() -> None:
+    """A sparsity key may name the tensor or the layer reading it (the layer_names spelling);
+    official_rules.md §2.2: 8·4 weights at s = 0.5 store 16 values at 32 bits plus a 32-bit mask."""
+    model = nn.Sequential(nn.Linear(8, 4, bias=False))
+    by_layer = score(model, input_shape=(1, 8), sparsity={"0": 0.5}).totals
+    assert by_layer == score(model, input_shape=(1, 8), sparsity={"0.weight": 0.5}).totals
+    assert by_layer["param_bits"] == 16 * 32 + 32
