@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["Report", "__version__", "score"]
+__all__ = ["Report", "Scorer", "__version__", "score"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from scorer.api import score
+    from scorer.costmodel import Scorer
     from scorer.report import Report
 
 
@@ -21,6 +22,10 @@ def __getattr__(name: str) -> object:
         from scorer.api import score
 
         return score
+    if name == "Scorer":
+        from scorer.costmodel import Scorer
+
+        return Scorer
     if name == "Report":
         from scorer.report import Report
 

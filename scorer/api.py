@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from rules import RuleSet, get_ruleset
+from rules.records import Op
 from scorer.capture import batch_of, capture_model
 from scorer.capture.guard import CAPTURE_LOCK
 from scorer.engine import build_context, cost_ops
@@ -20,7 +23,7 @@ from scorer.inputs import dtypes_of, make_inputs, parse_dtype, shapes_of, token_
 from scorer.passes import run_passes
 from scorer.precision import PrecisionPolicy, annotate_bits
 from scorer.report import COLUMNS, Report, row_of
-from scorer.sparsity import SparsitySpec, annotate_sparsity
+from scorer.sparsity import SparsitySpec, annotate_sparsity, measure_nonzeros
 from scorer.tracks import Track, get_track
 
 
@@ -126,96 +129,205 @@ def score(
         allow_unmatched: a ``precision`` layer glob that matches no layer of any path is a warning note
             instead of a ScorerError.
     """
+    opts = Options.parse(rules=rules, bits=bits, sparsity=sparsity, precision=precision, mask_block=mask_block,
+                         param_bits=param_bits, mul_bits=mul_bits, add_bits=add_bits, allow_unmatched=allow_unmatched)
+    cap = capture_paths(model, input_shape=input_shape, input_dtype=input_dtype, example_inputs=example_inputs,
+                        track=track, capture=capture, path_fractions=path_fractions,
+                        exit_fractions=exit_fractions, tokens=tokens)
+    return evaluate(cap, opts, allow_unknown)
+
+
+@dataclass
+class CapturedPath:
+    """One way through the model: its ops (captured, passes run), its share of the examples, its modules."""
+
+    name: str
+    ops: list[Op]
+    fraction: float
+    modules: dict[str, nn.Module]
+
+
+@dataclass
+class Captured:
+    """The capture-time part of a score (``capture_paths``); ``evaluate`` annotates and costs it.
+
+    ``nonzeros`` caches the measured nonzero count of each creditable weight (``scorer.sparsity``): empty after a
+    capture (counted when first needed), filled at once by ``snapshot()`` for a held capture (``Scorer``).
+    """
+
+    model: nn.Module
+    track: Track
+    inputs: tuple
+    method: str
+    paths: list[CapturedPath]
+    fractions: Mapping[str, float] | None
+    divisor: int
+    excluded: list[dict]
+    notes: list[str] = field(default_factory=list)
+    nonzeros: dict = field(default_factory=dict)
+
+    def copy(self) -> Captured:
+        """A copy whose ops and weight references annotation may overwrite (tensors and modules shared)."""
+        paths = [CapturedPath(p.name, [_copy_op(op) for op in p.ops], p.fraction, p.modules) for p in self.paths]
+        return replace(self, paths=paths, notes=list(self.notes))
+
+    def snapshot(self) -> None:
+        """Count the nonzeros of every creditable weight now, so later evaluations use these counts."""
+        self.nonzeros.clear()
+        for p in self.paths:
+            measure_nonzeros(p.ops, self.nonzeros)
+
+
+def _copy_op(op: Op) -> Op:
+    new = copy.copy(op)
+    new.weights = [copy.copy(w) for w in op.weights]
+    new.in_bits = list(op.in_bits)
+    return new
+
+
+def capture_paths(
+    model: nn.Module,
+    input_shape: Sequence[int] | Sequence[Sequence[int]] | None = None,
+    input_dtype: object = None,
+    example_inputs: object = None,
+    track: str = "cifar100",
+    capture: str = "auto",
+    path_fractions: Mapping[str, float] | None = None,
+    exit_fractions: Mapping[str, float] | None = None,
+    tokens: int | None = None,
+) -> Captured:
+    """Capture ``model`` (every weighted path) once, holding the capture lock; arguments as ``score()``'s.
+    Raises CaptureError when a parameter the forward reads is stored by no op (parameter conservation)."""
     if not isinstance(model, nn.Module):
         raise ScorerError(f"score() needs a torch.nn.Module, got {type(model).__name__}")
     trk = get_track(track)
-    try:
-        ruleset = get_ruleset(rules)
-    except ValueError as exc:
-        raise ScorerError(str(exc)) from None
     inputs = _example_inputs(model, input_shape, input_dtype, example_inputs, trk)
     if path_fractions and exit_fractions:
         raise ScorerError("give path_fractions or exit_fractions (the same thing), not both")
     fractions = path_fractions or exit_fractions
     divisor = _divisor(trk, inputs, tokens)
-    policy = PrecisionPolicy.from_options(bits, param_bits, mul_bits, add_bits, precision, allow_unmatched)
-    if not ruleset.honour_bits:
-        policy = PrecisionPolicy(read_model_bits=False)
-    spec = SparsitySpec.parse(sparsity)
-    block = _parse_block(mask_block)
+    with CAPTURE_LOCK:
+        paths = _weighted_paths(model, fractions) if fractions else [("", model, 1.0)]
+        captured: list[CapturedPath] = []
+        method = ""
+        stored: set[int] = set()  # identities of the parameters some op stores, over every path
+        read: set[int] = set()  # identities of the parameters the forward reads
+        for path_name, path_model, fraction in paths:
+            cap = capture_model(path_model, inputs, capture)
+            method = cap.method
+            ids = _param_ids(path_model)
+            stored |= {ids[n] for n in cap.used_params if n in ids}
+            read |= {ids[n] for n in cap.read_params if n in ids}
+            for op in cap.ops:
+                op.path = path_name
+                op.batch = divisor
+            run_passes(cap.ops)
+            captured.append(CapturedPath(path_name, cap.ops, fraction, dict(path_model.named_modules())))
+        lost = _lost_params(model, stored, read)
+        if lost:
+            raise CaptureError(
+                f"{len(lost)} parameter(s) the forward reads are stored by no op ({', '.join(lost[:4])}"
+                f"{', ...' if len(lost) > 4 else ''}): the {method} capture lost track of them, and a count "
+                "without them would be wrong; capture='export' or 'dispatch' may follow them"
+            )
+        return Captured(model=model, track=trk, inputs=inputs, method=method, paths=captured,
+                        fractions=fractions, divisor=divisor, excluded=_excluded_params(model, stored),
+                        notes=_meta_note(model))
 
-    if fractions:
-        paths = _weighted_paths(model, fractions)
-    else:
-        paths = [("", model, 1.0)]
 
+@dataclass
+class Options:
+    """The evaluation-time options of ``score()`` (rules, bits, sparsity, precision, ...), parsed and checked."""
+
+    ruleset: RuleSet
+    policy_args: tuple
+    spec: SparsitySpec
+    block: tuple[int, int] | None
+    settings: dict
+
+    @classmethod
+    def parse(cls, rules: str | RuleSet = "micronet2019", bits: int | None = None, sparsity: object = None,
+              precision: object = None, mask_block: object = None, param_bits: int | None = None,
+              mul_bits: int | None = None, add_bits: int | None = None,
+              allow_unmatched: bool = False) -> Options:
+        try:
+            ruleset = get_ruleset(rules)
+        except ValueError as exc:
+            raise ScorerError(str(exc)) from None
+        args = (bits, param_bits, mul_bits, add_bits, precision, allow_unmatched)
+        policy = PrecisionPolicy.from_options(*args)  # validated once here
+        block = _parse_block(mask_block)
+        settings = {
+            "bits": bits,
+            "param_bits": policy.param_bits,
+            "act_bits": policy.act_bits,
+            "acc_bits": policy.acc_bits,
+            "mul_bits_override": policy.mul_bits_override,
+            "add_bits_override": policy.add_bits_override,
+            "sparsity": sparsity if isinstance(sparsity, (str, float, int, type(None))) else dict(sparsity),
+            "mask_block": block,
+        }
+        return cls(ruleset, args, SparsitySpec.parse(sparsity), block, settings)
+
+    def policy(self) -> PrecisionPolicy:
+        """A fresh policy (it records the globs it matched, so one per evaluation)."""
+        if not self.ruleset.honour_bits:
+            return PrecisionPolicy(read_model_bits=False)
+        return PrecisionPolicy.from_options(*self.policy_args)
+
+
+def cost_rows(cap: Captured, opts: Options) -> tuple[list[dict], list[dict], list[str]]:
+    """Annotate (sparsity, bits) and cost the ops of ``cap`` in place: (rows, unknown rows, notes)."""
+    policy = opts.policy()
+    spec, ruleset = opts.spec, opts.ruleset
     notes: list[str] = []
     seen: set = set()
     rows: list[dict] = []
     unknown_rows: list[dict] = []
-    method = ""
-    stored: set[int] = set()  # identities of the parameters some op stores, over every path
-    read: set[int] = set()  # identities of the parameters the forward reads
-    for path_name, path_model, fraction in paths:
-        cap = capture_model(path_model, inputs, capture)
-        method = cap.method
-        ids = _param_ids(path_model)
-        stored |= {ids[n] for n in cap.used_params if n in ids}
-        read |= {ids[n] for n in cap.read_params if n in ids}
-        for op in cap.ops:
-            op.path = path_name
-            op.batch = divisor
-        run_passes(cap.ops)
-        annotate_sparsity(cap.ops, spec, seen)
-        annotate_bits(cap.ops, policy, dict(path_model.named_modules()))
+    for path in cap.paths:
+        annotate_sparsity(path.ops, spec, seen, cap.nonzeros)
+        annotate_bits(path.ops, policy, path.modules)
         if spec.uniform is None and ruleset.mask_policy == "sparse" and ruleset.credit_sparsity:
-            notes.extend(_costly_masks(cap.ops))
-        ctx = build_context(cap.ops, block)
-        costed, unknown = cost_ops(cap.ops, ruleset, ctx)
-        rows.extend(row_of(op, cost, fraction) for op, cost in costed)
-        unknown_rows.extend({"name": op.name, "module": op.module, "target": op.target, "path": path_name}
+            notes.extend(_costly_masks(path.ops))
+        ctx = build_context(path.ops, opts.block)
+        costed, unknown = cost_ops(path.ops, ruleset, ctx)
+        rows.extend(row_of(op, cost, path.fraction) for op, cost in costed)
+        unknown_rows.extend({"name": op.name, "module": op.module, "target": op.target, "path": path.name}
                             for op in unknown)
     notes.extend(policy.check_unmatched())  # after every path: a glob matching in any path is used
-    lost = _lost_params(model, stored, read)
-    if lost:
-        raise CaptureError(
-            f"{len(lost)} parameter(s) the forward reads are stored by no op ({', '.join(lost[:4])}"
-            f"{', ...' if len(lost) > 4 else ''}): the {method} capture lost track of them, and a count without "
-            "them would be wrong; capture='export' or 'dispatch' may follow them"
-        )
+    return rows, unknown_rows, notes
+
+
+def evaluate(cap: Captured, opts: Options, allow_unknown: bool = False) -> Report:
+    """The post-capture part of ``score()``: annotate and cost the ops of ``cap`` (in place: pass
+    ``cap.copy()`` to keep them) under ``opts``; UnknownOpError for an op without a rule unless allowed."""
+    rows, unknown_rows, notes = cost_rows(cap, opts)
     if unknown_rows and not allow_unknown:
         raise UnknownOpError([(u["name"], u["module"], u["target"]) for u in unknown_rows])
-
-    if spec.uniform is None:
-        notes.extend(_meta_note(model))
+    if opts.spec.uniform is None:
+        notes.extend(cap.notes)
     layers = pd.DataFrame(rows, columns=COLUMNS)
     if unknown_rows:
         notes.append(f"WARNING: {len(unknown_rows)} op(s) without a rule were counted as zero")
-    excluded = _excluded_params(model, stored)
+    excluded = cap.excluded
     if excluded:
         names = [e["name"] for e in excluded]
         notes.append(f"{len(excluded)} parameter tensor(s) are not used by the forward pass and are not counted: "
                      + ", ".join(names[:8]) + (" ..." if len(names) > 8 else ""))
+    inputs, fractions = cap.inputs, cap.fractions
     settings = {
-        "bits": bits,
-        "param_bits": policy.param_bits,
-        "act_bits": policy.act_bits,
-        "acc_bits": policy.acc_bits,
-        "mul_bits_override": policy.mul_bits_override,
-        "add_bits_override": policy.add_bits_override,
-        "sparsity": sparsity if isinstance(sparsity, (str, float, int, type(None))) else dict(sparsity),
-        "mask_block": block,
+        **opts.settings,
         "input_shapes": [list(getattr(x, "shape", ())) for x in inputs],
         "input_dtypes": [str(x.dtype).removeprefix("torch.") if isinstance(x, torch.Tensor) else None
                          for x in inputs],
         "batch": batch_of(inputs),
-        "tokens": divisor if trk.per_token else None,
-        "path_fractions": {name: f for name, _, f in paths} if fractions else None,
-        "exit_fractions": {name: f for name, _, f in paths} if fractions else None,
+        "tokens": cap.divisor if cap.track.per_token else None,
+        "path_fractions": {p.name: p.fraction for p in cap.paths} if fractions else None,
+        "exit_fractions": {p.name: p.fraction for p in cap.paths} if fractions else None,
     }
     return Report(
-        layers=layers, track=trk, rules=ruleset.name, capture=method, settings=settings, notes=notes,
-        unknown=unknown_rows, excluded=excluded,
+        layers=layers, track=cap.track, rules=opts.ruleset.name, capture=cap.method, settings=settings,
+        notes=notes, unknown=unknown_rows, excluded=[dict(e) for e in excluded],
     )
 
 

@@ -12,7 +12,6 @@ that matches no layer of any capture path (:meth:`PrecisionPolicy.check_unmatche
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import tomllib
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ import torch.nn as nn
 from rules.kinds import PRESERVING_KINDS
 from rules.records import Op
 from scorer.errors import ScorerError
+from scorer.globs import glob_match, is_literal
 from scorer.ops import quant_bits
 
 _SECTIONS = ("default", "layers")
@@ -50,6 +50,7 @@ class PrecisionPolicy:
     # globs that matched a layer, and the layers looked up, over every annotate_bits call (all capture paths)
     _matched: set[str] = field(default_factory=set, repr=False)
     _seen: dict[str, None] = field(default_factory=dict, repr=False)
+    _index: tuple = field(default=(0, {}, []), repr=False)  # (len(layers) indexed, literal globs, wildcard ones)
 
     @classmethod
     def from_options(
@@ -119,11 +120,27 @@ class PrecisionPolicy:
         match are remembered for :meth:`check_unmatched`."""
         self._seen[module] = None
         merged: dict[str, int] = {}
-        for glob, spec in self.layers:
-            if fnmatch.fnmatchcase(module, glob):
-                merged.update(spec)
-                self._matched.add(glob)
+        for i in self._matching(module):
+            glob, spec = self.layers[i]
+            merged.update(spec)
+            self._matched.add(glob)
         return merged
+
+    def _matching(self, module: str) -> list[int]:
+        """Positions in ``layers`` of the globs matching ``module``, in config order; a glob without wildcards
+        is found by a dict lookup (a config naming every layer stays linear in the layers)."""
+        if self._index[0] != len(self.layers):
+            literal: dict[str, list[int]] = {}
+            patterns: list[int] = []
+            for i, (glob, _) in enumerate(self.layers):
+                if is_literal(glob):
+                    literal.setdefault(glob, []).append(i)
+                else:
+                    patterns.append(i)
+            self._index = (len(self.layers), literal, patterns)
+        _, literal, patterns = self._index
+        hits = literal.get(module, []) + [i for i in patterns if glob_match(module, self.layers[i][0])]
+        return sorted(hits) if patterns else hits
 
     def check_unmatched(self) -> list[str]:
         """After every capture path is annotated: ScorerError naming the config globs that matched no layer,

@@ -69,6 +69,24 @@ def row_of(op: Op, cost: Cost, fraction: float = 1.0) -> dict:
     }
 
 
+def totals_of(param_bits: object, mults: object, adds: object, ops: object, track: Track) -> dict:
+    """The totals (TOTAL_KEYS) from summed parameter bits, mults, adds and 32-bit ops: params = bits / 32, and
+    the score params / baseline params + ops / baseline ops (official_rules.md §1). Floats or arrays alike."""
+    params = param_bits / 32  # type: ignore[operator]
+    param_score = params / track.baseline_params
+    ops_score = ops / track.baseline_ops  # type: ignore[operator]
+    return {
+        "param_bits": param_bits,
+        "params": params,
+        "mults": mults,
+        "adds": adds,
+        "ops": ops,
+        "param_score": param_score,
+        "ops_score": ops_score,
+        "score": param_score + ops_score,
+    }
+
+
 @dataclass
 class Report:
     """A scored model: ``layers`` (one row per op) and ``totals`` (see TOTAL_KEYS)."""
@@ -87,21 +105,8 @@ class Report:
     def totals(self) -> dict[str, float]:
         """param_bits, params, mults, adds, ops, param_score, ops_score, score."""
         df = self.layers
-        param_bits = float(df["param_bits"].sum())
-        params = param_bits / 32
-        ops = float(df["ops"].sum())
-        param_score = params / self.track.baseline_params
-        ops_score = ops / self.track.baseline_ops
-        return {
-            "param_bits": param_bits,
-            "params": params,
-            "mults": float(df["mults"].sum()),
-            "adds": float(df["adds"].sum()),
-            "ops": ops,
-            "param_score": param_score,
-            "ops_score": ops_score,
-            "score": param_score + ops_score,
-        }
+        return totals_of(float(df["param_bits"].sum()), float(df["mults"].sum()), float(df["adds"].sum()),
+                         float(df["ops"].sum()), self.track)
 
     def by_depth(self, depth: int | None) -> pd.DataFrame:
         """Rows grouped by the first ``depth`` components of the module path (None: one row per op)."""

@@ -6,15 +6,15 @@ The official code credits sparsity to the weights of Conv2D, DepthWiseConv2D and
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
 from rules.kinds import SPARSE_KINDS
-from rules.records import Op
+from rules.records import Op, WeightRef
 from scorer.errors import ScorerError
+from scorer.globs import glob_match
 
 SPARSE_ROLES = frozenset({"weight"})
 
@@ -28,7 +28,8 @@ class SparsitySpec:
 
     @classmethod
     def parse(cls, spec: object) -> SparsitySpec:
-        """From None, a float, ``"uniform:0.64"``, ``"measured"`` or a {name glob: sparsity} mapping."""
+        """From None, a float, ``"uniform:0.64"``, ``"measured"`` or a {glob: sparsity} mapping (a glob on tensor
+        names or on layer names, later entries win)."""
         if spec is None or spec == "measured":
             return cls()
         if isinstance(spec, SparsitySpec):
@@ -63,38 +64,60 @@ def measured_nonzeros(t: torch.Tensor | None) -> float | None:
     return float(torch.count_nonzero(t).item())
 
 
-def annotate_sparsity(ops: list[Op], spec: SparsitySpec, seen: set | None = None) -> None:
+def creditable(op: Op, w: WeightRef) -> bool:
+    """Whether ``w``'s zeros are credited to ``op`` (§2.2: the weights of conv/linear/matmul, rank >= 2)."""
+    return op.kind in SPARSE_KINDS and w.role in SPARSE_ROLES and len(w.shape) >= 2
+
+
+def measure_nonzeros(ops: list[Op], measured: dict) -> None:
+    """Count the nonzeros of every creditable weight of ``ops`` into ``measured`` (key: tensor identity)."""
+    for op in ops:
+        for w in op.weights:
+            if creditable(op, w):
+                _measured(w, measured)
+
+
+def _measured(w: WeightRef, measured: dict) -> float:
+    key = w.ident if w.ident is not None else w.name
+    if key not in measured:
+        nz = measured_nonzeros(w.tensor)
+        measured[key] = float(w.numel) if nz is None else nz
+    return measured[key]
+
+
+def annotate_sparsity(ops: list[Op], spec: SparsitySpec, seen: set | None = None,
+                      measured: dict | None = None) -> None:
     """Set nonzeros and first-use flags on every weight reference.
 
-    ``seen`` carries the identities of tensors already stored (shared weights, several exit paths).
+    ``seen`` carries the identities of tensors already stored (shared weights, several exit paths);
+    ``measured`` caches measured nonzero counts by tensor identity (``measure_nonzeros``), counted when missing.
+    A per-tensor glob matches the tensor's name (``features.0.weight``) or the layer reading it (``features.0``,
+    the name a precision config uses).
     """
     seen = set() if seen is None else seen
-    cache: dict[object, float] = {}
+    measured = {} if measured is None else measured
     for op in ops:
         for w in op.weights:
             key = w.ident if w.ident is not None else w.name
             w.first_use = key not in seen
             seen.add(key)
-            if op.kind not in SPARSE_KINDS or w.role not in SPARSE_ROLES or len(w.shape) < 2:
+            if not creditable(op, w):
                 w.nonzeros = float(w.numel)
                 continue
-            override = _override(spec, w.name)
+            override = _override(spec, w.name, op.module)
             if override is not None:
                 w.nonzeros = w.numel * (1.0 - override)
                 continue
-            if key not in cache:
-                nz = measured_nonzeros(w.tensor)
-                cache[key] = float(w.numel) if nz is None else nz
-            w.nonzeros = cache[key]
+            w.nonzeros = _measured(w, measured)
 
 
-def _override(spec: SparsitySpec, name: str) -> float | None:
+def _override(spec: SparsitySpec, name: str, layer: str) -> float | None:
     if spec.uniform is not None:
         return spec.uniform
     if spec.per_tensor:
         value = None
         for glob, s in spec.per_tensor.items():
-            if fnmatch.fnmatchcase(name, glob):
+            if glob_match(name, glob) or glob_match(layer, glob):
                 value = s
         return value
     return None
