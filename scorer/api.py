@@ -17,6 +17,7 @@ from scorer.capture.guard import CAPTURE_LOCK
 from scorer.engine import build_context, cost_ops
 from scorer.errors import CaptureError, ScorerError, UnknownOpError
 from scorer.inputs import dtypes_of, make_inputs, parse_dtype, shapes_of, token_count
+from scorer.memory import activation_memory, input_bits
 from scorer.passes import run_passes
 from scorer.precision import PrecisionPolicy, annotate_bits
 from scorer.report import COLUMNS, Report, row_of
@@ -172,7 +173,8 @@ def score(
             notes.extend(_costly_masks(cap.ops))
         ctx = build_context(cap.ops, block)
         costed, unknown = cost_ops(cap.ops, ruleset, ctx)
-        rows.extend(row_of(op, cost, fraction) for op, cost in costed)
+        memory = activation_memory(cap.ops, input_bits(inputs, divisor, policy.input_bits or policy.act_bits))
+        rows.extend(row_of(op, cost, fraction, mem) for (op, cost), mem in zip(costed, memory, strict=True))
         unknown_rows.extend({"name": op.name, "module": op.module, "target": op.target, "path": path_name}
                             for op in unknown)
     notes.extend(policy.check_unmatched())  # after every path: a glob matching in any path is used
