@@ -10,8 +10,12 @@ wikitext103: ``rules.records.Op.out_numel`` divides by ``op.batch``):
   quantiser's width after it, the input's width after a value-preserving op). The width is the policy's,
   not the tensor's dtype. A multi-output op counts its first output (``Op.out_shape``).
 - **The model's input** counts: the tensors passed to ``score`` (numel / divisor each) at the input width
-  (precision ``input``, else ``act``), live from step 0 to the last op that reads an activation no op
-  produced (every input is held that long: captured ops do not say which input they read).
+  (precision ``input``, else ``act``), live from step 0 to the last op that reads one of them (capture marks
+  those ops: ``Op.reads_input``; every input is held that long, ops do not say which input they read).
+- **Constants are not activations**: an op that reads no activation (a tensor made from sizes or data,
+  ``zeros``, ``arange``, a constant index table, and what is computed from those alone) writes nothing
+  counted here; an activation is a tensor computed from the model's input. Captures differ in whether they
+  record such tensors as ops (export, dispatch) or fold them (fx), so this keeps the counts the same.
 - **Aliases**: a ``free`` op (data movement) whose tensor inputs all share one storage and whose output has
   no more elements than its largest input is an alias of that storage (view, reshape, flatten, permute,
   transpose, slice, select, squeeze, dropout in eval, an item of a chunk): it writes nothing, and reading it
@@ -43,8 +47,9 @@ import math
 
 from rules.records import Op
 
-#: The storage index of the model's input tensors (ops are 0, 1, ...).
+#: The storage index of the model's input tensors (ops are 0, 1, ...), and of every constant (size 0).
 INPUT = -1
+CONST = -2
 
 
 def activation_memory(ops: list[Op], input_bits: float) -> list[dict[str, float]]:
@@ -56,15 +61,17 @@ def activation_memory(ops: list[Op], input_bits: float) -> list[dict[str, float]
     size: dict[int, float] = {INPUT: float(input_bits)}
     last: dict[int, int] = {INPUT: 0}  # storage -> last step reading it
     for i, op in enumerate(ops):
-        srcs = [storage[index[p]] for p in op.inputs if index.get(p, i) < i]
-        if len(op.in_shapes) > len(op.inputs):  # an activation no op produced: the model's input
-            srcs.append(INPUT)
-        srcs = list(dict.fromkeys(srcs))
+        srcs = [storage[index[p]] for p in op.inputs if index.get(p, i) < i] + ([INPUT] if op.reads_input else [])
+        srcs = list(dict.fromkeys(s for s in srcs if s != CONST))
         out_numel = math.prod(op.out_shape)
         alias = (op.kind == "free" and len(srcs) == 1
                  and out_numel <= max((math.prod(s) for s in op.in_shapes), default=0))
-        storage.append(srcs[0] if alias else i)
-        if not alias:
+        if not srcs:
+            storage.append(CONST)
+        elif alias:
+            storage.append(srcs[0])
+        else:
+            storage.append(i)
             size[i] = op.out_numel * op.out_bits
         reads.append(srcs)
         for s in srcs:
@@ -79,7 +86,7 @@ def activation_memory(ops: list[Op], input_bits: float) -> list[dict[str, float]
     rows, live = [], 0.0
     for i in range(len(ops)):
         live += delta[i]
-        own = set(reads[i]) | {storage[i]}
+        own = (set(reads[i]) | {storage[i]}) - {CONST}
         rows.append({
             "act_bits_out": size.get(i, 0.0),
             "act_bits_op": sum(size[s] for s in own),

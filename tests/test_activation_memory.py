@@ -202,3 +202,53 @@ def test_cli_shows_mtas(tmp_path, capsys, fmt) -> None:
     else:
         cells = {tuple(c.strip() for c in line.strip("|").split("|")) for line in out.splitlines()}
         assert ("mtas_bits", f"{mtas:,}") in cells
+
+
+@pytest.mark.parametrize("capture", ["export", "dispatch"])
+def test_same_on_every_capture(capture) -> None:
+    """The aten-level captures see the same tensors: the same numbers as the fx capture's hand arithmetic."""
+    assert score(Residual(), input_shape=(1, 4, 4, 4), capture=capture).totals["mtas_bits"] == 576 * 32
+    assert score(Concat(), input_shape=(1, 4, 4, 4), capture=capture).totals["mtas_bits"] == 384 * 32
+    assert score(Views(), input_shape=(1, 1, 4, 4), capture=capture).totals["mtas_bits"] == 80 * 32
+
+
+def test_resnet18_peak_is_the_stem() -> None:
+    """ResNet-18 at 224x224: the largest step is the stem BN, holding conv1's 64x112x112 output and its own
+    (the 3x224x224 input is dead after conv1; every later tensor is at most 64x56x56)."""
+    from reference_models.registry import build_reference
+
+    rep = score(build_reference("resnet18"), input_shape=(1, 3, 224, 224), track="imagenet")
+    assert rep.totals["mtas_bits"] == 2 * 64 * 112 * 112 * 32
+
+
+class InputSkip(nn.Module):
+    """relu(conv 4->4 (x)) + x: the model's input is read again at the end."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.act = conv(4, 4), nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.conv(x)) + x
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_model_input_lives_until_its_last_reader(capture) -> None:
+    rep = score(InputSkip(), input_shape=(1, 4, 4, 4), capture=capture)
+    x = c = r = o = 4 * 16
+    live = list(rep.layers["act_bits_live"])
+    assert live == [(x + c) * 32, (x + c + r) * 32, (x + r + o) * 32]
+
+
+class AddsConstants(nn.Module):
+    def forward(self, x):
+        return x + torch.arange(4.0) + torch.tensor([1.0, 2.0, 3.0, 4.0])
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_constants_are_not_activations(capture) -> None:
+    """Tensors made from sizes or data (arange, a literal) are constants: a capture recording them as ops
+    (export, dispatch) and one folding them (fx) give the same memory."""
+    rep = score(AddsConstants(), input_shape=(1, 4), capture=capture)
+    # step 1: x + 4 out; step 2: that + 4 out (x dead)
+    assert rep.totals["mtas_bits"] == (4 + 4) * 32
