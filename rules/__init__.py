@@ -18,6 +18,7 @@ _BUILTIN: dict[str, str] = {
     "osi_ai2019_prereview": "rules.teams:OsiAi2019PreReview",
     "kaist2019": "rules.teams:Kaist2019",
     "brain2019": "rules.teams:Brain2019",
+    "jnlp2019": "rules.teams:Jnlp2019",
 }
 
 

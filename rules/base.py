@@ -358,6 +358,11 @@ class RuleSet:
         """k×k max pooling: k²−1 comparisons per output, counted as mults like ReLU's. [INF]"""
         return Cost(mults=(op.attrs["window"] - 1) * op.out_numel)
 
+    def cost_max(self, op: Op, ctx: RuleContext) -> Cost:
+        """Maximum (or its index: the prediction step's argmax over a vocabulary) over n values: n−1
+        comparisons per output, counted as mults like ReLU's comparison (official_rules.md §2.2). [INF]"""
+        return Cost(mults=(op.attrs["reduce"] - 1) * op.out_numel, param_bits=self._operand_storage(op))
+
     def cost_upsample_nearest(self, op: Op, ctx: RuleContext) -> Cost:
         """Nearest upsampling is a copy: 0 ops by default ([INF]; OSI-AI listed 1 mult per output but
         left it out of its total, official_rules.md §2.4)."""

@@ -95,6 +95,8 @@ declare("mean", "mean over `reduce` values per output", attrs=("reduce",))
 declare("sum", "sum over `reduce` values per output", attrs=("reduce",))
 declare("avgpool", "average over a window of `window` values", attrs=("window",), optional=("kernel_int",))
 declare("maxpool", "maximum over a window of `window` values", preserving=True, attrs=("window",))
+declare("max", "maximum (max, amax) or its index (argmax) over `reduce` values per output; the elementwise "
+        "max of two tensors is `reduce` 2", attrs=("reduce",))
 declare("upsample:nearest", "nearest-neighbour resampling (a copy)", preserving=True)
 declare("upsample:bilinear", "bilinear resampling")
 

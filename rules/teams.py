@@ -140,3 +140,48 @@ class Brain2019(Micronet2019):
         if op.weight("bias") is not None:
             cost.adds -= op.out_numel
         return cost
+
+
+def producer_kinds(op: Op, ctx: RuleContext) -> list[str]:
+    """Kinds of the ops producing ``op``'s tensor inputs (recorded producers only)."""
+    return [ctx.by_name[name].kind for name in op.inputs if name in ctx.by_name]
+
+
+class Jnlp2019(Micronet2019):
+    """JNLP (WikiText-103, LB 0.8232): the official `counting.py` extended by the team with ``QRNN``,
+    ``Embedding`` and ``GlobalMax`` ops and tied weights (team_scores.md §1.3, §2.8;
+    `binhdt95/Jaist-MicroNet-Challenge` `counting.py` ``count_ops`` and `test.py` ``read_model``). Run with the
+    freebie (``bits=16``): `test.py` prints with PARAMETER_BITS = INPUT_BITS = 16, ACCUMULATOR_BITS = 32.
+
+    A QRNN layer there is its Linear (n mults, n − 1 adds + 1 bias add per output), tanh (3 mults + 2 adds),
+    two sigmoids (2 mults + 1 add) and the ForgetMult (2 mults + 2 adds) per hidden unit: the output-gate
+    product o·c is not counted. The decoder is two FCs: the tied weight (n mults and n − 1 adds per output,
+    stored by the embedding) and the bias as ``FullyConnected(kernel_shape=(0, V), use_bias=True)``, stored
+    with (0 − 1)·V + V = 0 adds. The prediction's ``GlobalMax`` is V mults."""
+
+    name = "jnlp2019"
+    description = "JNLP: tanh 3 mults + 2 adds, QRNN output gate free, tied decoder without bias add, max V mults"
+    #: `counting.py` ``get_flops_per_activation('tanh')``: (exp(x) − exp(−x))/(exp(x) + exp(−x)) = 3 mults, 2 adds.
+    activations = {**Micronet2019.activations, "act:tanh": (3, 2)}
+
+    def cost_mul(self, op: Op, ctx: RuleContext) -> Cost:
+        """The QRNN output gate h = σ(o)·c (a mul of a sigmoid gate and the cell-state sum) is not counted:
+        `counting.py` ``QRNN`` counts tanh, 2 sigmoids and the ForgetMult only."""
+        if not op.scalar_operand and sorted(producer_kinds(op, ctx)) == ["act:sigmoid", "add"]:
+            return Cost(note="JNLP: QRNN output gate o·c not counted")
+        return super().cost_mul(op, ctx)
+
+    def cost_linear(self, op: Op, ctx: RuleContext) -> Cost:
+        """A linear whose weight another op stored (the decoder tied to the embedding): n mults and n − 1 adds
+        per output, no bias add (`test.py`: ``decoder_bias`` is an FC of kernel (0, V), (0 − 1)·V + V = 0
+        adds); its bias is stored. Other linears: the official dot product."""
+        cost = self.dot_product(op, ctx)
+        w = op.weight("weight")
+        if w is not None and not w.first_use and op.weight("bias") is not None:
+            cost.adds -= op.out_numel
+            cost.note = "JNLP: tied decoder, bias add not counted"
+        return cost
+
+    def cost_max(self, op: Op, ctx: RuleContext) -> Cost:
+        """``GlobalMax(input_size=1, n_channels=V)``: 1·V mults, i.e. n per output, not n − 1."""
+        return Cost(mults=op.attrs["reduce"] * op.out_numel, param_bits=self._operand_storage(op))

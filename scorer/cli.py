@@ -103,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit when the max softmax exceeds this (default 0.85, OSI AI)")
     g.add_argument("--measure-limit", type=int, default=None, metavar="N",
                    help="measure on the first N test images only")
+    g.add_argument("--measure-paths", metavar="TOKENS", default=None,
+                   help="measure the path fractions with the model's route() over a WikiText token file "
+                        "(needs --vocab)")
+    g.add_argument("--vocab", metavar="FILE", default=None,
+                   help="vocabulary of the token files: one token per line, the line number is its id")
+    g.add_argument("--perplexity", metavar="TOKENS", default=None,
+                   help="also measure the LM's perplexity on a WikiText token file (needs --vocab) against "
+                        "the track threshold, both readings")
+    g.add_argument("--seq-len", type=int, default=None, metavar="N",
+                   help="--perplexity: tokens fed per forward call, batch of one sequence (default 128)")
     g.add_argument("--allow-unknown", action="store_true",
                    help="count ops without a rule as zero (with a warning) instead of failing with exit 3")
     g.add_argument("--capture", choices=captures(), default="auto", help="graph capture method (default: auto)")
@@ -273,7 +283,10 @@ def _score(args: argparse.Namespace) -> int:
     input_shapes = [parse_shape(text) for text in args.input_shape] if args.input_shape else None
     exit_fractions = parse_exit_fractions(args.exit_fraction) if args.exit_fraction else None
 
+    _check_lm_args(args)
     loaded = load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle, trust_code=args.trust_code)
+    if args.measure_paths:
+        exit_fractions = _measure_paths(loaded.model, args)
     if args.measure_exits:
         if exit_fractions is not None:
             raise UsageError("give --exit-fraction or --measure-exits, not both")
@@ -315,6 +328,7 @@ def _score(args: argparse.Namespace) -> int:
         capture=args.capture,
         allow_unmatched=args.allow_unmatched,
     )
+    report.notes.extend(_lm_notes(loaded.model, args, exit_fractions))
     _render(report, args, title=loaded.description or str(args.model))
     if args.plot:
         report.plot(args.plot, args.depth)
@@ -339,6 +353,57 @@ def _measure_exits(model: Any, args: argparse.Namespace) -> dict[str, float]:
     batch = 256
     return measure_exit_fractions(model, split_batches(split, batch, n), args.exit_threshold,
                                   progress=sys.stderr.isatty(), total=(n + batch - 1) // batch)
+
+
+DEFAULT_SEQ_LEN = 128
+
+
+def _check_lm_args(args: argparse.Namespace) -> None:
+    """The token-file flags' combinations (before the model is loaded)."""
+    for flag, value in (("--measure-paths", args.measure_paths), ("--perplexity", args.perplexity)):
+        if value is not None and args.vocab is None:
+            raise UsageError(f"{flag} needs --vocab (the vocabulary file of the token file)")
+    if args.vocab is not None and args.measure_paths is None and args.perplexity is None:
+        raise UsageError("--vocab is used with --measure-paths or --perplexity")
+    if args.seq_len is not None and args.perplexity is None:
+        raise UsageError("--seq-len is used with --perplexity")
+    if args.seq_len is not None and args.seq_len <= 0:
+        raise UsageError(f"--seq-len must be positive, got {args.seq_len}")
+    if args.measure_paths is not None and (args.exit_fraction or args.measure_exits):
+        raise UsageError("give --path-fraction, --measure-exits or --measure-paths, not two")
+
+
+def _read_token_file(path: str, vocab_path: str) -> Any:
+    from scorer.lm import read_tokens, read_vocab
+
+    return read_tokens(path, read_vocab(vocab_path))
+
+
+def _measure_paths(model: Any, args: argparse.Namespace) -> Any:
+    """Path fractions measured with the model's route() over the token file (scorer.lm)."""
+    from scorer.lm import measure_path_fractions, path_names
+
+    path_names(model)  # a model without paths() fails before the file is read
+    fractions = measure_path_fractions(model, _read_token_file(args.measure_paths, args.vocab))
+    sys.stderr.write(f"measured path fractions over {args.measure_paths}: {fractions.describe()}\n")
+    return fractions
+
+
+def _lm_notes(model: Any, args: argparse.Namespace, fractions: Any) -> list[str]:
+    """Report notes: the measured path counts, the perplexity against the WikiText-103 threshold."""
+    from scorer.lm import PathFractions, perplexity, quality
+
+    notes = []
+    if isinstance(fractions, PathFractions):
+        notes.append(f"path fractions measured over {args.measure_paths} ({fractions.total} tokens): "
+                     f"{fractions.describe()}")
+    if args.perplexity is not None:
+        tokens = _read_token_file(args.perplexity, args.vocab)
+        seq_len = args.seq_len or DEFAULT_SEQ_LEN
+        ppl = perplexity(model, tokens, seq_len=seq_len)
+        notes.append(f"{quality(ppl).describe()}; over {tokens.numel()} tokens of {args.perplexity} "
+                     f"({tokens.numel() - 1} predictions, {seq_len} tokens per forward, batch 1)")
+    return notes
 
 
 def _subcommand(name: str, argv: list[str]) -> int:

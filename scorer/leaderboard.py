@@ -39,6 +39,7 @@ class TeamEntry:
     nonzeros: str | None = None  # nonzero table applied to the weights (the real masks)
     exit_fractions: dict[str, float] = field(default_factory=dict)
     caveat: str = ""
+    track: str = "cifar100"
 
 
 ENTRIES: list[TeamEntry] = [
@@ -64,6 +65,10 @@ ENTRIES: list[TeamEntry] = [
         0.0456, "team_scores.md §1.1", sparsity="uniform:0",
         caveat="pruned widths, 9-bit weights and the shared exponent live only in a checkpoint that is not "
         "public: the reference is the unpruned PyramidNet, so its score is far above the published one",
+    ),
+    TeamEntry(
+        "jnlp", "JNLP", "QRNN (4 layers, emsize 300, nhid 1800, tied)", "jnlp_qrnn", "jnlp2019", 16, 0.8232, 0.8232,
+        "team_scores.md §1.3, §2.8", track="wikitext103",
     ),
 ]
 
@@ -134,20 +139,24 @@ def _merge_offsetting(deltas: list[tuple]) -> tuple[list[tuple], list[str]]:
 def leaderboard(common_rules: str = "micronet2019", common_bits: int | None = 16,
                 keys: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per entry: published, own-rules and common-rules scores, and the reasons they differ."""
+    from reference_models.registry import get_reference
+
     rows = []
     for entry in ENTRIES:
         if keys and entry.key not in keys:
             continue
         model = _build(entry)
-        shape = (1, 3, 32, 32)
+        info = get_reference(entry.model)  # the model's example input: an image, or one token id (per token)
+        inputs = {"input_shape": info.default_input_shape, "input_dtype": info.default_input_dtype}
         fractions = entry.exit_fractions or None
-        own = score(model, input_shape=shape, rules=entry.rules, bits=entry.bits, sparsity=entry.sparsity,
-                    exit_fractions=fractions)
+        own = score(model, **inputs, rules=entry.rules, bits=entry.bits, sparsity=entry.sparsity,
+                    exit_fractions=fractions, track=entry.track)
         common_sparsity = None if entry.nonzeros else entry.sparsity
-        common = score(model, input_shape=shape, rules=common_rules, bits=common_bits, sparsity=common_sparsity,
-                       exit_fractions=fractions)
+        common = score(model, **inputs, rules=common_rules, bits=common_bits, sparsity=common_sparsity,
+                       exit_fractions=fractions, track=entry.track)
         rows.append({
             "team": entry.team,
+            "track": entry.track,
             "entry": entry.entry,
             "model": f"reference:{entry.model}",
             "published": entry.published,
@@ -167,7 +176,7 @@ def leaderboard(common_rules: str = "micronet2019", common_bits: int | None = 16
 def _markdown(df: pd.DataFrame) -> str:
     from tabulate import tabulate
 
-    cols = ["team", "entry", "published", "leaderboard", "own_rules", "own_score", "common_rules", "common_score"]
+    cols = ["team", "track", "entry", "published", "leaderboard", "own_rules", "own_score", "common_rules", "common_score"]
     table = tabulate(
         [[f"{v:.6f}" if isinstance(v, float) else v for v in r] for r in df[cols].itertuples(index=False)],
         headers=cols, tablefmt="pipe",
@@ -208,10 +217,10 @@ def leaderboard_main(argv: Sequence[str]) -> int:
         from rich.table import Table
 
         table = Table(title=f"MicroNet entries: own rules vs {args.rules} (bits {args.bits})")
-        for col in ("team", "entry", "published", "own rules", "own score", f"{args.rules}", "why they differ"):
+        for col in ("team", "track", "entry", "published", "own rules", "own score", f"{args.rules}", "why they differ"):
             table.add_column(col, overflow="fold")
         for r in df.itertuples(index=False):
-            table.add_row(r.team, r.entry, f"{r.published:.6f}", r.own_rules, f"{r.own_score:.6f}",
+            table.add_row(r.team, r.track, r.entry, f"{r.published:.6f}", r.own_rules, f"{r.own_score:.6f}",
                           f"{r.common_score:.6f}", "\n".join(r.why))
         Console().print(table)
     return 0

@@ -4,6 +4,7 @@ common-rule column and its reasons are produced for every entry."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -31,9 +32,22 @@ def test_own_rules_reproduce_published(board) -> None:
     # §2.1.2: OSI final 0.002995 + 0.002803 = 0.005798, components rounded first
     osi = board.loc["final (64% + EE 50%, exit 29.29%)", "own_score"]
     assert osi == pytest.approx(0.005798, abs=1.5e-6)
+    # §1.3: JNLP LB 0.8232 "(arithmetic gives 209.811/636 + 156.857/318 = 0.82315)", per token on WikiText-103
+    jnlp = board.loc["QRNN (4 layers, emsize 300, nhid 1800, tied)"]
+    assert round(jnlp.own_score, 4) == jnlp.published == 0.8232
+    assert jnlp.own_score == pytest.approx(209.811 / 636 + 156.857 / 318, abs=1e-5)
+
+
+def test_every_entry_names_its_track(board) -> None:
+    assert board.loc["QRNN (4 layers, emsize 300, nhid 1800, tied)", "track"] == "wikitext103"
+    assert (board.drop(index="QRNN (4 layers, emsize 300, nhid 1800, tied)").track == "cifar100").all()
 
 
 def test_common_rules_differ_for_the_reasons_given(board) -> None:
+    jnlp = board.loc["QRNN (4 layers, emsize 300, nhid 1800, tied)"]
+    # JNLP's counter leaves out the QRNN output gate and the decoder's bias add (team_scores.md §2.8)
+    assert jnlp.common_score > jnlp.own_score
+    assert any(line.startswith("add:") or line.startswith("linear:") for line in jnlp.why)
     kaist = board.loc["ver1 (60% pruned)"]
     # KAIST does not count residual adds and SE scales (team_scores.md §3), so the official count is higher
     assert kaist.common_score > kaist.own_score
@@ -48,9 +62,9 @@ def test_common_rules_differ_for_the_reasons_given(board) -> None:
 def test_cli_formats(capsys) -> None:
     assert main(["leaderboard", "--only", "kaist_v1", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert rows[0]["own_rules"] == "kaist2019" and rows[0]["why"]
+    assert rows[0]["own_rules"] == "kaist2019" and rows[0]["why"] and rows[0]["track"] == "cifar100"
     assert main(["leaderboard", "--only", "kaist_v1", "--format", "markdown"]) == 0
-    assert "| KAIST AI" in capsys.readouterr().out
+    assert re.search(r"\| KAIST AI +\| cifar100 +\|", capsys.readouterr().out)
     assert main(["leaderboard", "--only", "kaist_v1", "--format", "csv"]) == 0
     assert capsys.readouterr().out.startswith("team,")
 

@@ -23,6 +23,7 @@ from reference_models.teams.nonzeros import (
 EXPECTED_NAMES = {
     "wrn28_10", "mobilenet_v2", "mobilenet_v2_1.4", "efficientnet_b0", "resnet18",
     "osi_ai", "kaist_v1", "kaist_v2", "brain_densenet_bc196", "wavecomp_pyramidnet", "bnn_resnet18",
+    "wt103_lstm_baseline", "jnlp_qrnn",
 }
 NUM_CLASSES = {"imagenet": 1000, "cifar100": 100}
 
@@ -57,8 +58,18 @@ def test_registered_names() -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_NAMES))
 def test_builds_runs_and_traces(name: str) -> None:
-    """Eval-mode forward on the default input shape gives (batch, classes); the model is fx-traceable."""
+    """Eval-mode forward on the default input shape gives (batch, classes), or for a language model (batch,
+    tokens, vocabulary) logits (built with real weights over a small vocabulary); the model is fx-traceable."""
     info = get_reference(name)
+    if info.track == "wikitext103":
+        model = info.build(vocab_size=1000, device="cpu")
+        with torch.no_grad():
+            out = model(torch.zeros(info.default_input_shape, dtype=torch.long))
+        out = out[0] if isinstance(out, tuple) else out  # (logits, next token) for a model that predicts
+        assert out.shape == (*info.default_input_shape, 1000)
+        assert not model.training and torch.isfinite(out).all()
+        torch.fx.symbolic_trace(model)
+        return
     model = info.build()
     assert not model.training
     with torch.no_grad():

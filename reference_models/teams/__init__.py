@@ -5,6 +5,7 @@ Importing this package registers their factories with :mod:`reference_models.reg
 
 from reference_models.teams.bnn_resnet import BinaryResNet18, bnn_resnet18
 from reference_models.teams.brain_densenet import DenseNetCifar, brain_densenet_bc196
+from reference_models.teams.jnlp_qrnn import JnlpQRNN, jnlp_qrnn
 from reference_models.teams.kaist import KaistMicroNet, kaist_v1, kaist_v2
 from reference_models.teams.nonzeros import apply_nonzero_counts, load_nonzero_table, nonzero_table_path
 from reference_models.teams.osi_ai import OsiAiNet, osi_ai
@@ -13,12 +14,14 @@ from reference_models.teams.wavecomp_pyramidnet import PyramidNet, wavecomp_pyra
 __all__ = [
     "BinaryResNet18",
     "DenseNetCifar",
+    "JnlpQRNN",
     "KaistMicroNet",
     "OsiAiNet",
     "PyramidNet",
     "apply_nonzero_counts",
     "bnn_resnet18",
     "brain_densenet_bc196",
+    "jnlp_qrnn",
     "kaist_v1",
     "kaist_v2",
     "load_nonzero_table",

@@ -1,4 +1,5 @@
-"""Reductions, pooling and resampling: ``mean``, ``sum``, ``cumsum``, ``avgpool``, ``maxpool``, ``upsample:*``."""
+"""Reductions, pooling and resampling: ``mean``, ``sum``, ``max``, ``cumsum``, ``avgpool``, ``maxpool``,
+``upsample:*``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from rules.records import Op
 from scorer.ops.call import Call
 from scorer.ops.registry import register
+from scorer.ops.values import Val
 
 
 def adaptive_window_sum(n_in: int, n_out: int) -> int:
@@ -41,6 +43,20 @@ def reduce(call: Call) -> Op:
     x = call.args[0]
     n_out = math.prod(call.out_shape)
     return call.op(kind, call.params(), acts=[x] if x.is_activation else [],
+                   attrs={"reduce": math.prod(x.shape) // max(1, n_out)})
+
+
+@register("max", functions=(torch.max, torch.amax, torch.argmax, torch.maximum),
+          methods=("max", "amax", "argmax", "maximum"), aten=("max", "amax", "argmax", "maximum"))
+def max_reduce(call: Call) -> Op:
+    """max/amax/argmax over some dimensions (all of them without ``dim``): ``reduce`` values per output;
+    ``torch.max(x, y)`` or ``torch.maximum(x, y)`` of two tensors is the elementwise maximum, one comparison
+    per output (``reduce`` 2)."""
+    x, other = call.args[0], call.arg(1, "other")
+    if isinstance(other, Val) and other.is_tensor:
+        return call.op("max", call.params(), attrs={"reduce": 2})
+    n_out = math.prod(call.out_shape)
+    return call.op("max", call.params(), acts=[x] if x.is_activation else [],
                    attrs={"reduce": math.prod(x.shape) // max(1, n_out)})
 
 
