@@ -8,7 +8,10 @@ wikitext103: ``rules.records.Op.out_numel`` divides by ``op.batch``):
 - **Tensor size**: an op's output elements per example × its output width ``op.out_bits`` from the precision
   policy (``scorer.precision.annotate_bits``: the activation width, 32 by default, N with ``bits=N``, a
   quantiser's width after it, the input's width after a value-preserving op). The width is the policy's,
-  not the tensor's dtype. A multi-output op counts its first output (``Op.out_shape``).
+  not the tensor's dtype. A multi-output op counts its first output (``Op.out_shape``). On wikitext103 the
+  divisor is the forward's token count: score one token (the track's default, online inference) for the
+  memory of a step; a T-token forward divided by T understates a step's memory where tensors of one time step
+  (an LSTM's gates) are the largest.
 - **The model's input** counts: the tensors passed to ``score`` (numel / divisor each) at the input width
   (precision ``input``, else ``act``), live from step 0 to the last op that reads one of them (capture marks
   those ops: ``Op.reads_input``; every input is held that long, ops do not say which input they read).
