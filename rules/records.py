@@ -54,6 +54,7 @@ class Op:
     weights: list[WeightRef] = field(default_factory=list)
     inputs: list[str] = field(default_factory=list)  # names of the ops producing the tensor inputs
     scalar_operand: bool = False  # elementwise op with a Python scalar operand
+    reads_input: bool = False  # reads a tensor passed to the model (its input), which no op produces
     # Filled by annotation:
     batch: int = 1
     in_bits: list[int] = field(default_factory=list)

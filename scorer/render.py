@@ -55,9 +55,12 @@ class RenderOptions:
 Renderer = Callable[[ReportView, RenderOptions], str]
 
 #: Columns shown per op (depth None) and per group (depth N); optional ones appear only when used.
+#: ``act_bits_out``: activation bits the op (group) writes; ``act_bits_live``: activation bits live at its step
+#: (the group's max): scorer.memory.
 OP_COLUMNS = ["name", "module", "kind", "weight_numel", "nonzeros", "sparsity", "param_bits", "mults", "adds",
-              "mul_bits", "add_bits", "ops"]
-GROUP_COLUMNS = ["module", "kind", "weight_numel", "nonzeros", "sparsity", "param_bits", "mults", "adds", "ops"]
+              "mul_bits", "add_bits", "ops", "act_bits_out", "act_bits_live"]
+GROUP_COLUMNS = ["module", "kind", "weight_numel", "nonzeros", "sparsity", "param_bits", "mults", "adds", "ops",
+                 "act_bits_out", "act_bits_live"]
 _TEXT_COLUMNS = {"name", "module", "kind", "path", "note", "target"}
 _SCORE_KEYS = {"param_score", "ops_score", "score"}
 

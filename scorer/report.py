@@ -34,12 +34,20 @@ COLUMNS = [
     "add_bits",
     "ops",
     "note",
+    "act_bits_out",
+    "act_bits_op",
+    "act_bits_live",
 ]
-TOTAL_KEYS = ["param_bits", "params", "mults", "adds", "ops", "param_score", "ops_score", "score"]
+#: Activation-memory columns (scorer.memory): bits the op writes, its own working set, all live at its step.
+MEMORY_COLUMNS = ["act_bits_out", "act_bits_op", "act_bits_live"]
+TOTAL_KEYS = ["param_bits", "params", "mults", "adds", "ops", "param_score", "ops_score", "score", "mtas_bits",
+              "peak_op_activation_bits"]
 
 
-def row_of(op: Op, cost: Cost, fraction: float = 1.0) -> dict:
-    """The report row for ``op`` costed as ``cost``; counts weighted by the share of examples running it."""
+def row_of(op: Op, cost: Cost, fraction: float = 1.0, memory: dict | None = None) -> dict:
+    """The report row for ``op`` costed as ``cost``; counts weighted by the share of examples running it.
+    ``memory``: the op's activation-memory columns (``scorer.memory.activation_memory``; sizes, not weighted);
+    zeros when not given."""
     stored = [w for w in op.weights if w.role in ("weight", "operand")]
     numel = sum(w.numel for w in stored)
     nnz = sum(w.nonzeros for w in stored)
@@ -66,11 +74,13 @@ def row_of(op: Op, cost: Cost, fraction: float = 1.0) -> dict:
         "add_bits": add_bits,
         "ops": mults * mul_bits / 32 + adds * add_bits / 32,
         "note": cost.note,
+        **{c: 0.0 for c in MEMORY_COLUMNS},
+        **(memory or {}),
     }
 
 
 def totals_of(param_bits: object, mults: object, adds: object, ops: object, track: Track) -> dict:
-    """The totals (TOTAL_KEYS) from summed parameter bits, mults, adds and 32-bit ops: params = bits / 32, and
+    """The score totals (TOTAL_KEYS but the activation memory) from summed parameter bits, mults, adds and 32-bit ops: params = bits / 32, and
     the score params / baseline params + ops / baseline ops (official_rules.md §1). Floats or arrays alike."""
     params = param_bits / 32  # type: ignore[operator]
     param_score = params / track.baseline_params
@@ -103,18 +113,27 @@ class Report:
 
     @property
     def totals(self) -> dict[str, float]:
-        """param_bits, params, mults, adds, ops, param_score, ops_score, score."""
+        """param_bits, params, mults, adds, ops, param_score, ops_score, score; then the activation memory
+        (``scorer.memory``): ``mtas_bits`` (max over steps of the live activations) and
+        ``peak_op_activation_bits`` (max over ops of one op's inputs + output), both in bits per example, max
+        over every row (over every weighted path: not weighted)."""
         df = self.layers
-        return totals_of(float(df["param_bits"].sum()), float(df["mults"].sum()), float(df["adds"].sum()),
-                         float(df["ops"].sum()), self.track)
+        totals = totals_of(float(df["param_bits"].sum()), float(df["mults"].sum()), float(df["adds"].sum()),
+                           float(df["ops"].sum()), self.track)
+        totals["mtas_bits"] = float(df["act_bits_live"].max()) if len(df) else 0.0
+        totals["peak_op_activation_bits"] = float(df["act_bits_op"].max()) if len(df) else 0.0
+        return totals
 
     def by_depth(self, depth: int | None) -> pd.DataFrame:
-        """Rows grouped by the first ``depth`` components of the module path (None: one row per op)."""
+        """Rows grouped by the first ``depth`` components of the module path (None: one row per op): counts
+        summed; of the activation memory, ``act_bits_out`` summed (what the group writes), ``act_bits_op`` and
+        ``act_bits_live`` the max over its ops (the group's peak)."""
         if depth is None:
             return self.layers
         df = self.layers.copy()
         df["module"] = df["module"].map(lambda m: ".".join(m.split(".")[:depth]) if m else "<top>")
         agg = {c: "sum" for c in ("weight_numel", "nonzeros", "param_bits", "mask_bits", "mults", "adds", "ops")}
+        agg.update({"act_bits_out": "sum", "act_bits_op": "max", "act_bits_live": "max"})
         agg["kind"] = lambda s: ",".join(sorted(set(s)))
         out = df.groupby(["path", "module"], sort=False).agg(agg).reset_index()
         out["sparsity"] = [1 - n / w if w else 0.0 for n, w in zip(out["nonzeros"], out["weight_numel"], strict=True)]

@@ -268,13 +268,17 @@ def test_json_totals_by_hand(capsys: pytest.CaptureFixture, model_file: Path) ->
     assert code == 0, err
     data = json.loads(out)
     assert set(data["totals"]) == set(TOTAL_KEYS) == {
-        "param_bits", "params", "mults", "adds", "ops", "param_score", "ops_score", "score"}
+        "param_bits", "params", "mults", "adds", "ops", "param_score", "ops_score", "score",
+        "mtas_bits", "peak_op_activation_bits"}
     for row in data["layers"]:
         assert ROW_KEYS <= set(row)
     t = data["totals"]
     assert t["params"] == PARAMS and t["param_bits"] == PARAMS * 32
     assert (t["mults"], t["adds"], t["ops"]) == (MULTS, ADDS, MULTS + ADDS)
     assert math.isclose(t["score"], PARAMS / CIFAR_PARAMS + (MULTS + ADDS) / CIFAR_OPS, rel_tol=1e-12)
+    # activation memory (scorer/memory.py): the conv step holds the 3x32x32 input and its 2x16x16 output,
+    # the flatten aliases the conv output, the fc step holds 512 + 10; 32-bit activations
+    assert t["mtas_bits"] == t["peak_op_activation_bits"] == (3 * 32 * 32 + 512) * 32
     conv = next(r for r in data["layers"] if r["kind"] == "conv")
     assert (conv["module"], conv["weight_numel"], conv["mults"], conv["adds"]) == (
         "conv", CONV_W, CONV_MULTS, CONV_ADDS)

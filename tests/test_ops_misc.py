@@ -220,7 +220,10 @@ def test_rmsnorm_forms() -> None:
         assert (t["mults"], t["adds"], t["params"]) == (5 * (2 * n + 2 + n), 5 * n, 8)
     written = Fn(lambda x: rms_written(x, norm.weight))
     written.norm = norm
-    assert scored(written, "fx", input_shape=(1, 5, 8)).totals == t
+    # the same counts; not the same activation memory (the written form holds its intermediate tensors)
+    counts = ("param_bits", "params", "mults", "adds", "ops", "param_score", "ops_score", "score")
+    got = scored(written, "fx", input_shape=(1, 5, 8)).totals
+    assert {k: got[k] for k in counts} == {k: t[k] for k in counts}
     t = same_on_every_path(nn.RMSNorm(8, elementwise_affine=False), input_shape=(1, 5, 8))
     assert (t["mults"], t["adds"], t["params"]) == (5 * (2 * n + 2), 5 * n, 0)
 

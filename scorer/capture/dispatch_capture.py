@@ -51,6 +51,7 @@ class _Recorder(TorchDispatchMode):
         self.quiet = 0  # > 0 inside a QUIET_MODULES forward: only the function it calls is recorded
         self.muted = 0  # > 0 while a module recorded whole runs (its aten ops are not recorded)
         self.whole_args: tuple = ()
+        self.inputs: set[int] = set()  # identities of the tensors passed to the model
         self.whole_ops: list = []
 
     def _val(self, t: object) -> object:
@@ -63,7 +64,7 @@ class _Recorder(TorchDispatchMode):
         if hit is not None:
             self.read.add(hit[0])
             return Val(meta=meta_of(t), param=hit[0], real=hit[1], ident=id(hit[1]), buffer=id(hit[1]) in self.buffers)
-        return Val(meta=meta_of(t))
+        return Val(meta=meta_of(t), model_input=id(t) in self.inputs)
 
     def _to_fake(self, t: object) -> object:
         # a real tensor the forward reaches outside the model's tables (a global, a plain attribute): a
@@ -94,10 +95,12 @@ class _Recorder(TorchDispatchMode):
 
     def _pass_through(self, vargs: object, out: object) -> None:
         """An unrecorded op's outputs keep the producer of its first produced input (a transpose, a mask)."""
-        producer = next((v.producer for v in tree_leaves(vargs) if isinstance(v, Val) and v.producer), None)
+        vals = [v for v in tree_leaves(vargs) if isinstance(v, Val)]
+        producer = next((v.producer for v in vals if v.producer), None)
+        from_input = producer is None and any(v.model_input for v in vals)  # a view of the model's input
         for t in (t for t in tree_leaves(out) if isinstance(t, torch.Tensor)):
             self.keep.append(t)
-            self.vals[id(t)] = Val(meta=meta_of(t), producer=producer)
+            self.vals[id(t)] = Val(meta=meta_of(t), producer=producer, model_input=from_input)
 
     def record_whole(self, func, args: tuple, kwargs: dict, out: object) -> None:
         """Record a call of one of ``WHOLE_FUNCTIONS`` as one function call (its aten ops were not recorded);
@@ -226,9 +229,11 @@ def _zeros(example_inputs: tuple) -> tuple:
                  else x for x in example_inputs)
 
 
-def _record(model: nn.Module, example_inputs: tuple, fake: bool, kwargs: dict | None = None) -> FxCapture:
+def _record(model: nn.Module, example_inputs: tuple, fake: bool, kwargs: dict | None = None,
+            model_inputs: bool = True) -> FxCapture:
     """One run of ``model`` under the recorder: on fake tensors, or (``fake=False``) on the real inputs given
-    (``_zeros``) against cloned weights."""
+    (``_zeros``) against cloned weights. ``model_inputs``: the inputs are the model's (False for one layer
+    of a larger capture, whose inputs the caller links)."""
     mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else None
     kwargs = kwargs or {}
     if mode is not None:
@@ -272,6 +277,8 @@ def _record(model: nn.Module, example_inputs: tuple, fake: bool, kwargs: dict | 
             params = {id(t): (name, t) for name, t in [*model.named_parameters(), *model.named_buffers()]}
             real_of.update(stand_ins)
             rec = _Recorder({**params, **real_of}, stack, mode, buffers)
+            if model_inputs:
+                rec.inputs = {id(t) for t in (*inputs, *kwargs.values()) if isinstance(t, torch.Tensor)}
             if mode is not None:
                 with versions_kept(model), mode, rec, _WholeCalls(rec):
                     model(*inputs, **kwargs)
@@ -309,7 +316,7 @@ def module_call_ops(mod: nn.Module, path: str, name: str, args: tuple, kwargs: d
     """The ops of one call of ``mod`` (at ``path``, in a graph node ``name``) on meta arguments, recorded on
     fake tensors: how fx counts a torch.nn layer it keeps whole but has no extractor for (a transformer layer,
     whose forward fx cannot trace). Names, paths and parameter names are made those of the enclosing model."""
-    ops = _record(mod, args, fake=True, kwargs=kwargs).ops
+    ops = _record(mod, args, fake=True, kwargs=kwargs).ops  # reads_input: reads the layer's arguments
     prefix = f"{path}." if path else ""
     for op in ops:
         op.name = f"{name}.{op.name}"

@@ -182,10 +182,10 @@ def _in_quiet(model: nn.Module, path: str) -> bool:
         return False
 
 
-def _pass_through(out: object, producer: str | None) -> object:
+def _pass_through(out: object, producer: str | None, model_input: bool = False) -> object:
     if isinstance(out, (list, tuple)):
-        return type(out)(Val(meta=meta_of(o), producer=producer) for o in out)
-    return Val(meta=meta_of(out), producer=producer)
+        return type(out)(Val(meta=meta_of(o), producer=producer, model_input=model_input) for o in out)
+    return Val(meta=meta_of(out), producer=producer, model_input=model_input)
 
 
 def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
@@ -206,6 +206,7 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
     except ForwardFailed as exc:
         raise exc.__cause__ from None
     sig = ep.graph_signature
+    user_inputs = set(sig.user_inputs)
     param_of = {k: _unwrap_name(v) for k, v in {**sig.inputs_to_parameters, **sig.inputs_to_buffers}.items()}
     # export lifts a tied tensor once, under any one of its names: every name is looked up, and the tensor
     # goes by its first name (as named_parameters() gives it) on every path
@@ -248,7 +249,7 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
                 env[node] = Val(meta=meta_of(val), param=fqn, real=real, ident=id(real) if real is not None else None,
                                 buffer=node.name in sig.inputs_to_buffers)
             else:
-                env[node] = Val(meta=meta_of(val))
+                env[node] = Val(meta=meta_of(val), model_input=node.name in user_inputs)
         elif node.op == "call_function":
             args = torch.fx.node.map_arg(node.args, lambda n: env[n])
             kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n])
@@ -257,7 +258,8 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
             call = make_call("aten", node.target, node.name, _layer(node), args, kwargs, out)
             if call.base not in WHOLE_ATEN and _in_quiet(model, call.path):
                 producer = next((v.producer for v in call.vals if v.producer), None)
-                env[node] = _pass_through(out, producer)
+                from_input = producer is None and any(v.model_input for v in call.vals)
+                env[node] = _pass_through(out, producer, from_input)
                 continue
             new = translate(call)
             carried = carries_param(new, call.vals)

@@ -250,8 +250,11 @@ def _delegate(record_layer: LayerRecorder, mod: nn.Module, call: Call, margs: tu
         return [call.unknown()]
     outside = [v.producer for v in call.acts if v.producer]
     for op in ops:
-        if not op.inputs and op.in_shapes:
-            op.inputs = list(outside)
+        # an op reading the layer's arguments (recorded as the layer's inputs) reads the call's activations
+        reads_args = op.reads_input or (not op.inputs and bool(op.in_shapes))
+        if reads_args:
+            op.inputs = [*op.inputs, *(p for p in outside if p not in op.inputs)]
+        op.reads_input = reads_args and any(v.model_input for v in call.acts)
     return ops
 
 
@@ -316,7 +319,7 @@ def ops_from_graph(
                 default = node.args[0] if node.args else None
                 env[node] = Val(meta=meta_of(default))
                 continue
-            env[node] = Val(meta=meta_of(inp), producer=None)
+            env[node] = Val(meta=meta_of(inp), producer=None, model_input=True)
         elif node.op == "get_attr":
             target = str(node.target)
             real = constants[target] if constants and target in constants else _get_attr(model, target)
@@ -365,19 +368,21 @@ def ops_from_graph(
                 continue
             ops.extend(new)
             used.update(w.name for o in new for w in o.weights)
-            env[node] = _wrap_out(out, new[-1].name if new else None)
+            # no op (a call whose output no rule records): a tensor still carries the model's input onwards
+            from_input = not new and any(v.model_input for v in call.acts)
+            env[node] = _wrap_out(out, new[-1].name if new else None, from_input)
         elif node.op == "output":
             pass
     return FxCapture(ops, method, used, read)
 
 
-def _wrap_out(out: object, producer: str | None) -> object:
+def _wrap_out(out: object, producer: str | None, model_input: bool = False) -> object:
     if isinstance(out, torch.Size):  # x.shape, x.shape[:2]: ints only, one value (torch.Size holds no Val)
         return Val(meta=out, producer=producer)
     if isinstance(out, torch.Tensor):
-        return Val(meta=out, producer=producer)
+        return Val(meta=out, producer=producer, model_input=model_input)
     if isinstance(out, (tuple, list)):
-        return type(out)(_wrap_out(o, producer) for o in out)
+        return type(out)(_wrap_out(o, producer, model_input) for o in out)
     return Val(meta=out, producer=producer) if producer else Val(meta=out)
 
 

@@ -137,6 +137,8 @@ class Call:
         default to theirs; ``suffix`` names one op of several; the kind's declared attrs must be given."""
         used = self.acts if acts is None else acts
         attrs = attrs or {}
+        # an op of a decomposed call that reads nothing named (acts=[], no producers) reads what the call reads
+        reads_input = any(v.model_input for v in (self.acts if acts == [] and not inputs else used))
         if not is_unknown(kind):
             spec = KINDS.get(kind)
             if spec is None:
@@ -155,6 +157,7 @@ class Call:
             weights=weights or [],
             inputs=[v.producer for v in used if v.producer] if inputs is None else inputs,
             scalar_operand=scalar_operand,
+            reads_input=reads_input,
         )
 
     def unknown(self, why: str = "") -> Op:

@@ -21,7 +21,8 @@ class Val:
     ``meta`` is a meta-device tensor (or any Python value); ``param`` names the model parameter or buffer
     it is (None for activations); ``real`` is that parameter's real tensor; ``producer`` names the op
     whose output this is (None for parameters, constants and the model input); ``buffer`` marks a buffer
-    (BN running stats, a registered attention mask), which no op stores as a parameter.
+    (BN running stats, a registered attention mask), which no op stores as a parameter; ``model_input``
+    marks a tensor passed to the model (activation memory: ``scorer.memory``).
     """
 
     meta: object
@@ -30,6 +31,7 @@ class Val:
     producer: str | None = None
     ident: int | None = None  # identity of the stored tensor, for shared-weight detection
     buffer: bool = False  # a buffer (running stats, masks, index tables): read, never stored as a parameter
+    model_input: bool = False  # a tensor passed to the model
 
     @property
     def is_tensor(self) -> bool:

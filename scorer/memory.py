@@ -1,0 +1,103 @@
+"""Activation memory: the activation storage each op writes, what is live at each step, and the maximum
+transient activation size (MTAS).
+
+The scoring page names MTAS as a metric "future iterations" would add (official_rules.md §7) and gives no
+formula; these definitions are ours [INF], in the same units as every count (per example, or per token on
+wikitext103: ``rules.records.Op.out_numel`` divides by ``op.batch``):
+
+- **Tensor size**: an op's output elements per example × its output width ``op.out_bits`` from the precision
+  policy (``scorer.precision.annotate_bits``: the activation width, 32 by default, N with ``bits=N``, a
+  quantiser's width after it, the input's width after a value-preserving op). The width is the policy's,
+  not the tensor's dtype. A multi-output op counts its first output (``Op.out_shape``). On wikitext103 the
+  divisor is the forward's token count: score one token (the track's default, online inference) for the
+  memory of a step; a T-token forward divided by T understates a step's memory where tensors of one time step
+  (an LSTM's gates) are the largest.
+- **The model's input** counts: the tensors passed to ``score`` (numel / divisor each) at the input width
+  (precision ``input``, else ``act``), live from step 0 to the last op that reads one of them (capture marks
+  those ops: ``Op.reads_input``; every input is held that long, ops do not say which input they read).
+- **Constants are not activations**: an op that reads no activation (a tensor made from sizes or data,
+  ``zeros``, ``arange``, a constant index table, and what is computed from those alone) writes nothing
+  counted here; an activation is a tensor computed from the model's input. Captures differ in whether they
+  record such tensors as ops (export, dispatch) or fold them (fx), so this keeps the counts the same.
+- **Aliases**: a ``free`` op (data movement) whose tensor inputs all share one storage and whose output has
+  no more elements than its largest input is an alias of that storage (view, reshape, flatten, permute,
+  transpose, slice, select, squeeze, dropout in eval, an item of a chunk): it writes nothing, and reading it
+  keeps the storage live. A deployment lays such tensors out as strided reads of the source (PyTorch's
+  ``contiguous`` copy included). Every other op writes a new tensor, the ``free`` ops that join or grow
+  tensors too (cat, stack, pad, repeat, expand): a concatenation writes its own buffer, and its inputs stay
+  live until it runs. In-place calls (``relu_``) are counted as new tensors (an upper bound).
+- **Live**: a storage is live at step i (the i-th op in captured order) when it was written at or before i
+  and is read (through any alias) at or after i; one that no op reads (a model output) is live only at the
+  step that writes it.
+
+Per op (one report row each):
+
+- ``act_bits_out``: bits of new storage the op writes (0 for an alias);
+- ``act_bits_op``: the op's own working set: its distinct input storages plus its output (once when it is an
+  alias), what the op needs resident to run;
+- ``act_bits_live``: every storage live at its step: its inputs and output and every tensor held across it
+  (a residual skip, the branches waiting for a concatenation).
+
+Over a capture: ``mtas_bits`` = max ``act_bits_live`` (the MTAS, the issue's definition: the largest sum of
+live activations at any step) and ``peak_op_activation_bits`` = max ``act_bits_op`` (the largest single-op
+working set, a lower bound any execution order needs; equal to MTAS on a chain). With weighted paths
+(early exits, ``path_fractions``) each path is one capture, and both are the max over paths, not weighted.
+"""
+
+from __future__ import annotations
+
+import math
+
+from rules.records import Op
+
+#: The storage index of the model's input tensors (ops are 0, 1, ...), and of every constant (size 0).
+INPUT = -1
+CONST = -2
+
+
+def activation_memory(ops: list[Op], input_bits: float) -> list[dict[str, float]]:
+    """``{"act_bits_out", "act_bits_op", "act_bits_live"}`` per op of ``ops`` (one capture, in order), given the
+    size in bits of the model's input tensors (per example); see the module docstring."""
+    index = {op.name: i for i, op in enumerate(ops)}
+    storage: list[int] = []  # op index -> index of the storage its output is (itself, or an alias's source)
+    reads: list[list[int]] = []  # op index -> distinct storages it reads
+    size: dict[int, float] = {INPUT: float(input_bits)}
+    last: dict[int, int] = {INPUT: 0}  # storage -> last step reading it
+    for i, op in enumerate(ops):
+        srcs = [storage[index[p]] for p in op.inputs if index.get(p, i) < i] + ([INPUT] if op.reads_input else [])
+        srcs = list(dict.fromkeys(s for s in srcs if s != CONST))
+        out_numel = math.prod(op.out_shape)
+        alias = (op.kind == "free" and len(srcs) == 1
+                 and out_numel <= max((math.prod(s) for s in op.in_shapes), default=0))
+        if not srcs:
+            storage.append(CONST)
+        elif alias:
+            storage.append(srcs[0])
+        else:
+            storage.append(i)
+            size[i] = op.out_numel * op.out_bits
+        reads.append(srcs)
+        for s in srcs:
+            last[s] = i
+    # live[i] = sum of the storages written at or before i and read at or after i (a difference array)
+    delta = [0.0] * (len(ops) + 1)
+    for s, bits in size.items():
+        start = max(s, 0)
+        end = max(last.get(s, start), start)
+        delta[start] += bits
+        delta[end + 1] -= bits
+    rows, live = [], 0.0
+    for i in range(len(ops)):
+        live += delta[i]
+        own = (set(reads[i]) | {storage[i]}) - {CONST}
+        rows.append({
+            "act_bits_out": size.get(i, 0.0),
+            "act_bits_op": sum(size[s] for s in own),
+            "act_bits_live": live,
+        })
+    return rows
+
+
+def input_bits(inputs: tuple, divisor: int, bits: int) -> float:
+    """Size in bits of the model's tensor inputs per example (or token): numel / ``divisor`` × ``bits`` each."""
+    return sum(x.numel() / divisor * bits for x in inputs if hasattr(x, "numel") and hasattr(x, "shape"))

@@ -1,0 +1,254 @@
+"""Activation memory (scorer/memory.py): per-op output storage, live activations per step, MTAS.
+
+MTAS is named by the scoring page as a future metric without a formula (official_rules.md §7); the expected
+numbers below follow scorer/memory.py's definitions, written as arithmetic on hand-counted elements per example
+(a tensor is live from its producer to its last consumer; the model input from step 0 to its last reader;
+views alias their source; 32-bit activations unless bits=16).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+from scorer import score
+from scorer.report import TOTAL_KEYS
+
+
+def conv(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, padding=1)
+
+
+class Chain(nn.Module):
+    """1x3x8x8 -> conv 3->8 -> relu -> conv 8->4 (8x8 spatial throughout)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.act, self.c2 = conv(3, 8), nn.ReLU(), conv(8, 4)
+
+    def forward(self, x):
+        return self.c2(self.act(self.c1(x)))
+
+
+# elements per example: input 3*8*8, c1 8*8*8, relu 8*8*8, c2 4*8*8
+X, C1, R, C2 = 3 * 64, 8 * 64, 8 * 64, 4 * 64
+
+
+def rows(rep) -> dict[str, dict]:
+    return {r["module"] or r["name"]: r for r in rep.layers.to_dict(orient="records")}
+
+
+def test_chain() -> None:
+    rep = score(Chain(), input_shape=(1, 3, 8, 8))
+    by = rows(rep)
+    assert [by[m]["act_bits_out"] for m in ("c1", "act", "c2")] == [C1 * 32, R * 32, C2 * 32]
+    # step 0: input + c1 out; step 1: c1 out + relu out (input dead); step 2: relu out + c2 out
+    assert [by[m]["act_bits_live"] for m in ("c1", "act", "c2")] == [(X + C1) * 32, (C1 + R) * 32, (R + C2) * 32]
+    assert [by[m]["act_bits_op"] for m in ("c1", "act", "c2")] == [(X + C1) * 32, (C1 + R) * 32, (R + C2) * 32]
+    assert rep.totals["mtas_bits"] == (C1 + R) * 32 == 1024 * 32
+    assert rep.totals["peak_op_activation_bits"] == (C1 + R) * 32
+
+
+def test_per_example_at_batch_two() -> None:
+    """Sizes are per example, like every count (Op.out_numel divides by the batch)."""
+    assert score(Chain(), input_shape=(2, 3, 8, 8)).totals["mtas_bits"] == (C1 + R) * 32
+
+
+def test_bits_16_halves() -> None:
+    """bits=16: activations (and the input) at 16 bits."""
+    rep = score(Chain(), input_shape=(1, 3, 8, 8), bits=16)
+    assert rep.totals["mtas_bits"] == (C1 + R) * 16
+    assert rows(rep)["c1"]["act_bits_out"] == C1 * 16
+
+
+def test_precision_config_act_bits_per_layer() -> None:
+    """A per-layer act width sizes that layer's output: c1 at 8 bits, the rest at 32."""
+    rep = score(Chain(), input_shape=(1, 3, 8, 8), precision={"layers": {"c1": {"act": 8}}})
+    by = rows(rep)
+    assert by["c1"]["act_bits_live"] == X * 32 + C1 * 8  # the input at the default width
+    # a relu holds only values of its input, so it keeps the input's width (scorer/precision.py)
+    assert by["act"]["act_bits_live"] == C1 * 8 + R * 8
+    assert by["c2"]["act_bits_live"] == R * 8 + C2 * 32
+
+
+class Residual(nn.Module):
+    """stem 4->4, then a branch 4->16 -> relu -> 16->4 added to the stem's output (the skip), 4x4 spatial."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.c1, self.act, self.c2 = conv(4, 4), conv(4, 16), nn.ReLU(), conv(16, 4)
+
+    def forward(self, x):
+        s = self.stem(x)
+        return self.c2(self.act(self.c1(s))) + s
+
+
+def test_residual_skip_stays_live() -> None:
+    rep = score(Residual(), input_shape=(1, 4, 4, 4))
+    x, s, y, z, w, o = 4 * 16, 4 * 16, 16 * 16, 16 * 16, 4 * 16, 4 * 16
+    live = [r["act_bits_live"] for r in rep.layers.to_dict(orient="records")]
+    assert list(rep.layers["kind"]) == ["conv", "conv", "act:relu", "conv", "add"]
+    assert live == [(x + s) * 32, (s + y) * 32, (s + y + z) * 32, (s + z + w) * 32, (s + w + o) * 32]
+    assert rep.totals["mtas_bits"] == (s + y + z) * 32 == 576 * 32
+    # the skip s is held across the branch: the relu alone needs y + z
+    assert rep.totals["peak_op_activation_bits"] == (y + z) * 32 == 512 * 32
+
+
+class Concat(nn.Module):
+    """a = conv 4->4 (x), b = conv 4->8 (x), c = cat(a, b), out = conv 12->4 (c); 4x4 spatial."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = conv(4, 4), conv(4, 8), conv(12, 4)
+
+    def forward(self, x):
+        return self.c(torch.cat([self.a(x), self.b(x)], 1))
+
+
+def test_concat_inputs_live_until_cat() -> None:
+    rep = score(Concat(), input_shape=(1, 4, 4, 4))
+    x, a, b, c, o = 4 * 16, 4 * 16, 8 * 16, 12 * 16, 4 * 16
+    recs = rep.layers.to_dict(orient="records")
+    assert [r["kind"] for r in recs] == ["conv", "conv", "free", "conv"]
+    assert [r["act_bits_live"] for r in recs] == [(x + a) * 32, (x + a + b) * 32, (a + b + c) * 32, (c + o) * 32]
+    assert recs[2]["act_bits_out"] == c * 32  # a concatenation writes a new tensor
+    assert rep.totals["mtas_bits"] == (a + b + c) * 32 == 384 * 32
+
+
+class Views(nn.Module):
+    """1x1x4x4 -> conv 1->4 -> view(1, 64) -> unsqueeze -> flatten -> linear 64->10."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = conv(1, 4), nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.conv(x).view(1, 64).unsqueeze(1), 1))
+
+
+def test_view_chain_is_not_double_counted() -> None:
+    rep = score(Views(), input_shape=(1, 1, 4, 4))
+    x, c, o = 16, 4 * 16, 10
+    recs = rep.layers.to_dict(orient="records")
+    assert [r["kind"] for r in recs] == ["conv", "free", "free", "free", "linear"]
+    assert [r["act_bits_out"] for r in recs] == [c * 32, 0, 0, 0, o * 32]
+    assert [r["act_bits_live"] for r in recs] == [(x + c) * 32, c * 32, c * 32, c * 32, (c + o) * 32]
+    assert rep.totals["mtas_bits"] == (x + c) * 32 == 80 * 32  # not 2 * c * 32 at a view step
+
+
+def test_padding_materialises() -> None:
+    """A pad grows its input: a new tensor (1x1x4x4 -> 1x1x6x6), not an alias."""
+    rep = score(nn.Sequential(nn.ZeroPad2d(1), nn.ReLU()), input_shape=(1, 1, 4, 4))
+    assert list(rep.layers["act_bits_out"]) == [36 * 32, 36 * 32]
+    assert rep.totals["mtas_bits"] == (36 + 36) * 32
+
+
+class TwoPaths(nn.Module):
+    """Early exit: a small path (linear 8->2) and a large one (linear 8->64 -> linear 64->2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.small, self.big = nn.Linear(8, 2), nn.Sequential(nn.Linear(8, 64), nn.Linear(64, 2))
+
+    def forward(self, x):
+        return self.big(x)
+
+    def exit_paths(self):
+        return {"exit": self.small, "final": self.big}
+
+
+def test_weighted_paths_take_the_max_not_the_weighted_mean() -> None:
+    rep = score(TwoPaths(), input_shape=(1, 8), exit_fractions={"exit": 0.9, "final": 0.1})
+    # final path, step 1: 64 + 2; step 0: 8 + 64. Largest: 8 + 64 = 72 (unweighted by the 0.1).
+    assert rep.totals["mtas_bits"] == (8 + 64) * 32
+
+
+def test_totals_keys_and_json() -> None:
+    rep = score(Chain(), input_shape=(1, 3, 8, 8))
+    assert {"mtas_bits", "peak_op_activation_bits"} <= set(TOTAL_KEYS) == set(rep.totals)
+    data = json.loads(rep.to_json())
+    assert data["totals"]["mtas_bits"] == (C1 + R) * 32
+    assert {"act_bits_out", "act_bits_op", "act_bits_live"} <= set(data["layers"][0])
+
+
+def test_by_depth_sums_writes_and_takes_max_live() -> None:
+    """Grouped rows: act_bits_out summed (what the module writes), act_bits_op/live the module's max."""
+    rep = score(Residual(), input_shape=(1, 4, 4, 4))
+    s, y, z, w, o = 4 * 16, 16 * 16, 16 * 16, 4 * 16, 4 * 16
+    top = rep.by_depth(0)  # two groups: the layers under "" and the top-level add ("<top>")
+    assert top["act_bits_out"].sum() == (s + y + z + w + o) * 32
+    assert top["act_bits_live"].max() == rep.totals["mtas_bits"]
+    assert top["act_bits_op"].max() == rep.totals["peak_op_activation_bits"]
+    act = rep.by_depth(1).set_index("module").loc["act"]
+    assert (act["act_bits_out"], act["act_bits_live"]) == (z * 32, (s + y + z) * 32)
+
+
+@pytest.mark.parametrize("fmt", ["json", "markdown"])
+def test_cli_shows_mtas(tmp_path, capsys, fmt) -> None:
+    from scorer.cli import main
+    from tests.conftest import TINY_MODEL_SRC
+
+    src = tmp_path / "tiny_mtas.py"
+    src.write_text(TINY_MODEL_SRC)
+    assert main([f"{src}:build", "--input-shape", "1,3,32,32", "--format", fmt]) == 0
+    out = capsys.readouterr().out
+    # Tiny: input 3*32*32, conv out 2*16*16 (step 0 holds both), flatten aliases it, fc out 10
+    mtas = (3 * 32 * 32 + 2 * 16 * 16) * 32
+    if fmt == "json":
+        assert json.loads(out)["totals"]["mtas_bits"] == mtas
+    else:
+        cells = {tuple(c.strip() for c in line.strip("|").split("|")) for line in out.splitlines()}
+        assert ("mtas_bits", f"{mtas:,}") in cells
+
+
+@pytest.mark.parametrize("capture", ["export", "dispatch"])
+def test_same_on_every_capture(capture) -> None:
+    """The aten-level captures see the same tensors: the same numbers as the fx capture's hand arithmetic."""
+    assert score(Residual(), input_shape=(1, 4, 4, 4), capture=capture).totals["mtas_bits"] == 576 * 32
+    assert score(Concat(), input_shape=(1, 4, 4, 4), capture=capture).totals["mtas_bits"] == 384 * 32
+    assert score(Views(), input_shape=(1, 1, 4, 4), capture=capture).totals["mtas_bits"] == 80 * 32
+
+
+def test_resnet18_peak_is_the_stem() -> None:
+    """ResNet-18 at 224x224: the largest step is the stem BN, holding conv1's 64x112x112 output and its own
+    (the 3x224x224 input is dead after conv1; every later tensor is at most 64x56x56)."""
+    from reference_models.registry import build_reference
+
+    rep = score(build_reference("resnet18"), input_shape=(1, 3, 224, 224), track="imagenet")
+    assert rep.totals["mtas_bits"] == 2 * 64 * 112 * 112 * 32
+
+
+class InputSkip(nn.Module):
+    """relu(conv 4->4 (x)) + x: the model's input is read again at the end."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.act = conv(4, 4), nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.conv(x)) + x
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_model_input_lives_until_its_last_reader(capture) -> None:
+    rep = score(InputSkip(), input_shape=(1, 4, 4, 4), capture=capture)
+    x = c = r = o = 4 * 16
+    live = list(rep.layers["act_bits_live"])
+    assert live == [(x + c) * 32, (x + c + r) * 32, (x + r + o) * 32]
+
+
+class AddsConstants(nn.Module):
+    def forward(self, x):
+        return x + torch.arange(4.0) + torch.tensor([1.0, 2.0, 3.0, 4.0])
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_constants_are_not_activations(capture) -> None:
+    """Tensors made from sizes or data (arange, a literal) are constants: a capture recording them as ops
+    (export, dispatch) and one folding them (fx) give the same memory."""
+    rep = score(AddsConstants(), input_shape=(1, 4), capture=capture)
+    # step 1: x + 4 out; step 2: that + 4 out (x dead)
+    assert rep.totals["mtas_bits"] == (4 + 4) * 32
