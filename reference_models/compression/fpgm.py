@@ -14,13 +14,14 @@ in ``safe``.
 
 from __future__ import annotations
 
-import copy
 import operator
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from reference_models.compression.surgery import remove_channels
 
 __all__ = [
     "FPGMError",
@@ -30,6 +31,7 @@ __all__ = [
     "fpgm_select",
     "fpgm_soft_prune",
     "geometric_median_scores",
+    "resolve_chains",
 ]
 
 Triple = tuple[str, str | None, str | Sequence[str]]
@@ -105,15 +107,21 @@ def _consumers(next_names: str | Sequence[str]) -> list[str]:
     return [next_names] if isinstance(next_names, str) else list(next_names)
 
 
-def _check_graph(model: nn.Module, conv: str, bn: str | None, consumers: list[str]) -> None:
-    """Refuse unless the conv's output reaches only BN, channel-wise ops and the consumers."""
+def _trace(model: nn.Module, conv: str) -> torch.fx.Graph:
     try:
-        graph = torch.fx.symbolic_trace(model).graph
+        return torch.fx.symbolic_trace(model).graph
     except Exception as exc:  # noqa: BLE001 - any tracing failure means we cannot verify
         raise FPGMError(
             f"cannot trace the model to check where {conv!r} feeds ({exc.__class__.__name__}); "
             "list it in safe= if its output only reaches the consumers"
         ) from exc
+
+
+def _check_graph(
+    model: nn.Module, conv: str, bn: str | None, consumers: list[str], graph: torch.fx.Graph | None = None
+) -> None:
+    """Refuse unless the conv's output reaches only BN, channel-wise ops and the consumers."""
+    graph = graph if graph is not None else _trace(model, conv)
     modules = dict(model.named_modules())
     starts = [n for n in graph.nodes if n.op == "call_module" and n.target == conv]
     if not starts:
@@ -160,18 +168,22 @@ def _n_prune(conv: nn.Conv2d, name: str, ratio: float | Mapping[str, float | int
     return min(int(value * conv.out_channels + 0.5), conv.out_channels - 1)
 
 
-def _resolve(
-    model: nn.Module, triples: Iterable[Triple] | None, safe: Iterable[str]
+def resolve_chains(
+    model: nn.Module, triples: Iterable[Triple] | None = None, safe: Iterable[str] = ()
 ) -> list[tuple[str, str | None, list[str]]]:
+    """Checked ``(conv, bn, [consumers])`` chains: ``triples`` (each verified on one ``torch.fx`` trace
+    unless its conv is in ``safe``) or, for ``None``, :func:`find_sequential_chains`; FPGMError otherwise."""
     modules = dict(model.named_modules())
     if triples is None:
         chains = find_sequential_chains(model)
     else:
         chains = [(c, b, _consumers(n)) for c, b, n in triples]
         safe = set(safe)
+        graph = None
         for conv, bn, nxt in chains:
             if conv not in safe:
-                _check_graph(model, conv, bn, nxt)
+                graph = graph if graph is not None else _trace(model, conv)
+                _check_graph(model, conv, bn, nxt, graph)
     for conv, bn, nxt in chains:
         mod = modules.get(conv)
         if not isinstance(mod, nn.Conv2d):
@@ -193,17 +205,6 @@ def _resolve(
     return chains
 
 
-def _slice_param(module: nn.Module, attr: str, keep: Tensor, dim: int) -> None:
-    old = getattr(module, attr)
-    if old is None:
-        return
-    new = old.detach().index_select(dim, keep.to(old.device)).clone()
-    if isinstance(old, nn.Parameter):
-        setattr(module, attr, nn.Parameter(new, requires_grad=old.requires_grad))
-    else:
-        setattr(module, attr, new)
-
-
 def fpgm_prune(
     model: nn.Module,
     ratio: float | Mapping[str, float | int],
@@ -215,35 +216,13 @@ def fpgm_prune(
     ``ratio`` is a fraction of filters per conv, or a mapping conv name -> fraction or integer count.
     ``triples=None`` prunes every chain found by :func:`find_sequential_chains`. The input model is untouched.
     """
-    chains = _resolve(model, triples, safe)
+    chains = resolve_chains(model, triples, safe)
     modules = dict(model.named_modules())
     removed: dict[str, list[int]] = {}
     for conv, _, _ in chains:
         n = _n_prune(modules[conv], conv, ratio)
         removed[conv] = fpgm_select(modules[conv].weight, n)
-    small = copy.deepcopy(model)
-    if hasattr(small, "_compression_masks"):
-        object.__delattr__(small, "_compression_masks")  # masks no longer match the new shapes
-    smods = dict(small.named_modules())
-    for conv, bn, nxt in chains:
-        c: nn.Conv2d = smods[conv]
-        drop = set(removed[conv])
-        keep = torch.tensor([i for i in range(c.out_channels) if i not in drop], dtype=torch.long)
-        _slice_param(c, "weight", keep, 0)
-        _slice_param(c, "bias", keep, 0)
-        c.out_channels = len(keep)
-        if bn is not None:
-            b: nn.BatchNorm2d = smods[bn]
-            for attr in ("weight", "bias", "running_mean", "running_var"):
-                _slice_param(b, attr, keep, 0)
-            b.num_features = len(keep)
-        for name in nxt:
-            cons = smods[name]
-            _slice_param(cons, "weight", keep, 1)
-            if isinstance(cons, nn.Conv2d):
-                cons.in_channels = len(keep)
-            else:
-                cons.in_features = len(keep)
+    small = remove_channels(model, chains, removed)
     return small, removed
 
 
@@ -254,7 +233,7 @@ def fpgm_soft_prune(
     safe: Iterable[str] = (),
 ) -> dict[str, list[int]]:
     """Soft FPGM step (as in the paper's training loop): zero the selected filters (and bias) in place."""
-    chains = _resolve(model, triples, safe)
+    chains = resolve_chains(model, triples, safe)
     modules = dict(model.named_modules())
     removed: dict[str, list[int]] = {}
     with torch.no_grad():
