@@ -66,7 +66,7 @@ def test_every_stage_writes_checkpoint_and_report(runs):
         "osi_ai": ["train", "prune", "exit"],
         "kaist_v1": ["train", "prune45", "prune65"],
         "kaist_v2": ["train", "prune45", "prune65"],
-        "wavecomp": ["train", "prune", "quantise"],
+        "wavecomp": ["train", "channel_prune", "prune", "quantise"],
         "bnn_resnet18": ["binarise"],
     }
     for name, names in stages.items():
@@ -164,6 +164,41 @@ def test_wavecomp_sparsity_then_9_bit_weights_and_12_bit_activations(runs):
     assert totals_q["score"] < totals_p["score"]
 
 
+def _pyramid_conv_weights(depth: int, alpha: float, mid: list[list[int]] | None) -> int:
+    """Conv and FC weights of a bottleneck PyramidNet, by the layout in wavecomp_pyramidnet.py: stem 3x3 3->16,
+    per block 1x1 cin->w1, 3x3 w1->w2, 1x1 w2->4*planes (planes = round of the running width), FC cout->100."""
+    n = (depth - 2) // 9
+    width, cin, total = 16.0, 16, 3 * 16 * 9
+    for b in range(3 * n):
+        width += alpha / (3 * n)
+        planes = int(round(width))
+        w1, w2 = mid[b] if mid else (planes, planes)
+        total += cin * w1 + 9 * w1 * w2 + w2 * 4 * planes
+        cin = 4 * planes
+    return total + cin * 100
+
+
+def test_wavecomp_hessian_channel_pruning_narrows_the_scored_network(runs):
+    ckpt = load_checkpoint(runs["wavecomp"] / "channel_prune.ckpt")
+    mid = ckpt.arch_kwargs["mid_widths"]
+    # depth 11, alpha 12: one bottleneck per stage, widths 16+4=20, 24, 28: 2*(20+24+28) = 144 inner channels;
+    # schedule linear:0.85:10 ends with round(0.85*144) = 122 removed, 22 left
+    assert sum(map(sum, mid)) == 144 - 122
+    rounds = ckpt.meta["stage_results"]["rounds"]
+    assert len(rounds) == 10 and all("grown" in r for r in rounds[:-1]) and "grown" not in rounds[-1]
+    for stage, widths in (("train", None), ("channel_prune", mid)):
+        _, df = _report(runs["wavecomp"] / f"{stage}.score.json")
+        assert _weights(df)["weight_numel"].sum() == _pyramid_conv_weights(11, 12, widths)
+    # the sparsity and quantisation stages keep the narrower network
+    assert load_checkpoint(runs["wavecomp"] / "final.ckpt").arch_kwargs["mid_widths"] == mid
+
+
+def test_channel_pruning_needs_an_architecture_naming_its_chains(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[model]\narch = "kaist_v1"\n[[stages]]\nkind = "channel_prune"\nschedule = "50%"\n')
+    assert main([str(recipe), *TINY, "--out", str(tmp_path / "out")]) == 2
+
+
 def test_bnn_binary_convs_cost_one_bit(runs):
     _, df = _report(runs["bnn_resnet18"] / "binarise.score.json")
     rows = _weights(df)
@@ -209,13 +244,14 @@ def test_micronet_score_reads_final_checkpoint_without_flags(runs, name, tmp_pat
 def test_resume_continues_after_the_last_completed_stage(runs, tmp_path):
     out = tmp_path / "wavecomp"
     shutil.copytree(runs["wavecomp"], out)
-    (out / "run.json").write_text(json.dumps({"recipe": "wavecomp", "completed": ["train", "prune"]}))
+    done = ["train", "channel_prune", "prune"]
+    (out / "run.json").write_text(json.dumps({"recipe": "wavecomp", "completed": done}))
     for stale in ("quantise.ckpt", "quantise.score.json", "final.ckpt"):
         (out / stale).unlink()
-    before = {n: (out / n).read_bytes() for n in ("train.ckpt", "prune.ckpt")}
+    before = {n: (out / f"{n}.ckpt").read_bytes() for n in done}
     args = ["wavecomp", *TINY, *SMALL_ARCH["wavecomp"], "--out", str(out), "--resume"]
     assert main(args) == 0
-    assert {n: (out / n).read_bytes() for n in before} == before  # earlier stages were not rerun
+    assert {n: (out / f"{n}.ckpt").read_bytes() for n in before} == before  # earlier stages were not rerun
     resumed = load_checkpoint(out / "final.ckpt")
     assert resumed.meta["stage"] == "quantise" and resumed.bits["default"] == {"act": 12}
     pruned = load_checkpoint(out / "prune.ckpt")

@@ -55,8 +55,14 @@ def test_wavecomp_and_bnn_recipes():
     quant = w.stages[-1]
     assert (quant.kind, quant.params["weight_bits"], quant.params["act_bits"]) == ("quantise", 9, 12)
     assert quant.params["shared_exponent"] is True
-    assert parse_schedule(w.stages[1].params["schedule"]) == [0.4531]
+    assert parse_schedule(w.stages[2].params["schedule"]) == [0.4531]
     assert w.arch_kwargs == {"depth": 272, "alpha": 200}
+    # step 2 before the sparsity: mhariat/MicroNet Pruning/config.json back_ratio 0.25, prune_ratio_limit 0.5,
+    # max_iter 20 (10 pruning + 10 bring-back iterations), 200 epochs at lr 0.001, 10x after bringing back
+    hess = w.stages[1]
+    assert hess.kind == "channel_prune" and len(parse_schedule(hess.params["schedule"])) == 10
+    assert (hess.params["back_ratio"], hess.params["limit"], hess.params["fisher"]) == (0.25, 0.5, "true")
+    assert (hess.train.epochs, hess.train.lr, hess.params["anneal_lr_scale"]) == (200, 0.001, 10.0)
     b = load_recipe("bnn_resnet18")
     stage = b.stages[0]
     s1, s2 = stage.params["stage1"], stage.params["stage2"]
@@ -84,6 +90,11 @@ def test_epoch_override_scales_period_and_milestones():
         ('[model]\narch = "kaist_v1"\n[[stages]]\nkind = "squash"\n', "kind 'squash'"),
         ('[model]\narch = "kaist_v1"\n[[stages]]\nkind = "prune"\nschedule = "64"\n', "schedule"),
         ('[model]\narch = "kaist_v1"\n[[stages]]\nkind = "exit"\nhead = "x"\n', "threshold"),
+        ('[model]\narch = "kaist_v1"\n[[stages]]\nkind = "channel_prune"\n', "needs schedule"),
+        ('[model]\narch = "kaist_v1"\n[[stages]]\nkind = "channel_prune"\nschedule = "50%"\nback_ratio = 1.5\n',
+         "back_ratio"),
+        ('[model]\narch = "kaist_v1"\n[[stages]]\nkind = "channel_prune"\nschedule = "50%"\nfisher = "diag"\n',
+         "fisher"),
         ('[model]\narch = "kaist_v1"\n[[stages]]\nkind = "train"\n[[stages]]\nkind = "train"\n', "duplicate"),
         ('[model]\narch = "kaist_v1"\n[[stages]]\nkind = "train"\nlr = "fast"\n', "'lr' must be float"),
         ('[model]\narch = "kaist_v1"\n', "stages"),

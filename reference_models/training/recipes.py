@@ -24,7 +24,7 @@ Layout (see the bundled ``reference_models/recipes/*.toml``)::
     bits = 16
 
     [[stages]]                      # in order; each may override any training key
-    kind = "train"                  # train | prune | quantise | binarise | exit
+    kind = "train"                  # train | prune | channel_prune | quantise | binarise | exit
     epochs = 1200
 
 Training keys are the fields of :class:`TrainConfig`. Stage-specific keys are listed in
@@ -59,7 +59,7 @@ __all__ = [
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
-STAGE_KINDS = ("train", "prune", "quantise", "binarise", "exit")
+STAGE_KINDS = ("train", "prune", "channel_prune", "quantise", "binarise", "exit")
 _KIND_ALIASES = {"quantize": "quantise", "binarize": "binarise", "early_exit": "exit"}
 
 LOSSES = ("ce", "label_smoothing", "weighted_label_smoothing", "soft_smoothing")
@@ -70,6 +70,10 @@ MIXES = ("none", "mixup", "cutmix")
 STAGE_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "train": {},
     "prune": {"schedule": str, "method": str, "include": list, "exclude": list, "rewind": bool},
+    "channel_prune": {
+        "schedule": str, "back_ratio": float, "limit": float, "fisher": str, "fisher_batches": int,
+        "anneal_epochs_fraction": float, "anneal_lr_scale": float,
+    },
     "quantise": {
         "weight_bits": int, "act_bits": int, "shared_exponent": bool, "exclude": list, "act_mode": str,
         "per_layer": dict, "calibrate_batches": int,
@@ -309,6 +313,8 @@ def _parse_stage(raw: Any, index: int, defaults: dict[str, Any], path: Path, see
             params[key] = float(value) if expected is float else value
     if kind == "prune":
         _check_prune(params, f"{where} ({name})")
+    elif kind == "channel_prune":
+        _check_channel_prune(params, f"{where} ({name})")
     elif kind == "quantise":
         if "weight_bits" not in params:
             raise RecipeError(f"{where} ({name}): quantise needs weight_bits")
@@ -345,6 +351,28 @@ def _check_prune(params: dict[str, Any], where: str) -> None:
     method = params.get("method", "layer_normalized")
     if method not in ("global", "layer_normalized", "uniform"):
         raise RecipeError(f"{where}: method {method!r} is not global, layer_normalized or uniform")
+
+
+def _check_channel_prune(params: dict[str, Any], where: str) -> None:
+    from reference_models.compression.schedule import parse_schedule
+
+    if "schedule" not in params:
+        raise RecipeError(f"{where}: channel_prune needs schedule (fractions of the channels removed, e.g. 'linear:0.5:4')")
+    try:
+        parse_schedule(params["schedule"])
+    except ValueError as exc:
+        raise RecipeError(f"{where}: {exc}") from None
+    checks = [
+        (0 <= params.get("back_ratio", 0.25) < 1, "back_ratio must be in [0, 1)"),
+        (0 < params.get("limit", 0.5) <= 1, "limit must be in (0, 1]"),
+        (params.get("fisher", "true") in ("true", "empirical"), "fisher must be 'true' or 'empirical'"),
+        (params.get("fisher_batches", 10) >= 1, "fisher_batches must be >= 1"),
+        (params.get("anneal_epochs_fraction", 0.25) >= 0, "anneal_epochs_fraction must be >= 0"),
+        (params.get("anneal_lr_scale", 10.0) > 0, "anneal_lr_scale must be > 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise RecipeError(f"{where}: {message}")
 
 
 def _check_arch(arch: object, path: Path) -> str:

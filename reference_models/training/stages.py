@@ -20,6 +20,7 @@ from reference_models.compression.pruning import MagnitudePruner, _exact_count
 from reference_models.compression.quantize import ActQuant
 from reference_models.compression.schedule import parse_schedule_fractions
 from reference_models.registry import build_reference, get_reference
+from reference_models.training.channel_prune import stage_channel_prune
 from reference_models.training.data import normalize
 from reference_models.training.distributed import all_gather_objects, broadcast_buffers
 from reference_models.training.recipes import RecipeError, StageSpec
@@ -270,6 +271,7 @@ def _exit_statistics(ctx: RunContext, model: nn.Module, batch_size: int) -> tupl
 STAGES = {
     "train": _stage_train,
     "prune": _stage_prune,
+    "channel_prune": stage_channel_prune,
     "quantise": _stage_quantise,
     "binarise": _stage_binarise,
     "exit": _stage_exit,
