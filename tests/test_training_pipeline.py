@@ -63,7 +63,7 @@ def _check_param_bits(rows: pd.DataFrame, bits: int) -> None:
 
 def test_every_stage_writes_checkpoint_and_report(runs):
     stages = {
-        "osi_ai": ["train", "prune", "exit"],
+        "osi_ai": ["train", "prune", "exit", "exit_prune"],
         "kaist_v1": ["train", "prune45", "prune65"],
         "kaist_v2": ["train", "prune45", "prune65"],
         "wavecomp": ["train", "channel_prune", "prune", "quantise"],
@@ -98,10 +98,32 @@ def test_osi_pruning_reaches_64_percent_and_pays_masks(runs):
     _check_param_bits(rows, 16)
 
 
-def test_osi_exit_weights_ops_by_the_measured_fraction(runs):
-    path = runs["osi_ai"] / "exit.ckpt"
+@pytest.mark.parametrize("stage", ["exit", "exit_prune"])
+def test_osi_exit_weights_ops_by_the_measured_fraction(runs, stage):
+    path = runs["osi_ai"] / f"{stage}.ckpt"
     fraction = load_checkpoint(path).exit_fractions["exit4"]
     _check_exit_weighting(path, fraction)
+
+
+def test_osi_ends_with_the_exit_head_pruned_to_half(runs):
+    # team_scores.md §2.1.3: early-exit module 10,280 of 20,560 weights kept; main network 64% of 467,824
+    ckpt = load_checkpoint(runs["osi_ai"] / "final.ckpt")
+    assert ckpt.meta["stage"] == "exit_prune"
+    head = {k: m for k, m in ckpt.masks.items() if k.startswith("_exit.")}
+    assert sum(m.numel() for m in head.values()) == 20_560
+    assert sum(int((~m).sum()) for m in head.values()) == 10_280
+    main_zeros = sum(int((~m).sum()) for k, m in ckpt.masks.items() if not k.startswith("_exit."))
+    assert main_zeros == round(0.64 * 467_824)
+    assert ckpt.meta["stage_results"]["sparsity_per_round"] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+    # storage does not depend on which weights survive, only on how many per tensor: the published
+    # parameter components of team_scores.md §2.1.2 ("+ early exit (EE dense)" 0.003119, "+ EE pruned 50%
+    # (final)" 0.002995) to their printed digits
+    dense, _ = _report(runs["osi_ai"] / "exit.score.json")
+    pruned, df = _report(runs["osi_ai"] / "exit_prune.score.json")
+    assert (round(dense["param_score"], 6), round(pruned["param_score"], 6)) == (0.003119, 0.002995)
+    rows = _weights(df)
+    head_rows = rows[rows["module"].str.startswith("_exit.") & (rows["path"] == "exit4")]  # once per path
+    assert (head_rows["weight_numel"] - head_rows["nonzeros"]).sum() == 10_280
 
 
 def _check_exit_weighting(path: Path, fraction: float) -> None:

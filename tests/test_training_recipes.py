@@ -18,8 +18,8 @@ def test_bundled_recipes():
 
 def test_osi_ai_recipe_mirrors_the_seed():
     r = load_recipe("osi_ai")
-    assert r.arch == "osi_ai" and [s.kind for s in r.stages] == ["train", "prune", "exit"]
-    train, prune, exit_ = r.stages
+    assert r.arch == "osi_ai" and [s.kind for s in r.stages] == ["train", "prune", "exit", "exit_prune"]
+    train, prune, exit_, exit_prune = r.stages
     t = train.train
     assert (t.epochs, t.lr, t.weight_decay, t.momentum, t.batch_size) == (1200, 0.13, 1e-5, 0.9, 128)
     assert (t.loss, t.smoothing, t.smoothing_spread) == ("label_smoothing", 0.3, "others")
@@ -33,6 +33,10 @@ def test_osi_ai_recipe_mirrors_the_seed():
     assert exit_.params["threshold"] == 0.85 and exit_.train.epochs == 800
     assert exit_.train.loss == "soft_smoothing" and exit_.train.mix == "none"
     assert "autoaugment" not in exit_.train.augment
+    # Config/reproduce.json early_exit.prune: sparsity 50, rounds 5, gradually, norm, 600 epochs
+    assert parse_schedule(exit_prune.params["schedule"]) == [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert (exit_prune.params["head"], exit_prune.params["method"]) == ("_exit", "layer_normalized")
+    assert (exit_prune.train.epochs, exit_prune.train.loss) == (600, "soft_smoothing")
     assert (r.score.bits, r.score.rules) == (16, "micronet2019")
 
 

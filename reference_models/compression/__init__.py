@@ -1,4 +1,4 @@
-"""Compression library: pruning schedules, magnitude and FPGM pruning, quantisation, binarisation, early exit.
+"""Compression library: pruning schedules, magnitude, FPGM and Hessian channel pruning, quantisation, binarisation, early exit.
 
 Models produced here follow docs/contracts.md: bit widths live on the modules (``weight_bits``, ``bits``,
 ``act_bits``), pruned weights are exact zeros with masks readable by :func:`masks_of`, and early-exit
@@ -32,6 +32,12 @@ from reference_models.compression.fpgm import (
     fpgm_select,
     fpgm_soft_prune,
 )
+from reference_models.compression.hessian_prune import (
+    AnnealingPool,
+    hessian_prune,
+    kfac_factors,
+    run_annealed_schedule,
+)
 from reference_models.compression.pruning import (
     MagnitudePruner,
     MaskEnforcer,
@@ -53,6 +59,7 @@ from reference_models.compression.schedule import parse_schedule
 
 __all__ = [
     "ActQuant",
+    "AnnealingPool",
     "BinaryConv2d",
     "EarlyExitModel",
     "ExitHead",
@@ -79,11 +86,14 @@ __all__ = [
     "fpgm_select",
     "fpgm_soft_prune",
     "freeze_backbone",
+    "hessian_prune",
+    "kfac_factors",
     "masks_of",
     "measure_exit_fraction",
     "parse_schedule",
     "prunable_parameters",
     "quantize_model",
+    "run_annealed_schedule",
     "soft_smoothing_loss",
     "sparsity_of",
     "train_exit_head",

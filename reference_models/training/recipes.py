@@ -24,7 +24,7 @@ Layout (see the bundled ``reference_models/recipes/*.toml``)::
     bits = 16
 
     [[stages]]                      # in order; each may override any training key
-    kind = "train"                  # train | prune | channel_prune | quantise | binarise | exit
+    kind = "train"                  # train | prune | channel_prune | quantise | binarise | exit | exit_prune
     epochs = 1200
 
 Training keys are the fields of :class:`TrainConfig`. Stage-specific keys are listed in
@@ -59,7 +59,7 @@ __all__ = [
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
-STAGE_KINDS = ("train", "prune", "channel_prune", "quantise", "binarise", "exit")
+STAGE_KINDS = ("train", "prune", "channel_prune", "quantise", "binarise", "exit", "exit_prune")
 _KIND_ALIASES = {"quantize": "quantise", "binarize": "binarise", "early_exit": "exit"}
 
 LOSSES = ("ce", "label_smoothing", "weighted_label_smoothing", "soft_smoothing")
@@ -83,6 +83,9 @@ STAGE_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "head": str, "block": str, "exit_name": str, "threshold": float, "target_accuracy": float,
         "target_fraction": float,
         "update_backbone_bn": bool,
+    },
+    "exit_prune": {
+        "head": str, "block": str, "schedule": str, "method": str, "exclude": list, "update_backbone_bn": bool,
     },
 }
 _COMMON_STAGE_KEYS = {"kind", "name", "description"}
@@ -315,6 +318,10 @@ def _parse_stage(raw: Any, index: int, defaults: dict[str, Any], path: Path, see
         _check_prune(params, f"{where} ({name})")
     elif kind == "channel_prune":
         _check_channel_prune(params, f"{where} ({name})")
+    elif kind == "exit_prune":
+        if "head" not in params:
+            raise RecipeError(f"{where} ({name}): exit_prune needs head (the exit head module's name)")
+        _check_prune(params, f"{where} ({name})")
     elif kind == "quantise":
         if "weight_bits" not in params:
             raise RecipeError(f"{where} ({name}): quantise needs weight_bits")

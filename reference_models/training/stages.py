@@ -23,6 +23,7 @@ from reference_models.registry import build_reference, get_reference
 from reference_models.training.channel_prune import stage_channel_prune
 from reference_models.training.data import normalize
 from reference_models.training.distributed import all_gather_objects, broadcast_buffers
+from reference_models.training.exit_prune import stage_exit_prune
 from reference_models.training.recipes import RecipeError, StageSpec
 from reference_models.training.state import PipelineState, apply_quantise
 from reference_models.training.trainer import RunContext, evaluate, fit, predict_batches
@@ -275,6 +276,7 @@ STAGES = {
     "quantise": _stage_quantise,
     "binarise": _stage_binarise,
     "exit": _stage_exit,
+    "exit_prune": stage_exit_prune,
 }
 
 
@@ -282,5 +284,5 @@ def run_stage(ctx: RunContext, stage: StageSpec, state: PipelineState) -> None:
     """Run one stage on ``state`` (in place) and measure the test accuracy."""
     state.model.to(ctx.env.device)
     STAGES[stage.kind](ctx, stage, state)
-    if stage.kind != "exit":
+    if stage.kind not in ("exit", "exit_prune"):  # those measure the accuracy with the exit
         state.accuracy = evaluate(ctx, state.model, ctx.local_batch(stage.train.batch_size))
