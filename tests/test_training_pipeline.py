@@ -20,6 +20,7 @@ from scorer.load import load_model
 
 TINY = ["--synthetic", "64", "--epochs", "1", "--limit-batches", "1", "--batch-size", "16", "--no-progress"]
 SMALL_ARCH = {"wavecomp": ["--arch-kwargs", '{"depth": 11, "alpha": 12}']}
+OPTIONS = {"kaist_v2": ["--with", "trained_init"]}  # KAIST contribution 2 on one of the two versions
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -38,7 +39,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = {}
     for name in ("osi_ai", "kaist_v1", "kaist_v2", "wavecomp", "bnn_resnet18"):
         out[name] = root / name
-        assert main([name, *TINY, *SMALL_ARCH.get(name, []), "--out", str(out[name])]) == 0
+        assert main([name, *TINY, *SMALL_ARCH.get(name, []), *OPTIONS.get(name, []), "--out", str(out[name])]) == 0
     return out
 
 
@@ -65,7 +66,7 @@ def test_every_stage_writes_checkpoint_and_report(runs):
     stages = {
         "osi_ai": ["train", "prune", "exit", "exit_prune"],
         "kaist_v1": ["train", "prune45", "prune65"],
-        "kaist_v2": ["train", "prune45", "prune65"],
+        "kaist_v2": ["probe", "reinit", "train", "prune45", "prune65"],
         "wavecomp": ["train", "channel_prune", "prune", "quantise"],
         "bnn_resnet18": ["binarise"],
     }
@@ -173,6 +174,20 @@ def test_kaist_pruning_schedule_ends_at_65_percent(runs, name, total):
         _check_param_bits(rows, 16)
 
 
+def test_kaist_trained_init_draws_each_weight_from_its_trained_values(runs):
+    probe = load_checkpoint(runs["kaist_v2"] / "probe.ckpt").state_dict
+    reinit = load_checkpoint(runs["kaist_v2"] / "reinit.ckpt")
+    assert reinit.meta["stage_results"]["mode"] == "empirical"
+    weights = [k for k, v in probe.items() if k.endswith("weight") and v.dim() > 1]
+    assert len(weights) == reinit.meta["stage_results"]["tensors"] > 0
+    for key in weights:
+        drawn, trained = reinit.state_dict[key], probe[key]
+        assert torch.isin(drawn, trained).all(), key  # every value is one of the trained tensor's values
+        assert not torch.equal(drawn, trained), key  # redrawn, not kept
+    bn = [k for k in probe if k.endswith("running_mean")]
+    assert bn and all(torch.all(reinit.state_dict[k] == 0) for k in bn)  # BN statistics start afresh
+
+
 def test_wavecomp_sparsity_then_9_bit_weights_and_12_bit_activations(runs):
     _, pruned = _report(runs["wavecomp"] / "prune.score.json")
     rows = _weights(pruned)
@@ -219,6 +234,14 @@ def test_channel_pruning_needs_an_architecture_naming_its_chains(tmp_path):
     recipe = tmp_path / "r.toml"
     recipe.write_text('[model]\narch = "kaist_v1"\n[[stages]]\nkind = "channel_prune"\nschedule = "50%"\n')
     assert main([str(recipe), *TINY, "--out", str(tmp_path / "out")]) == 2
+
+
+def test_exit_pruning_needs_an_exit_stage_before_it(tmp_path, capsys):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[model]\narch = "osi_ai"\n[[stages]]\nkind = "exit_prune"\nhead = "_exit"\n'
+                      'block = "_blocks.4"\nschedule = "50%"\n')
+    assert main([str(recipe), *TINY, "--out", str(tmp_path / "out")]) == 2
+    assert "needs an exit stage before it" in capsys.readouterr().err
 
 
 def test_bnn_binary_convs_cost_one_bit(runs):

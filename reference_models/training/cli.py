@@ -6,6 +6,7 @@ Examples::
     micronet-train kaist_v1 --synthetic 256 --epochs 1 --limit-batches 2 --out /tmp/k1   # smoke run
     torchrun --nproc_per_node 4 -m reference_models.training.cli wavecomp --data DIR --out runs/wc
     micronet-train osi_ai --data DIR --out runs/osi --resume
+    micronet-train kaist_v1 --data DIR --with trained_init   # also run the recipe's optional stages
 
 Exit codes: 0 success, 2 bad input (unknown recipe, missing or corrupt data, bad flags), 1 other failures.
 """
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-batches", type=int, metavar="N", help="at most N batches per epoch and per evaluation")
     p.add_argument("--batch-size", type=int, metavar="N", help="global batch size (overrides the recipe)")
     p.add_argument("--arch-kwargs", metavar="JSON", help="extra architecture arguments, e.g. '{\"depth\": 20}'")
+    p.add_argument("--with", dest="with_options", action="append", default=[], metavar="OPTION",
+                   help="also run the recipe's optional stages marked option = OPTION (repeatable), e.g. "
+                   "kaist_v1 --with trained_init")
     p.add_argument("--resume", action="store_true", help="continue after the last completed stage in OUT")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available; under torchrun "
                    "cuda:LOCAL_RANK)")
@@ -70,7 +74,8 @@ def _list_recipes() -> str:
     for name in bundled_recipes():
         recipe = load_recipe(name)
         stages = " -> ".join(s.name for s in recipe.stages)
-        lines.append(f"{name:14s} {recipe.arch:22s} {stages}")
+        options = "".join(f" (--with {o})" for o in recipe.options)
+        lines.append(f"{name:14s} {recipe.arch:22s} {stages}{options}")
     return "\n".join(lines)
 
 
@@ -99,6 +104,7 @@ def _run(argv: Sequence[str]) -> int:
     from reference_models.training.trainer import RunContext
 
     recipe = load_recipe(args.recipe)
+    recipe.enable(args.with_options)
     if args.arch_kwargs:
         try:
             extra = json.loads(args.arch_kwargs)

@@ -24,8 +24,9 @@ Layout (see the bundled ``reference_models/recipes/*.toml``)::
     bits = 16
 
     [[stages]]                      # in order; each may override any training key
-    kind = "train"                  # train | prune | channel_prune | quantise | binarise | exit | exit_prune
+    kind = "train"                  # train | prune | channel_prune | quantise | binarise | exit | exit_prune | reinit
     epochs = 1200
+    # option = "trained_init"       # optional stage: runs only with ``micronet-train --with trained_init``
 
 Training keys are the fields of :class:`TrainConfig`. Stage-specific keys are listed in
 :data:`STAGE_KEYS`. Unknown keys are errors (a typo must not silently change a recipe).
@@ -59,7 +60,7 @@ __all__ = [
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
-STAGE_KINDS = ("train", "prune", "channel_prune", "quantise", "binarise", "exit", "exit_prune")
+STAGE_KINDS = ("train", "prune", "channel_prune", "quantise", "binarise", "exit", "exit_prune", "reinit")
 _KIND_ALIASES = {"quantize": "quantise", "binarize": "binarise", "early_exit": "exit"}
 
 LOSSES = ("ce", "label_smoothing", "weighted_label_smoothing", "soft_smoothing")
@@ -87,8 +88,9 @@ STAGE_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "exit_prune": {
         "head": str, "block": str, "schedule": str, "method": str, "exclude": list, "update_backbone_bn": bool,
     },
+    "reinit": {"mode": str, "include": list, "exclude": list},
 }
-_COMMON_STAGE_KEYS = {"kind", "name", "description"}
+_COMMON_STAGE_KEYS = {"kind", "name", "description", "option"}
 
 
 class RecipeError(ValueError):
@@ -214,6 +216,7 @@ class StageSpec:
     train: TrainConfig
     params: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    option: str | None = None
 
 
 @dataclass
@@ -231,6 +234,21 @@ class Recipe:
     description: str = ""
     sources: list[str] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
+    all_stages: list[StageSpec] = field(default_factory=list)
+
+    @property
+    def options(self) -> list[str]:
+        """Names of the optional stage groups (``option = ...``), in order of first use."""
+        return list(dict.fromkeys(s.option for s in self.all_stages if s.option is not None))
+
+    def enable(self, options: list[str]) -> None:
+        """Run the stages of ``options`` too (``--with``); RecipeError for an option the recipe lacks."""
+        if not options:
+            return
+        unknown = [o for o in options if o not in self.options]
+        if unknown:
+            raise RecipeError(f"{self.path}: no optional stages {unknown} (options: {', '.join(self.options) or 'none'})")
+        self.stages = [s for s in self.all_stages if s.option is None or s.option in options]
 
     def override_epochs(self, epochs: int) -> None:
         """Run every stage (and every pruning round / binarisation sub-stage) for ``epochs`` epochs."""
@@ -318,6 +336,9 @@ def _parse_stage(raw: Any, index: int, defaults: dict[str, Any], path: Path, see
         _check_prune(params, f"{where} ({name})")
     elif kind == "channel_prune":
         _check_channel_prune(params, f"{where} ({name})")
+    elif kind == "reinit":
+        if params.get("mode", "empirical") not in ("empirical", "normal"):
+            raise RecipeError(f"{where} ({name}): mode {params['mode']!r} is not empirical or normal")
     elif kind == "exit_prune":
         if "head" not in params:
             raise RecipeError(f"{where} ({name}): exit_prune needs head (the exit head module's name)")
@@ -343,7 +364,12 @@ def _parse_stage(raw: Any, index: int, defaults: dict[str, Any], path: Path, see
         rules = [k for k in ("threshold", "target_accuracy", "target_fraction") if k in params]
         if len(rules) != 1:
             raise RecipeError(f"{where} ({name}): exit needs exactly one of threshold, target_accuracy, target_fraction")
-    return StageSpec(kind=kind, name=name, train=cfg, params=params, description=str(raw.get("description", "")))
+    option = raw.get("option")
+    if option is not None:
+        check_name(option, f"{where} ({name}): option")
+    return StageSpec(
+        kind=kind, name=name, train=cfg, params=params, description=str(raw.get("description", "")), option=option
+    )
 
 
 def _check_prune(params: dict[str, Any], where: str) -> None:
@@ -444,7 +470,10 @@ def parse_recipe(doc: dict[str, Any], path: Path) -> Recipe:
     if not isinstance(stages_raw, list) or not stages_raw:
         raise RecipeError(f"{path}: needs at least one [[stages]] entry")
     seen: set[str] = set()
-    stages = [_parse_stage(raw, i, defaults, path, seen) for i, raw in enumerate(stages_raw)]
+    all_stages = [_parse_stage(raw, i, defaults, path, seen) for i, raw in enumerate(stages_raw)]
+    stages = [s for s in all_stages if s.option is None]
+    if not stages:
+        raise RecipeError(f"{path}: every stage is optional; at least one must run by default")
     sources = doc.get("sources", [])
     recipe = Recipe(
         name=name,
@@ -458,6 +487,7 @@ def parse_recipe(doc: dict[str, Any], path: Path) -> Recipe:
         description=str(doc.get("description", "")),
         sources=[str(s) for s in sources] if isinstance(sources, list) else [str(sources)],
         raw=doc,
+        all_stages=all_stages,
     )
     if recipe.ghost_batch_size is not None and recipe.ghost_splits is not None:
         raise RecipeError(f"{path}: [model] give ghost_batch_size or ghost_splits, not both")

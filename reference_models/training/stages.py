@@ -24,6 +24,7 @@ from reference_models.training.channel_prune import stage_channel_prune
 from reference_models.training.data import normalize
 from reference_models.training.distributed import all_gather_objects, broadcast_buffers
 from reference_models.training.exit_prune import stage_exit_prune
+from reference_models.training.init_dist import stage_reinit
 from reference_models.training.recipes import RecipeError, StageSpec
 from reference_models.training.state import PipelineState, apply_quantise
 from reference_models.training.trainer import RunContext, evaluate, fit, predict_batches
@@ -277,6 +278,7 @@ STAGES = {
     "binarise": _stage_binarise,
     "exit": _stage_exit,
     "exit_prune": stage_exit_prune,
+    "reinit": stage_reinit,
 }
 
 
