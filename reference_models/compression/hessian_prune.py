@@ -82,8 +82,8 @@ def _outer_sum(x: Tensor, chunk: int = 16) -> Tensor:
     d = x.shape[1]
     out = torch.zeros(d, d, dtype=torch.float64, device=x.device)
     for start in range(0, x.shape[0], chunk):
-        part = x[start : start + chunk].to(torch.float64)
-        out += torch.einsum("ndt,net->de", part, part)
+        part = x[start : start + chunk].to(torch.float64).transpose(0, 1).reshape(d, -1)
+        out += part @ part.T
     return out
 
 
