@@ -39,6 +39,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     import torch.nn as nn
 
+    from scorer.cifar import Cifar100Split
+
 #: Examples (predictions for WikiText-103) of each track's official evaluation split.
 OFFICIAL_TOTALS = {
     "cifar100": 10_000,  # official_rules.md §1.1: 10,000 test images
@@ -106,7 +108,7 @@ class QualityResult:
 
     def describe(self) -> str:
         """The verdict, then what it was measured on and whether that is the official split."""
-        lines = [self.verdict(), f"{self.metric} on {self.data} ({self.threshold_source})"]
+        lines = [self.verdict(), f"{self.metric} on {self.data}; threshold: {self.threshold_source}"]
         if not self.official:
             unit = "predictions" if self.perplexity is not None else "examples"
             lines.append(f"NOT the official split: {self.total:,} {unit}, the official one has "
@@ -219,16 +221,20 @@ def accuracy_result(track: str, correct: int, total: int, data: str, exit_thresh
     )
 
 
-def evaluate_cifar100(model: nn.Module, data: str | Path, *, batch_size: int = DEFAULT_BATCH,
+def evaluate_cifar100(model: nn.Module, data: str | Path | Cifar100Split, *, batch_size: int = DEFAULT_BATCH,
                       limit: int | None = None, normalize: bool = True,
                       exit_threshold: float | None = None) -> QualityResult:
-    """Top-1 accuracy on the ``test`` split of a CIFAR-100 python-format folder."""
-    from scorer.cifar import DataError, load_cifar100, split_batches, to_unit
+    """Top-1 accuracy on the ``test`` split of a CIFAR-100 python-format folder (or an already read
+    ``scorer.cifar.Cifar100Split``, to evaluate several models on one read)."""
+    from scorer.cifar import Cifar100Split, DataError, load_cifar100, split_batches, to_unit
 
-    try:
-        split = load_cifar100(data, "test")
-    except DataError as exc:
-        raise ScorerError(str(exc)) from None
+    if isinstance(data, Cifar100Split):
+        split, data = data, f"a Cifar100Split of {len(data):,} images"
+    else:
+        try:
+            split = load_cifar100(data, "test")
+        except DataError as exc:
+            raise ScorerError(str(exc)) from None
     if normalize:
         batches: Iterable[Any] = split_batches(split, batch_size, limit)
     else:
@@ -448,6 +454,9 @@ def _evaluate_cli(args: argparse.Namespace, argv: list[str]) -> int:
             loaded.model.to("cpu")
         report = score_loaded(loaded, track=track, rules=args.rules, bits=args.bits,
                               exit_fractions=result.exit_fractions)
+        if result.exit_counts:
+            report.notes.append("path fractions measured by this evaluation (its exit rule, same data): "
+                                + ", ".join(f"{k}={v:,}/{result.total:,}" for k, v in result.exit_counts.items()))
         write_submission(args.report, report, quality=result, argv=["evaluate", *argv],
                          title=loaded.description or args.model, depth=args.depth)
         sys.stderr.write(f"wrote {args.report}\n")

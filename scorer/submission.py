@@ -128,8 +128,9 @@ def _quality_section(quality: QualityResult | None) -> list[str]:
     lines = [f"**{first}**", ""]
     lines += [f"- {line}" for line in rest]
     if quality.correct is not None:
-        lines.append(f"- exact integer comparison: {quality.correct:,} correct ≥ {quality.required:,} needed "
-                     f"(the least n with n / {quality.total:,} ≥ the threshold's count), no rounding")
+        sign = "≥" if quality.qualifies else "<"
+        lines.append(f"- exact integer comparison: {quality.correct:,} correct {sign} {quality.required:,} needed "
+                     f"(the least n with n / {quality.total:,} at or above the threshold), no rounding")
     return lines
 
 

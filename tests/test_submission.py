@@ -65,10 +65,17 @@ class IndexOracle(nn.Module):
         return nn.functional.one_hot(pred, 100).float()
 
 
+@pytest.fixture(scope="module")
+def indexed_split(indexed_cifar):
+    from scorer.cifar import load_cifar100
+
+    return load_cifar100(indexed_cifar, "test")
+
+
 @pytest.mark.parametrize("k", [7_999, 8_000, 8_001])
-def test_threshold_is_an_exact_count(indexed_cifar, k):
+def test_threshold_is_an_exact_count(indexed_split, k):
     model = IndexOracle(k).train()
-    result = evaluate(model, "cifar100", indexed_cifar)
+    result = evaluate(model, "cifar100", indexed_split)
     assert (result.correct, result.total, result.required) == (k, 10_000, 8_000)
     assert result.qualifies is (k >= 8_000) and result.official
     expected = f"{k:,} / 10,000 ≥ 8,000: qualifies" if k >= 8_000 else f"{k:,} / 10,000 < 8,000: does not qualify"
@@ -90,11 +97,11 @@ def _model_file(tmp_path: Path) -> Path:
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_submission import IndexOracle
 
-        def build_7999():
-            return IndexOracle(7_999)
-
         def build_8000():
             return IndexOracle(8_000)
+
+        def build_799():
+            return IndexOracle(799)
     """))
     return path
 
@@ -104,11 +111,12 @@ def test_cli_evaluate_cifar(indexed_cifar, tmp_path, capsys):
     assert main(["evaluate", f"{model}:build_8000", "--data", str(indexed_cifar)]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "8,000 / 10,000 ≥ 8,000: qualifies"
-    assert main(["evaluate", f"{model}:build_7999", "--data", str(indexed_cifar), "--fail-below",
-                 "--format", "json"]) == 1
+    # the first 1,000 images: 0.8 · 1,000 = 800 needed, 799 right
+    assert main(["evaluate", f"{model}:build_799", "--data", str(indexed_cifar), "--limit", "1000",
+                 "--fail-below", "--format", "json"]) == 1
     doc = json.loads(capsys.readouterr().out)
-    assert (doc["correct"], doc["total"], doc["required"], doc["qualifies"]) == (7_999, 10_000, 8_000, False)
-    assert doc["verdict"] == "7,999 / 10,000 < 8,000: does not qualify"
+    assert (doc["correct"], doc["total"], doc["required"], doc["qualifies"]) == (799, 1_000, 800, False)
+    assert doc["verdict"] == "799 / 1,000 < 800: does not qualify" and doc["official"] is False
 
 
 def test_limit_is_not_official(indexed_cifar, capsys, tmp_path):
