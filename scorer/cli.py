@@ -403,9 +403,9 @@ def _check_lm_args(args: argparse.Namespace) -> None:
     if args.data is not None and args.report is None:
         raise UsageError("--data is used with --report (or use `micronet-score evaluate MODEL --data DATA`)")
     if args.vocab is not None and args.measure_paths is None and args.perplexity is None and args.data is None:
-        raise UsageError("--vocab is used with --measure-paths, --perplexity or --data")
+        raise UsageError("--vocab is used with --measure-paths or --perplexity (or --data with --report)")
     if args.seq_len is not None and args.perplexity is None and args.data is None:
-        raise UsageError("--seq-len is used with --perplexity or --data")
+        raise UsageError("--seq-len is used with --perplexity (or --data with --report)")
     if args.seq_len is not None and args.seq_len <= 0:
         raise UsageError(f"--seq-len must be positive, got {args.seq_len}")
     if args.measure_paths is not None and (args.exit_fraction or args.measure_exits):

@@ -112,7 +112,7 @@ class QualityResult:
         if not self.official:
             unit = "predictions" if self.perplexity is not None else "examples"
             lines.append(f"NOT the official split: {self.total:,} {unit}, the official one has "
-                         f"{self.official_total:,}; the verdict applies the threshold's rate to this data only")
+                         f"{self.official_total:,}; the verdict holds for this data only")
         if self.exit_counts:
             lines.append(f"early exit at max softmax > {self.exit_threshold:g}: "
                          + ", ".join(f"{k}={v:,}/{self.total:,}" for k, v in self.exit_counts.items()))
