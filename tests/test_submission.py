@@ -83,6 +83,33 @@ def test_threshold_is_an_exact_count(indexed_split, k):
     assert model.training and model.bn.training  # eval mode was restored
 
 
+class ExitOracle(IndexOracle):
+    """An early-exit model: the exit head is sure and right on images 0..29, unsure (uniform) on the rest; the
+    final head is right on images 0..79 only."""
+
+    def forward_with_exit(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = torch.round((x[:, 0, 0, :3] * STD0 + MEAN0) * 255).long()
+        index, label = pixels[:, 0] * 256 + pixels[:, 1], pixels[:, 2]
+        sure = nn.functional.one_hot(label, 100).float() * 20 * (index < 30).float().unsqueeze(1)
+        final = nn.functional.one_hot(torch.where(index < 80, label, (label + 1) % 100), 100).float()
+        return sure, final
+
+    def exit_paths(self) -> dict[str, nn.Module]:
+        return {"exit1": self, "final": self}
+
+
+def test_early_exit_rule(indexed_split):
+    # first 100 images: 30 leave at the exit (softmax of 20 over 99 zeros ≈ 1 > 0.85) and are right; of the
+    # 70 that stay (exit softmax 1/100), the final head is right on images 30..79: 50. Correct: 30 + 50 = 80.
+    result = evaluate(ExitOracle(0), "cifar100", indexed_split, limit=100, exit_threshold=0.85)
+    assert (result.correct, result.total, result.required) == (80, 100, 80) and result.qualifies
+    assert result.exit_counts == {"exit1": 30, "final": 70}
+    from scorer.errors import ScorerError
+
+    with pytest.raises(ScorerError, match="no early exit"):
+        evaluate(IndexOracle(0), "cifar100", indexed_split, limit=10, exit_threshold=0.85)
+
+
 def test_required_counts_in_integers():
     cifar, imagenet = THRESHOLDS["cifar100"], THRESHOLDS["imagenet"]
     assert cifar.required(10_000) == 8_000 and imagenet.required(50_000) == 37_500  # §1.1 exact counts
