@@ -134,14 +134,18 @@ def _quality_section(quality: QualityResult | None) -> list[str]:
     return lines
 
 
+def _exact(value: float) -> str:
+    """A count to six decimals with trailing zeros dropped (627.875, not the tables' 627.88)."""
+    return f"{float(value):,.6f}".rstrip("0").rstrip(".")
+
+
 def _score_section(report: Report) -> list[str]:
     from tabulate import tabulate
 
-    from scorer.render import fmt_number, fmt_score
-
     t = report.totals
     keys = ["param_bits", "params", "mults", "adds", "ops", "param_score", "ops_score", "score"]
-    rows = [(k, fmt_score(t[k]) if k.endswith("score") else fmt_number(t[k])) for k in keys]
+    rows = [(k, f"{t[k]:.10g}" if k.endswith("score") else _exact(t[k])) for k in keys]
+    fmt_number, fmt_score = _exact, (lambda v: f"{v:.10g}")
     track = report.track
     formula = (f"score = params / {fmt_number(track.baseline_params)} + ops / {fmt_number(track.baseline_ops)} "
                f"= {fmt_number(t['params'])} / {fmt_number(track.baseline_params)} + {fmt_number(t['ops'])} / "
