@@ -254,3 +254,42 @@ def test_bundled_recipe():
     assert [s.kind for s in recipe.stages] == ["train", "prune", "prune", "mixed_precision"]
     haq = recipe.stages[-1]
     assert haq.params["budget_fraction"] == 0.5 and haq.params["score"] is recipe.score
+
+
+def test_checkpoint_over_budget_after_training_is_narrowed(tmp_path):
+    """Training can move weights off zero (fewer credited zeros than the allocation counted): the stage scores
+    the checkpoint as micronet-score does and narrows weights until it fits."""
+    from reference_models.registry import build_reference
+    from reference_models.training.precision_search import _meet_budget, _plain_model, exact_checkpoint_score
+    from reference_models.training.recipes import ScoreSpec
+    from reference_models.training.state import PipelineState, apply_quantise
+
+    kwargs = {"depth": 11, "alpha": 12}
+    state = PipelineState(model=build_reference("wavecomp_pyramidnet", **kwargs).eval(), arch="wavecomp_pyramidnet",
+                          arch_kwargs=kwargs)
+    spec = ScoreSpec(bits=16)
+    sc = Scorer(_plain_model(state), input_shape=tuple(spec.input_shape))
+    names = sc.layer_names
+    wc = [2, 4, 8]
+    sens = Sensitivity(names, wc, [16], np.tile([4.0 ** -b for b in wc], (len(names), 1)), np.zeros((len(names), 1)),
+                       np.ones((len(names), len(wc))))
+    transform = {"op": "quantise", "weight_bits": 32, "act_bits": None, "per_layer": {n: {"weight": 8} for n in names}}
+    apply_quantise(state.model, transform)
+    state.transforms.append(transform)
+    at_8 = exact_checkpoint_score(state, spec)
+    budget = 0.8 * at_8
+    base = {"default": {"weight": 16, "act": 16, "acc": 32}}
+    exact, narrowed = _meet_budget(state, spec, sc, sens, base, {}, budget, transform, "test")
+    assert exact <= budget and narrowed
+    assert exact == exact_checkpoint_score(state, spec)
+    assert {transform["per_layer"][n]["weight"] for n in narrowed} <= {2, 4}
+    assert all(state.model.get_submodule(n).weight_bits == transform["per_layer"][n]["weight"] for n in names)
+
+
+def test_quantize_model_out_key_quantises_a_layers_output():
+    from reference_models.compression.quantize import QuantConv2d, bits_of, quantize_model
+
+    model = quantize_model(chain(), weight_bits=32, act_bits=None, per_layer={"2": {"weight": 4, "out": 6}})
+    assert isinstance(model[2], QuantConv2d) and (model[2].weight_bits, model[2].act_bits) == (4, 6)
+    assert type(model[0]) is nn.Conv2d  # 32 bits: left in floating point
+    assert bits_of(model) == {"2": {"weight": 4, "act": 6}}
