@@ -293,3 +293,41 @@ def test_quantize_model_out_key_quantises_a_layers_output():
     assert isinstance(model[2], QuantConv2d) and (model[2].weight_bits, model[2].act_bits) == (4, 6)
     assert type(model[0]) is nn.Conv2d  # 32 bits: left in floating point
     assert bits_of(model) == {"2": {"weight": 4, "act": 6}}
+
+
+def test_checkpoint_with_quantised_outputs_scores_as_the_sweep(tmp_path):
+    """Weights on mixed grids and some layers' outputs quantised: the checkpoint the pipeline writes scores
+    (as micronet-score scores it) exactly what the sweep row of those widths and zeros says, and resumes."""
+    from reference_models.registry import build_reference
+    from reference_models.training.export import checkpoint_bits, dropped_state, make_checkpoint
+    from reference_models.training.precision_search import _plain_model
+    from reference_models.training.state import PipelineState, apply_quantise
+    from scorer.checkpoint import save_checkpoint
+
+    kwargs = {"depth": 11, "alpha": 12}
+    state = PipelineState(model=build_reference("wavecomp_pyramidnet", **kwargs), arch="wavecomp_pyramidnet",
+                          arch_kwargs=kwargs)
+    sc = Scorer(_plain_model(state), input_shape=SHAPE[:2] + (32, 32))
+    names = sc.layer_names
+    widths = {n: (2, 3, 5, 8)[i % 4] for i, n in enumerate(names)}
+    outs = {n: 6 for n in names[1::3]}
+    per_layer = {n: {"weight": widths[n], **({"out": outs[n]} if n in outs else {})} for n in names}
+    transform = {"op": "quantise", "weight_bits": 32, "act_bits": 8, "per_layer": per_layer}
+    apply_quantise(state.model, transform)
+    state.transforms.append(transform)
+    state.model.train()
+    state.model(torch.randn(4, 3, 32, 32))  # output ranges and activation ranges from one batch
+    meta = {"input_shape": [1, 3, 32, 32], "track": "cifar100", "rules": "micronet2019", "bits": 16,
+            "pipeline": state.transforms, "quantiser_state": dropped_state(state.model)}
+    ckpt = make_checkpoint(state.model, state.arch, kwargs, {}, checkpoint_bits(state.model, state.act_bits), {}, meta)
+    assert all(ckpt.bits["layers"][n] == {"weight": widths[n], **({"act": outs[n]} if n in outs else {})}
+               for n in names)
+    path = save_checkpoint(ckpt, tmp_path / "mixed.ckpt")
+    got = score_checkpoint(path).totals["score"]
+    w = np.array([[widths[n] for n in names]])
+    a = np.array([[outs.get(n, 8) for n in names]])
+    d = np.array([[quantised_density(state.model.get_submodule(n).weight, widths[n]) for n in names]])
+    want = sc.sweep(w, a, d, base={"default": {"weight": 16, "act": 8, "acc": 32}})["score"][0]
+    assert got == pytest.approx(want, rel=1e-12)
+    resumed = restore_state(load_recipe("wavecomp"), load_checkpoint(path))
+    assert {n: resumed.model.get_submodule(n).act_bits for n in outs} == outs
