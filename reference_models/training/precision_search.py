@@ -123,6 +123,8 @@ def run_mixed_precision(ctx: RunContext, stage: StageSpec, state: PipelineState,
         raise RecipeError(f"{where}: {exc}") from None
     exclude = list(p.get("exclude", []))
     searched = [n for n in sc.layer_names if not matches(n, exclude)]
+    if not searched:
+        raise RecipeError(f"{where}: exclude leaves no layer to search (layers: {sc.layer_names[:6]})")
     odd = [n for n in searched if type(model.get_submodule(n)) not in QUANTISABLE]
     if odd:
         raise RecipeError(f"{where}: layers {odd[:4]} are not nn.Conv2d / nn.Linear, which the QAT quantises; "
@@ -158,7 +160,7 @@ def run_mixed_precision(ctx: RunContext, stage: StageSpec, state: PipelineState,
         "sensitivity_batches": sens.batches, "total_sensitivity": plan.sensitivity,
         "weight_bits": {n: w for n, w in zip(searched, weights, strict=True)},
         "out_bits": {n: a for n, a in zip(searched, outs, strict=True) if a < act_default},
-        "act_bits": act_global, "mean_weight_bits": float(np.mean(weights)) if weights else None,
+        "act_bits": act_global, "mean_weight_bits": float(np.mean(weights)),
     }
     ctx.say(f"{stage.name}: budget {budget:.6f} (entering {entering:.6f}, minimum {plan.minimum:.6f}); weight bits "
             f"{min(weights)}..{max(weights)} (mean {np.mean(weights):.2f}) over {len(weights)} layers, "
