@@ -205,6 +205,7 @@ kind = "mixed_precision"
 weight_candidates = [2, 3, 4, 8]
 act_candidates = [4, 8]
 act_bits = 8
+exclude = ["conv1"]
 sensitivity_batches = 1
 calibrate_batches = 1
 epochs = 1
@@ -226,6 +227,7 @@ def test_recipe_stage_end_to_end(tmp_path):
     assert score_checkpoint(out / "final.ckpt").totals["score"] == after == results["score"]
     weights = {k: v["weight"] for k, v in ckpt.bits["layers"].items() if "weight" in v}
     assert weights == results["weight_bits"] and len(set(weights.values())) > 1
+    assert "conv1" not in weights  # excluded: left in floating point, scored at the 16-bit default
     assert ckpt.bits["default"] == {"act": 8}
     # --resume rebuilds the quantised network from the recorded transform
     state = restore_state(load_recipe(path), ckpt)

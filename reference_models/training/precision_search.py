@@ -116,7 +116,8 @@ def run_mixed_precision(ctx: RunContext, stage: StageSpec, state: PipelineState,
         raise RecipeError(f"{where}: {exc}") from None
     base = {"default": {"weight": weight_default, "act": act_default, "acc": 32}}
     sc = _scorer(_plain_model(state), spec, state)
-    entering = float(sc.score(bits=spec.bits).totals["score"])
+    report = sc.score(bits=spec.bits)
+    entering = float(report.totals["score"])
     try:
         budget = resolve_budget(p.get("budget_score"), p.get("budget_fraction"), entering)
     except BudgetError as exc:
@@ -129,8 +130,9 @@ def run_mixed_precision(ctx: RunContext, stage: StageSpec, state: PipelineState,
     if odd:
         raise RecipeError(f"{where}: layers {odd[:4]} are not nn.Conv2d / nn.Linear, which the QAT quantises; "
                           "exclude them (exclude = [...])")
-    fixed_density = {n: float(torch.count_nonzero(model.get_submodule(n).weight)) / model.get_submodule(n).weight.numel()
-                     for n in sc.layer_names if n not in searched}
+    counted = report.layers.groupby("module")[["nonzeros", "weight_numel"]].sum()
+    fixed_density = {n: float(counted.loc[n, "nonzeros"] / counted.loc[n, "weight_numel"])
+                     for n in sc.layer_names if n not in searched}  # as the scorer counts them
     sens = measure_sensitivity(model, _batches(ctx, int(p.get("sensitivity_batches", 4)), stage.train.batch_size),
                                searched, wc, ac, default_act=act_default)
     try:
