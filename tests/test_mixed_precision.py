@@ -255,7 +255,7 @@ def test_bundled_recipe():
     recipe = load_recipe("kaist_v1_haq")
     assert [s.kind for s in recipe.stages] == ["train", "prune", "prune", "mixed_precision"]
     haq = recipe.stages[-1]
-    assert haq.params["budget_fraction"] == 0.5 and haq.params["score"] is recipe.score
+    assert haq.params["budget_fraction"] == 0.6 and haq.params["score"] is recipe.score
 
 
 def test_checkpoint_over_budget_after_training_is_narrowed(tmp_path):

@@ -1,5 +1,5 @@
 """The bundled kaist_v1_haq recipe end to end on synthetic data (0 training epochs: every stage still prunes,
-allocates, quantises and writes its checkpoint): the final checkpoint scores at or under half the score of
+allocates, quantises and writes its checkpoint): the final checkpoint scores at or under 60% of the score of
 the pruned checkpoint, as micronet-score scores both."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def test_kaist_v1_haq_end_to_end(tmp_path):
     assert main(["kaist_v1_haq", *args, "--out", str(out)]) == 0
     pruned = json.loads((out / "prune65.score.json").read_text())["totals"]["score"]
     final = json.loads((out / "haq.score.json").read_text())["totals"]["score"]
-    assert final <= 0.5 * pruned  # budget_fraction = 0.5 of the model entering the stage
+    assert final <= 0.6 * pruned  # budget_fraction = 0.6 of the model entering the stage
     ckpt = load_checkpoint(out / "final.ckpt")
     assert ckpt.meta["stage"] == "haq" and ckpt.meta["stage_results"]["score"] == final
     widths = {v["weight"] for v in ckpt.bits["layers"].values() if "weight" in v}
