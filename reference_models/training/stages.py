@@ -22,6 +22,7 @@ from reference_models.compression.schedule import parse_schedule_fractions
 from reference_models.registry import build_reference, get_reference
 from reference_models.training.data import normalize
 from reference_models.training.distributed import all_gather_objects, broadcast_buffers
+from reference_models.training.precision_search import run_mixed_precision
 from reference_models.training.recipes import RecipeError, StageSpec
 from reference_models.training.state import PipelineState, apply_quantise
 from reference_models.training.trainer import RunContext, evaluate, fit, predict_batches
@@ -267,12 +268,17 @@ def _exit_statistics(ctx: RunContext, model: nn.Module, batch_size: int) -> tupl
     return tuple(torch.cat([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
 
 
+def _stage_mixed_precision(ctx: RunContext, stage: StageSpec, state: PipelineState) -> None:
+    run_mixed_precision(ctx, stage, state, calibrate)  # reference_models/training/precision_search.py
+
+
 STAGES = {
     "train": _stage_train,
     "prune": _stage_prune,
     "quantise": _stage_quantise,
     "binarise": _stage_binarise,
     "exit": _stage_exit,
+    "mixed_precision": _stage_mixed_precision,
 }
 
 
