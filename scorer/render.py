@@ -9,7 +9,6 @@ are its keys.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scorer.errors import ScorerError
+from scorer.formatting import fmt_number, fmt_score, output_width, settings_line, totals_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -44,11 +44,14 @@ class ReportView:
 
 @dataclass(frozen=True)
 class RenderOptions:
-    """Options a renderer may use: ``show_free`` and ``title`` (table), ``indent`` (json)."""
+    """Options a renderer may use: ``show_free``, ``title``, ``per_op`` and ``width`` (table), ``indent``
+    (json)."""
 
     show_free: bool = False
     title: str | None = None
     indent: int | None = 2
+    per_op: bool = False  #: table: the per-op table after the module tree
+    width: int | None = None  #: table: columns to fit (None: ``scorer.formatting.output_width()``)
 
 
 #: A renderer: the whole output of one format as text.
@@ -62,29 +65,6 @@ OP_COLUMNS = ["name", "module", "kind", "weight_numel", "nonzeros", "sparsity", 
 GROUP_COLUMNS = ["module", "kind", "weight_numel", "nonzeros", "sparsity", "param_bits", "mults", "adds", "ops",
                  "act_bits_out", "act_bits_live"]
 _TEXT_COLUMNS = {"name", "module", "kind", "path", "note", "target"}
-_SCORE_KEYS = {"param_score", "ops_score", "score"}
-
-
-def fmt_number(value: Any) -> str:
-    """A count with thousands separators: integers exactly, fractions to two decimals."""
-    if value is None:
-        return ""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if math.isnan(v):
-        return ""
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    if v.is_integer():
-        return f"{int(v):,}"
-    return f"{v:,.2f}"
-
-
-def fmt_score(value: float) -> str:
-    """A normalised score with six significant digits."""
-    return f"{float(value):.6g}"
 
 
 def _fmt_cell(column: str, value: Any) -> str:
@@ -120,41 +100,6 @@ def _row(rec: dict, cols: list[str]) -> list[str]:
 
 def _rows(df: pd.DataFrame, cols: list[str]) -> list[list[str]]:
     return [_row(rec, cols) for rec in df.to_dict(orient="records")]
-
-
-def totals_rows(view: ReportView) -> list[tuple[str, str]]:
-    """(key, formatted value) for every total, in the view's order."""
-    return [(k, fmt_score(v) if k in _SCORE_KEYS else fmt_number(v)) for k, v in view.totals.items()]
-
-
-def settings_line(view: ReportView) -> str:
-    """One line: track, rules, capture method, the precision settings that differ from 32-bit, the input
-    shapes and the batch the counts were divided by."""
-    parts = [f"track: {view.track}", f"rules: {view.rules}", f"capture: {view.capture}"]
-    s = view.settings or {}
-    if s.get("bits") is not None:
-        parts.append(f"bits: {s['bits']}")
-    for key in ("mul_bits_override", "add_bits_override"):
-        if s.get(key) is not None:
-            parts.append(f"{key.replace('_override', '')}: {s[key]}")
-    if s.get("sparsity") not in (None, "measured"):
-        parts.append(f"sparsity: {s['sparsity']}")
-    if s.get("mask_block"):
-        parts.append("mask block: " + "x".join(map(str, s["mask_block"])))
-    shapes = s.get("input_shapes")
-    if shapes:
-        parts.append("input: " + ", ".join("x".join(map(str, sh)) for sh in shapes))
-    dtypes = [d for d in s.get("input_dtypes") or [] if d not in (None, "float32")]
-    if dtypes:
-        parts.append("dtype: " + ", ".join(str(d) for d in s["input_dtypes"]))
-    if s.get("tokens") is not None:
-        parts.append(f"tokens: {s['tokens']} (counts per token)")
-    elif s.get("batch") is not None:
-        parts.append(f"batch: {s['batch']} (counts per example)")
-    fractions = s.get("path_fractions") or s.get("exit_fractions")
-    if fractions:
-        parts.append("path fractions: " + ", ".join(f"{k}={v:g}" for k, v in fractions.items()))
-    return " | ".join(parts)
 
 
 def to_markdown(view: ReportView, options: RenderOptions = RenderOptions()) -> str:
@@ -206,13 +151,12 @@ def to_json(view: ReportView, options: RenderOptions = RenderOptions()) -> str:
 
 
 def to_table(view: ReportView, options: RenderOptions = RenderOptions()) -> str:
-    """The rich table of :func:`print_rich` as plain text, 200 columns wide, without colour."""
-    from rich.console import Console
+    """The summary (``scorer.summary``): totals and score, the module tree at the view's depth (default 2),
+    and with ``options.per_op`` every op; ``options.width`` columns wide (default: ``output_width()``)."""
+    from scorer.summary import render_summary
 
-    buffer = io.StringIO()
-    console = Console(file=buffer, width=200, no_color=True, force_terminal=False)
-    print_rich(view, show_free=options.show_free, console=console, title=options.title)
-    return buffer.getvalue()
+    return render_summary(view, options.width or output_width(), per_op=options.per_op,
+                          show_free=options.show_free, title=options.title)
 
 
 def _is_free(rec: dict) -> bool:
@@ -235,9 +179,7 @@ def print_rich(
     from rich.table import Table
 
     if console is None:
-        console = Console()
-        if not console.is_terminal:
-            console = Console(width=200)
+        console = Console(width=output_width())
     df = view.rows
     cols = _columns(df, view.depth)
     records = df.to_dict(orient="records")
