@@ -52,7 +52,7 @@ def abbreviate(text: str, width: int) -> str:
     room = width - indent
     if room <= 1:
         return text[:width]
-    head = (room - 1 + 1) // 2
+    head = room // 2
     tail = room - 1 - head
     return " " * indent + body[:head] + ELLIPSIS + (body[-tail:] if tail else "")
 
