@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,9 @@ OP_COLUMNS = ["name", "module", "kind", "weight_numel", "nonzeros", "sparsity", 
               "mul_bits", "add_bits", "ops", "act_bits_out", "act_bits_live"]
 GROUP_COLUMNS = ["module", "kind", "weight_numel", "nonzeros", "sparsity", "param_bits", "mults", "adds", "ops",
                  "act_bits_out", "act_bits_live"]
+#: Totals that are counts (bits, params, mults, adds, ops): written as integers when whole; the scores stay floats.
+_COUNT_TOTALS = {"param_bits", "params", "mults", "adds", "ops", "mtas_bits", "peak_op_activation_bits"}
+_RATIO_COLUMNS = {"fraction", "sparsity"}
 _TEXT_COLUMNS = {"name", "module", "kind", "path", "note", "target"}
 
 
@@ -121,17 +125,81 @@ def to_markdown(view: ReportView, options: RenderOptions = RenderOptions()) -> s
     return "\n".join(parts) + "\n"
 
 
+#: Version of the JSON document's layout (``schema`` key): 2 added ``schema``, ``version`` and shapes as lists.
+SCHEMA = 2
+
+
+def tool_version() -> str:
+    """The version of micronet-score: ``scorer.__version__``, else the installed distribution's."""
+    version = getattr(sys.modules.get("scorer"), "__version__", None)
+    if version:
+        return str(version)
+    try:
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as dist_version
+
+        return dist_version("micronet-score")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def integral(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its counts written as integers where they are whole (``10368``, not ``10368.0``): a float
+    column of whole numbers becomes an integer column; in one with fractions (ops weighted by a path's share,
+    half-precision ops) each whole value is an int and the others stay floats. Ratios (``fraction``,
+    ``sparsity``) stay floats."""
+    out = df.copy()
+    for column in out.columns:
+        values = out[column]
+        if column in _RATIO_COLUMNS or values.dtype.kind != "f" or not len(values):
+            continue
+        whole = values.map(lambda v: math.isfinite(v) and float(v).is_integer())
+        if whole.all():
+            out[column] = values.astype("int64")
+        elif whole.any():
+            out[column] = pd_object([int(v) if w else float(v) for v, w in zip(values, whole, strict=True)],
+                                    values.index)
+    return out
+
+
+def pd_object(items: list, index: object) -> object:
+    """A pandas Series of Python objects (keeps ints and floats apart)."""
+    import pandas as pd
+
+    return pd.Series(items, index=index, dtype=object)
+
+
+def shape_list(text: object) -> list[int]:
+    """A row's shape text (``"1x3x32x32"``) as a list of ints (``""``: a scalar, ``[]``)."""
+    return [int(d) for d in str(text).split("x")] if text not in (None, "") else []
+
+
+def records(df: pd.DataFrame) -> list[dict]:
+    """The rows as JSON records: whole-number columns as integers, ``in_shapes`` a list of shapes and
+    ``out_shape`` a shape, each shape a list of ints."""
+    out = integral(df).to_dict(orient="records")
+    for rec in out:
+        if "in_shapes" in rec:
+            rec["in_shapes"] = [shape_list(s) for s in str(rec["in_shapes"]).split(";")] if rec["in_shapes"] else []
+        if "out_shape" in rec:
+            rec["out_shape"] = shape_list(rec["out_shape"])
+    return out
+
+
 def to_csv(view: ReportView, options: RenderOptions = RenderOptions()) -> str:
-    """CSV of the rows (or groups), every column."""
-    return view.rows.to_csv(index=False)
+    """CSV of the rows (or groups), every column; whole-number columns as integers."""
+    return integral(view.rows).to_csv(index=False)
 
 
 def document(view: ReportView) -> dict:
-    """The JSON document: totals, every op row, track, rules, capture, settings, notes, unknown ops, excluded
-    parameters, and the groups when the view has a depth."""
+    """The JSON document (docs/contracts.md, "JSON report"): ``schema``, ``version``, totals, every op row,
+    track, rules, capture, settings, notes, unknown ops, excluded parameters, and the groups when the view has
+    a depth."""
     doc = {
-        "totals": view.totals,
-        "layers": view.layers.to_dict(orient="records"),
+        "schema": SCHEMA,
+        "version": tool_version(),
+        "totals": {k: int(v) if k in _COUNT_TOTALS and float(v).is_integer() else v for k, v in view.totals.items()},
+        "layers": records(view.layers),
         "track": view.track,
         "rules": view.rules,
         "capture": view.capture,
@@ -141,7 +209,7 @@ def document(view: ReportView) -> dict:
         "excluded_params": view.excluded,
     }
     if view.depth is not None:
-        doc["groups"] = view.rows.to_dict(orient="records")
+        doc["groups"] = records(view.rows)
     return doc
 
 

@@ -25,7 +25,7 @@ from scorer.render import fmt_score, print_rich
 from scorer.report import COLUMNS, TOTAL_KEYS, Report
 
 NAMES = [info.name for info in list_references()]
-JSON_KEYS = {"totals", "layers", "track", "rules", "capture", "settings", "notes", "unknown_ops", "excluded_params"}
+JSON_KEYS = {"schema", "version", "totals", "layers", "track", "rules", "capture", "settings", "notes", "unknown_ops", "excluded_params"}
 
 
 @dataclass
