@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scorer.errors import ScorerError
-from scorer.formatting import fmt_number, fmt_score, output_width, settings_line, totals_rows
+from scorer.formatting import (  # noqa: F401 - fmt_score, settings_line, totals_rows: the API of this module
+    fmt_number,
+    fmt_score,
+    output_width,
+    settings_line,
+    totals_rows,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -323,33 +329,16 @@ def check_plot_path(path: str | Path) -> Path:
 
 
 def plot(view: ReportView, path: str | Path) -> Path:
-    """Horizontal bar plots of parameters (32-bit units) and ops per layer (or group), saved to ``path`` in
-    the format its extension names (checked first by :func:`check_plot_path`)."""
+    """The report's figure (``scorer.plots``: storage and ops per module at the view's depth, default 2, and
+    each top-level module's share), saved to ``path`` in the format its extension names (checked first by
+    :func:`check_plot_path`)."""
     out = check_plot_path(path)
     plt = require_matplotlib()
-    df = view.rows
-    if view.depth is None:
-        labels = [f"{m or '<top>'}:{n}" if m != n else n for n, m in zip(df["name"], df["module"], strict=True)]
-    else:
-        labels = [str(m) for m in df["module"]]
-    params = (df["param_bits"].astype(float) / 32).tolist()
-    ops = df["ops"].astype(float).tolist()
-    n = max(len(labels), 1)
-    fig, axes = plt.subplots(1, 2, figsize=(12, max(3.0, 0.28 * n + 1.5)), sharey=True)
-    y = list(range(len(labels)))
-    axes[0].barh(y, params, color="tab:blue")
-    axes[0].set_title("parameters (32-bit units)")
-    axes[1].barh(y, ops, color="tab:orange")
-    axes[1].set_title("ops (32-bit units)")
-    axes[0].set_yticks(y)
-    axes[0].set_yticklabels(labels, fontsize=7)
-    axes[0].invert_yaxis()
-    totals = view.totals
-    fig.suptitle(f"{view.track} / {view.rules}: score {fmt_score(totals['score'])} "
-                 f"(params {fmt_number(totals['params'])}, ops {fmt_number(totals['ops'])})")
-    fig.tight_layout()
+    from scorer.plots import figure
+
+    fig = figure(view, plt)
     try:
-        fig.savefig(out, dpi=120, format=out.suffix[1:].lower())
+        fig.savefig(out, dpi=100, format=out.suffix[1:].lower())
     except OSError as exc:
         raise ScorerError(f"cannot write plot {out}: {exc.strerror or exc}") from None
     finally:

@@ -197,5 +197,6 @@ class Report:
         render.print_rich(self.view(depth))
 
     def plot(self, path: str | Path, depth: int | None = None) -> Path:
-        """Bar plot of params and ops per layer, in the format the path's extension names (needs matplotlib)."""
+        """Bar plots of params and ops per module at ``depth`` (default 2) and each top-level module's share,
+        in the format the path's extension names (needs matplotlib; ``scorer.plots``)."""
         return render.plot(self.view(depth), path)
