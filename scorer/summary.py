@@ -96,20 +96,30 @@ def _cell_lines(column: Column, text: str, width: int) -> list[str]:
     return [abbreviate(text, width).ljust(width)]
 
 
+def header_rule(shown: list[Column], widths: list[int], width: int) -> list[str]:
+    """The header line and the rule under it."""
+    header = (" " * GAP).join(abbreviate(c.header, w).ljust(w) if c.text else c.header.rjust(w)
+                              for c, w in zip(shown, widths, strict=True))
+    return [header.rstrip(), "─" * min(width, sum(widths) + GAP * (len(widths) - 1))]
+
+
+def row_lines(shown: list[Column], widths: list[int], row: int) -> list[str]:
+    """The lines of row ``row`` (more than one where a wrapped cell needs them)."""
+    cells = [_cell_lines(c, c.cells[row], w) for c, w in zip(shown, widths, strict=True)]
+    lines = []
+    for k in range(max(len(x) for x in cells)):
+        parts = [x[k] if k < len(x) else " " * w for x, w in zip(cells, widths, strict=True)]
+        lines.append((" " * GAP).join(parts).rstrip())
+    return lines
+
+
 def table_lines(columns: list[Column], width: int) -> tuple[list[str], list[str]]:
     """The lines of a table fitted to ``width`` (header, rule, rows) and the headers of dropped columns."""
     shown, widths = fit_columns(columns, width)
     dropped = [c.header for c in columns if c not in shown]
-    sep = " " * GAP
-    header = sep.join(abbreviate(c.header, w).ljust(w) if c.text else c.header.rjust(w)
-                      for c, w in zip(shown, widths, strict=True))
-    lines = [header.rstrip(), "─" * min(width, sum(widths) + GAP * (len(widths) - 1))]
-    rows = len(columns[0].cells) if columns else 0
-    for r in range(rows):
-        cells = [_cell_lines(c, c.cells[r], w) for c, w in zip(shown, widths, strict=True)]
-        for k in range(max(len(x) for x in cells)):
-            parts = [x[k] if k < len(x) else " " * w for x, w in zip(cells, widths, strict=True)]
-            lines.append(sep.join(parts).rstrip())
+    lines = header_rule(shown, widths, width)
+    for r in range(len(columns[0].cells) if columns else 0):
+        lines += row_lines(shown, widths, r)
     return lines, dropped
 
 
