@@ -192,9 +192,10 @@ class Report:
         """JSON text of ``to_dict()``."""
         return render.render("json", self.view(), render.RenderOptions(indent=indent))
 
-    def print(self, depth: int | None = None) -> None:
-        """Print a rich terminal table."""
-        render.print_rich(self.view(depth))
+    def print(self, depth: int | None = None, per_op: bool = False) -> None:
+        """Print the summary (``--format table``): totals and score, the module tree to ``depth`` levels
+        (default 2), and every op with ``per_op``; as wide as the terminal (``COLUMNS``, else 100)."""
+        print(render.render("table", self.view(depth), render.RenderOptions(per_op=per_op)), end="")
 
     def plot(self, path: str | Path, depth: int | None = None) -> Path:
         """Bar plots of params and ops per module at ``depth`` (default 2) and each top-level module's share,
