@@ -327,6 +327,12 @@ def op_columns(layers: pd.DataFrame, show_free: bool) -> tuple[list[Column], int
 # --------------------------------------------------------------------------- the summary
 
 
+def _exact(value: float) -> str:
+    """The exact count, then its human form when that is shorter: ``238,492 (238.5K)``, ``20``."""
+    exact, human = fmt_number(value), fmt_human(value)
+    return exact if human == exact else f"{exact} ({human})"
+
+
 def header_lines(view: ReportView, width: int) -> list[str]:
     """Score, params, ops and activation memory (exact, with human units), then the settings line."""
     from scorer.tracks import TRACKS
@@ -338,15 +344,12 @@ def header_lines(view: ReportView, width: int) -> list[str]:
     items = [
         ("score", f"{fmt_score(t['score'])} = {fmt_score(t['param_score'])} (params{base_p}) + "
                   f"{fmt_score(t['ops_score'])} (ops{base_o})"),
-        ("params", f"{fmt_number(t['params'])} ({fmt_human(t['params'])}) 32-bit parameters = "
-                   f"{fmt_number(t['param_bits'])} bits of storage"),
-        ("ops", f"{fmt_number(t['ops'])} ({fmt_human(t['ops'])}) 32-bit ops: mults {fmt_number(t['mults'])}, "
-                f"adds {fmt_number(t['adds'])}"),
+        ("params", f"{_exact(t['params'])} 32-bit parameters = {fmt_number(t['param_bits'])} bits of storage"),
+        ("ops", f"{_exact(t['ops'])} 32-bit ops: mults {fmt_number(t['mults'])}, adds {fmt_number(t['adds'])}"),
     ]
     if "mtas_bits" in t:
-        items.append(("memory", f"activations {fmt_number(t['mtas_bits'])} bits ({fmt_human(t['mtas_bits'])}) "
-                                f"live at the peak step (MTAS); largest single op "
-                                f"{fmt_number(t.get('peak_op_activation_bits', 0))} bits"))
+        items.append(("memory", f"activations {_exact(t['mtas_bits'])} bits live at the peak step (MTAS); "
+                                f"largest single op {fmt_number(t.get('peak_op_activation_bits', 0))} bits"))
     key_width = max(len(k) for k, _ in items) + 2
     lines = []
     for key, value in items:
