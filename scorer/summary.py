@@ -130,16 +130,18 @@ def wrap(text: str, width: int, indent: str = "") -> list[str]:
 
 
 def wrap_parts(parts: list[str], width: int, sep: str, indent: str = "") -> list[str]:
-    """``parts`` joined by ``sep`` into lines of at most ``width``, breaking only between parts (a part
-    longer than a line is wrapped on its own)."""
+    """``parts`` joined by ``sep`` into lines of at most ``width``, breaking only between parts; a line that
+    continues ends with the separator (a part longer than a line is wrapped on its own)."""
+    mark = " " + sep.strip() if sep.strip() else ""
     lines: list[str] = []
     line = ""
-    for part in parts:
+    for i, part in enumerate(parts):
         candidate = part if not line else line + sep + part
-        if len(candidate) <= width or not line:
+        room = width - (len(mark) if i < len(parts) - 1 else 0)
+        if len(candidate) <= room or not line:
             line = candidate
         else:
-            lines.append(line)
+            lines.append(line + mark)
             line = indent + part
     if line:
         lines.append(line)
