@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import json
 import sys
 import traceback
@@ -127,10 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "pkg.mod:factory or rule set, code-bearing parts of a .pt2 (see README, Safety)")
     g = p.add_argument_group("output")
     g.add_argument("--format", choices=formats(), default="table", help="output format (default: table)")
-    g.add_argument("--depth", type=int, metavar="N", help="group rows by the first N levels of the module path")
+    g.add_argument("--depth", type=int, metavar="N",
+                   help="table: levels of the module tree (default 2); other formats: group rows by the first N "
+                        "levels of the module path")
+    g.add_argument("--per-op", action="store_true", help="table format: also print every op (the full table)")
     g.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of stdout")
     g.add_argument("--plot", metavar="FILE.png",
-                   help="bar plot of params and ops per layer, as png, pdf, svg, ... (needs matplotlib)")
+                   help="bar plots of params and ops per module at --depth (default 2) and their shares, as png, "
+                        "pdf, svg, ... (needs matplotlib)")
     g.add_argument("--show-free", action="store_true", help="table format: also show ops that cost nothing")
     g.add_argument("--report", metavar="FILE.md",
                    help="also write the submission document (scorer.submission): threshold result (with "
@@ -262,13 +267,13 @@ def _is_precision_warning(note: str) -> bool:
 
 
 def _render(report: Any, args: argparse.Namespace, title: str) -> None:
-    from scorer.render import RenderOptions, print_rich, render
+    from scorer.formatting import output_width
+    from scorer.render import RenderOptions, render
 
     view = report.view(args.depth)
-    if args.format == "table" and args.output is None:
-        print_rich(view, show_free=args.show_free, title=title)  # the terminal's width and colours
-    else:
-        _write(render(args.format, view, RenderOptions(show_free=args.show_free, title=title)), args.output)
+    width = output_width(sys.stdout if args.output is None else io.StringIO())  # a file: COLUMNS or 100
+    options = RenderOptions(show_free=args.show_free, title=title, per_op=args.per_op, width=width)
+    _write(render(args.format, view, options), args.output)
     if args.format == "csv":
         for note in report.notes:
             # the unknown-op table and the precision warnings are printed louder, after the report

@@ -2,7 +2,8 @@
 common rule set, next to the number it published, with where and why the two differ.
 
 Team settings (bit-widths, sparsity mode, exit fractions) and published numbers come from
-`shared/spec/team_scores.md`; the section is named in each entry's ``source``.
+`shared/spec/team_scores.md`; the section is named in each entry's ``source``. The rendering cites each
+entry's public repository and files (:data:`PUBLIC_SOURCES`), the section second.
 """
 
 from __future__ import annotations
@@ -181,6 +182,49 @@ def leaderboard(common_rules: str = "micronet2019", common_bits: int | None = 16
     return pd.DataFrame(rows)
 
 
+#: Where each team published its model and its count: the public repository and the files (team_scores.md
+#: names them per entry, §1 "Source" columns and §2). Matched on the start of the team name (letters and
+#: digits only, case ignored); an entry of a team not listed here cites its team_scores.md section alone.
+PUBLIC_SOURCES: dict[str, str] = {
+    "OSI AI": "github.com/Lee-Gihun/MicroNet_OSI-AI: README.md §3 (count table), main.py (_count_params_flops), "
+              "counting/counting.py",
+    "KAIST AI": "github.com/Kthyeon/micronet_neurips_challenge: (revised)Score_MicroNet.ipynb, "
+                "Counting/count_hooks.py, Checkpoint_ver1/ and Checkpoint_ver2/",
+    "BrAIn": "github.com/cadurosar/Micronet: README.md, Final/profile.py, Final/models/densenet.py",
+    "WaveComp": "github.com/mhariat/MicroNet: README.md, Reports/micronet_submissions.pdf",
+    "JNLP": "github.com/binhdt95/Jaist-MicroNet-Challenge: README.md (counter table)",
+    "MIT-HAN-Lab": "github.com/mit-han-lab/neurips-micronet at 9668d5b~1: "
+                   "micronet_challenge-wikitext_103-{1,2,3}.ipynb, report.pdf",
+    "Rocker": "github.com/Zeitzmz/nips-micronet: submission/model/ProfitableNet.prototxt, "
+              "submission/model/sparsity.txt, submission/log/score.log",
+    "Sisyphus": "github.com/CanyonWind/MXNet-Single-Path-One-Shot-NAS: MicroNetChallenge/README.md, "
+                "MicroNetChallenge/detailed_profiling.md",
+    "MSUNet": "github.com/MSU-MLSys-Lab/MSUNet: README.md, counting.py",
+    "RIAIR": "github.com/wps712/MicroNetChallenge (branch cifar100): README.md, Score.md",
+    "QualcommAI": "github.com/yashbhalgat (QualcommAI-MicroNet-submission-*): the report PDF, Table 1",
+    "HHI-MAL": "github.com/d-becking/neurips-2019-micronet-challenge: README.md",
+    "dISTillers": "github.com/IST-DASLab/dISTiller-micronet: README.md",
+    "Xilinx": "github.com/volcacius/micronet_competition: README.md",
+    "DNW": "github.com/mitchellnw/micro-net-dnw: README.md",
+}
+#: Where the leaderboard numbers (the "LB" column) come from.
+LEADERBOARD_SOURCE = "github.com/micronet-challenge/micronet-challenge.github.io: leaderboard.md"
+
+
+def _key(text: str) -> str:
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+def public_source(team: str, section: str) -> str:
+    """The entry's public repository and files, with its team_scores.md section second."""
+    found = next((src for name, src in PUBLIC_SOURCES.items() if _key(team).startswith(_key(name))), None)
+    return f"{found} (spec: {section})" if found else f"{section} (no public repository recorded)"
+
+
+def _sources(df: pd.DataFrame) -> list[str]:
+    return [public_source(r.team, r.source) for r in df.itertuples(index=False)]
+
+
 def _markdown(df: pd.DataFrame) -> str:
     from tabulate import tabulate
 
@@ -190,11 +234,54 @@ def _markdown(df: pd.DataFrame) -> str:
         headers=cols, tablefmt="pipe",
     )
     notes = []
-    for r in df.itertuples(index=False):
+    for r, source in zip(df.itertuples(index=False), _sources(df), strict=True):
         notes.append(f"\n**{r.team} {r.entry}** (own {r.own_score:.6f} vs published {r.published:.6f}; "
-                     f"common {r.common_score:.6f}; {r.source}):")
+                     f"common {r.common_score:.6f}). Source: {source}.")
         notes.extend(f"- {why}" for why in r.why)
-    return table + "\n" + "\n".join(notes) + "\n"
+    return table + "\n" + "\n".join(notes) + f"\n\nLeaderboard numbers: {LEADERBOARD_SOURCE}.\n"
+
+
+def _score_cell(value: object, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return f"{float(value):+.6f}" if signed else f"{float(value):.6f}"
+
+
+def render_table(df: pd.DataFrame, common_rules: str, bits: int | None, width: int) -> str:
+    """The terminal leaderboard: one row per entry fitted to ``width`` (scores never cut; text abbreviated,
+    low-value columns dropped first), and under each row why its scores differ, as a wrapped list, and its
+    public source."""
+    from scorer.summary import Column, fit_columns, header_rule, row_lines, wrap
+
+    rows = list(df.itertuples(index=False))
+    columns = [
+        Column("team", [r.team for r in rows], 0, "abbrev", 12),
+        Column("track", [r.track for r in rows], 4, "abbrev", 8),
+        Column("entry", [r.entry for r in rows], 1, "wrap", 18),
+        Column("published", [_score_cell(r.published) for r in rows]),
+        Column("own rules", [r.own_rules for r in rows], 2, "abbrev", 10),
+        Column("own score", [_score_cell(r.own_score) for r in rows]),
+        Column(common_rules, [_score_cell(r.common_score) for r in rows]),
+        Column("own-published", [_score_cell(r.own_vs_published, True) for r in rows], 5),
+        Column("common-own", [_score_cell(r.common_vs_own, True) for r in rows], 3),
+    ]
+    shown, widths = fit_columns(columns, width)
+    lines = wrap(f"MicroNet entries re-scored: each team's own rules vs {common_rules} (bits {bits}); "
+                 f"published = the team's number, leaderboard numbers from {LEADERBOARD_SOURCE}", width, "  ")
+    lines += [""] + header_rule(shown, widths, width)
+    for i, (r, source) in enumerate(zip(rows, _sources(df), strict=True)):
+        if i:
+            lines.append("")
+        lines += row_lines(shown, widths, i)
+        if r.why:
+            lines.append("    why the scores differ:")
+        for why in r.why:
+            lines += wrap(f"    - {why}", width, "      ")
+        lines += wrap(f"    source: {source}", width, "      ")
+    dropped = [c.header for c in columns if c not in shown]
+    if dropped:
+        lines += [""] + wrap(f"Not shown at {width} columns: {', '.join(dropped)} (--format csv has them).", width)
+    return "\n".join(lines) + "\n"
 
 
 def leaderboard_main(argv: Sequence[str]) -> int:
@@ -213,22 +300,16 @@ def leaderboard_main(argv: Sequence[str]) -> int:
         raise ScorerError(str(exc)) from None
     df = leaderboard(args.rules, args.bits, args.only)
     if args.format == "json":
-        sys.stdout.write(json.dumps(df.to_dict(orient="records"), indent=2) + "\n")
+        out = df.assign(public_source=_sources(df))
+        sys.stdout.write(json.dumps(out.to_dict(orient="records"), indent=2) + "\n")
     elif args.format == "csv":
-        out = df.copy()
+        out = df.assign(public_source=_sources(df))
         out["why"] = out["why"].map(" | ".join)
         sys.stdout.write(out.to_csv(index=False))
     elif args.format == "markdown":
         sys.stdout.write(_markdown(df))
     else:
-        from rich.console import Console
-        from rich.table import Table
+        from scorer.formatting import output_width
 
-        table = Table(title=f"MicroNet entries: own rules vs {args.rules} (bits {args.bits})")
-        for col in ("team", "track", "entry", "published", "own rules", "own score", f"{args.rules}", "why they differ"):
-            table.add_column(col, overflow="fold")
-        for r in df.itertuples(index=False):
-            table.add_row(r.team, r.track, r.entry, f"{r.published:.6f}", r.own_rules, f"{r.own_score:.6f}",
-                          f"{r.common_score:.6f}", "\n".join(r.why))
-        Console().print(table)
+        sys.stdout.write(render_table(df, args.rules, args.bits, output_width()))
     return 0
