@@ -207,7 +207,10 @@ class RuleSet:
         else:
             tree = adder_tree_bits_mean(n, base) * outputs
         rest = cost.adds - max(n - 1, 0.0) * outputs
-        return (tree + rest * op.add_bits) / cost.adds
+        if rest < -1e-6 * cost.adds:
+            raise ValueError(f"{self.name}: adder tree on {op.name} ({op.module or 'top level'}): the formula counts "
+                             f"{cost.adds:g} adds, fewer than the tree's (n − 1)·outputs = {(n - 1) * outputs:g}")
+        return (tree + max(rest, 0.0) * op.add_bits) / cost.adds
 
     def _row_nonzeros(self, w: WeightRef | None) -> list[int] | None:
         """Nonzeros of each output row of ``w`` when its tensor holds exactly the credited nonzeros."""
