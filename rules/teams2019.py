@@ -30,6 +30,9 @@ class Riair2019(Micronet2019):
 
     name = "riair2019"
     description = "RIAIR: adder-tree adds (width + 1 per level), mults at min(act, weight) bits, FP16 eltwise, FP32 pool/bias"
+    #: ``total_params = (w_element + w_nonzero·bit_width)/32``: the mask over every conv/linear weight, dense or
+    #: not (`flops_utils_final.py` ``count_conv_linear_adder_tree``)
+    mask_policy = "always"
     mul_width = "min"
     accumulation = "adder_tree"
     class_widths = (
@@ -79,6 +82,13 @@ class Mbpm2019(Micronet2019):
     accumulation = "input"
     fold_bn = False
     class_widths = (ClassWidth("FP32 BatchNorm", frozenset({"bn"}), mul_bits=32, add_bits=32),)
+
+    def cost_bn(self, op: Op, ctx: RuleContext) -> Cost:
+        """BatchNorm in FP32: 2C parameters at 32 bits, 1 mult + 1 add per element (at 32 bits by
+        ``class_widths``; team_scores.md §3)."""
+        first = all(w.first_use for w in op.weights) if op.weights else True
+        return Cost(mults=op.out_numel, adds=op.out_numel, param_bits=2 * op.attrs["channels"] * 32 if first else 0.0,
+                    note="MB-PM: BN FP32")
 
     def cost_quant(self, op: Op, ctx: RuleContext) -> Cost:
         """A quantise/dequantise step: 10 mults + 2 adds per element (team_scores.md §3)."""

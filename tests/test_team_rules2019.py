@@ -41,8 +41,11 @@ def test_riair_tree_min_mults_fp16_eltwise() -> None:
     # §1.1 notes: the LB is score-type 4 (FP32 avgpool). Linear 5 -> 1, 8-bit input, 4-bit weight:
     # mults 5 at min(8, 4) = 4 bits; adds: 2 at 12, 1 at 13, 1 at 14 bits (flops_utils_final.py adder_tree).
     cfg = {"default": {"weight": 4, "act": 8, "acc": 32}}
-    r = only(score(linear(), input_shape=(1, 5), rules="riair2019", precision=cfg), "linear")
+    rep = score(linear(), input_shape=(1, 5), rules="riair2019", precision=cfg)
+    r = only(rep, "linear")
     assert r.ops == pytest.approx((5 * 4 + 2 * 12 + 13 + 14) / 32)
+    # storage (w_element + w_nonzero·bit_width)/32: the mask over a dense weight too
+    assert rep.totals["param_bits"] == 5 + 5 * 4
     # ReLU at FP16 whatever the annotation (32 here): 5 comparisons at 16 bits
     relu = only(score(nn.ReLU(), input_shape=(1, 5), rules="riair2019"), "act:relu")
     assert relu.ops == pytest.approx(5 * 16 / 32)
@@ -84,7 +87,7 @@ def test_mbpm_binary_conv_adds_at_input_bits_and_quantiser() -> None:
     rep = score(bn, input_shape=(1, 3, 2, 2), rules="mbpm2019", bits=16)
     r = only(rep, "bn")
     assert r.ops == pytest.approx(12 + 12)
-    assert rep.totals["param_bits"] == 2 * 3 * 16  # stored at the policy's 16 bits
+    assert rep.totals["param_bits"] == 2 * 3 * 32  # γ, β at 32 bits under the freebie too
 
 
 def test_dnw_and_dqstarter_count_multiply_adds_only() -> None:
