@@ -133,3 +133,9 @@ def test_recount_only_under_the_rules_it_was_made_with() -> None:
     # the Woody LB recount is the official reading (adds at 32 bits): under another common rule set no number
     row = leaderboard(common_rules="macs", keys=["woody_prune4"]).iloc[0]
     assert row.common_rules == "macs" and math.isnan(row.common_score) and row.reproduces
+
+
+def test_published_names_whose_number_it_is(rows) -> None:
+    # §1.1 row 18: the report prints 0.0720, the LB 0.0721 (= the arithmetic 0.07206); row 21: self "0.2"
+    assert rows.loc["qualcomm_nanowrn", "published_is"] == "LB" and rows.loc["frenzy", "published_is"] == "LB"
+    assert rows.loc["dnw", "published_is"] == "self"
