@@ -37,8 +37,16 @@ class Riair2019(Micronet2019):
     accumulation = "adder_tree"
     class_widths = (
         ClassWidth("FP32 pooling (score-type 4)", frozenset({"avgpool", "mean"}), mul_bits=32, add_bits=32),
-        ClassWidth("FP16 scale/bias, activations, point-wise", _RIAIR_FP16, mul_bits=16, add_bits=16),
+        ClassWidth("FP16 scale layer, activations, point-wise", _RIAIR_FP16, mul_bits=16, add_bits=16),
     )
+
+    def cost_bn(self, op: Op, ctx: RuleContext) -> Cost:
+        """A BN folded into its conv/linear is that layer's bias: its adds at FP32 (score-type 4, team_scores.md
+        §1.1 notes); an unfolded one is a Scale layer (2C params, FP16 by ``class_widths``; official_rules.md §2.4)."""
+        cost = super().cost_bn(op, ctx)
+        if cost.note.startswith("folded"):
+            cost.add_bits = 32
+        return cost
 
 
 class Woody2019(Micronet2019):

@@ -46,6 +46,10 @@ def test_riair_tree_min_mults_fp16_eltwise() -> None:
     assert r.ops == pytest.approx((5 * 4 + 2 * 12 + 13 + 14) / 32)
     # storage (w_element + w_nonzero·bit_width)/32: the mask over a dense weight too
     assert rep.totals["param_bits"] == 5 + 5 * 4
+    # a BN folded into the linear is its bias: 1 add per output at FP32 (score-type 4), under the freebie too
+    folded = score(nn.Sequential(nn.Linear(5, 2, bias=False), nn.BatchNorm1d(2).eval()), input_shape=(1, 5),
+                   rules="riair2019", bits=16)
+    assert only(folded, "bn").ops == pytest.approx(2 * 32 / 32)
     # ReLU at FP16 whatever the annotation (32 here): 5 comparisons at 16 bits
     relu = only(score(nn.ReLU(), input_shape=(1, 5), rules="riair2019"), "act:relu")
     assert relu.ops == pytest.approx(5 * 16 / 32)
