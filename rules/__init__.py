@@ -20,6 +20,14 @@ _BUILTIN: dict[str, str] = {
     "brain2019": "rules.teams:Brain2019",
     "mit_han2019": "rules.mit_han:MitHan2019",
     "jnlp2019": "rules.teams:Jnlp2019",
+    # published-totals conventions (issue 10 item 2)
+    "riair2019": "rules.teams2019:Riair2019",
+    "woody2019": "rules.teams2019:Woody2019",
+    "wavecomp2019": "rules.teams2019:Wavecomp2019",
+    "mbpm2019": "rules.teams2019:Mbpm2019",
+    "dnw2019": "rules.teams2019:Dnw2019",
+    "dqstarter2019": "rules.teams2019:Dqstarter2019",
+    "qualcomm2019": "rules.teams2019:Qualcomm2019",
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 from rules.records import Op, WeightRef
 
@@ -22,9 +23,56 @@ class Cost:
     param_bits: float = 0.0  # stored parameter values (nonzeros × bits), biases included
     mask_bits: float = 0.0  # sparsity masks
     note: str = ""
-    #: A convention that counts this op at a fixed width (e.g. "full precision") sets it here.
+    #: A convention that counts this op at a fixed width (e.g. "full precision") sets it here. ``add_bits`` may
+    #: be fractional: the mean width of adds at several widths (an adder tree, ``RuleSet.tree_add_bits``).
+    mul_bits: int | None = None
+    add_bits: float | None = None
+    #: Exponent operations of a shared-exponent format (``RuleSet.exponent_ops``) and their width.
+    exps: float = 0.0
+    exp_bits: int = 8
+
+
+@dataclass(frozen=True)
+class ClassWidth:
+    """Fixed widths for one class of ops (a team's per-op-class precision: SE at 16 bits, pooling at 32).
+
+    An op is in the class when its kind is in ``kinds`` (empty: any kind) and its layer name matches the glob
+    ``module`` (None: any layer). ``None`` widths leave that width to annotation."""
+
+    name: str
+    kinds: frozenset[str] = frozenset()
+    module: str | None = None
     mul_bits: int | None = None
     add_bits: int | None = None
+
+    def matches(self, op: Op) -> bool:
+        """True when ``op`` is in this class."""
+        return (not self.kinds or op.kind in self.kinds) and (self.module is None or fnmatchcase(op.module, self.module))
+
+
+def adder_tree_bits(n: int, base: int) -> int:
+    """Bits of the adds that sum ``n`` products of ``base`` bits pairwise: level l (1, 2, …) adds
+    ⌊m/2⌋ pairs at ``base + l − 1`` bits and leaves m ← ⌈m/2⌉ values, until one is left; n − 1 adds in all.
+
+    Sources: RIAIR `peiswang/MicroNetChallenge` (the `wps712/MicroNetChallenge` fork) `flops_utils_final.py`
+    ``adder_tree(base, length)`` and `demo/adder_tree_demo.py` (team_scores.md §2.8, §3); Woody
+    `LinLabNEU/reweighted_prune4` `README.md`: "50% of adds at 2Q bits, 25% at 2Q+1, …" (official_rules.md §3.3,
+    team_scores.md §3)."""
+    bits, width = 0, base
+    while n > 1:
+        bits += (n // 2) * width
+        n = (n + 1) // 2
+        width += 1
+    return bits
+
+
+def adder_tree_bits_mean(n: float, base: int) -> float:
+    """``adder_tree_bits`` at a fractional length (a mean number of nonzero products): linear between
+    ⌊n⌋ and ⌈n⌉. [INF]"""
+    lo = math.floor(n)
+    frac = n - lo
+    low = adder_tree_bits(lo, base)
+    return low if not frac else low + frac * (adder_tree_bits(lo + 1, base) - low)
 
 
 @dataclass
@@ -35,6 +83,10 @@ class RuleContext:
     by_name: dict[str, Op]
     consumers: dict[str, list[str]]
     mask_block: tuple[int, int] | None = None
+
+
+#: Kinds whose adds sum n products per output (the adder tree applies to them).
+_TREE_KINDS = frozenset({"conv", "linear", "matmul"})
 
 
 class RuleSet:
@@ -48,7 +100,10 @@ class RuleSet:
     #: activation kind -> (mults, adds) per output element.
     activations: dict[str, tuple[float, float]] = {}
     #: "sparse": 1 bit per dense element of a tensor with any zero (official code); "always": every
-    #: weight tensor of ndim > 1 pays its mask; "none": no mask.
+    #: weight tensor of ndim > 1 pays its mask; "all": every stored tensor, biases and norm parameters
+    #: included (WaveComp "TotalParameters/32", team_scores.md §2.8; the dense tensors' mask bits are in
+    #: ``param_bits``); "nonzeros": 1 bit per nonzero of a sparse tensor (QualcommAI
+    #: `lsq_quantizer/flops_counter.py`, official_rules.md §4.3); "none": no mask.
     mask_policy = "sparse"
     #: BatchNorm right after a conv/linear folds into it as a bias (official notebook, organisers' ruling).
     fold_bn = True
@@ -66,15 +121,106 @@ class RuleSet:
     #: 1 mult per element; whether it stored the permutation is not recorded, team_scores.md §2.7.)
     permutation_storage = "sparse"
 
+    # ----------------------------------------------------------------- precision model (issue 10 item 1)
+    #: Width of a multiplication from its operands' widths (``Op.operand_bits``): "max" (official page §3.1,
+    #: official_rules.md §3.1) or "min" (RIAIR `Description.md`: ``min(act_bitwidth, weight_bitwidth)``,
+    #: team_scores.md §3).
+    mul_width = "max"
+    #: Accumulation of the dot products (conv, linear, matmul): "flat" — every add at the op's accumulator
+    #: width (``Op.add_bits``); "adder_tree" — the n − 1 adds per output summed pairwise at growing widths
+    #: (``adder_tree_bits``; RIAIR, Woody, team_scores.md §3), the other adds (bias) at the accumulator width;
+    #: "input" — every add at the activation input's width (MB-PM: "adds scaled by input bits n/32",
+    #: team_scores.md §3).
+    accumulation = "flat"
+    #: Adder tree: activations are signed, so a product has one bit less than the sum of its operands' widths
+    #: (RIAIR ``adder_tree_demo.py``: ``bitwidth_init -= 1`` when ``act_signed``).
+    tree_signed_activations = False
+    #: Fixed widths per class of ops (``ClassWidth``), the first matching class wins; a width the op's
+    #: formula fixed (``Cost.mul_bits``/``add_bits``) is kept.
+    class_widths: tuple[ClassWidth, ...] = ()
+    #: Exponent operations per output element, by op kind (a shared-exponent format: WaveComp's
+    #: ``ExponentOps``, team_scores.md §2.8, §3), counted at ``exponent_bits``.
+    exponent_ops: dict[str, float] = {}
+    exponent_bits = 8
+
     # ----------------------------------------------------------------- dispatch
     def cost(self, op: Op, ctx: RuleContext) -> Cost | None:
-        """The Cost of ``op``, or None when this rule set has no rule for its kind."""
+        """The Cost of ``op``, or None when this rule set has no rule for its kind; then the precision model's
+        widths (``apply_widths``)."""
         method = getattr(self, "cost_" + op.kind.replace(":", "_"), None)
         if method is not None:
-            return method(op, ctx)
-        if op.kind in self.activations:
-            return self.cost_activation(op, ctx)
-        return None
+            cost = method(op, ctx)
+        elif op.kind in self.activations:
+            cost = self.cost_activation(op, ctx)
+        else:
+            return None
+        return self.apply_widths(op, cost)
+
+    def apply_widths(self, op: Op, cost: Cost) -> Cost:
+        """The rule set's precision model on ``cost``: class widths, then the min/max multiplication width,
+        the adder tree and the exponent ops. Each setting is a class attribute (above); the defaults change
+        nothing."""
+        for cls in self.class_widths:
+            if cls.matches(op):
+                if cost.mul_bits is None and cls.mul_bits is not None:
+                    cost.mul_bits = cls.mul_bits
+                if cost.add_bits is None and cls.add_bits is not None:
+                    cost.add_bits = cls.add_bits
+                break
+        if self.mul_width == "min" and cost.mul_bits is None and cost.mults and op.operand_bits:
+            cost.mul_bits = self.mul_bits_min(op)
+        if cost.add_bits is None and op.kind in _TREE_KINDS and cost.adds:
+            if self.accumulation == "adder_tree":
+                cost.add_bits = self.tree_add_bits(op, cost)
+            elif self.accumulation == "input":
+                cost.add_bits = max(op.in_bits)
+        if self.exponent_ops.get(op.kind):
+            cost.exps = self.exponent_ops[op.kind] * op.out_numel
+            cost.exp_bits = self.exponent_bits
+        return cost
+
+    def mul_bits_min(self, op: Op) -> int:
+        """``min`` of the operand widths (RIAIR `Description.md` "We use min(act_bitwidth, weight_bitwidth) as
+        the mul_bit_base", team_scores.md §3); a 1-bit operand still gives 1 (official page §3.1)."""
+        return min(op.operand_bits)
+
+    def tree_base_bits(self, op: Op) -> int:
+        """Width of one product, the tree's first level: the two widest operands' widths summed (activation +
+        weight), less 1 for signed activations (RIAIR `flops_utils_final.py` ``base_bit_width = bit_width +
+        act_bit_width``, ``-= 1`` if ``input_signed``; Woody "2Q" for Q-bit operands, team_scores.md §3)."""
+        widths = sorted(op.operand_bits or op.in_bits, reverse=True)
+        base = widths[0] + (widths[1] if len(widths) > 1 else widths[0])
+        return base - (1 if self.tree_signed_activations else 0)
+
+    def tree_add_bits(self, op: Op, cost: Cost) -> float:
+        """Mean width of ``cost.adds``: the (n − 1)·outputs tree adds at ``adder_tree_bits(n, base)`` per
+        output, n the nonzero products per output — per output channel from the weight's real nonzeros where
+        the tensor holds the counted sparsity (RIAIR counts ``adder_tree`` per kernel), else the mean ``n``
+        linearly between ⌊n⌋ and ⌈n⌉ [INF]; the remaining adds (a bias) at the op's accumulator width."""
+        base = self.tree_base_bits(op)
+        w = op.weight("weight")
+        n = op.attrs["vector_len"] * self.density(w)
+        outputs = op.out_numel
+        per_channel = self._row_nonzeros(w) if op.kind in ("conv", "linear") else None
+        if per_channel is not None:
+            tree = sum(adder_tree_bits(int(k), base) for k in per_channel) * outputs / len(per_channel)
+        else:
+            tree = adder_tree_bits_mean(n, base) * outputs
+        rest = cost.adds - max(n - 1, 0.0) * outputs
+        if rest < -1e-6 * cost.adds:
+            raise ValueError(f"{self.name}: adder tree on {op.name} ({op.module or 'top level'}): the formula counts "
+                             f"{cost.adds:g} adds, fewer than the tree's (n − 1)·outputs = {(n - 1) * outputs:g}")
+        return (tree + max(rest, 0.0) * op.add_bits) / cost.adds
+
+    def _row_nonzeros(self, w: WeightRef | None) -> list[int] | None:
+        """Nonzeros of each output row of ``w`` when its tensor holds exactly the credited nonzeros."""
+        if w is None or w.tensor is None or w.tensor.device.type == "meta" or not self.credit_sparsity:
+            return None
+        t = w.tensor.detach()
+        if w.mask is not None:
+            t = t * w.mask
+        rows = (t.reshape(t.shape[0], -1) != 0).sum(dim=1).tolist()
+        return rows if sum(rows) == w.nonzeros else None
 
     # ----------------------------------------------------------------- storage
     def mask_bits(self, w: WeightRef, ctx: RuleContext) -> float:
@@ -89,6 +235,8 @@ class RuleSet:
             return 0.0
         if self.mask_policy == "always" and len(w.shape) <= 1:
             return 0.0
+        if self.mask_policy == "nonzeros":
+            return float(w.nonzeros) if w.sparsity > 0 else 0.0
         if ctx.mask_block is not None:
             bh, bw = ctx.mask_block
             rows = w.shape[0]
@@ -108,7 +256,7 @@ class RuleSet:
         """Bits of a tensor stored dense (biases, norm parameters: never sparse, no mask)."""
         if w is None or not w.first_use:
             return 0.0
-        return w.numel * w.bits
+        return w.numel * (w.bits + (1 if self.mask_policy == "all" else 0))
 
     def density(self, w: WeightRef | None) -> float:
         """Share of nonzero weights credited to the op counts (1 when sparsity is not credited)."""

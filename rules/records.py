@@ -62,6 +62,9 @@ class Op:
     acc_bits: int = 32
     mul_bits: int = 32
     add_bits: int = 32
+    #: widths of the values multiplied: the activation inputs' then the multiplied weights' (annotation sets
+    #: it; a rule set's ``mul_width`` and adder tree read it)
+    operand_bits: list[int] = field(default_factory=list)
     path: str = ""  # early-exit path name, when scoring a model with exits
 
     @property

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import json
 import sys
 import traceback
@@ -25,6 +26,7 @@ PROG = "micronet-score"
 #: First-word subcommands: name -> "module:function" taking the remaining argv and returning an exit code.
 SUBCOMMANDS: dict[str, str] = {
     "leaderboard": "scorer.leaderboard:leaderboard_main",
+    "evaluate": "scorer.evaluate:evaluate_main",
 }
 
 DEFAULT_TRACK = "cifar100"
@@ -126,11 +128,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "pkg.mod:factory or rule set, code-bearing parts of a .pt2 (see README, Safety)")
     g = p.add_argument_group("output")
     g.add_argument("--format", choices=formats(), default="table", help="output format (default: table)")
-    g.add_argument("--depth", type=int, metavar="N", help="group rows by the first N levels of the module path")
+    g.add_argument("--depth", type=int, metavar="N",
+                   help="table: levels of the module tree (default 2); other formats: group rows by the first N "
+                        "levels of the module path")
+    g.add_argument("--per-op", action="store_true", help="table format: also print every op (the full table)")
     g.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of stdout")
     g.add_argument("--plot", metavar="FILE.png",
-                   help="bar plot of params and ops per layer, as png, pdf, svg, ... (needs matplotlib)")
+                   help="bar plots of params and ops per module at --depth (default 2) and their shares, as png, "
+                        "pdf, svg, ... (needs matplotlib)")
     g.add_argument("--show-free", action="store_true", help="table format: also show ops that cost nothing")
+    g.add_argument("--report", metavar="FILE.md",
+                   help="also write the submission document (scorer.submission): threshold result (with "
+                        "--data), totals, per-module and per-op tables, settings, rule set, how to reproduce")
+    g.add_argument("--data", metavar="DATA",
+                   help="--report: evaluate the quality threshold on DATA, as `micronet-score evaluate` does "
+                        "(cifar-100-python folder, file.py:loader, or a token file with --vocab)")
     g.add_argument("--list-references", action="store_true", help="list the registered reference models")
     g.add_argument("--list-rules", action="store_true", help="list the built-in rule sets")
     g.add_argument("--debug", action="store_true", help="show full tracebacks and warnings on error")
@@ -255,13 +267,13 @@ def _is_precision_warning(note: str) -> bool:
 
 
 def _render(report: Any, args: argparse.Namespace, title: str) -> None:
-    from scorer.render import RenderOptions, print_rich, render
+    from scorer.formatting import output_width
+    from scorer.render import RenderOptions, render
 
     view = report.view(args.depth)
-    if args.format == "table" and args.output is None:
-        print_rich(view, show_free=args.show_free, title=title)  # the terminal's width and colours
-    else:
-        _write(render(args.format, view, RenderOptions(show_free=args.show_free, title=title)), args.output)
+    width = output_width(sys.stdout if args.output is None else io.StringIO())  # a file: COLUMNS or 100
+    options = RenderOptions(show_free=args.show_free, title=title, per_op=args.per_op, width=width)
+    _write(render(args.format, view, options), args.output)
     if args.format == "csv":
         for note in report.notes:
             # the unknown-op table and the precision warnings are printed louder, after the report
@@ -278,6 +290,10 @@ def _score(args: argparse.Namespace) -> int:
         from scorer.render import check_plot_path
 
         check_plot_path(args.plot)  # fail before loading, scoring and printing anything
+    if args.report:
+        from scorer.submission import check_report_path
+
+        check_report_path(args.report)
     if args.depth is not None and args.depth < 0:
         raise ScorerError(f"--depth must be >= 0, got {args.depth}")
     input_shapes = [parse_shape(text) for text in args.input_shape] if args.input_shape else None
@@ -332,6 +348,8 @@ def _score(args: argparse.Namespace) -> int:
         allow_unmatched=args.allow_unmatched,
     )
     report.notes.extend(_lm_notes(loaded.model, args, exit_fractions))
+    if args.report:
+        _write_submission(report, loaded, track, args)
     _render(report, args, title=loaded.description or str(args.model))
     if args.plot:
         report.plot(args.plot, args.depth)
@@ -340,6 +358,27 @@ def _score(args: argparse.Namespace) -> int:
     for note in filter(_is_precision_warning, report.notes):
         print(f"{PROG}: warning: {note.removeprefix('WARNING: ')}", file=sys.stderr)
     return 0
+
+
+def _write_submission(report: Any, loaded: Any, track: str, args: argparse.Namespace) -> None:
+    """``--report``: the submission document, with the threshold result when ``--data`` is given."""
+    from scorer.submission import write_submission
+
+    quality = None
+    if args.data is not None:
+        from scorer.evaluate import evaluate_loaded
+
+        has_exit = callable(getattr(loaded.model, "forward_with_exit", None))
+        options = argparse.Namespace(data=args.data, vocab=args.vocab, seq_len=args.seq_len,
+                                     # the parser's default 0.85 leaves a checkpoint's own threshold in force
+                                     exit_threshold=args.exit_threshold if has_exit and args.exit_threshold != 0.85
+                                     else None,
+                                     limit=args.measure_limit)
+        quality = evaluate_loaded(loaded, track, options)
+        sys.stderr.write(f"quality: {quality.verdict()}\n")
+    write_submission(args.report, report, quality=quality, argv=getattr(args, "argv", None),
+                     title=loaded.description or str(args.model), depth=args.depth if args.depth is not None else 2)
+    sys.stderr.write(f"wrote {args.report}\n")
 
 
 def _measure_exits(model: Any, args: argparse.Namespace) -> dict[str, float]:
@@ -366,10 +405,12 @@ def _check_lm_args(args: argparse.Namespace) -> None:
     for flag, value in (("--measure-paths", args.measure_paths), ("--perplexity", args.perplexity)):
         if value is not None and args.vocab is None:
             raise UsageError(f"{flag} needs --vocab (the vocabulary file of the token file)")
-    if args.vocab is not None and args.measure_paths is None and args.perplexity is None:
-        raise UsageError("--vocab is used with --measure-paths or --perplexity")
-    if args.seq_len is not None and args.perplexity is None:
-        raise UsageError("--seq-len is used with --perplexity")
+    if args.data is not None and args.report is None:
+        raise UsageError("--data is used with --report (or use `micronet-score evaluate MODEL --data DATA`)")
+    if args.vocab is not None and args.measure_paths is None and args.perplexity is None and args.data is None:
+        raise UsageError("--vocab is used with --measure-paths or --perplexity (or --data with --report)")
+    if args.seq_len is not None and args.perplexity is None and args.data is None:
+        raise UsageError("--seq-len is used with --perplexity (or --data with --report)")
     if args.seq_len is not None and args.seq_len <= 0:
         raise UsageError(f"--seq-len must be positive, got {args.seq_len}")
     if args.measure_paths is not None and (args.exit_fraction or args.measure_exits):
@@ -443,6 +484,7 @@ def _run(argv: list[str]) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return _exit_code(exc)
+    args.argv = list(argv)  # the command line, for --report
     if args.list_references or args.list_rules:
         if args.list_references:
             _write(_references_table(args.format), args.output)

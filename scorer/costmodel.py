@@ -18,6 +18,7 @@ them against the pipeline on random configurations, and raises if a rule set doe
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -102,19 +103,26 @@ class Scorer:
         with CAPTURE_LOCK:  # as score(): annotation reads module attributes another capture may stand in for
             return evaluate(self._cap.copy(), opts, unknown_ok)
 
-    def _model(self, rules: object) -> _LinearModel:
-        key = (self.rules if rules is None else rules,)
+    def _model(self, rules: object, base: Mapping | None = None) -> _LinearModel:
+        base_key = json.dumps(base, sort_keys=True) if base else None
+        key = (self.rules if rules is None else rules, base_key)
         if key not in self._linear:
             with CAPTURE_LOCK:
-                self._linear[key] = _LinearModel(self, key[0])
+                self._linear[key] = _LinearModel(self, key[0], base)
         return self._linear[key]
 
     def sweep(self, weight_bits: object, act_bits: object, density: object, rules: object = None,
-              chunk: int = 2048) -> pd.DataFrame:
+              chunk: int = 2048, base: Mapping | None = None) -> pd.DataFrame:
         """Totals (SWEEP_COLUMNS) of K configurations, each row equal to ``score()`` under the configuration
         (module docstring). ``weight_bits``, ``act_bits``: integers 1..64, ``density`` in (0, 1]; each
-        [K, len(layer_names)] (or one row). Vectorised over K in chunks of ``chunk`` rows."""
-        lm = self._model(rules)
+        [K, len(layer_names)] (or one row). Vectorised over K in chunks of ``chunk`` rows.
+
+        ``base`` (optional, a precision config): its ``default`` keys replace the 32-bit defaults and its
+        ``layers`` entries come before the per-layer ones, so a row equals ``score(precision={"default":
+        {"weight": 32, "act": 32, "acc": 32, **base["default"]}, "layers": {**base["layers"], name: {...}}})``
+        (e.g. ``{"default": {"weight": 16, "act": 16}}``: the 16-bit freebie outside the swept layers). The
+        coefficients are read and verified under that base, and a base they do not fit is an error."""
+        lm = self._model(rules, base)
         w, a, d = (_rows(x, len(self.layer_names), name) for x, name in
                    ((weight_bits, "weight_bits"), (act_bits, "act_bits"), (density, "density")))
         if not (w.shape[0] == a.shape[0] == d.shape[0]):
@@ -130,7 +138,8 @@ class Scorer:
         return pd.DataFrame(cols, columns=SWEEP_COLUMNS)
 
     def differentiable(self, weight_bits: torch.Tensor, act_bits: torch.Tensor, density: torch.Tensor,
-                       rules: object = None, mask_temperature: float = 0.05) -> torch.Tensor:
+                       rules: object = None, mask_temperature: float = 0.05,
+                       base: Mapping | None = None) -> torch.Tensor:
         """The score (a 0-d float64 tensor) of one configuration of tensors [len(layer_names)], equal to
         ``sweep`` at integer bits, differentiable in the bits and the density.
 
@@ -139,7 +148,7 @@ class Scorer:
         a weight width is exactly 1. The mask term, 1 bit per element once d < 1, keeps its exact step in the
         value; its gradient is that of sigmoid((1 - d) / mask_temperature) (straight-through), so it is felt
         only near d = 1. Counts are affine in d and storage is bilinear in d and W, so those are exact."""
-        return self._model(rules).differentiable(weight_bits, act_bits, density, mask_temperature)
+        return self._model(rules, base).differentiable(weight_bits, act_bits, density, mask_temperature)
 
 
 def _rows(x: object, n: int, name: str) -> np.ndarray:
@@ -162,9 +171,15 @@ def _check_bits(x: np.ndarray, name: str) -> None:
 class _LinearModel:
     """Per-op coefficients of one rule set under the sweep's configurations, read off the pipeline."""
 
-    def __init__(self, scorer: Scorer, rules: object) -> None:
+    def __init__(self, scorer: Scorer, rules: object, base: Mapping | None = None) -> None:
         self.scorer = scorer
         self.rules = rules
+        base = dict(base or {})
+        unknown = set(base) - {"default", "layers"}
+        if unknown:
+            raise ScorerError(f"base precision: unknown section(s) {sorted(unknown)} (use default, layers)")
+        self.base_default = {"weight": 32, "act": 32, "acc": 32, **dict(base.get("default") or {})}
+        self.base_layers = dict(base.get("layers") or {})
         self.track = scorer._cap.track
         self._rule_fixed: np.ndarray | None = None
         self._rule_width = np.zeros(0)
@@ -270,7 +285,7 @@ class _LinearModel:
         sc = self.scorer
         layers = {name: {"weight": int(weight[i]), "act": int(act[i])} for i, name in enumerate(sc.layer_names)}
         return Options.parse(rules=self.rules, mask_block=sc.mask_block,
-                             precision={"default": {"weight": 32, "act": 32, "acc": 32}, "layers": layers},
+                             precision={"default": self.base_default, "layers": {**self.base_layers, **layers}},
                              sparsity={name: 1 - float(dens[i]) for i, name in enumerate(sc.layer_names)})
 
     def _probe(self, act: Sequence[float], weight: Sequence[float], dens: Sequence[float]) -> list[dict]:

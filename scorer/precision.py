@@ -237,6 +237,7 @@ def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, 
             op.out_bits = act
         op.acc_bits = acc
         multiplied = [w.bits for w in op.weights if w.role in _MULTIPLIED_ROLES]
+        op.operand_bits = op.in_bits + multiplied
         if multiplied and min(multiplied) == 1:
             # A ±1 weight times a value with a standalone sign bit counts 1/32 (official page §3.1).
             op.mul_bits = 1

@@ -24,13 +24,25 @@ class Threshold:
     higher_is_better: bool
     source: str
     strict_reading: bool = False
+    #: accuracy tracks: (correct answers needed, out of the official evaluation split), the exact count
+    count: tuple[int, int] | None = None
+
+    def required(self, total: int) -> int:
+        """Correct answers needed out of ``total``: the least n with n / total >= count[0] / count[1], in
+        integers (``total`` = count[1] gives count[0] itself)."""
+        if self.count is None:
+            raise ValueError(f"the {self.track} threshold is not a count")
+        need, out_of = self.count
+        return -(-need * total // out_of)
 
 
 THRESHOLDS: dict[str, Threshold] = {
     # §1.1 / §5.1: top-1 >= 75% (37,500 / 50,000 validation images)
-    "imagenet": Threshold("imagenet", "top-1 accuracy", 0.75, True, "official_rules.md §1.1 (site FAQ)"),
+    "imagenet": Threshold("imagenet", "top-1 accuracy", 0.75, True, "official_rules.md §1.1 (site FAQ)",
+                          count=(37_500, 50_000)),
     # §1.1 / §5.1: top-1 >= 80% (8,000 / 10,000 test images)
-    "cifar100": Threshold("cifar100", "top-1 accuracy", 0.80, True, "official_rules.md §1.1 (site FAQ)"),
+    "cifar100": Threshold("cifar100", "top-1 accuracy", 0.80, True, "official_rules.md §1.1 (site FAQ)",
+                          count=(8_000, 10_000)),
     # §1.1: FAQ "35 or below", overview "below 35"
     "wikitext103": Threshold("wikitext103", "perplexity", 35.0, False,
                              "official_rules.md §1.1 (FAQ: 35 or below; overview index.md: below 35)",

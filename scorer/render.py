@@ -9,16 +9,23 @@ are its keys.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scorer.errors import ScorerError
+from scorer.formatting import (  # noqa: F401 - fmt_score, settings_line, totals_rows: the API of this module
+    fmt_number,
+    fmt_score,
+    output_width,
+    settings_line,
+    totals_rows,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -44,11 +51,14 @@ class ReportView:
 
 @dataclass(frozen=True)
 class RenderOptions:
-    """Options a renderer may use: ``show_free`` and ``title`` (table), ``indent`` (json)."""
+    """Options a renderer may use: ``show_free``, ``title``, ``per_op`` and ``width`` (table), ``indent``
+    (json)."""
 
     show_free: bool = False
     title: str | None = None
     indent: int | None = 2
+    per_op: bool = False  #: table: the per-op table after the module tree
+    width: int | None = None  #: table: columns to fit (None: ``scorer.formatting.output_width()``)
 
 
 #: A renderer: the whole output of one format as text.
@@ -61,30 +71,10 @@ OP_COLUMNS = ["name", "module", "kind", "weight_numel", "nonzeros", "sparsity", 
               "mul_bits", "add_bits", "ops", "act_bits_out", "act_bits_live"]
 GROUP_COLUMNS = ["module", "kind", "weight_numel", "nonzeros", "sparsity", "param_bits", "mults", "adds", "ops",
                  "act_bits_out", "act_bits_live"]
+#: Totals that are counts (bits, params, mults, adds, ops): written as integers when whole; the scores stay floats.
+_COUNT_TOTALS = {"param_bits", "params", "mults", "adds", "ops", "mtas_bits", "peak_op_activation_bits"}
+_RATIO_COLUMNS = {"fraction", "sparsity"}
 _TEXT_COLUMNS = {"name", "module", "kind", "path", "note", "target"}
-_SCORE_KEYS = {"param_score", "ops_score", "score"}
-
-
-def fmt_number(value: Any) -> str:
-    """A count with thousands separators: integers exactly, fractions to two decimals."""
-    if value is None:
-        return ""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if math.isnan(v):
-        return ""
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    if v.is_integer():
-        return f"{int(v):,}"
-    return f"{v:,.2f}"
-
-
-def fmt_score(value: float) -> str:
-    """A normalised score with six significant digits."""
-    return f"{float(value):.6g}"
 
 
 def _fmt_cell(column: str, value: Any) -> str:
@@ -122,41 +112,6 @@ def _rows(df: pd.DataFrame, cols: list[str]) -> list[list[str]]:
     return [_row(rec, cols) for rec in df.to_dict(orient="records")]
 
 
-def totals_rows(view: ReportView) -> list[tuple[str, str]]:
-    """(key, formatted value) for every total, in the view's order."""
-    return [(k, fmt_score(v) if k in _SCORE_KEYS else fmt_number(v)) for k, v in view.totals.items()]
-
-
-def settings_line(view: ReportView) -> str:
-    """One line: track, rules, capture method, the precision settings that differ from 32-bit, the input
-    shapes and the batch the counts were divided by."""
-    parts = [f"track: {view.track}", f"rules: {view.rules}", f"capture: {view.capture}"]
-    s = view.settings or {}
-    if s.get("bits") is not None:
-        parts.append(f"bits: {s['bits']}")
-    for key in ("mul_bits_override", "add_bits_override"):
-        if s.get(key) is not None:
-            parts.append(f"{key.replace('_override', '')}: {s[key]}")
-    if s.get("sparsity") not in (None, "measured"):
-        parts.append(f"sparsity: {s['sparsity']}")
-    if s.get("mask_block"):
-        parts.append("mask block: " + "x".join(map(str, s["mask_block"])))
-    shapes = s.get("input_shapes")
-    if shapes:
-        parts.append("input: " + ", ".join("x".join(map(str, sh)) for sh in shapes))
-    dtypes = [d for d in s.get("input_dtypes") or [] if d not in (None, "float32")]
-    if dtypes:
-        parts.append("dtype: " + ", ".join(str(d) for d in s["input_dtypes"]))
-    if s.get("tokens") is not None:
-        parts.append(f"tokens: {s['tokens']} (counts per token)")
-    elif s.get("batch") is not None:
-        parts.append(f"batch: {s['batch']} (counts per example)")
-    fractions = s.get("path_fractions") or s.get("exit_fractions")
-    if fractions:
-        parts.append("path fractions: " + ", ".join(f"{k}={v:g}" for k, v in fractions.items()))
-    return " | ".join(parts)
-
-
 def to_markdown(view: ReportView, options: RenderOptions = RenderOptions()) -> str:
     """Pipe-format markdown: the per-op (or per-group) table, a totals table, then the settings line and notes."""
     from tabulate import tabulate
@@ -176,17 +131,81 @@ def to_markdown(view: ReportView, options: RenderOptions = RenderOptions()) -> s
     return "\n".join(parts) + "\n"
 
 
+#: Version of the JSON document's layout (``schema`` key): 2 added ``schema``, ``version`` and shapes as lists.
+SCHEMA = 2
+
+
+def tool_version() -> str:
+    """The version of micronet-score: ``scorer.__version__``, else the installed distribution's."""
+    version = getattr(sys.modules.get("scorer"), "__version__", None)
+    if version:
+        return str(version)
+    try:
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as dist_version
+
+        return dist_version("micronet-score")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def integral(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its counts written as integers where they are whole (``10368``, not ``10368.0``): a float
+    column of whole numbers becomes an integer column; in one with fractions (ops weighted by a path's share,
+    half-precision ops) each whole value is an int and the others stay floats. Ratios (``fraction``,
+    ``sparsity``) stay floats."""
+    out = df.copy()
+    for column in out.columns:
+        values = out[column]
+        if column in _RATIO_COLUMNS or values.dtype.kind != "f" or not len(values):
+            continue
+        whole = values.map(lambda v: math.isfinite(v) and float(v).is_integer())
+        if whole.all():
+            out[column] = values.astype("int64")
+        elif whole.any():
+            out[column] = pd_object([int(v) if w else float(v) for v, w in zip(values, whole, strict=True)],
+                                    values.index)
+    return out
+
+
+def pd_object(items: list, index: object) -> object:
+    """A pandas Series of Python objects (keeps ints and floats apart)."""
+    import pandas as pd
+
+    return pd.Series(items, index=index, dtype=object)
+
+
+def shape_list(text: object) -> list[int]:
+    """A row's shape text (``"1x3x32x32"``) as a list of ints (``""``: a scalar, ``[]``)."""
+    return [int(d) for d in str(text).split("x")] if text not in (None, "") else []
+
+
+def records(df: pd.DataFrame) -> list[dict]:
+    """The rows as JSON records: whole-number columns as integers, ``in_shapes`` a list of shapes and
+    ``out_shape`` a shape, each shape a list of ints."""
+    out = integral(df).to_dict(orient="records")
+    for rec in out:
+        if "in_shapes" in rec:
+            rec["in_shapes"] = [shape_list(s) for s in str(rec["in_shapes"]).split(";")] if rec["in_shapes"] else []
+        if "out_shape" in rec:
+            rec["out_shape"] = shape_list(rec["out_shape"])
+    return out
+
+
 def to_csv(view: ReportView, options: RenderOptions = RenderOptions()) -> str:
-    """CSV of the rows (or groups), every column."""
-    return view.rows.to_csv(index=False)
+    """CSV of the rows (or groups), every column; whole-number columns as integers."""
+    return integral(view.rows).to_csv(index=False)
 
 
 def document(view: ReportView) -> dict:
-    """The JSON document: totals, every op row, track, rules, capture, settings, notes, unknown ops, excluded
-    parameters, and the groups when the view has a depth."""
+    """The JSON document (docs/contracts.md, "JSON report"): ``schema``, ``version``, totals, every op row,
+    track, rules, capture, settings, notes, unknown ops, excluded parameters, and the groups when the view has
+    a depth."""
     doc = {
-        "totals": view.totals,
-        "layers": view.layers.to_dict(orient="records"),
+        "schema": SCHEMA,
+        "version": tool_version(),
+        "totals": {k: int(v) if k in _COUNT_TOTALS and float(v).is_integer() else v for k, v in view.totals.items()},
+        "layers": records(view.layers),
         "track": view.track,
         "rules": view.rules,
         "capture": view.capture,
@@ -196,7 +215,7 @@ def document(view: ReportView) -> dict:
         "excluded_params": view.excluded,
     }
     if view.depth is not None:
-        doc["groups"] = view.rows.to_dict(orient="records")
+        doc["groups"] = records(view.rows)
     return doc
 
 
@@ -206,13 +225,12 @@ def to_json(view: ReportView, options: RenderOptions = RenderOptions()) -> str:
 
 
 def to_table(view: ReportView, options: RenderOptions = RenderOptions()) -> str:
-    """The rich table of :func:`print_rich` as plain text, 200 columns wide, without colour."""
-    from rich.console import Console
+    """The summary (``scorer.summary``): totals and score, the module tree at the view's depth (default 2),
+    and with ``options.per_op`` every op; ``options.width`` columns wide (default: ``output_width()``)."""
+    from scorer.summary import render_summary
 
-    buffer = io.StringIO()
-    console = Console(file=buffer, width=200, no_color=True, force_terminal=False)
-    print_rich(view, show_free=options.show_free, console=console, title=options.title)
-    return buffer.getvalue()
+    return render_summary(view, options.width or output_width(), per_op=options.per_op,
+                          show_free=options.show_free, title=options.title)
 
 
 def _is_free(rec: dict) -> bool:
@@ -235,9 +253,7 @@ def print_rich(
     from rich.table import Table
 
     if console is None:
-        console = Console()
-        if not console.is_terminal:
-            console = Console(width=200)
+        console = Console(width=output_width())
     df = view.rows
     cols = _columns(df, view.depth)
     records = df.to_dict(orient="records")
@@ -313,33 +329,16 @@ def check_plot_path(path: str | Path) -> Path:
 
 
 def plot(view: ReportView, path: str | Path) -> Path:
-    """Horizontal bar plots of parameters (32-bit units) and ops per layer (or group), saved to ``path`` in
-    the format its extension names (checked first by :func:`check_plot_path`)."""
+    """The report's figure (``scorer.plots``: storage and ops per module at the view's depth, default 2, and
+    each top-level module's share), saved to ``path`` in the format its extension names (checked first by
+    :func:`check_plot_path`)."""
     out = check_plot_path(path)
     plt = require_matplotlib()
-    df = view.rows
-    if view.depth is None:
-        labels = [f"{m or '<top>'}:{n}" if m != n else n for n, m in zip(df["name"], df["module"], strict=True)]
-    else:
-        labels = [str(m) for m in df["module"]]
-    params = (df["param_bits"].astype(float) / 32).tolist()
-    ops = df["ops"].astype(float).tolist()
-    n = max(len(labels), 1)
-    fig, axes = plt.subplots(1, 2, figsize=(12, max(3.0, 0.28 * n + 1.5)), sharey=True)
-    y = list(range(len(labels)))
-    axes[0].barh(y, params, color="tab:blue")
-    axes[0].set_title("parameters (32-bit units)")
-    axes[1].barh(y, ops, color="tab:orange")
-    axes[1].set_title("ops (32-bit units)")
-    axes[0].set_yticks(y)
-    axes[0].set_yticklabels(labels, fontsize=7)
-    axes[0].invert_yaxis()
-    totals = view.totals
-    fig.suptitle(f"{view.track} / {view.rules}: score {fmt_score(totals['score'])} "
-                 f"(params {fmt_number(totals['params'])}, ops {fmt_number(totals['ops'])})")
-    fig.tight_layout()
+    from scorer.plots import figure
+
+    fig = figure(view, plt)
     try:
-        fig.savefig(out, dpi=120, format=out.suffix[1:].lower())
+        fig.savefig(out, dpi=100, format=out.suffix[1:].lower())
     except OSError as exc:
         raise ScorerError(f"cannot write plot {out}: {exc.strerror or exc}") from None
     finally:

@@ -11,6 +11,7 @@ from rules.base import Cost
 from rules.kinds import FREE_KINDS, is_unknown
 from rules.records import Op
 from scorer import render
+from scorer.formatting import group_kind
 from scorer.tracks import Track
 
 #: Columns every layer row has (a contract: other tools read them).
@@ -32,6 +33,8 @@ COLUMNS = [
     "adds",
     "mul_bits",
     "add_bits",
+    "exp_ops",
+    "exp_bits",
     "ops",
     "note",
     "act_bits_out",
@@ -72,7 +75,9 @@ def row_of(op: Op, cost: Cost, fraction: float = 1.0, memory: dict | None = None
         "adds": adds,
         "mul_bits": mul_bits,
         "add_bits": add_bits,
-        "ops": mults * mul_bits / 32 + adds * add_bits / 32,
+        "exp_ops": cost.exps * fraction,  # shared-exponent ops (``RuleSet.exponent_ops``), at exp_bits
+        "exp_bits": cost.exp_bits,
+        "ops": mults * mul_bits / 32 + adds * add_bits / 32 + cost.exps * fraction * cost.exp_bits / 32,
         "note": cost.note,
         **{c: 0.0 for c in MEMORY_COLUMNS},
         **(memory or {}),
@@ -126,7 +131,7 @@ class Report:
 
     def by_depth(self, depth: int | None) -> pd.DataFrame:
         """Rows grouped by the first ``depth`` components of the module path (None: one row per op): counts
-        summed; of the activation memory, ``act_bits_out`` summed (what the group writes), ``act_bits_op`` and
+        summed; ``kind`` the group's costliest kind with ``+N`` other kinds; of the activation memory, ``act_bits_out`` summed (what the group writes), ``act_bits_op`` and
         ``act_bits_live`` the max over its ops (the group's peak)."""
         if depth is None:
             return self.layers
@@ -134,8 +139,14 @@ class Report:
         df["module"] = df["module"].map(lambda m: ".".join(m.split(".")[:depth]) if m else "<top>")
         agg = {c: "sum" for c in ("weight_numel", "nonzeros", "param_bits", "mask_bits", "mults", "adds", "ops")}
         agg.update({"act_bits_out": "sum", "act_bits_op": "max", "act_bits_live": "max"})
-        agg["kind"] = lambda s: ",".join(sorted(set(s)))
         out = df.groupby(["path", "module"], sort=False).agg(agg).reset_index()
+        kinds: dict[tuple, dict[str, tuple[float, int]]] = {}
+        cost = df["ops"].astype(float) + df["param_bits"].astype(float) / 32
+        for key, kind, c in zip(zip(df["path"], df["module"], strict=True), df["kind"], cost, strict=True):
+            group = kinds.setdefault(key, {})
+            c0, n0 = group.get(kind, (0.0, 0))
+            group[kind] = (c0 + c, n0 + 1)
+        out.insert(2, "kind", [group_kind(kinds[key]) for key in zip(out["path"], out["module"], strict=True)])
         out["sparsity"] = [1 - n / w if w else 0.0 for n, w in zip(out["nonzeros"], out["weight_numel"], strict=True)]
         return out
 
@@ -185,10 +196,12 @@ class Report:
         """JSON text of ``to_dict()``."""
         return render.render("json", self.view(), render.RenderOptions(indent=indent))
 
-    def print(self, depth: int | None = None) -> None:
-        """Print a rich terminal table."""
-        render.print_rich(self.view(depth))
+    def print(self, depth: int | None = None, per_op: bool = False) -> None:
+        """Print the summary (``--format table``): totals and score, the module tree to ``depth`` levels
+        (default 2), and every op with ``per_op``; as wide as the terminal (``COLUMNS``, else 100)."""
+        print(render.render("table", self.view(depth), render.RenderOptions(per_op=per_op)), end="")
 
     def plot(self, path: str | Path, depth: int | None = None) -> Path:
-        """Bar plot of params and ops per layer, in the format the path's extension names (needs matplotlib)."""
+        """Bar plots of params and ops per module at ``depth`` (default 2) and each top-level module's share,
+        in the format the path's extension names (needs matplotlib; ``scorer.plots``)."""
         return render.plot(self.view(depth), path)

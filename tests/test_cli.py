@@ -338,11 +338,15 @@ def test_markdown_and_table_to_file(capsys: pytest.CaptureFixture, model_file: P
 
 
 def test_table_hides_free_ops(capsys: pytest.CaptureFixture, model_file: Path) -> None:
+    """The summary's tree names the free top-level module (the model's own flatten) instead of a row; the
+    per-op table (--per-op) hides the free op and says so; --show-free shows both."""
     code, out, _ = run(capsys, f"{model_file}:build")
-    assert code == 0
-    assert "flatten" not in out and "1 free op(s)" in out and "totals" in out
-    code, out, _ = run(capsys, f"{model_file}:build", "--show-free")
-    assert "flatten" in out and "free op(s)" not in out
+    assert code == 0 and out.startswith("build() from") and "score" in out.splitlines()[1]
+    assert "no cost, not shown (--show-free shows them): <top>." in out and "flatten" not in out
+    code, out, _ = run(capsys, f"{model_file}:build", "--per-op")
+    assert "flatten" not in out and "1 free op(s)" in out
+    code, out, _ = run(capsys, f"{model_file}:build", "--per-op", "--show-free")
+    assert "flatten" in out and "free op(s)" not in out and "no cost" not in out
 
 
 def test_depth_grouping(capsys: pytest.CaptureFixture, model_file: Path) -> None:

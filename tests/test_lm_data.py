@@ -7,10 +7,10 @@ perplexities from the models' known distributions, fractions from counting the t
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import re
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -339,69 +339,26 @@ def test_fraction_errors() -> None:
 
 # ----------------------------------------------------------------------------- CLI
 
-MODEL_SRC = textwrap.dedent(
-    f"""
-    import torch
-    import torch.nn as nn
+class Uniform(nn.Module):
+    """Logits that do not depend on the input (zero weights): a uniform prediction over V."""
 
-    V, CUTOFF, D_HEAD, D_TAIL = {V}, {CUTOFF}, {D_HEAD}, {D_TAIL}
+    def __init__(self):
+        super().__init__()
+        self.out = nn.Linear(1, V)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
 
-
-    class Head(nn.Module):
-        def __init__(self, owner):
-            super().__init__()
-            self.emb, self.out = owner.emb_head, owner.out
-
-        def forward(self, x):
-            return self.out(self.emb(x))
+    def forward(self, x):
+        return self.out(torch.zeros_like(x, dtype=torch.float).unsqueeze(-1))
 
 
-    class Tail(nn.Module):
-        def __init__(self, owner):
-            super().__init__()
-            self.emb, self.proj, self.out = owner.emb_tail, owner.proj, owner.out
-
-        def forward(self, x):
-            return self.out(self.proj(self.emb(x)))
-
-
-    class TwoBin(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.emb_head = nn.Embedding(V, D_HEAD)
-            self.emb_tail = nn.Embedding(V, D_TAIL)
-            self.proj = nn.Linear(D_TAIL, D_HEAD, bias=False)
-            self.out = nn.Linear(D_HEAD, V, bias=False)
-
-        def forward(self, x):
-            rare = (x >= CUTOFF).unsqueeze(-1)
-            return self.out(torch.where(rare, self.proj(self.emb_tail(x)), self.emb_head(x)))
-
-        def route(self, tokens):
-            return (tokens >= CUTOFF).long()
-
-        def paths(self):
-            return {{"head": Head(self), "tail": Tail(self)}}
-
-    class Uniform(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.out = nn.Linear(1, V)
-            nn.init.zeros_(self.out.weight)
-            nn.init.zeros_(self.out.bias)
-
-        def forward(self, x):
-            return self.out(torch.zeros_like(x, dtype=torch.float).unsqueeze(-1))
-
-
-    def two_bin():
-        return TwoBin()
-
-
-    def uniform():
-        return Uniform()
-    """
-)
+# the model file the CLI loads: this module's classes, written out with their constants and factories
+MODEL_SRC = "\n\n\n".join([
+    f"import torch\nimport torch.nn as nn\n\nV, CUTOFF, D_HEAD, D_TAIL = {V}, {CUTOFF}, {D_HEAD}, {D_TAIL}",
+    *(inspect.getsource(cls) for cls in (HeadPath, TailPath, TwoBinLM, Uniform)),
+    "def two_bin():\n    return TwoBinLM()",
+    "def uniform():\n    return Uniform()\n",
+])
 
 
 @pytest.fixture

@@ -21,11 +21,11 @@ from rich.console import Console
 from reference_models.registry import ReferenceInfo, get_reference, list_references
 from scorer import score
 from scorer.inputs import shapes_of
-from scorer.render import fmt_score, print_rich
+from scorer.render import RenderOptions, fmt_score, print_rich, render
 from scorer.report import COLUMNS, TOTAL_KEYS, Report
 
 NAMES = [info.name for info in list_references()]
-JSON_KEYS = {"totals", "layers", "track", "rules", "capture", "settings", "notes", "unknown_ops", "excluded_params"}
+JSON_KEYS = {"schema", "version", "totals", "layers", "track", "rules", "capture", "settings", "notes", "unknown_ops", "excluded_params"}
 
 
 @dataclass
@@ -40,6 +40,7 @@ class Rendered:
     json_text: str
     rich_text: str
     caught: list[warnings.WarningMessage]
+    summaries: list[str]  #: the default terminal output (with every op) at 80 and 150 columns
 
 
 def render_all(info: ReferenceInfo) -> Rendered:
@@ -57,7 +58,8 @@ def render_all(info: ReferenceInfo) -> Rendered:
         print_rich(report.view(), console=console)
         print_rich(report.view(depth=1), console=console)
         rich_text = console.export_text()
-    return Rendered(info, report, markdown, grouped, csv_text, json_text, rich_text, list(caught))
+        summaries = [render("table", report.view(), RenderOptions(width=w, per_op=True)) for w in (80, 150)]
+    return Rendered(info, report, markdown, grouped, csv_text, json_text, rich_text, list(caught), summaries)
 
 
 @pytest.fixture(scope="module", params=NAMES)
@@ -141,6 +143,14 @@ def test_rich_table(rendered: Rendered) -> None:
     assert fmt_score(rendered.report.totals["score"]) in text
     assert "rules: micronet2019" in text
     assert "UNKNOWN" not in text and "WARNING" not in text
+
+
+def test_summary_fits(rendered: Rendered) -> None:
+    """The summary (score first, module tree, every op) fits 80 and 150 columns and names the score."""
+    for width, text in zip((80, 150), rendered.summaries, strict=True):
+        lines = text.splitlines()
+        assert max(map(len, lines)) <= width
+        assert any(line.startswith(f"score   {fmt_score(rendered.report.totals['score'])} = ") for line in lines[:3])
 
 
 TEAM_RULES = sorted({info.name for info in list_references() if info.rules != "micronet2019"})

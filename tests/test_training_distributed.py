@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
+import sys
 
-import pytest
 import torch
 
 from reference_models.registry import build_reference
@@ -46,14 +45,14 @@ def _free_port() -> int:
 
 def _torchrun_two(tmp_path, out):
     """Run the test recipe with ``torchrun --nproc_per_node 2`` (gloo, CPU); returns (process, recipe path)."""
-    torchrun = shutil.which("torchrun")
-    if torchrun is None:
-        pytest.skip("torchrun is not installed")
+    # torchrun's module under this interpreter: a `torchrun` on PATH may belong to another Python
+    # (a shim, a venv without the console script) that cannot import this checkout
+    torchrun = [sys.executable, "-m", "torch.distributed.run"]
     recipe = tmp_path / "ddp.toml"
     recipe.write_text(RECIPE)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        [*torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
          "-m", "reference_models.training.cli", str(recipe), *ARGS, "--out", str(out)],
         capture_output=True, text=True, timeout=55, env=env, cwd=tmp_path,
     )

@@ -13,7 +13,7 @@ from reference_models.training.recipes import RecipeError, bundled_recipes, load
 
 
 def test_bundled_recipes():
-    assert set(bundled_recipes()) == {"osi_ai", "kaist_v1", "kaist_v2", "wavecomp", "bnn_resnet18"}
+    assert set(bundled_recipes()) == {"osi_ai", "kaist_v1", "kaist_v2", "wavecomp", "bnn_resnet18", "kaist_v1_haq"}
 
 
 def test_osi_ai_recipe_mirrors_the_seed():

@@ -277,8 +277,8 @@ def quantize_model(
     """Swap ``nn.Conv2d`` / ``nn.Linear`` for quantised layers and add an ActQuant after each activation.
 
     In place; returns ``model``. ``per_layer`` maps module-name globs to ``{"weight": b, "act": b}``
-    (later globs win): ``"weight"`` applies to the matching conv/linear, ``"act"`` to the ActQuant after a
-    matching activation module. A width of 32 or more leaves that layer / activation in floating point, as
+    (later globs win): ``"weight"`` applies to the matching conv/linear, ``"out"`` quantises that layer's own
+    output (its ``act_bits``; none by default), ``"act"`` sets the ActQuant after a matching activation module. A width of 32 or more leaves that layer / activation in floating point, as
     does ``act_bits=None`` for activations and ``exclude`` (module-name globs) for both. An activation ``act``
     becomes ``QuantizedAct(act, ActQuant)`` (children ``.act``, ``.quant``); idempotent. Activations called functionally in
     ``forward`` are not seen. ReLU/ReLU6 get unsigned quantisers, other activations signed ones.
@@ -291,8 +291,10 @@ def quantize_model(
             wb = _layer_bits(name, "weight", weight_bits, per_layer)
             if wb >= FP_BITS:
                 continue
+            ob = _layer_bits(name, "out", FP_BITS, per_layer)
             cls = QuantConv2d if isinstance(module, nn.Conv2d) else QuantLinear
-            set_child(model, name, cls.from_float(module, wb, shared_exponent=shared_exponent))
+            set_child(model, name, cls.from_float(module, wb, act_bits=ob if ob < FP_BITS else None,
+                                                  shared_exponent=shared_exponent))
         elif isinstance(module, act_types):
             parent = parent_of(model, name)
             if isinstance(parent, QuantizedAct):

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from reference_models.compression.binarize import SignInput
-from reference_models.compression.quantize import QuantizedAct, bits_of
+from reference_models.compression.quantize import QuantConv2d, QuantizedAct, QuantLinear, bits_of
 from reference_models.registry import build_reference
 from scorer.checkpoint import Checkpoint
 
@@ -54,9 +54,12 @@ def plain_name(name: str, wrappers: list[tuple[str, str, str | None]]) -> str | 
 
 
 def plain_key_map(model: nn.Module) -> dict[str, str | None]:
-    """``{state-dict key of model: plain key or None (dropped)}``."""
+    """``{state-dict key of model: plain key or None (dropped)}``; a quantised layer's output range
+    (``out_running_max``, when it quantises its output) is quantiser state and dropped too."""
     wrappers = _wrappers(model)
-    return {key: plain_name(key, wrappers) for key in model.state_dict()}
+    ranges = {f"{n}.out_running_max" if n else "out_running_max" for n, m in model.named_modules()
+              if isinstance(m, (QuantConv2d, QuantLinear)) and m.act_bits is not None}
+    return {key: None if key in ranges else plain_name(key, wrappers) for key in model.state_dict()}
 
 
 def plain_state_dict(model: nn.Module) -> dict[str, Tensor]:

@@ -24,7 +24,8 @@ Layout (see the bundled ``reference_models/recipes/*.toml``)::
     bits = 16
 
     [[stages]]                      # in order; each may override any training key
-    kind = "train"                  # train | prune | channel_prune | quantise | binarise | exit | exit_prune | reinit
+    kind = "train"                  # train | prune | channel_prune | quantise | binarise | exit | exit_prune
+                                    # | reinit | mixed_precision
     epochs = 1200
     # option = "trained_init"       # optional stage: runs only with ``micronet-train --with trained_init``
 
@@ -60,8 +61,10 @@ __all__ = [
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
-STAGE_KINDS = ("train", "prune", "channel_prune", "quantise", "binarise", "exit", "exit_prune", "reinit")
-_KIND_ALIASES = {"quantize": "quantise", "binarize": "binarise", "early_exit": "exit"}
+STAGE_KINDS = (
+    "train", "prune", "channel_prune", "quantise", "binarise", "exit", "exit_prune", "reinit", "mixed_precision",
+)
+_KIND_ALIASES = {"quantize": "quantise", "binarize": "binarise", "early_exit": "exit", "haq": "mixed_precision"}
 
 LOSSES = ("ce", "label_smoothing", "weighted_label_smoothing", "soft_smoothing")
 AUGMENTS = ("crop", "flip", "rotation", "autoaugment", "cutout")
@@ -89,6 +92,10 @@ STAGE_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "head": str, "block": str, "schedule": str, "method": str, "exclude": list, "update_backbone_bn": bool,
     },
     "reinit": {"mode": str, "include": list, "exclude": list},
+    "mixed_precision": {
+        "budget_score": float, "budget_fraction": float, "weight_candidates": list, "act_candidates": list,
+        "act_bits": int, "act_mode": str, "exclude": list, "sensitivity_batches": int, "calibrate_batches": int,
+    },
 }
 _COMMON_STAGE_KEYS = {"kind", "name", "description", "option"}
 
@@ -364,6 +371,8 @@ def _parse_stage(raw: Any, index: int, defaults: dict[str, Any], path: Path, see
         rules = [k for k in ("threshold", "target_accuracy", "target_fraction") if k in params]
         if len(rules) != 1:
             raise RecipeError(f"{where} ({name}): exit needs exactly one of threshold, target_accuracy, target_fraction")
+    elif kind == "mixed_precision":
+        _check_mixed_precision(params, f"{where} ({name})")
     option = raw.get("option")
     if option is not None:
         check_name(option, f"{where} ({name}): option")
@@ -406,6 +415,24 @@ def _check_channel_prune(params: dict[str, Any], where: str) -> None:
     for ok, message in checks:
         if not ok:
             raise RecipeError(f"{where}: {message}")
+
+
+def _check_mixed_precision(params: dict[str, Any], where: str) -> None:
+    if ("budget_score" in params) == ("budget_fraction" in params):
+        raise RecipeError(f"{where}: mixed_precision needs exactly one of budget_score (a MicroNet score) and "
+                          "budget_fraction (of the score of the model entering the stage)")
+    if params.get("budget_score", 1.0) <= 0 or not 0 < params.get("budget_fraction", 1.0) <= 1:
+        raise RecipeError(f"{where}: budget_score must be > 0 and budget_fraction in (0, 1]")
+    for key in ("weight_candidates", "act_candidates"):
+        values = params.get(key, [2])
+        if not values or not all(_type_ok(b, int) and 2 <= b <= 32 for b in values):
+            raise RecipeError(f"{where}: {key} must be a non-empty list of integers between 2 and 32")
+    if not 2 <= params.get("act_bits", 2) <= 32:
+        raise RecipeError(f"{where}: act_bits must be between 2 and 32")
+    if params.get("act_mode", "running_max") not in ("running_max", "learned"):
+        raise RecipeError(f"{where}: act_mode {params['act_mode']!r} is not running_max or learned")
+    if params.get("sensitivity_batches", 1) < 1 or params.get("calibrate_batches", 0) < 0:
+        raise RecipeError(f"{where}: sensitivity_batches must be >= 1 and calibrate_batches >= 0")
 
 
 def _check_arch(arch: object, path: Path) -> str:
@@ -489,6 +516,9 @@ def parse_recipe(doc: dict[str, Any], path: Path) -> Recipe:
         raw=doc,
         all_stages=all_stages,
     )
+    for stage in all_stages:
+        if stage.kind == "mixed_precision":
+            stage.params["score"] = score  # the cost model scores as the checkpoints are scored
     if recipe.ghost_batch_size is not None and recipe.ghost_splits is not None:
         raise RecipeError(f"{path}: [model] give ghost_batch_size or ghost_splits, not both")
     return recipe

@@ -25,6 +25,7 @@ from reference_models.training.data import normalize
 from reference_models.training.distributed import all_gather_objects, broadcast_buffers
 from reference_models.training.exit_prune import stage_exit_prune
 from reference_models.training.init_dist import stage_reinit
+from reference_models.training.precision_search import run_mixed_precision
 from reference_models.training.recipes import RecipeError, StageSpec
 from reference_models.training.state import PipelineState, apply_quantise
 from reference_models.training.trainer import RunContext, evaluate, fit, predict_batches
@@ -270,6 +271,10 @@ def _exit_statistics(ctx: RunContext, model: nn.Module, batch_size: int) -> tupl
     return tuple(torch.cat([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
 
 
+def _stage_mixed_precision(ctx: RunContext, stage: StageSpec, state: PipelineState) -> None:
+    run_mixed_precision(ctx, stage, state, calibrate)  # reference_models/training/precision_search.py
+
+
 STAGES = {
     "train": _stage_train,
     "prune": _stage_prune,
@@ -279,6 +284,7 @@ STAGES = {
     "exit": _stage_exit,
     "exit_prune": stage_exit_prune,
     "reinit": stage_reinit,
+    "mixed_precision": _stage_mixed_precision,
 }
 
 
