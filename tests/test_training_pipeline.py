@@ -48,18 +48,26 @@ def _report(path: Path) -> tuple[dict, pd.DataFrame]:
     return doc["totals"], pd.DataFrame(doc["layers"])
 
 
+def _dims(shape: list[int] | str) -> list[int]:
+    """An ``out_shape`` cell: a list of dims (report JSON schema 2) or ``"1x16x32x32"`` (before)."""
+    return [int(d) for d in (shape.split("x") if isinstance(shape, str) else shape)]
+
+
 def _weights(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["kind"].isin(["conv", "linear"]) & (df["weight_numel"] > 0)]
 
 
-def _check_param_bits(rows: pd.DataFrame, bits: int) -> None:
+def _check_param_bits(rows: pd.DataFrame, bits: int, mask_all: bool = False) -> None:
     """Each weight costs ``bits`` per nonzero plus, when it has zeros, a 1-bit mask per element; a layer
-    with a bias also stores one 16-bit value per output channel."""
+    with a bias also stores one 16-bit value per output channel. ``mask_all`` (WaveComp, team_scores.md §2.8:
+    ``Storage = TotalNonZeroParameters·ParamBits/32 + TotalParameters/32``): every parameter, dense or not,
+    bias included, pays the 1-bit mask."""
     for _, r in rows.iterrows():
-        mask = r["weight_numel"] if r["nonzeros"] < r["weight_numel"] else 0
+        mask = r["weight_numel"] if mask_all or r["nonzeros"] < r["weight_numel"] else 0
         assert r["mask_bits"] == mask, r["module"]
-        channels = int(r["out_shape"].split("x")[1])
-        assert r["param_bits"] - mask - bits * r["nonzeros"] in (0, 16 * channels), r["module"]
+        channels = _dims(r["out_shape"])[1]
+        bias = (16 + mask_all) * channels
+        assert r["param_bits"] - mask - bits * r["nonzeros"] in (0, bias), r["module"]
 
 
 def test_every_stage_writes_checkpoint_and_report(runs):
@@ -195,10 +203,21 @@ def test_wavecomp_sparsity_then_9_bit_weights_and_12_bit_activations(runs):
     assert (rows["weight_numel"] - rows["nonzeros"]).sum() == math.floor(0.4531 * total + 0.5)
     totals_q, quant = _report(runs["wavecomp"] / "quantise.score.json")
     rows = _weights(quant)
-    _check_param_bits(rows, 9)
+    _check_param_bits(rows, 9, mask_all=True)  # wavecomp2019
     assert set(rows["mul_bits"]) == {12}  # max(12-bit activations, 9-bit weights)
     totals_p, _ = _report(runs["wavecomp"] / "prune.score.json")
     assert totals_q["score"] < totals_p["score"]
+
+
+def test_wavecomp_checkpoints_score_with_exponent_ops(runs):
+    # wavecomp2019 (team_scores.md §2.8: MathOps = Mults*MultBits/32 + Adds*32/32 + ExponentOps*8/32): one
+    # 8-bit exponent op per output element of every conv and FC of the channel-pruned, quantised network
+    assert load_checkpoint(runs["wavecomp"] / "final.ckpt").meta["rules"] == "wavecomp2019"
+    _, df = _report(runs["wavecomp"] / "quantise.score.json")
+    rows = _weights(df)
+    outputs = rows["out_shape"].map(lambda shape: math.prod(_dims(shape)))
+    assert (rows["exp_ops"] == outputs).all() and set(rows["exp_bits"]) == {8}
+    assert df["exp_ops"].sum() == outputs.sum()  # nothing else carries exponent ops
 
 
 def _pyramid_conv_weights(depth: int, alpha: float, mid: list[list[int]] | None) -> int:

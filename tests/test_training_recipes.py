@@ -67,6 +67,7 @@ def test_wavecomp_and_bnn_recipes():
     assert hess.kind == "channel_prune" and len(parse_schedule(hess.params["schedule"])) == 10
     assert (hess.params["back_ratio"], hess.params["limit"], hess.params["fisher"]) == (0.25, 0.5, "true")
     assert (hess.train.epochs, hess.train.lr, hess.params["anneal_lr_scale"]) == (200, 0.001, 10.0)
+    assert w.score.rules == "wavecomp2019"
     b = load_recipe("bnn_resnet18")
     stage = b.stages[0]
     s1, s2 = stage.params["stage1"], stage.params["stage2"]
