@@ -293,17 +293,25 @@ def _sources(df: pd.DataFrame) -> list[str]:
 def _markdown(df: pd.DataFrame) -> str:
     from tabulate import tabulate
 
-    cols = ["team", "track", "entry", "published", "leaderboard", "own_rules", "own_score", "common_rules", "common_score"]
+    cols = ["team", "track", "entry", "published", "leaderboard", "own_rules", "own_score", "reproduces",
+            "common_rules", "common_score"]
     table = tabulate(
-        [[f"{v:.6f}" if isinstance(v, float) else v for v in r] for r in df[cols].itertuples(index=False)],
+        [[_score_cell(v) if isinstance(v, float) else _yes_no(v) if isinstance(v, bool) else v for v in r]
+         for r in df[cols].itertuples(index=False)],
         headers=cols, tablefmt="pipe",
     )
     notes = []
     for r, source in zip(df.itertuples(index=False), _sources(df), strict=True):
         notes.append(f"\n**{r.team} {r.entry}** (own {r.own_score:.6f} vs published {r.published:.6f}; "
-                     f"common {r.common_score:.6f}). Source: {source}.")
+                     f"common {_score_cell(r.common_score)}). Source: {source}.")
+        if not r.reproduces:
+            notes.append(f"- does not reproduce: {r.cannot}")
         notes.extend(f"- {why}" for why in r.why)
     return table + "\n" + "\n".join(notes) + f"\n\nLeaderboard numbers: {LEADERBOARD_SOURCE}.\n"
+
+
+def _yes_no(value: object) -> str:
+    return "yes" if value else "no"
 
 
 def _score_cell(value: object, signed: bool = False) -> str:
@@ -326,6 +334,7 @@ def render_table(df: pd.DataFrame, common_rules: str, bits: int | None, width: i
         Column("published", [_score_cell(r.published) for r in rows]),
         Column("own rules", [r.own_rules for r in rows], 2, "abbrev", 10),
         Column("own score", [_score_cell(r.own_score) for r in rows]),
+        Column("repro", [_yes_no(r.reproduces) for r in rows]),
         Column(common_rules, [_score_cell(r.common_score) for r in rows]),
         Column("own-published", [_score_cell(r.own_vs_published, True) for r in rows], 5),
         Column("common-own", [_score_cell(r.common_vs_own, True) for r in rows], 3),
@@ -338,6 +347,8 @@ def render_table(df: pd.DataFrame, common_rules: str, bits: int | None, width: i
         if i:
             lines.append("")
         lines += row_lines(shown, widths, i)
+        if not r.reproduces:
+            lines += wrap(f"    does not reproduce the published score: {r.cannot}", width, "      ")
         if r.why:
             lines.append("    why the scores differ:")
         for why in r.why:
