@@ -20,6 +20,7 @@ _BUILTIN: dict[str, str] = {
     "brain2019": "rules.teams:Brain2019",
     "mit_han2019": "rules.mit_han:MitHan2019",
     "jnlp2019": "rules.teams:Jnlp2019",
+    "sisyphus2019": "rules.teams:Sisyphus2019",
 }
 
 

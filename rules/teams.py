@@ -185,3 +185,31 @@ class Jnlp2019(Micronet2019):
     def cost_max(self, op: Op, ctx: RuleContext) -> Cost:
         """``GlobalMax(input_size=1, n_channels=V)``: 1·V mults, i.e. n per output, not n − 1."""
         return Cost(mults=op.attrs["reduce"] * op.out_numel, param_bits=self._operand_storage(op))
+
+
+class Sisyphus2019(Micronet2019):
+    """Sisyphus (ImageNet OneShot-S+, team_scores.md §1.2 #14/#18, §2.7, §3): the official `counting.py`
+    (`CanyonWind/MXNet-Single-Path-One-Shot-NAS` `utils/micronet_counting.py`) fed by the team's symbol walker
+    `utils/calculate_flops.py` in ``mode='micronet'``. What that walker emits decides the conventions: h-swish
+    = ``_plus_scalar`` (1 add) + ``clip`` (2 mults) + ``_div_scalar`` + ``elemwise_mul`` (1 mult each), i.e.
+    4 mults + 1 add, and h-sigmoid 3 mults + 1 add (the official table's entries); a channel shuffle is a 1×1
+    conv of sparsity (C − 1)/C: 1 mult per element and C values + a C²-bit mask (``permutation_storage =
+    "sparse"``, `MicroNetChallenge/detailed_profiling.md` ``shufflechannels`` rows); BatchNorm and the SE
+    ``broadcast_mul`` are not emitted, so they cost nothing (below). Run with the freebie (``bits=16``): the
+    README's float16 score halves params and mults, adds at 32 bits."""
+
+    name = "sisyphus2019"
+    description = "Sisyphus: BN not counted, SE channel scale not counted, shuffle 1 mult/element + sparse matrix"
+
+    def cost_bn(self, op: Op, ctx: RuleContext) -> Cost:
+        """BatchNorm: not counted (`utils/calculate_flops.py` adds BN to its own FLOPs only, never to the
+        MicroNet op list; the profiled convs have no bias, e.g. ``first_conv_fwd`` 5.218M adds = 26·200,704)."""
+        return Cost(note="Sisyphus: BN not counted")
+
+    def cost_mul(self, op: Op, ctx: RuleContext) -> Cost:
+        """The SE gate ``broadcast_mul`` is not counted (`utils/calculate_flops.py` emits only
+        ``_plus_scalar``, ``clip``, ``_div_scalar`` and ``elemwise_mul`` as elementwise ops); other
+        multiplies are."""
+        if is_channel_scale(op):
+            return Cost(note="Sisyphus: SE scale (broadcast_mul) not counted")
+        return super().cost_mul(op, ctx)
