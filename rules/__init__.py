@@ -21,6 +21,7 @@ _BUILTIN: dict[str, str] = {
     "mit_han2019": "rules.mit_han:MitHan2019",
     "jnlp2019": "rules.teams:Jnlp2019",
     "sisyphus2019": "rules.teams:Sisyphus2019",
+    "rocker2019": "rules.teams:Rocker2019",
 }
 
 

@@ -5,6 +5,8 @@ Each override cites its source in `shared/spec/team_scores.md` (§2 architecture
 
 from __future__ import annotations
 
+import math
+
 from rules.base import Cost, RuleContext
 from rules.micronet2019 import Micronet2019
 from rules.official_notebook import OfficialNotebook
@@ -213,3 +215,49 @@ class Sisyphus2019(Micronet2019):
         if is_channel_scale(op):
             return Cost(note="Sisyphus: SE scale (broadcast_mul) not counted")
         return super().cost_mul(op, ctx)
+
+
+class Rocker2019(Micronet2019):
+    """Rocker (ImageNet ProfitableNet, team_scores.md §1.2 #2, §2.6, §3): the team's Caffe ``scoring`` tool as its
+    per-layer log `submission/log/score.log` (``Zeitzmz/nips-micronet``) shows it. Widths come from the model
+    (6-bit weights, 8-bit activations, FP16 accumulation, 16-bit bias and SE path, see
+    ``reference_models.teams.rocker_profitablenet``); this rule set adds what the log fixes per op class:
+
+    - a sparse conv computes ``floor(n·(1 − s))`` products per output (conv1: 27·0.5 → 13, log row
+      ``conv1/3x3_s2 ... 1304576`` = 401,408·13·8/32), one add fewer, plus the bias add;
+    - h-swish, sigmoid and pooling run at 32 bits (``op_class_bits``; log rows ``HardSwish``/``Sigmoid``/
+      ``Pooling``: mul and add bits 32) — a per-op-class width implemented here as a small override of
+      ``cost``;
+    - the SE's per-channel ``Scale`` (``SE_bn``, a BatchNorm that cannot fold) is 1 mult per element and
+      stores nothing (log: ``SE_bn, Scale, 16, -, 16, -, 16, -, 48, -, 0``).
+    Storage keeps the fractional ``numel·(1 − s)`` values (conv1: (864·0.5·6 + 864 + 32·16)/32 = 124)."""
+
+    name = "rocker2019"
+    description = "Rocker: floor(n·density) products, h-swish/sigmoid/pooling at 32 bits, SE Scale 1 mult, 16-bit adds"
+    #: op kind -> (mul bits, add bits) fixed for the class, whatever the operands' widths.
+    op_class_bits: dict[str, tuple[int, int]] = {
+        "act:hardswish": (32, 32), "act:sigmoid": (32, 32), "mean": (32, 32), "avgpool": (32, 32),
+    }
+
+    def cost(self, op: Op, ctx: RuleContext) -> Cost | None:
+        """The formula's Cost, with the class's fixed widths (``op_class_bits``) where the class has them."""
+        cost = super().cost(op, ctx)
+        if cost is not None and op.kind in self.op_class_bits:
+            cost.mul_bits, cost.add_bits = self.op_class_bits[op.kind]
+        return cost
+
+    def cost_conv(self, op: Op, ctx: RuleContext) -> Cost:
+        """``floor(n·density)`` mults and ``floor(n·density) − 1`` adds per output (+1 for the bias); storage as
+        official (fractional nonzeros at the weight width, a mask when sparse, the bias at its width)."""
+        cost = self.dot_product(op, ctx)
+        n = math.floor(op.attrs["vector_len"] * self.density(op.weight("weight")) + 1e-9)
+        cost.mults = n * op.out_numel
+        cost.adds = (n - 1 + (1 if op.weight("bias") is not None else 0)) * op.out_numel
+        return cost
+
+    def cost_bn(self, op: Op, ctx: RuleContext) -> Cost:
+        """A BN that folds into a conv: official. Otherwise (the SE's Caffe ``Scale``): 1 mult per element and
+        no storage, as the team's log counts it."""
+        if self.bn_folds(op, ctx) is not None:
+            return super().cost_bn(op, ctx)
+        return Cost(mults=op.out_numel, note="Rocker: SE Scale, 1 mult per element, not stored")

@@ -179,3 +179,130 @@ def test_sisyphus2019_distinguishing_formula() -> None:
     assert off.totals["mults"] - own.totals["mults"] == n  # the SE scale
     assert off.totals["param_bits"] - own.totals["param_bits"] == 8 * 32  # the folded BN's bias
     assert get_ruleset("sisyphus2019").activations["act:hardswish"] == (4, 1)  # §2.7: h-swish 4 mults + 1 add
+
+
+# ================================================================================================= Rocker
+
+
+@pytest.fixture(scope="module")
+def rocker() -> Report:
+    """ProfitableNet under rocker2019 with its per-layer sparsity (`submission/model/sparsity.txt`) and the
+    widths it carries (8-bit input)."""
+    from reference_models.teams.rocker_profitablenet import rocker_sparsity
+
+    return score(build_reference("rocker_profitablenet"), input_shape=IMAGENET, rules="rocker2019", bits=8,
+                 track="imagenet", sparsity=rocker_sparsity())
+
+
+def bit_ops(rep: Report, column: str, bits: str) -> float:
+    """Σ count·bits/32: the log's "bit-ops" (32-bit-equivalent operations)."""
+    return float((rep.layers[column] * rep.layers[bits] / 32).sum())
+
+
+def test_rocker_totals(rocker: Report) -> None:
+    """§2.6 summary, verbatim: "Total mul operations: 52.9105 M", "Total add operations: 86.754 M", "Total model
+    size : 0.478411 M", "Total param score : 0.0693349", "Total bitops score : 0.119371", "Total score :
+    0.188706" (printed to 6 significant digits)."""
+    t = rocker.totals
+    assert rocker.capture in ("fx", "export") and not rocker.unknown
+    assert round(bit_ops(rocker, "mults", "mul_bits") / 1e6, 4) == 52.9105
+    assert round(bit_ops(rocker, "adds", "add_bits") / 1e6, 3) == 86.754
+    assert round(t["params"] / 1e6, 6) == 0.478411
+    assert round(t["param_score"], 7) == 0.0693349
+    assert round(t["ops_score"], 6) == 0.119371
+    assert round(t["score"], 6) == 0.188706
+
+
+def test_rocker_conv1_storage_arithmetic(rocker: Report) -> None:
+    """§2.6: "conv1 storage 124 = (864·0.5·6 + 864 mask bits + 32·16)/32"."""
+    row = rocker.layers[rocker.layers["module"] == "conv1"].iloc[0]
+    assert row["param_bits"] == 864 * 0.5 * 6 + 864 + 32 * 16 == 124 * 32
+
+
+# `submission/log/score.log` (Zeitzmz/nips-micronet) ``scoring.cpp:232`` rows: name -> (mul bits, add bits,
+# mul bit-ops, add bit-ops, storage in 32-bit units), "-" as None; the log prints integers (truncated).
+ROCKER_LOG_ROWS: dict[tuple[str, str], tuple[int | None, int | None, int, int | None, int | None]] = {
+    ("conv1", "conv"): (8, 16, 1304576, 2609152, 124),  # conv1/3x3_s2 (§2.6 example row)
+    ("conv1_act", "act:relu"): (8, None, 100352, None, None),  # conv1/3x3_s2/relu
+    ("conv2_0.dw.0", "conv"): (8, 16, 903168, 1806336, 70),  # conv2_0/3x3_dwconv, sparsity 0
+    ("conv3_0.dw.0", "conv"): (8, 16, 940800, 1881600, 249),  # conv3_0/3x3_dwconv (5×5, stride 2)
+    ("conv3_1", "add"): (None, 16, 0, 50176, None),  # conv3_1/elt_sum
+    ("conv4_0.increase_act", "act:hardswish"): (32, 32, 1204224, 301056, None),
+    ("conv4_0.dw.2", "conv"): (8, 16, 150528, 301056, 212),  # conv4_0/3x3_dwconv/slice_2 (7×7)
+    ("conv4_0.se.pool", "mean"): (32, 32, 96, 75168, None),  # SE_global_pool
+    ("conv4_0.se.bn", "bn"): (16, None, 48, None, None),  # SE_bn, Scale, storage 0
+    ("conv4_0.se.fc1", "conv"): (16, 16, 144, 141, 72),
+    ("conv4_0.se.relu", "act:relu"): (16, None, 3, None, None),
+    ("conv4_0.se.fc2", "conv"): (16, 16, 144, 96, 72),
+    ("conv4_0.se.gate", "act:sigmoid"): (32, 32, 192, 96, None),  # SE_weights
+    ("conv4_0.se", "mul"): (16, None, 37632, None, None),  # conv4_0/3x3_dwconv/scale
+    ("conv4_1.se.fc1", "conv"): (16, 16, 210, 206, 105),
+    ("conv7_0.increase", "conv"): (8, 16, 1467648, 2935296, 7718),  # sparsity 0.45
+    ("conv7_0.dw.3", "conv"): (8, 16, 77616, 155232, 1639),  # slice_3, 9×9, sparsity 0.45
+    ("conv8_0.se.fc1", "conv"): (16, 16, 20736, 20700, 10368),
+    ("conv8_0.decrease", "conv"): (8, 16, 2481360, 4962720, 49696),
+    ("conv9", "conv"): (8, 16, 2759680, 5519360, 55680),  # conv9/1x1
+    ("avepool", "avgpool"): (32, 32, 1280, 61440, None),  # avepool/7x7
+    ("classifier", "conv"): (8, 16, 96000, 192000, 112500),  # sparsity 0.7
+}
+
+
+@pytest.mark.parametrize("key", sorted(ROCKER_LOG_ROWS))
+def test_rocker_log_rows(rocker: Report, key: tuple[str, str]) -> None:
+    """A sample of the per-layer log, row by row, to the printed (truncated) integers."""
+    module, kind = key
+    df = rocker.layers
+    rows = df[(df["module"] == module) & (df["kind"] == kind)]
+    assert len(rows) == 1, (module, kind)
+    r = rows.iloc[0]
+    mul_bits, add_bits, mul_ops, add_ops, storage = ROCKER_LOG_ROWS[key]
+    if mul_bits is not None:
+        assert r["mul_bits"] == mul_bits
+    if add_bits is not None:
+        assert r["add_bits"] == add_bits
+    assert int(r["mults"] * r["mul_bits"] / 32) == mul_ops
+    assert int(r["adds"] * r["add_bits"] / 32) == (add_ops or 0)
+    assert int(r["param_bits"] / 32 + 1e-9) == (storage or 0)
+
+
+def test_rocker_sparsity_table_covers_every_conv() -> None:
+    """Every conv of the model has exactly one line in the sparsity table (132 lines, §2.6) and vice versa."""
+    from reference_models.teams.rocker_profitablenet import caffe_layer, rocker_sparsity
+
+    model = build_reference("rocker_profitablenet")
+    convs = {name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    table = rocker_sparsity()
+    assert set(table) == convs and len(table) == 132
+    assert {caffe_layer(name) for name in convs} >= {"conv1/3x3_s2", "conv7_0/3x3_dwconv/slice_3", "classifier"}
+
+
+class SparseConvHswish(nn.Module):
+    """One 3×3 conv (3→4, bias, 6-bit weights, 16-bit bias and accumulation) and an h-swish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv.weight_bits, self.conv.bias_bits, self.conv.acc_bits = 6, 16, 16
+        self.act = nn.Hardswish()
+
+    def forward(self, x):
+        return self.act(self.conv(x))
+
+
+def test_rocker2019_distinguishing_formula() -> None:
+    """At sparsity 0.5 on 8×8 (256 outputs, n = 27): rocker2019 floors 13.5 → 13 products (13 mults, 12 adds
+    + 1 bias add per output), micronet2019 keeps 13.5; h-swish is 4 mults + 1 add at 32 bits under
+    rocker2019, at the 8-bit input width under micronet2019. Storage (108·0.5·6 + 108 + 4·16) bits for both."""
+    model, shape = SparseConvHswish().eval(), (1, 3, 8, 8)
+    own = score(model, input_shape=shape, rules="rocker2019", bits=8, sparsity={"conv": 0.5})
+    off = score(model, input_shape=shape, rules="micronet2019", bits=8, sparsity={"conv": 0.5})
+    outputs = 4 * 8 * 8
+    conv_own, act_own = counted(own)
+    conv_off, act_off = counted(off)
+    assert conv_own == ("conv", 108 * 0.5 * 6 + 108 + 4 * 16, 13 * outputs, 13 * outputs)
+    assert conv_off == ("conv", 108 * 0.5 * 6 + 108 + 4 * 16, 13.5 * outputs, 13.5 * outputs)
+    assert act_own == act_off == ("act:hardswish", 0.0, 4 * outputs, outputs)
+    ops = own.layers.set_index("kind")
+    assert (ops.loc["act:hardswish", "mul_bits"], ops.loc["act:hardswish", "add_bits"]) == (32, 32)
+    assert ops.loc["conv", "mul_bits"] == 8 and ops.loc["conv", "add_bits"] == 16
+    assert off.layers.set_index("kind").loc["act:hardswish", "mul_bits"] == 8

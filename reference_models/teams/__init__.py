@@ -10,6 +10,7 @@ from reference_models.teams.kaist import KaistMicroNet, kaist_v1, kaist_v2
 from reference_models.teams.mit_han_transformer_xl import MitHanTransformerXL, mit_han_transformer_xl
 from reference_models.teams.nonzeros import apply_nonzero_counts, load_nonzero_table, nonzero_table_path
 from reference_models.teams.osi_ai import OsiAiNet, osi_ai
+from reference_models.teams.rocker_profitablenet import ProfitableNet, rocker_profitablenet, rocker_sparsity
 from reference_models.teams.sisyphus_oneshot import OneShotSPlus, sisyphus_oneshot_s_plus
 from reference_models.teams.wavecomp_pyramidnet import PyramidNet, wavecomp_pyramidnet
 
@@ -21,6 +22,7 @@ __all__ = [
     "MitHanTransformerXL",
     "OneShotSPlus",
     "OsiAiNet",
+    "ProfitableNet",
     "PyramidNet",
     "apply_nonzero_counts",
     "bnn_resnet18",
@@ -32,6 +34,8 @@ __all__ = [
     "mit_han_transformer_xl",
     "nonzero_table_path",
     "osi_ai",
+    "rocker_profitablenet",
+    "rocker_sparsity",
     "sisyphus_oneshot_s_plus",
     "wavecomp_pyramidnet",
 ]
