@@ -22,6 +22,7 @@ _BUILTIN: dict[str, str] = {
     "jnlp2019": "rules.teams:Jnlp2019",
     "sisyphus2019": "rules.teams:Sisyphus2019",
     "rocker2019": "rules.teams:Rocker2019",
+    "msunet2019": "rules.teams:Msunet2019",
 }
 
 

@@ -306,3 +306,92 @@ def test_rocker2019_distinguishing_formula() -> None:
     assert (ops.loc["act:hardswish", "mul_bits"], ops.loc["act:hardswish", "add_bits"]) == (32, 32)
     assert ops.loc["conv", "mul_bits"] == 8 and ops.loc["conv", "add_bits"] == 16
     assert off.layers.set_index("kind").loc["act:hardswish", "mul_bits"] == 8
+
+
+# ================================================================================================= MixNet-S, MSUNet-v3
+
+
+def test_arch_def_decoding() -> None:
+    """timm block strings (team_scores.md §2.8): kernels, expansion, SE ratio, swish, grouped 1×1 convs."""
+    from reference_models.teams.mixnet import decode, split_channels
+
+    a = decode("ir_r1_k3.5_a1.1_p1.1_s1_e6_c128_se0.5_nsw")
+    assert (a.kind, a.repeats, a.kernels, a.stride, a.expansion, a.out_chs, a.se, a.swish) == (
+        "ir", 1, (3, 5), 1, 6.0, 128, 0.5, True)
+    assert (a.exp_groups, a.pw_groups) == (2, 2)
+    d = decode("ds_r1_k3_s1_e1_c64")
+    assert (d.kind, d.kernels, d.se, d.swish, d.exp_groups) == ("ds", (3,), None, False, 1)
+    assert split_channels(320, 3) == [108, 106, 106]  # remainder on the first group
+
+
+def test_msunet_v3_structure() -> None:
+    """§2.8: stem 64 at stride 1, blocks 64 → 64 → 128 (stride 2) → 128 → 256 (stride 2) → 256, 256 features;
+    block 2.0 expands 64·5 = 320 channels split 3×3/5×5/7×7 and squeezes int(64·0.5) = 32; the ternary layers
+    are the 1×1 convs but the stem and SE (`counting.py` ``Model_binary_patch``)."""
+    from reference_models.teams.mixnet import ternary_convs
+
+    model = build_reference("msunet_v3")
+    assert model.conv_stem.stride == (1, 1) and model.conv_stem.out_channels == 64
+    outs = [b.bn3.num_features for stage in model.blocks for b in stage]
+    assert outs == [64, 64, 128, 128, 256, 256]
+    blk = model.blocks[2][0]
+    assert [c.kernel_size[0] for c in blk.conv_dw.children()] == [3, 5, 7]
+    assert sum(c.out_channels for c in blk.conv_dw.children()) == 320
+    assert blk.se.conv_reduce.out_channels == 32
+    assert model.conv_head.out_channels == 256 and model.classifier.out_features == 100
+    names = ternary_convs(model)
+    assert "blocks.2.0.conv_pw.0" in names and "conv_stem" not in names
+    assert not any(".se." in n for n in names) and all(dict(model.named_modules())[n].weight_bits == 1 for n in names)
+
+
+def test_mixnet_s_builds_and_scores() -> None:
+    """MixNet-S: 16-channel stride-2 stem, the 1536-feature head; scores with no unknown op."""
+    model = build_reference("mixnet_s")
+    assert model.conv_stem.stride == (2, 2) and model.conv_head.out_channels == 1536
+    rep = score(model, input_shape=IMAGENET, rules="micronet2019", bits=16, track="imagenet")
+    assert not rep.unknown and rep.totals["mults"] > 0
+
+
+class TernaryThenDepthwise(nn.Module):
+    """A ternary 1×1 conv (8→8, ``weight_bits = 1``) and a 3×3 depthwise conv on 8 channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tern = nn.Conv2d(8, 8, 1, bias=False)
+        self.tern.weight_bits = 1
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+
+    def forward(self, x):
+        return self.dw(self.tern(x))
+
+
+@pytest.mark.parametrize("dw_sparsity", [0.3, 0.5])
+def test_msunet2019_distinguishing_formula(dw_sparsity: float) -> None:
+    """§2.8/§3 on 4×4 (128 outputs per layer), at 16 bits. Ternary conv at 50% zeros: n = 8·0.5 = 4 one-bit
+    products + 1 FP16 scale mult per output (4·128/32 + 128·16/32 = 80 ops of mults), 3 adds per output at
+    32 bits; storage 32 nonzero bits + a 64-bit mask + a 16-bit scale. Depthwise at sparsity 0.3 < 0.4 counts
+    dense (9 mults per output, 72·16 bits, no mask); at 0.5, 4.5 mults per output and 36·16 + 72 bits."""
+    model = TernaryThenDepthwise().eval()
+    rep = score(model, input_shape=(1, 8, 4, 4), rules="msunet2019", bits=16,
+                sparsity={"tern": 0.5, "dw": dw_sparsity})
+    tern, dw = rep.layers.iloc[0], rep.layers.iloc[1]
+    assert tern["mults"] == 5 * 128 and tern["ops"] == 4 * 128 / 32 + 128 * 16 / 32 + 3 * 128 * 32 / 32
+    assert tern["param_bits"] == 32 + 64 + 16
+    if dw_sparsity < 0.4:
+        assert (dw["mults"], dw["param_bits"]) == (9 * 128, 72 * 16)
+    else:
+        assert (dw["mults"], dw["param_bits"]) == (4.5 * 128, 36 * 16 + 72)
+    assert get_ruleset("msunet2019").min_sparsity == 0.4
+
+
+def test_leaderboard_rows() -> None:
+    """The issue-10 reference rows: own rules reproduce the published score to the printed digit (Sisyphus
+    float16 0.640, §1.2 #14; Rocker 0.188706, §2.6), or name why not (Sisyphus fp32, MSUNet-v3)."""
+    from scorer.leaderboard import leaderboard
+
+    board = leaderboard(keys=["sisyphus_fp16", "sisyphus_fp32", "rocker", "msunet_v3"]).set_index("entry")
+    assert round(board.loc["OneShot-S+ float16", "own_score"], 3) == 0.640
+    assert round(board.loc["ProfitableNet (W6/A8, FP16 accumulation)", "own_score"], 6) == 0.188706
+    for entry in ("OneShot-S+ fp32", "v3 (architecture only)"):
+        assert any("not" in why for why in board.loc[entry, "why"])  # the caveat says what is not public
+    assert (board.loc[["OneShot-S+ float16", "ProfitableNet (W6/A8, FP16 accumulation)"], "track"] == "imagenet").all()
