@@ -70,7 +70,8 @@ class MixedConv(nn.Module):
                  depthwise: bool = False) -> None:
         super().__init__()
         ins, outs = split_channels(cin, len(kernels)), split_channels(cout, len(kernels))
-        self.splits = ins
+        bounds = [sum(ins[:i]) for i in range(len(ins) + 1)]
+        self.slices = list(zip(bounds[:-1], bounds[1:], strict=True))
         for i, (k, ci, co) in enumerate(zip(kernels, ins, outs, strict=True)):
             self.add_module(str(i), nn.Conv2d(ci, co, k, stride, k // 2, groups=co if depthwise else 1,
                                               bias=False))
@@ -80,8 +81,7 @@ class MixedConv(nn.Module):
         convs = list(self.children())
         if len(convs) == 1:
             return convs[0](x)
-        parts = torch.split(x, self.splits, 1)
-        return torch.cat([c(p) for c, p in zip(convs, parts, strict=True)], 1)
+        return torch.cat([c(x[:, lo:hi]) for c, (lo, hi) in zip(convs, self.slices, strict=True)], 1)
 
 
 def act(swish: bool) -> nn.Module:
@@ -112,7 +112,8 @@ class MixBlock(nn.Module):
         super().__init__()
         self.has_residual = stride == 1 and cin == a.out_chs
         mid = cin if a.kind == "ds" else int(cin * a.expansion)
-        if a.kind == "ir":
+        self.expands = a.kind == "ir"
+        if self.expands:
             self.conv_pw = MixedConv(cin, mid, (1,) * a.exp_groups)
             self.bn1 = nn.BatchNorm2d(mid)
             self.act1 = act(a.swish)
@@ -125,7 +126,7 @@ class MixBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """The block."""
-        out = self.act1(self.bn1(self.conv_pw(x))) if hasattr(self, "conv_pw") else x
+        out = self.act1(self.bn1(self.conv_pw(x))) if self.expands else x
         out = self.act2(self.bn2(self.conv_dw(out)))
         if self.se is not None:
             out = self.se(out)

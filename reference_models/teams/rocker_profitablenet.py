@@ -91,7 +91,8 @@ class MixBlock(nn.Module):
         width = expand or cin
         self.increase = qconv(cin, width) if expand else None
         self.increase_act = activation(act) if expand else None
-        self.splits = [c for c, _ in slices]
+        bounds = [sum(c for c, _ in slices[:i]) for i in range(len(slices) + 1)]
+        self.slices = list(zip(bounds[:-1], bounds[1:], strict=True))
         self.dw = nn.ModuleList(qconv(c, c, k, stride, groups=c) for c, k in slices)
         self.dw_act = nn.ModuleList(activation(act) for _ in slices)
         self.se = SqueezeExcite(width, squeeze) if squeeze else None
@@ -101,8 +102,11 @@ class MixBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """The block."""
         out = self.increase_act(self.increase(x)) if self.increase is not None else x
-        parts = torch.split(out, self.splits, 1) if len(self.splits) > 1 else (out,)
-        out = torch.cat([a(c(p)) for p, c, a in zip(parts, self.dw, self.dw_act, strict=True)], 1)
+        if len(self.slices) == 1:
+            out = self.dw_act[0](self.dw[0](out))
+        else:
+            out = torch.cat([a(c(out[:, lo:hi])) for (lo, hi), c, a in zip(self.slices, self.dw, self.dw_act,
+                                                                             strict=True)], 1)
         if self.se is not None:
             out = self.se(out)
         out = self.decrease(out)

@@ -86,7 +86,7 @@ class ShuffleBlock(nn.Module):
     def __init__(self, cin: int, cout: int, mid: int, k: int, stride: int, mode: str, act_name: str,
                  use_se: bool) -> None:
         super().__init__()
-        self.stride = stride
+        self.stride, self.half = stride, cin // 2
         proj = cin // 2 if stride == 1 else cin
         main_in, main_out = proj, cout - proj
         if mode == "snb":
@@ -106,9 +106,8 @@ class ShuffleBlock(nn.Module):
         """Stride 2: ``cat(proj(x), main(x))``; stride 1: shuffle (groups 2), split, ``cat(x1, main(x2))``."""
         if self.stride == 2:
             return torch.cat([self.proj(x), self.main(x)], 1)
-        b, c, h, w = x.shape
-        x = x.reshape(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)
-        return torch.cat([x[:, : c // 2], self.main(x[:, c // 2:])], 1)
+        x = x.unflatten(1, (2, self.half)).transpose(1, 2).flatten(1, 2)
+        return torch.cat([x[:, : self.half], self.main(x[:, self.half:])], 1)
 
 
 class OneShotSPlus(nn.Module):
