@@ -67,6 +67,18 @@ def test_sisyphus_totals(sisyphus: Report) -> None:
     assert round(t["score"], 3) == 0.640
 
 
+@pytest.mark.parametrize("module,params,mults", [("blocks.5", 0.002, 0.125), ("blocks.9", 0.007, 0.063),
+                                                  ("blocks.19", 0.026, 0.031)])
+def test_sisyphus_shuffle_rows(sisyphus: Report, module: str, params: float, mults: float) -> None:
+    """`detailed_profiling.md` ``SNB5/SNB9/SNB19_shufflechannels0`` (160, 320, 640 channels at 28, 14, 7): a
+    1×1 conv of sparsity (C − 1)/C, i.e. C 16-bit values + C² mask bits = C + C²/16 in the team's 16-bit units,
+    and 1 mult per element."""
+    df = sisyphus.layers
+    row = df[(df["module"] == module) & (df["kind"] == "shuffle")].iloc[0]
+    assert round(in_m(row["param_bits"] / 16), 3) == params and round(in_m(row["mults"]), 3) == mults
+    assert row["adds"] == 0
+
+
 def test_sisyphus_mid_channels_from_the_source() -> None:
     """``int(out // 2 · scale)``: block 0 (64 out, scale 1.8) has 57 mid channels and block 1 (1.6) 51, as the
     profile's ``SNB0_conv0_fwd`` (Cout 57) and ``SNB1_conv0_fwd`` (Cout 51) rows print."""
