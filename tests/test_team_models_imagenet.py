@@ -7,6 +7,9 @@ Models build on the meta device; each is scored once per module.
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -275,6 +278,36 @@ def test_rocker_log_rows(rocker: Report, key: tuple[str, str]) -> None:
     assert int(r["mults"] * r["mul_bits"] / 32) == mul_ops
     assert int(r["adds"] * r["add_bits"] / 32) == (add_ops or 0)
     assert int(r["param_bits"] / 32 + 1e-9) == (storage or 0)
+
+
+ROCKER_LOG = Path(__file__).parent / "data" / "rocker_score_log.csv"
+#: the log's layer types -> op kinds here
+ROCKER_TYPES = {"Convolution": "conv", "ReLU": "act:relu", "HardSwish": "act:hardswish", "Sigmoid": "act:sigmoid",
+                "Eltwise": "add", "Scale": ("bn", "mul"), "Pooling": ("mean", "avgpool")}
+
+
+def test_rocker_every_log_row(rocker: Report) -> None:
+    """All 311 per-layer log lines, in execution order: the op kind, the widths and the printed (truncated)
+    bit-ops and storage; a conv's layer name maps to its module (``caffe_layer``)."""
+    from reference_models.teams.rocker_profitablenet import caffe_layer
+
+    with open(ROCKER_LOG, newline="") as fh:
+        log = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+    df = rocker.layers
+    rows = df[(df["mults"] > 0) | (df["adds"] > 0) | (df["param_bits"] > 0)]
+    assert len(log) == len(rows) == 311
+    for line, (_, r) in zip(log, rows.iterrows(), strict=True):
+        kinds = ROCKER_TYPES[line["type"]]
+        assert r["kind"] in (kinds if isinstance(kinds, tuple) else (kinds,)), line["name"]
+        if r["kind"] == "conv":
+            assert caffe_layer(r["module"]) == line["name"]
+        if line["mul_bits"] != "-":
+            assert r["mul_bits"] == int(line["mul_bits"]), line["name"]
+        if line["add_bits"] != "-":
+            assert r["add_bits"] == int(line["add_bits"]), line["name"]
+        assert int(r["mults"] * r["mul_bits"] / 32) == (0 if line["mul_bitops"] == "-" else int(line["mul_bitops"]))
+        assert int(r["adds"] * r["add_bits"] / 32) == (0 if line["add_bitops"] == "-" else int(line["add_bitops"]))
+        assert int(r["param_bits"] / 32 + 1e-9) == (0 if line["storage"] == "-" else int(line["storage"]))
 
 
 def test_rocker_sparsity_table_covers_every_conv() -> None:
