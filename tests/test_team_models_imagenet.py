@@ -8,6 +8,7 @@ Models build on the meta device; each is scored once per module.
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,34 @@ def test_sisyphus_per_op_profile_rows(sisyphus: Report, module: str) -> None:
         assert abs(in_m(bits / 16) - p) <= 0.0005 + 1e-9, (module, kind)
         assert abs(in_m(mults) - m) <= slack, (module, kind)
         assert abs(in_m(adds) - a) <= 0.0005 + 1e-9, (module, kind)
+
+
+SISYPHUS_PROFILE = Path(__file__).parent / "data" / "sisyphus_profile.csv"
+
+
+def test_sisyphus_every_profile_row(sisyphus: Report) -> None:
+    """All 336 op rows of `detailed_profiling.md`, in order, to the printed 3 decimals: the profile's h-swish
+    (plus, clip, div, mul) and h-sigmoid (plus, clip, div) rows are one op here, compared within 0.0005 per
+    summed row; its Total rows are §2.7's totals (tested above)."""
+    with open(SISYPHUS_PROFILE, newline="") as fh:
+        rows = [r for r in csv.DictReader(line for line in fh if not line.startswith("#"))
+                if not r["op_name"].startswith("Total")]
+    assert len(rows) == 336
+    groups: list[list] = []  # [op name, params, mults, adds, rows summed]
+    for r in rows:
+        act = re.match(r"(.*H(?:Swish|Sigmoid)\d+)_", r["op_name"])
+        key = act.group(1) if act else r["op_name"]
+        values = [float(r["params_m"]), float(r["mults_m"]), float(r["adds_m"])]
+        if act and groups and groups[-1][0] == key:
+            groups[-1] = [key, *(a + b for a, b in zip(groups[-1][1:4], values, strict=True)), groups[-1][4] + 1]
+        else:
+            groups.append([key, *values, 1])
+    ops = counted(sisyphus)
+    assert len(ops) == len(groups) == 198
+    for (kind, bits, mults, adds), (name, p, m, a, n) in zip(ops, groups, strict=True):
+        slack = 0.0005 * n + 1e-9
+        assert abs(in_m(bits / 16) - p) <= slack and abs(in_m(mults) - m) <= slack, (name, kind)
+        assert abs(in_m(adds) - a) <= slack, (name, kind)
 
 
 # `MicroNetChallenge/README.md` "Searched Model Profiling": per-block rows (params(M), adds(M)) and the number of
