@@ -97,7 +97,7 @@ ENTRIES: list[TeamEntry] = [
     TeamEntry(
         "rocker", "Rocker", "ProfitableNet (W6/A8, FP16 accumulation)", "rocker_profitablenet", "rocker2019", 8,
         0.188706, 0.1887, "team_scores.md §1.2 #2, §2.6; Zeitzmz/nips-micronet submission/log/score.log",
-        sparsity="rocker", track="imagenet",
+        sparsity="reference", track="imagenet",
         caveat="the LB lists 0.1887 and 0.2053 for Rocker without saying which is which; 0.1887 is the README's "
         "0.188706 (team_scores.md §2.6); the earlier submission.pdf version (0.178852) is another model state",
     ),
@@ -120,15 +120,13 @@ def _build(entry: TeamEntry):
     return model
 
 
-def _resolve_sparsity(entry: TeamEntry) -> TeamEntry:
-    """An entry whose ``sparsity`` names a per-layer table (``"rocker"``: `submission/model/sparsity.txt`) with
-    that table as a ``{layer: sparsity}`` mapping; others unchanged."""
-    if entry.sparsity == "rocker":
+def _resolve_sparsity(entry: TeamEntry, info) -> TeamEntry:
+    """An entry whose ``sparsity`` is ``"reference"`` with its reference's counting sparsity
+    (``ReferenceInfo.sparsity``, e.g. Rocker's per-layer table); others unchanged."""
+    if entry.sparsity == "reference":
         from dataclasses import replace
 
-        from reference_models.teams.rocker_profitablenet import rocker_sparsity
-
-        return replace(entry, sparsity=rocker_sparsity())
+        return replace(entry, sparsity=info.sparsity())
     return entry
 
 
@@ -196,7 +194,7 @@ def leaderboard(common_rules: str = "micronet2019", common_bits: int | None = 16
             continue
         model = _build(entry)
         info = get_reference(entry.model)
-        entry = _resolve_sparsity(entry)  # the model's example input: an image, or one token id (per token)
+        entry = _resolve_sparsity(entry, info)  # the model's example input: an image, or one token id (per token)
         inputs = {"input_shape": info.default_input_shape, "input_dtype": info.default_input_dtype}
         fractions = entry.exit_fractions or info.path_fractions or None  # the entry's, else the registered ones
         own = score(model, **inputs, rules=entry.rules, bits=entry.bits, sparsity=entry.sparsity,

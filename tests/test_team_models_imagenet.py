@@ -469,3 +469,15 @@ def test_leaderboard_rows() -> None:
     for entry in ("OneShot-S+ fp32", "v3 (architecture only)"):
         assert any("not" in why for why in board.loc[entry, "why"])  # the caveat says what is not public
     assert (board.loc[["OneShot-S+ float16", "ProfitableNet (W6/A8, FP16 accumulation)"], "track"] == "imagenet").all()
+
+
+def test_cli_scores_rocker_with_its_sparsity(capsys: pytest.CaptureFixture) -> None:
+    """``micronet-score reference:rocker_profitablenet`` uses the registered rules, bits and per-layer sparsity:
+    §2.6 "Total score : 0.188706"."""
+    import json
+
+    from scorer.cli import main
+
+    assert main(["reference:rocker_profitablenet", "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rules"] == "rocker2019" and round(out["totals"]["score"], 6) == 0.188706

@@ -193,10 +193,12 @@ def rocker_sparsity() -> dict[str, float]:
     rules="rocker2019",
     bits=8,
     input_shape=(1, 3, 224, 224),
-    description="Rocker ProfitableNet, W6/A8, FP16 accumulation (ImageNet #2, LB 0.1887)",
+    description="Rocker ProfitableNet, W6/A8, FP16 accumulation, its per-layer sparsity (ImageNet #2, LB 0.1887)",
+    sparsity=rocker_sparsity,
 )
 def rocker_profitablenet(num_classes: int = 1000, device: str | torch.device = "meta") -> ProfitableNet:
     """ProfitableNet (team_scores.md §2.6) on the meta device unless ``device`` says otherwise; score it with
-    ``sparsity=rocker_sparsity()`` for the team's per-layer sparsity."""
+    ``sparsity=rocker_sparsity()`` for the team's per-layer sparsity (``micronet-score
+    reference:rocker_profitablenet`` does, through the registry's ``sparsity``)."""
     with torch.device(device):
         return ProfitableNet(num_classes)
