@@ -311,12 +311,12 @@ class Msunet2019(ClassWidths):
         bias_bits = self.dense_storage(b)
         first = w is not None and w.first_use
         if w is not None and w.bits == 1:
-            params = (w.nonzeros + w.numel + 16) if first else 0.0
-            return Cost(mults=(n + 1) * out, adds=adds, param_bits=params + bias_bits, mul_bits=(n + 16) / (n + 1),
-                        note="MSUNet: ternary as sparse binary + FP16 scale per output")
-        sparse = d < 1.0
+            values = (w.nonzeros + 16) if first else 0.0  # 1-bit nonzeros and the FP16 scale
+            mask = float(w.numel) if first else 0.0  # stored for every ternary layer, sparse or not
+            return Cost(mults=(n + 1) * out, adds=adds, param_bits=values + bias_bits, mask_bits=mask,
+                        mul_bits=(n + 16) / (n + 1), note="MSUNet: ternary as sparse binary + FP16 scale per output")
         vbits = (w.numel * d * w.bits if first else 0.0) if w is not None else 0.0
-        mask = float(w.numel) if (first and sparse) else 0.0
+        mask = self.mask_bits(w, ctx) if (first and d < 1.0) else 0.0
         return Cost(mults=n * out, adds=adds, param_bits=vbits + bias_bits, mask_bits=mask)
 
     def cost_mean(self, op: Op, ctx: RuleContext) -> Cost:
