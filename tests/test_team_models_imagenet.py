@@ -419,9 +419,12 @@ def test_msunet_v3_structure() -> None:
 
 
 def test_mixnet_s_builds_and_scores() -> None:
-    """MixNet-S: 16-channel stride-2 stem, the 1536-feature head; scores with no unknown op."""
+    """MixNet-S: 16-channel stride-2 stem, the 1536-feature head, 4.1 M parameters (MixConv paper,
+    arXiv 1907.09595, Table: MixNet-S 4.1M; timm model card ``mixnet_s``: "Params (M): 4.1"); scores with no
+    unknown op."""
     model = build_reference("mixnet_s")
     assert model.conv_stem.stride == (2, 2) and model.conv_head.out_channels == 1536
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == 4.1
     rep = score(model, input_shape=IMAGENET, rules="micronet2019", bits=16, track="imagenet")
     assert not rep.unknown and rep.totals["mults"] > 0
 
