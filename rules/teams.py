@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from rules.base import Cost, RuleContext
+from rules.base import ClassWidth, Cost, RuleContext
 from rules.micronet2019 import Micronet2019
 from rules.official_notebook import OfficialNotebook
 from rules.records import Op, WeightRef
@@ -217,25 +217,7 @@ class Sisyphus2019(Micronet2019):
         return super().cost_mul(op, ctx)
 
 
-class ClassWidths(Micronet2019):
-    """Micronet2019 plus per-op-class widths: ``op_class_bits`` maps an op kind to the (mul bits, add bits) its
-    counts run at whatever its operands' widths (None keeps the operand-derived width). A small override of
-    ``cost`` for the team rule sets that need it (Rocker: h-swish, sigmoid and pooling at 32 bits; MSUNet:
-    FP16 adds outside the convolutions) until the precision policy has such a setting."""
-
-    op_class_bits: dict[str, tuple[int | None, int | None]] = {}
-
-    def cost(self, op: Op, ctx: RuleContext) -> Cost | None:
-        """The formula's Cost, with the class's fixed widths where ``op_class_bits`` has them."""
-        cost = super().cost(op, ctx)
-        if cost is not None and op.kind in self.op_class_bits:
-            mul_bits, add_bits = self.op_class_bits[op.kind]
-            cost.mul_bits = mul_bits if mul_bits is not None else cost.mul_bits
-            cost.add_bits = add_bits if add_bits is not None else cost.add_bits
-        return cost
-
-
-class Rocker2019(ClassWidths):
+class Rocker2019(Micronet2019):
     """Rocker (ImageNet ProfitableNet, team_scores.md §1.2 #2, §2.6, §3): the team's Caffe ``scoring`` tool as its
     per-layer log `submission/log/score.log` (``Zeitzmz/nips-micronet``) shows it. Widths come from the model
     (6-bit weights, 8-bit activations, FP16 accumulation, 16-bit bias and SE path, see
@@ -243,16 +225,16 @@ class Rocker2019(ClassWidths):
 
     - a sparse conv computes ``floor(n·(1 − s))`` products per output (conv1: 27·0.5 → 13, log row
       ``conv1/3x3_s2 ... 1304576`` = 401,408·13·8/32), one add fewer, plus the bias add;
-    - h-swish, sigmoid and pooling run at 32 bits (``op_class_bits``; log rows ``HardSwish``/``Sigmoid``/
-      ``Pooling``: mul and add bits 32) — a per-op-class width implemented here as a small override of
-      ``cost``;
+    - h-swish, sigmoid and pooling run at 32 bits (``class_widths``; log rows ``HardSwish``/``Sigmoid``/
+      ``Pooling``: mul and add bits 32);
     - the SE's per-channel ``Scale`` (``SE_bn``, a BatchNorm that cannot fold) is 1 mult per element and
       stores nothing (log: ``SE_bn, Scale, 16, -, 16, -, 16, -, 48, -, 0``).
     Storage keeps the fractional ``numel·(1 − s)`` values (conv1: (864·0.5·6 + 864 + 32·16)/32 = 124)."""
 
     name = "rocker2019"
     description = "Rocker: floor(n·density) products, h-swish/sigmoid/pooling at 32 bits, SE Scale 1 mult, 16-bit adds"
-    op_class_bits = {"act:hardswish": (32, 32), "act:sigmoid": (32, 32), "mean": (32, 32), "avgpool": (32, 32)}
+    class_widths = (ClassWidth("h-swish, sigmoid, pooling at 32 bits (score.log)",
+                               frozenset({"act:hardswish", "act:sigmoid", "mean", "avgpool"}), None, 32, 32),)
 
     def cost_conv(self, op: Op, ctx: RuleContext) -> Cost:
         """``floor(n·density)`` mults and ``floor(n·density) − 1`` adds per output (+1 for the bias); storage as
@@ -271,7 +253,7 @@ class Rocker2019(ClassWidths):
         return Cost(mults=op.out_numel, note="Rocker: SE Scale, 1 mult per element, not stored")
 
 
-class Msunet2019(ClassWidths):
+class Msunet2019(Micronet2019):
     """MSUNet (CIFAR-100 #5–#7, team_scores.md §1.1, §2.8, §3): `counting.py` of ``MSU-MLSys-Lab/MSUNet`` under
     ``--amp --opt-level O3`` (everything FP16, denominator d = 2). Run with ``bits=16``; ternary layers carry
     ``weight_bits = 1`` (``reference_models.teams.mixnet.msunet_v3``).
@@ -288,8 +270,9 @@ class Msunet2019(ClassWidths):
     description = "MSUNet: ternary = sparse binary + FP16 scale, sparsity only >= 0.4, FP16 adds outside dot products"
     #: `counting.py`: "layers with sparsity < 0.4 does not count".
     min_sparsity = 0.4
-    op_class_bits = {kind: (None, 16) for kind in (
-        "bn", "add", "mean", "avgpool", "act:relu", "act:silu", "act:sigmoid", "act:hardswish", "mul")}
+    class_widths = (ClassWidth("FP16 adds outside the dot products (counting.py, / d)", frozenset({
+        "bn", "add", "mean", "avgpool", "act:relu", "act:silu", "act:sigmoid", "act:hardswish", "mul"}), None,
+        None, 16),)
 
     def density(self, w: WeightRef | None) -> float:
         """Nonzero share, counted only for ternary (1-bit) tensors or when the sparsity reaches 0.4."""
