@@ -32,6 +32,9 @@ class ReferenceInfo:
     input_dtype: str | None = None
     #: default share of each of the model's ``paths()`` (e.g. token-bin fractions); None: one path
     path_fractions: dict | None = None
+    #: the team's counting sparsity for this (untrained) reference: a callable returning a ``score(sparsity=)``
+    #: spec, used by ``micronet-score reference:NAME`` without ``--sparsity``; None: measured
+    sparsity: Callable[[], object] | None = None
 
     @property
     def default_input_shape(self) -> tuple[int, ...]:

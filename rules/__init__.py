@@ -28,6 +28,10 @@ _BUILTIN: dict[str, str] = {
     "dnw2019": "rules.teams2019:Dnw2019",
     "dqstarter2019": "rules.teams2019:Dqstarter2019",
     "qualcomm2019": "rules.teams2019:Qualcomm2019",
+    # reference-model teams (issue 10 item 3)
+    "sisyphus2019": "rules.teams:Sisyphus2019",
+    "rocker2019": "rules.teams:Rocker2019",
+    "msunet2019": "rules.teams:Msunet2019",
 }
 
 

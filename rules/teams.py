@@ -5,10 +5,12 @@ Each override cites its source in `shared/spec/team_scores.md` (§2 architecture
 
 from __future__ import annotations
 
-from rules.base import Cost, RuleContext
+import math
+
+from rules.base import ClassWidth, Cost, RuleContext
 from rules.micronet2019 import Micronet2019
 from rules.official_notebook import OfficialNotebook
-from rules.records import Op
+from rules.records import Op, WeightRef
 
 
 def is_residual_add(op: Op) -> bool:
@@ -185,3 +187,132 @@ class Jnlp2019(Micronet2019):
     def cost_max(self, op: Op, ctx: RuleContext) -> Cost:
         """``GlobalMax(input_size=1, n_channels=V)``: 1·V mults, i.e. n per output, not n − 1."""
         return Cost(mults=op.attrs["reduce"] * op.out_numel, param_bits=self._operand_storage(op))
+
+
+class Sisyphus2019(Micronet2019):
+    """Sisyphus (ImageNet OneShot-S+, team_scores.md §1.2 #14/#18, §2.7, §3): the official `counting.py`
+    (`CanyonWind/MXNet-Single-Path-One-Shot-NAS` `utils/micronet_counting.py`) fed by the team's symbol walker
+    `utils/calculate_flops.py` in ``mode='micronet'``. What that walker emits decides the conventions: h-swish
+    = ``_plus_scalar`` (1 add) + ``clip`` (2 mults) + ``_div_scalar`` + ``elemwise_mul`` (1 mult each), i.e.
+    4 mults + 1 add, and h-sigmoid 3 mults + 1 add (the official table's entries); a channel shuffle is a 1×1
+    conv of sparsity (C − 1)/C: 1 mult per element and C values + a C²-bit mask (``permutation_storage =
+    "sparse"``, `MicroNetChallenge/detailed_profiling.md` ``shufflechannels`` rows); BatchNorm and the SE
+    ``broadcast_mul`` are not emitted, so they cost nothing (below). Run with the freebie (``bits=16``): the
+    README's float16 score halves params and mults, adds at 32 bits."""
+
+    name = "sisyphus2019"
+    description = "Sisyphus: BN not counted, SE channel scale not counted, shuffle 1 mult/element + sparse matrix"
+
+    def cost_bn(self, op: Op, ctx: RuleContext) -> Cost:
+        """BatchNorm: not counted (`utils/calculate_flops.py` adds BN to its own FLOPs only, never to the
+        MicroNet op list; the profiled convs have no bias, e.g. ``first_conv_fwd`` 5.218M adds = 26·200,704)."""
+        return Cost(note="Sisyphus: BN not counted")
+
+    def cost_mul(self, op: Op, ctx: RuleContext) -> Cost:
+        """The SE gate ``broadcast_mul`` is not counted (`utils/calculate_flops.py` emits only
+        ``_plus_scalar``, ``clip``, ``_div_scalar`` and ``elemwise_mul`` as elementwise ops); other
+        multiplies are."""
+        if is_channel_scale(op):
+            return Cost(note="Sisyphus: SE scale (broadcast_mul) not counted")
+        return super().cost_mul(op, ctx)
+
+
+class Rocker2019(Micronet2019):
+    """Rocker (ImageNet ProfitableNet, team_scores.md §1.2 #2, §2.6, §3): the team's Caffe ``scoring`` tool as its
+    per-layer log `submission/log/score.log` (``Zeitzmz/nips-micronet``) shows it. Widths come from the model
+    (6-bit weights, 8-bit activations, FP16 accumulation, 16-bit bias and SE path, see
+    ``reference_models.teams.rocker_profitablenet``); this rule set adds what the log fixes per op class:
+
+    - a sparse conv computes ``floor(n·(1 − s))`` products per output (conv1: 27·0.5 → 13, log row
+      ``conv1/3x3_s2 ... 1304576`` = 401,408·13·8/32), one add fewer, plus the bias add;
+    - h-swish, sigmoid and pooling run at 32 bits (``class_widths``; log rows ``HardSwish``/``Sigmoid``/
+      ``Pooling``: mul and add bits 32);
+    - the SE's per-channel ``Scale`` (``SE_bn``, a BatchNorm that cannot fold) is 1 mult per element and
+      stores nothing (log: ``SE_bn, Scale, 16, -, 16, -, 16, -, 48, -, 0``).
+    Storage keeps the fractional ``numel·(1 − s)`` values (conv1: (864·0.5·6 + 864 + 32·16)/32 = 124)."""
+
+    name = "rocker2019"
+    description = "Rocker: floor(n·density) products, h-swish/sigmoid/pooling at 32 bits, SE Scale 1 mult, 16-bit adds"
+    class_widths = (ClassWidth("h-swish, sigmoid, pooling at 32 bits (score.log)",
+                               frozenset({"act:hardswish", "act:sigmoid", "mean", "avgpool"}), None, 32, 32),)
+
+    def cost_conv(self, op: Op, ctx: RuleContext) -> Cost:
+        """``floor(n·density)`` mults and ``floor(n·density) − 1`` adds per output (+1 for the bias); storage as
+        official (fractional nonzeros at the weight width, a mask when sparse, the bias at its width)."""
+        cost = self.dot_product(op, ctx)
+        n = math.floor(op.attrs["vector_len"] * self.density(op.weight("weight")) + 1e-9)
+        cost.mults = n * op.out_numel
+        cost.adds = (n - 1 + (1 if op.weight("bias") is not None else 0)) * op.out_numel
+        return cost
+
+    def cost_bn(self, op: Op, ctx: RuleContext) -> Cost:
+        """A BN that folds into a conv: official. Otherwise (the SE's Caffe ``Scale``): 1 mult per element and
+        no storage, as the team's log counts it."""
+        if self.bn_folds(op, ctx) is not None:
+            return super().cost_bn(op, ctx)
+        return Cost(mults=op.out_numel, note="Rocker: SE Scale, 1 mult per element, not stored")
+
+
+class Msunet2019(Micronet2019):
+    """MSUNet (CIFAR-100 #5–#7, team_scores.md §1.1, §2.8, §3): `counting.py` of ``MSU-MLSys-Lab/MSUNet`` under
+    ``--amp --opt-level O3`` (everything FP16, denominator d = 2). Run with ``bits=16``; ternary layers carry
+    ``weight_bits = 1`` (``reference_models.teams.mixnet.msunet_v3``).
+
+    - A ternary conv is a sparse binary one: per output n·density 1-bit products plus one FP16 multiplication by
+      the layer's scale √M; storage nonzeros·1 bit + a 1-bit mask over every element + one FP16 scale.
+    - Other convs count their sparsity only where it is ≥ 0.4 (then with a mask); below, dense.
+    - Adds outside the convs' and the linear's dot products are FP16 (``/ d``): BN (its shift: C params and 1
+      add per element, since the convs have no bias), activations, residual adds, pooling.
+    - The SE pooling counts one mult per element of its *input* (``output.numel() / d`` of the SE module) and
+      (H·W − 1)·C adds; the linear stores no bias and adds none."""
+
+    name = "msunet2019"
+    description = "MSUNet: ternary = sparse binary + FP16 scale, sparsity only >= 0.4, FP16 adds outside dot products"
+    #: `counting.py`: "layers with sparsity < 0.4 does not count".
+    min_sparsity = 0.4
+    class_widths = (ClassWidth("FP16 adds outside the dot products (counting.py, / d)", frozenset({
+        "bn", "add", "mean", "avgpool", "act:relu", "act:silu", "act:sigmoid", "act:hardswish", "mul"}), None,
+        None, 16),)
+
+    def density(self, w: WeightRef | None) -> float:
+        """Nonzero share, counted only for ternary (1-bit) tensors or when the sparsity reaches 0.4."""
+        if w is None or not w.numel:
+            return 1.0
+        if w.bits != 1 and w.sparsity < self.min_sparsity:
+            return 1.0
+        return w.nonzeros / w.numel
+
+    def cost_conv(self, op: Op, ctx: RuleContext) -> Cost:
+        """``counting.py`` ``nn.Conv2d``: n·density mults and (n·density − 1) adds per output (+1 for a bias);
+        a ternary conv adds one FP16 scale mult per output (its ``mul_bits`` is then the mean width of its
+        mults: (n·density·1 + 16)/(n·density + 1)) and stores its mask and scale."""
+        w, b = op.weight("weight"), op.weight("bias")
+        d = self.density(w)
+        n = op.attrs["vector_len"] * d
+        out = op.out_numel
+        adds = (n - 1) * out + (out if b is not None else 0.0)
+        bias_bits = self.dense_storage(b)
+        first = w is not None and w.first_use
+        if w is not None and w.bits == 1:
+            values = (w.nonzeros + 16) if first else 0.0  # 1-bit nonzeros and the FP16 scale
+            mask = float(w.numel) if first else 0.0  # stored for every ternary layer, sparse or not
+            return Cost(mults=(n + 1) * out, adds=adds, param_bits=values + bias_bits, mask_bits=mask,
+                        mul_bits=(n + 16) / (n + 1), note="MSUNet: ternary as sparse binary + FP16 scale per output")
+        vbits = (w.numel * d * w.bits if first else 0.0) if w is not None else 0.0
+        mask = self.mask_bits(w, ctx) if (first and d < 1.0) else 0.0
+        return Cost(mults=n * out, adds=adds, param_bits=vbits + bias_bits, mask_bits=mask)
+
+    def cost_mean(self, op: Op, ctx: RuleContext) -> Cost:
+        """The SE pooling (a mean feeding a conv): H·W·C mults (``output.numel() / d`` of the SE block) and
+        (H·W − 1)·C adds; any other mean: official."""
+        consumers = [ctx.by_name[c] for c in ctx.consumers.get(op.name, []) if c in ctx.by_name]
+        if consumers and all(c.kind == "conv" for c in consumers):
+            n = op.attrs["reduce"]
+            return Cost(mults=n * op.out_numel, adds=(n - 1) * op.out_numel, note="MSUNet: SE pooling mults H·W·C")
+        return super().cost_mean(op, ctx)
+
+    def cost_linear(self, op: Op, ctx: RuleContext) -> Cost:
+        """``nn.Linear``: in·out params (dense), in mults and in − 1 adds per output; no bias stored or added."""
+        n = op.attrs["vector_len"]
+        return Cost(mults=n * op.out_numel, adds=(n - 1) * op.out_numel,
+                    param_bits=self.dense_storage(op.weight("weight")), note="MSUNet: linear bias not counted")

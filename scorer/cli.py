@@ -336,7 +336,7 @@ def _score(args: argparse.Namespace) -> int:
         rules=rules,
         bits=bits,
         track=track,
-        sparsity=args.sparsity,
+        sparsity=args.sparsity if args.sparsity is not None else loaded.sparsity,
         precision=precision,
         exit_fractions=exit_fractions if exit_fractions is not None else loaded.exit_fractions,
         mask_block=args.mask_block,

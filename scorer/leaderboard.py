@@ -94,6 +94,39 @@ ENTRIES: list[TeamEntry] = [
     # published-arithmetic rows (issue 10): entries whose model is not public, scored from their published
     # components (scorer/published.py)
     *PUBLISHED_ROWS,
+    # reference-model rows (issue 10)
+    TeamEntry(
+        "sisyphus_fp16", "Sisyphus", "OneShot-S+ float16", "sisyphus_oneshot_s_plus", "sisyphus2019", 16, 0.640,
+        0.6425, "team_scores.md §1.2 #14 (self 0.640), §2.7; CanyonWind/MXNet-Single-Path-One-Shot-NAS "
+        "MicroNetChallenge/README.md", track="imagenet",
+        caveat="LB 0.6425 is the organisers' recount, whose breakdown was not published (team_scores.md §1.2 "
+        "row notes); own rules give the team's 0.640 (3.652M/2/6.9 + (301.4/2 + 288.3)/1170)",
+    ),
+    TeamEntry(
+        "sisyphus_fp32", "Sisyphus", "OneShot-S+ fp32", "sisyphus_oneshot_s_plus", "sisyphus2019", None, 1.03, 1.0315,
+        "team_scores.md §1.2 #18 (self 1.03), §2.7", track="imagenet",
+        caveat="the team's fp32 row reuses its 16-bit parameter count (3.652M = bits/16, so each shuffle "
+        "matrix's C² mask bits count 1/16 instead of 1/32): with that, 3.652/6.9 + 589.6/1170 = 1.033 (printed "
+        "1.03); counted at 32 bits the masks weigh 1/32 and the score is 1.024; LB 1.0315 is the organisers' "
+        "unpublished recount",
+        cannot="the team's fp32 arithmetic counts the shuffle masks at 1/16 (team_scores.md §2.7; "
+        "CanyonWind/MXNet-Single-Path-One-Shot-NAS MicroNetChallenge/README.md): at 32 bits the model scores 1.024",
+    ),
+    TeamEntry(
+        "rocker", "Rocker", "ProfitableNet (W6/A8, FP16 accumulation)", "rocker_profitablenet", "rocker2019", 8,
+        0.188706, 0.1887, "team_scores.md §1.2 #2, §2.6; Zeitzmz/nips-micronet submission/log/score.log",
+        sparsity="reference", track="imagenet",
+        caveat="the LB lists 0.1887 and 0.2053 for Rocker without saying which is which; 0.1887 is the README's "
+        "0.188706 (team_scores.md §2.6); the earlier submission.pdf version (0.178852) is another model state",
+    ),
+    TeamEntry(
+        "msunet_v3", "MSUNet", "v3 (architecture only)", "msunet_v3", "msunet2019", 16, 0.01083, 0.0108,
+        "team_scores.md §1.1 #5, §2.8", sparsity="uniform:0",
+        caveat="the ternary weights' zeros and the SE/depthwise pruning live only in the team's checkpoint "
+        "(git LFS, not retrievable here, §2.8): the reference is dense, so its score is far above the published one",
+        cannot="the ternary and pruning sparsity live only in the team's checkpoint (team_scores.md §2.8: git LFS, "
+        "not retrievable): the dense architecture cannot reproduce 0.01083",
+    ),
 ]
 
 
@@ -105,6 +138,16 @@ def _build(entry: TeamEntry):
     if entry.nonzeros:
         apply_nonzero_counts(model, nonzero_counts(entry.nonzeros))
     return model
+
+
+def _resolve_sparsity(entry: TeamEntry, info) -> TeamEntry:
+    """An entry whose ``sparsity`` is ``"reference"`` with its reference's counting sparsity
+    (``ReferenceInfo.sparsity``, e.g. Rocker's per-layer table); others unchanged."""
+    if entry.sparsity == "reference":
+        from dataclasses import replace
+
+        return replace(entry, sparsity=info.sparsity())
+    return entry
 
 
 def _first_doc_line(obj: object) -> str:
@@ -185,6 +228,7 @@ def _model_row(entry: TeamEntry, common_rules: str, common_bits: int | None) -> 
 
     model = _build(entry)
     info = get_reference(entry.model)  # the model's example input: an image, or one token id (per token)
+    entry = _resolve_sparsity(entry, info)  # a reference's own counting sparsity, when the entry asks for it
     inputs = {"input_shape": info.default_input_shape, "input_dtype": info.default_input_dtype}
     fractions = entry.exit_fractions or info.path_fractions or None  # the entry's, else the registered ones
     own = score(model, **inputs, rules=entry.rules, bits=entry.bits, sparsity=entry.sparsity,
@@ -293,17 +337,25 @@ def _sources(df: pd.DataFrame) -> list[str]:
 def _markdown(df: pd.DataFrame) -> str:
     from tabulate import tabulate
 
-    cols = ["team", "track", "entry", "published", "leaderboard", "own_rules", "own_score", "common_rules", "common_score"]
+    cols = ["team", "track", "entry", "published", "leaderboard", "own_rules", "own_score", "reproduces",
+            "common_rules", "common_score"]
     table = tabulate(
-        [[f"{v:.6f}" if isinstance(v, float) else v for v in r] for r in df[cols].itertuples(index=False)],
+        [[_score_cell(v) if isinstance(v, float) else _yes_no(v) if isinstance(v, bool) else v for v in r]
+         for r in df[cols].itertuples(index=False)],
         headers=cols, tablefmt="pipe",
     )
     notes = []
     for r, source in zip(df.itertuples(index=False), _sources(df), strict=True):
         notes.append(f"\n**{r.team} {r.entry}** (own {r.own_score:.6f} vs published {r.published:.6f}; "
-                     f"common {r.common_score:.6f}). Source: {source}.")
+                     f"common {_score_cell(r.common_score)}). Source: {source}.")
+        if not r.reproduces:
+            notes.append(f"- does not reproduce: {r.cannot}")
         notes.extend(f"- {why}" for why in r.why)
     return table + "\n" + "\n".join(notes) + f"\n\nLeaderboard numbers: {LEADERBOARD_SOURCE}.\n"
+
+
+def _yes_no(value: object) -> str:
+    return "yes" if value else "no"
 
 
 def _score_cell(value: object, signed: bool = False) -> str:
@@ -326,6 +378,7 @@ def render_table(df: pd.DataFrame, common_rules: str, bits: int | None, width: i
         Column("published", [_score_cell(r.published) for r in rows]),
         Column("own rules", [r.own_rules for r in rows], 2, "abbrev", 10),
         Column("own score", [_score_cell(r.own_score) for r in rows]),
+        Column("repro", [_yes_no(r.reproduces) for r in rows]),
         Column(common_rules, [_score_cell(r.common_score) for r in rows]),
         Column("own-published", [_score_cell(r.own_vs_published, True) for r in rows], 5),
         Column("common-own", [_score_cell(r.common_vs_own, True) for r in rows], 3),
@@ -338,6 +391,8 @@ def render_table(df: pd.DataFrame, common_rules: str, bits: int | None, width: i
         if i:
             lines.append("")
         lines += row_lines(shown, widths, i)
+        if not r.reproduces:
+            lines += wrap(f"    does not reproduce the published score: {r.cannot}", width, "      ")
         if r.why:
             lines.append("    why the scores differ:")
         for why in r.why:

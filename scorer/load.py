@@ -71,6 +71,8 @@ class LoadedModel:
     rules: str | None = None
     bits: int | None = None
     exit_fractions: dict[str, float] | None = None
+    #: the reference's counting sparsity (``ReferenceInfo.sparsity``); None: measured
+    sparsity: object = None
     precision: dict[str, Any] | None = None
     masks_applied: int = 0
     description: str = ""
@@ -637,7 +639,7 @@ def load_model(spec: str, *, arch: str | None = None, trust_pickle: bool = False
         model, info = _build_reference(name)
         suffix = f": {info.description}" if info.description else ""
         return LoadedModel(model=model, description=f"reference model {name}{suffix}", source="reference",
-                           **_reference_defaults(info))
+                           sparsity=info.sparsity() if info.sparsity else None, **_reference_defaults(info))
     path = Path(spec)
     if path.exists():
         return _load_path(path, arch, trust_pickle, trust_code)

@@ -50,8 +50,12 @@ WIKITEXT_ENTRIES = ["QRNN (4 layers, emsize 300, nhid 1800, tied)", "sub 1 (9-bi
                     "sub 2 (9-bit, dense op count)", "sub 3 (8-bit, dense op count)"]
 
 
+IMAGENET_ENTRIES = ["OneShot-S+ float16", "OneShot-S+ fp32", "ProfitableNet (W6/A8, FP16 accumulation)"]
+
+
 def test_every_entry_names_its_track(board) -> None:
     assert (board.loc[WIKITEXT_ENTRIES, "track"] == "wikitext103").all()
+    assert (board.loc[IMAGENET_ENTRIES, "track"] == "imagenet").all()
     assert set(board.drop(index=WIKITEXT_ENTRIES).track) == {"cifar100", "imagenet"}
 
 

@@ -23,8 +23,10 @@ def board() -> pd.DataFrame:
     row = {"team": "OSI AI", "track": "cifar100", "entry": "final (64% + EE 50%, exit 29.29%)",
            "model": "reference:osi_ai", "published": 0.005798, "leaderboard": 0.0058, "own_rules": "osi_ai2019",
            "own_score": 0.0057986, "own_vs_published": 0.0000006, "common_rules": "micronet2019",
-           "common_score": 0.0062671, "common_vs_own": 0.0004685, "why": WHY, "source": "team_scores.md §2.1.2"}
-    other = dict(row, team="Unlisted Team", entry="e", why=[], source="team_scores.md §9")
+           "common_score": 0.0062671, "common_vs_own": 0.0004685, "why": WHY, "source": "team_scores.md §2.1.2",
+           "reproduces": True, "cannot": ""}
+    other = dict(row, team="Unlisted Team", entry="e", why=[], source="team_scores.md §9", reproduces=False,
+                 cannot="organisers' recount not published", common_score=float("nan"))
     return pd.DataFrame([row, other])
 
 
@@ -63,3 +65,11 @@ def test_narrow_width_drops_the_low_value_columns(board: pd.DataFrame) -> None:
     header = next(line for line in lines if line.startswith("team"))
     assert "own-published" not in header and "micronet2019" in header and "published" in header
     assert any(line.startswith("Not shown at 80 columns:") for line in lines)
+
+
+def test_a_row_that_does_not_reproduce_says_why(board: pd.DataFrame) -> None:
+    text = render_table(board, "micronet2019", 16, 100)
+    assert "does not reproduce the published score: organisers' recount not published" in text
+    md = _markdown(board)
+    assert "- does not reproduce: organisers' recount not published" in md
+    assert "nan" not in md  # a missing common recount reads "-"
