@@ -79,3 +79,12 @@ def test_a_recipe_needs_one_default_stage(tmp_path) -> None:
     path.write_text('[model]\narch = "kaist_v1"\n[[stages]]\nkind = "reinit"\nmode = "uniform"\n')
     with pytest.raises(RecipeError, match="mode"):
         load_recipe(path)
+
+
+def test_unknown_option_is_one_line_exit_2(tmp_path, capsys) -> None:
+    from reference_models.training.cli import main
+
+    assert main(["kaist_v1", "--with", "nope", "--synthetic", "8", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no optional stages ['nope']" in err and "trained_init" in err
+    assert not (tmp_path / "out").exists()  # refused before anything is written
