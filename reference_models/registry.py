@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch.nn as nn
+if TYPE_CHECKING:  # pragma: no cover - annotations only: the registry imports without torch
+    import torch.nn as nn
 
 TRACK_INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "cifar100": (1, 3, 32, 32),

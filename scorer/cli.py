@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 import traceback
 import warnings
@@ -91,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tokens", type=int, metavar="N",
                    help="wikitext103: divide the counts by N tokens (default: the token ids of the first "
                         "integer input)")
-    g.add_argument("--sparsity", metavar="SPEC", help="measured (default) or uniform:S")
+    g.add_argument("--sparsity", metavar="SPEC",
+                   help="measured (default), uniform:S, or GLOB:S[,GLOB:S...] per tensor or layer name "
+                        "(e.g. 'conv*:0.5,fc:0.7'; later items win), as score(sparsity={glob: S})")
     g.add_argument("--mask-block", metavar="RxC", help="block-sparse mask size, e.g. 4x4")
     g.add_argument("--path-fraction", "--exit-fraction", dest="exit_fraction", action="extend", nargs="+",
                    metavar="NAME=F", default=None,
@@ -132,7 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bar plot of params and ops per layer, as png, pdf, svg, ... (needs matplotlib)")
     g.add_argument("--show-free", action="store_true", help="table format: also show ops that cost nothing")
     g.add_argument("--list-references", action="store_true", help="list the registered reference models")
-    g.add_argument("--list-rules", action="store_true", help="list the built-in rule sets")
+    g.add_argument("--list-rules", nargs="?", const="", default=None, metavar="NAME",
+                   help="list the built-in rule sets; with NAME, print that rule set's whole description")
+    g.add_argument("--version", action="version", version=version_line(),
+                   help="print the version of micronet-score (and of torch and Python) and exit")
     g.add_argument("--debug", action="store_true", help="show full tracebacks and warnings on error")
     return p
 
@@ -191,51 +195,32 @@ def _write(text: str, output: str | None) -> None:
         raise ScorerError(f"cannot write {output}: {exc.strerror or exc}") from None
 
 
-def _references_table(fmt: str) -> str:
-    from tabulate import tabulate
+def version_line() -> str:
+    """``micronet-score X.Y.Z (torch A.B.C, Python D.E.F)``, read without importing torch."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
 
-    from reference_models.registry import list_references
+    from scorer import __version__
 
-    refs = list_references()
-    rows = [
-        {"name": r.name, "track": r.track, "rules": r.rules, "bits": r.bits if r.bits is not None else 32,
-         "description": r.description}
-        for r in refs
-    ]
-    if fmt == "json":
-        return json.dumps(rows, indent=2)
-    if fmt == "csv":
-        import pandas as pd
-
-        return pd.DataFrame(rows, columns=["name", "track", "rules", "bits", "description"]).to_csv(index=False)
-    if not rows:
-        return "no reference models are registered"
-    return tabulate(rows, headers="keys", tablefmt="pipe" if fmt == "markdown" else "simple")
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        torch_version = "not installed"
+    return f"{PROG} {__version__} (torch {torch_version}, Python {platform.python_version()})"
 
 
-def _summary(doc: str | None, limit: int = 110) -> str:
-    """The first sentence of a docstring's first paragraph, at most ``limit`` characters."""
-    para = " ".join((doc or "").strip().split("\n\n")[0].split())
-    end = para.find(". ")
-    text = para if end < 0 else para[: end + 1]
-    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+def _list(args: argparse.Namespace) -> None:
+    """``--list-references`` and ``--list-rules [NAME]`` (scorer.listing: no torch, no pandas)."""
+    from scorer.listing import reference_rows, render_rows, rule_doc, rule_rows
 
-
-def _rules_table(fmt: str) -> str:
-    from tabulate import tabulate
-
-    from rules import available_rulesets, get_ruleset
-
-    rows = []
-    for name in available_rulesets():
-        rows.append({"name": name, "description": _summary(type(get_ruleset(name)).__doc__)})
-    if fmt == "json":
-        return json.dumps(rows, indent=2)
-    if fmt == "csv":
-        import pandas as pd
-
-        return pd.DataFrame(rows, columns=["name", "description"]).to_csv(index=False)
-    return tabulate(rows, headers="keys", tablefmt="pipe" if fmt == "markdown" else "simple")
+    output = args.output
+    if args.list_references:
+        _write(render_rows(reference_rows(), args.format), output)
+        output = None  # both listings: the second goes to stdout
+    if args.list_rules:
+        _write(rule_doc(args.list_rules), output)
+    elif args.list_rules is not None:
+        _write(render_rows(rule_rows(), args.format), output)
 
 
 def _unknown_warning(report: Any) -> str:
@@ -443,11 +428,8 @@ def _run(argv: list[str]) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return _exit_code(exc)
-    if args.list_references or args.list_rules:
-        if args.list_references:
-            _write(_references_table(args.format), args.output)
-        if args.list_rules:
-            _write(_rules_table(args.format), args.output if not args.list_references else None)
+    if args.list_references or args.list_rules is not None:
+        _list(args)
         return 0
     if not args.model:
         raise UsageError("MODEL is required (or --list-references / --list-rules); see --help")
