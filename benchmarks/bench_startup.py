@@ -1,16 +1,17 @@
 """Benchmark: whole-process start-up of ``micronet-score``, as ratios to ``python -c "import torch"``.
 
-Usage: ``python benchmarks/bench_startup.py [--rounds N] [--model SPEC] [--root DIR] [--json out.json]``
+Usage: ``python benchmarks/bench_startup.py [--rounds N] [--model SPEC ...] [--root DIR] [--json out.json]``
 
 Each command runs as a fresh process (``python -m scorer ...`` from this checkout, the same code the
 ``micronet-score`` console script runs) with its output discarded: ``--help``, ``--version``,
-``--list-rules``, ``--list-references`` and a full score of ``--model`` (default: the README's first
-command, ``reference:wrn28_10 --bits 16``). Every round runs each command once, in a shuffled order
-(interleaved, so that a slow spell of a shared machine hits every command alike); the table gives each
-command's median wall time and its ratio to the median of ``python -c "import torch"``. Targets (issue 11
-item 5): the listings and ``--help``/``--version`` at most 0.3x, the full score at most 1.5x. ``--root``
-times another checkout (e.g. ``git archive`` of an older commit, for before/after numbers); a command that
-fails there (no ``--version`` yet) is shown as failing, not timed.
+``--list-rules``, ``--list-references`` and full scores of each ``--model`` (default: the README's first
+command, ``reference:wrn28_10 --bits 16``, and ``reference:resnet18``). Every round runs each command once,
+in a shuffled order (interleaved, so that a slow spell of a shared machine hits every command alike); the
+table gives each command's median wall time and its ratio to the median of ``python -c "import torch"``.
+Targets (issue 11 item 5): ``--help``, ``--version`` and the listings at most 0.3x, a full score at most
+1.5x. As after a pip install, modules run from bytecode (the untimed warm-up run writes it, whatever
+PYTHONDONTWRITEBYTECODE says). ``--root`` times another checkout (e.g. ``git archive`` of an older commit,
+for before/after numbers); a command that fails there (no ``--version`` yet) is left out of the table.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "import torch"
 
 
-def commands(model: list[str]) -> dict[str, list[str]]:
+def commands(models: list[str]) -> dict[str, list[str]]:
     """Label -> argv of every timed command."""
     cli = [sys.executable, "-m", "scorer"]
     return {
@@ -38,7 +39,7 @@ def commands(model: list[str]) -> dict[str, list[str]]:
         "--version": [*cli, "--version"],
         "--list-rules": [*cli, "--list-rules"],
         "--list-references": [*cli, "--list-references"],
-        "score " + " ".join(model): [*cli, *model],
+        **{f"score {model}": [*cli, *model.split()] for model in models},
     }
 
 
@@ -56,8 +57,9 @@ def run_once(argv: list[str], root: Path, env: dict[str, str]) -> float | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7, help="runs of every command (default 7)")
-    ap.add_argument("--model", default="reference:wrn28_10 --bits 16",
-                    help="MODEL and flags of the full score (default: the README's first command)")
+    ap.add_argument("--model", action="append", default=None,
+                    help="MODEL and flags of a full score, repeatable (default: the README's first command, "
+                         "reference:wrn28_10 --bits 16, and reference:resnet18)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the shuffled order")
     ap.add_argument("--root", type=Path, default=ROOT, help="the checkout to time (default: this one)")
     ap.add_argument("--json", default=None, help="also write the medians and ratios here")
@@ -65,7 +67,8 @@ def main() -> None:
 
     root = args.root.resolve()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
-    cmds = commands(args.model.split())
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: the untimed first run leaves the .pyc files
+    cmds = commands(args.model or ["reference:wrn28_10 --bits 16", "reference:resnet18"])
     for label, argv in list(cmds.items()):  # warm the file cache and the bytecode; not timed
         if run_once(argv, root, env) is None:
             del cmds[label]

@@ -56,8 +56,9 @@ class ReferenceInfo:
             # Random init can draw an exact 0.0, and one zero makes a whole tensor "sparse" under the
             # official rule (a 1-bit mask over every element). Untrained reference weights carry no such
             # intent, so those draws are nudged off zero; real sparsity comes from pruning or tables.
+            # (counted first: the mask of a 36M-element tensor costs more than the count, and is rarely needed)
             for p in model.parameters():
-                if p.dim() > 1 and p.is_floating_point():
+                if p.dim() > 1 and p.is_floating_point() and int(torch.count_nonzero(p)) < p.numel():
                     p[p == 0] = torch.finfo(p.dtype).tiny
         return model.eval()
 

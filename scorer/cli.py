@@ -379,9 +379,11 @@ def _measure_paths(model: Any, args: argparse.Namespace) -> Any:
 
 def _lm_notes(model: Any, args: argparse.Namespace, fractions: Any) -> list[str]:
     """Report notes: the measured path counts, the perplexity against the WikiText-103 threshold."""
+    notes: list[str] = []
+    if fractions is None and args.perplexity is None:
+        return notes  # not a language-model run: scorer.lm is not imported
     from scorer.lm import PathFractions, perplexity, quality
 
-    notes = []
     if isinstance(fractions, PathFractions):
         notes.append(f"path fractions measured over {args.measure_paths} ({fractions.total} tokens): "
                      f"{fractions.describe()}")
