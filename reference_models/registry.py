@@ -58,7 +58,8 @@ class ReferenceInfo:
             # intent, so those draws are nudged off zero; real sparsity comes from pruning or tables.
             # (counted first: the mask of a 36M-element tensor costs more than the count, and is rarely needed)
             for p in model.parameters():
-                if p.dim() > 1 and p.is_floating_point() and int(torch.count_nonzero(p)) < p.numel():
+                if (p.dim() > 1 and p.is_floating_point() and p.device.type != "meta"
+                        and int(torch.count_nonzero(p)) < p.numel()):
                     p[p == 0] = torch.finfo(p.dtype).tiny
         return model.eval()
 

@@ -21,6 +21,14 @@ from torch.utils._pytree import tree_leaves
 
 from rules.records import Op
 from scorer.capture.guard import meta_like, substituted
+from scorer.capture.shapes import (
+    broadcast_shapes,
+    cat_output,
+    conv_output,
+    mean_output,
+    pool_output,
+    upsample_output,
+)
 from scorer.ops import is_known_leaf, quant_bits, targets, translate
 from scorer.ops.act import COMPARISONS
 from scorer.ops.call import Call, make_call
@@ -144,52 +152,11 @@ def _check_channels(mod: nn.Module, x: torch.Tensor) -> None:
         raise ValueError(f"PReLU expects {mod.num_parameters} channels, got shape {tuple(x.shape)}")
 
 
-def _conv_meta(mod: nn.Module, x: object) -> torch.Tensor | None:
-    """A float convolution's meta output from the output-size formula of the torch.nn.Conv2d docs (None:
-    quantised, another dtype, or an input its forward would refuse, for torch's meta kernel to judge). That
-    kernel checks shapes with ``torch._check``, whose first call imports sympy (a large part of a CLI run)."""
-    n = len(mod.kernel_size)
-    if (isinstance(mod, nnq.modules.conv._ConvNd) or not isinstance(x, torch.Tensor) or x.dtype != torch.float32
-            or x.dim() not in (n + 1, n + 2) or x.shape[-n - 1] != mod.in_channels):
-        return None
-    spatial = tuple(x.shape[-n:])
-    if mod.padding == "same":
-        out = spatial
-    else:
-        pad = (0,) * n if mod.padding == "valid" else tuple(mod.padding)
-        out = tuple((size + 2 * p - d * (k - 1) - 1) // s + 1 for size, p, d, k, s
-                    in zip(spatial, pad, mod.dilation, mod.kernel_size, mod.stride, strict=True))
-    if any(o <= 0 for o in out) or any(d == 0 for d in spatial):
-        return None
-    return torch.empty((*x.shape[:-n - 1], mod.out_channels, *out), dtype=x.dtype, device="meta")
-
-
-_ADAPTIVE_AVG_POOLS = {nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3}
-
-
-def _adaptive_avg_pool_meta(mod: nn.Module, x: object) -> torch.Tensor | None:
-    """An adaptive average pool's meta output, from its ``output_size`` (None: not one, or an input its
-    forward would refuse). torch's meta kernel for it runs a Python decomposition whose first call imports
-    torch._dynamo (about a second of a CLI run); the shape alone is what capture needs."""
-    dims = _ADAPTIVE_AVG_POOLS.get(type(mod))
-    if dims is None or not isinstance(x, torch.Tensor) or x.dim() not in (dims + 1, dims + 2):
-        return None
-    size = mod.output_size
-    size = (size,) * dims if isinstance(size, int) or size is None else tuple(size)
-    if len(size) != dims or any(s is not None and (not isinstance(s, int) or s < 0) for s in size):
-        return None
-    lead, spatial = tuple(x.shape[:-dims]), tuple(x.shape[-dims:])
-    if any(d == 0 for d in spatial):
-        return None
-    out = tuple(d if s is None else s for s, d in zip(size, spatial, strict=True))
-    return torch.empty((*lead, *out), dtype=x.dtype, device="meta")
-
-
 def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
     """Output of leaf ``mod`` on meta inputs, computed without running its forward or hooks on real data."""
     x = args[0] if args else next(iter(kwargs.values()))
     if isinstance(mod, (nn.modules.conv._ConvNd, nnq.modules.conv._ConvNd)) and not getattr(mod, "transposed", False):
-        shaped = _conv_meta(mod, x)
+        shaped = conv_output(mod, x)
         if shaped is not None:
             return shaped
         n = len(mod.kernel_size)
@@ -203,9 +170,11 @@ def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
     if isinstance(mod, nn.Embedding):
         return torch.empty((*x.shape, mod.embedding_dim), device="meta")
     _check_channels(mod, x)
-    pooled = _adaptive_avg_pool_meta(mod, x)
-    if pooled is not None:
-        return pooled
+    shaped = pool_output(mod, x)
+    if shaped is None:
+        shaped = upsample_output(mod, x)
+    if shaped is not None:
+        return shaped
     if isinstance(mod, (*_SAME_SHAPE_MODULES, *QUANTISERS)) or quant_bits(mod) is not None:
         return x  # shape-preserving: the input's meta tensor stands for the output (meta holds no data)
     # Parameter-free layers (activations, pools, upsample, dropout, flatten, ...): their forward only
@@ -235,16 +204,8 @@ _UNARY_SAME = (
 _BINARY = targets("function", "elementwise") | targets("method", "elementwise")
 
 
-def _broadcast_shapes(a: tuple[int, ...], b: tuple[int, ...]) -> torch.Size:
-    """``torch.broadcast_shapes(a, b)`` for two static shapes (torch's imports sympy on its first call)."""
-    n = max(len(a), len(b))
-    a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
-    out = []
-    for x, y in zip(a, b, strict=True):
-        if x != y and x != 1 and y != 1:
-            raise RuntimeError(f"shapes {a} and {b} are not broadcastable (size {x} vs {y})")
-        out.append(y if x == 1 else x)
-    return torch.Size(out)
+_MEANS = ("mean", torch.mean)
+_CATS = (torch.cat, torch.concat, torch.concatenate)
 
 
 def _fast_output(target: object, margs: tuple, mkwargs: dict) -> object:
@@ -253,6 +214,12 @@ def _fast_output(target: object, margs: tuple, mkwargs: dict) -> object:
     Running such ops on meta tensors costs hundreds of microseconds each (Python decompositions);
     the shapes are known without them. Anything else returns ``_NO_FAST``.
     """
+    if target in _MEANS and margs:
+        shaped = mean_output(margs[0], tuple(margs[1:]), mkwargs)
+        return _NO_FAST if shaped is None else shaped
+    if target in _CATS:
+        shaped = cat_output(tuple(margs), mkwargs)
+        return _NO_FAST if shaped is None else shaped
     try:
         hashable = target in _UNARY_SAME or target in _BINARY
     except TypeError:
@@ -271,7 +238,7 @@ def _fast_output(target: object, margs: tuple, mkwargs: dict) -> object:
         return a if isinstance(other, (int, float)) and a.dtype.is_floating_point else _NO_FAST
     if other.dtype != a.dtype:
         return _NO_FAST
-    shape = _broadcast_shapes(tuple(a.shape), tuple(other.shape))
+    shape = broadcast_shapes(tuple(a.shape), tuple(other.shape))
     if shape == a.shape:
         return a
     if shape == other.shape:
