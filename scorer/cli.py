@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--add-bits", type=int, metavar="N", help="addition width for every op")
     g.add_argument("--precision", metavar="FILE", help="per-layer bits config (TOML or JSON)")
     g.add_argument("--allow-unmatched", action="store_true",
-                   help="a --precision layer glob matching no layer is a warning, not an error")
+                   help="a --precision layer glob matching no layer, or a --sparsity glob matching no parameter "
+                        "or layer, is a warning, not an error")
     g = p.add_argument_group("scoring")
     g.add_argument("--rules", metavar="NAME", help="rule set name or package.module:Class (see --list-rules)")
     g.add_argument("--track", choices=("cifar100", "imagenet", "wikitext103"),
@@ -269,7 +270,13 @@ def _score(args: argparse.Namespace) -> int:
     exit_fractions = parse_exit_fractions(args.exit_fraction) if args.exit_fraction else None
 
     _check_lm_args(args)
+    if args.sparsity:
+        from scorer.sparsity import SparsitySpec
+
+        SparsitySpec.parse(args.sparsity)  # a malformed --sparsity fails before the model is loaded
     loaded = load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle, trust_code=args.trust_code)
+    if args.sparsity:
+        _check_sparsity_globs(args.sparsity, loaded.model, args.allow_unmatched)
     if args.measure_paths:
         exit_fractions = _measure_paths(loaded.model, args)
     if args.measure_exits:
@@ -325,6 +332,27 @@ def _score(args: argparse.Namespace) -> int:
     for note in filter(_is_precision_warning, report.notes):
         print(f"{PROG}: warning: {note.removeprefix('WARNING: ')}", file=sys.stderr)
     return 0
+
+
+def _check_sparsity_globs(text: str, model: Any, allow_unmatched: bool) -> None:
+    """A ``--sparsity`` glob that matches no parameter and no layer name of the model can change nothing (a
+    typo): an error, or with ``--allow-unmatched`` a warning."""
+    from scorer.errors import ScorerError
+    from scorer.globs import glob_match
+    from scorer.sparsity import SparsitySpec
+
+    globs = SparsitySpec.parse(text).per_tensor
+    if not globs:
+        return
+    names = [n for n, _ in model.named_parameters(remove_duplicate=False)]
+    names += [n for n, _ in model.named_modules() if n]
+    for glob in globs:
+        if not any(glob_match(n, glob) for n in names):
+            message = (f"--sparsity glob {glob!r} matches no parameter or layer of the model (e.g. "
+                       f"{', '.join(names[:3])})")
+            if not allow_unmatched:
+                raise ScorerError(message + "; --allow-unmatched makes this a warning")
+            print(f"{PROG}: warning: {message}", file=sys.stderr)
 
 
 def _measure_exits(model: Any, args: argparse.Namespace) -> dict[str, float]:

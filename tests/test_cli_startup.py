@@ -183,6 +183,14 @@ def test_cli_sparsity_globs(capsys: pytest.CaptureFixture, tiny_file: Path) -> N
     assert api["param_bits"] == 27 * 32 + 54 + 1280 * 32 + 5120 + 10 * 32  # fc: 5,120 x 0.25 kept + mask
     code, _, err = run(capsys, f"{tiny_file}:build", "--sparsity", "conv*:2")
     assert code == 2 and "conv*:2" in err
+    # a glob matching no parameter or layer changes nothing: an error (a typo), a warning when allowed
+    code, _, err = run(capsys, f"{tiny_file}:build", "--sparsity", "cnov*:0.5")
+    assert code == 2 and "'cnov*'" in err and "--allow-unmatched" in err
+    code, out, err = run(capsys, f"{tiny_file}:build", "--format", "json", "--sparsity", "cnov*:0.5,fc:0.75",
+                         "--allow-unmatched")
+    assert code == 0 and "warning: --sparsity glob 'cnov*'" in err
+    assert json.loads(out)["totals"] == pytest.approx(score(model, input_shape=(1, 3, 32, 32),
+                                                            sparsity={"fc": 0.75}).totals)
 
 
 # ----------------------------------------------------------------------------- .pt2 errors name their cause
