@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch.nn as nn
+if TYPE_CHECKING:  # pragma: no cover - annotations only: the registry imports without torch
+    import torch.nn as nn
 
 TRACK_INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "cifar100": (1, 3, 32, 32),
@@ -57,8 +59,10 @@ class ReferenceInfo:
             # Random init can draw an exact 0.0, and one zero makes a whole tensor "sparse" under the
             # official rule (a 1-bit mask over every element). Untrained reference weights carry no such
             # intent, so those draws are nudged off zero; real sparsity comes from pruning or tables.
+            # (counted first: the mask of a 36M-element tensor costs more than the count, and is rarely needed)
             for p in model.parameters():
-                if p.dim() > 1 and p.is_floating_point():
+                if (p.dim() > 1 and p.is_floating_point() and p.device.type != "meta"
+                        and int(torch.count_nonzero(p)) < p.numel()):
                     p[p == 0] = torch.finfo(p.dtype).tiny
         return model.eval()
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # pragma: no cover - annotations only: `rules` imports without torch (--list-rules)
+    import torch
 
 
 @dataclass

@@ -5,9 +5,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The installed distribution's version, else (a source checkout not installed) pyproject.toml's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("micronet-score")
+    except PackageNotFoundError:
+        import tomllib
+
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        try:
+            return str(tomllib.loads(pyproject.read_text())["project"]["version"])
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "unknown"
+
+
+#: The tool's version (``micronet-score --version``; the ``version`` of a JSON report).
+__version__ = _version()
 __all__ = ["Report", "Scorer", "__version__", "score"]
 
 if TYPE_CHECKING:  # pragma: no cover

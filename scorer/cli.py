@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import io
-import json
 import sys
 import traceback
 import warnings
@@ -79,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--add-bits", type=int, metavar="N", help="addition width for every op")
     g.add_argument("--precision", metavar="FILE", help="per-layer bits config (TOML or JSON)")
     g.add_argument("--allow-unmatched", action="store_true",
-                   help="a --precision layer glob matching no layer is a warning, not an error")
+                   help="a --precision layer glob matching no layer, or a --sparsity glob matching no parameter "
+                        "or layer, is a warning, not an error")
     g = p.add_argument_group("scoring")
     g.add_argument("--rules", metavar="NAME", help="rule set name or package.module:Class (see --list-rules)")
     g.add_argument("--track", choices=("cifar100", "imagenet", "wikitext103"),
@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tokens", type=int, metavar="N",
                    help="wikitext103: divide the counts by N tokens (default: the token ids of the first "
                         "integer input)")
-    g.add_argument("--sparsity", metavar="SPEC", help="measured (default) or uniform:S")
+    g.add_argument("--sparsity", metavar="SPEC",
+                   help="measured (default), uniform:S, or GLOB:S[,GLOB:S...] per tensor or layer name "
+                        "(e.g. 'conv*:0.5,fc:0.7'; later items win), as score(sparsity={glob: S})")
     g.add_argument("--mask-block", metavar="RxC", help="block-sparse mask size, e.g. 4x4")
     g.add_argument("--path-fraction", "--exit-fraction", dest="exit_fraction", action="extend", nargs="+",
                    metavar="NAME=F", default=None,
@@ -144,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--report: evaluate the quality threshold on DATA, as `micronet-score evaluate` does "
                         "(cifar-100-python folder, file.py:loader, or a token file with --vocab)")
     g.add_argument("--list-references", action="store_true", help="list the registered reference models")
-    g.add_argument("--list-rules", action="store_true", help="list the built-in rule sets")
+    g.add_argument("--list-rules", nargs="?", const="", default=None, metavar="NAME",
+                   help="list the built-in rule sets; with NAME, print that rule set's whole description")
+    g.add_argument("--version", action="version", version=version_line(),
+                   help="print the version of micronet-score (and of torch and Python) and exit")
     g.add_argument("--debug", action="store_true", help="show full tracebacks and warnings on error")
     return p
 
@@ -203,51 +208,32 @@ def _write(text: str, output: str | None) -> None:
         raise ScorerError(f"cannot write {output}: {exc.strerror or exc}") from None
 
 
-def _references_table(fmt: str) -> str:
-    from tabulate import tabulate
+def version_line() -> str:
+    """``micronet-score X.Y.Z (torch A.B.C, Python D.E.F)``, read without importing torch."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
 
-    from reference_models.registry import list_references
+    from scorer import __version__
 
-    refs = list_references()
-    rows = [
-        {"name": r.name, "track": r.track, "rules": r.rules, "bits": r.bits if r.bits is not None else 32,
-         "description": r.description}
-        for r in refs
-    ]
-    if fmt == "json":
-        return json.dumps(rows, indent=2)
-    if fmt == "csv":
-        import pandas as pd
-
-        return pd.DataFrame(rows, columns=["name", "track", "rules", "bits", "description"]).to_csv(index=False)
-    if not rows:
-        return "no reference models are registered"
-    return tabulate(rows, headers="keys", tablefmt="pipe" if fmt == "markdown" else "simple")
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        torch_version = "not installed"
+    return f"{PROG} {__version__} (torch {torch_version}, Python {platform.python_version()})"
 
 
-def _summary(doc: str | None, limit: int = 110) -> str:
-    """The first sentence of a docstring's first paragraph, at most ``limit`` characters."""
-    para = " ".join((doc or "").strip().split("\n\n")[0].split())
-    end = para.find(". ")
-    text = para if end < 0 else para[: end + 1]
-    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+def _list(args: argparse.Namespace) -> None:
+    """``--list-references`` and ``--list-rules [NAME]`` (scorer.listing: no torch, no pandas)."""
+    from scorer.listing import reference_rows, render_rows, rule_doc, rule_rows
 
-
-def _rules_table(fmt: str) -> str:
-    from tabulate import tabulate
-
-    from rules import available_rulesets, get_ruleset
-
-    rows = []
-    for name in available_rulesets():
-        rows.append({"name": name, "description": _summary(type(get_ruleset(name)).__doc__)})
-    if fmt == "json":
-        return json.dumps(rows, indent=2)
-    if fmt == "csv":
-        import pandas as pd
-
-        return pd.DataFrame(rows, columns=["name", "description"]).to_csv(index=False)
-    return tabulate(rows, headers="keys", tablefmt="pipe" if fmt == "markdown" else "simple")
+    output = args.output
+    if args.list_references:
+        _write(render_rows(reference_rows(), args.format), output)
+        output = None  # both listings: the second goes to stdout
+    if args.list_rules:
+        _write(rule_doc(args.list_rules), output)
+    elif args.list_rules is not None:
+        _write(render_rows(rule_rows(), args.format), output)
 
 
 def _unknown_warning(report: Any) -> str:
@@ -300,7 +286,13 @@ def _score(args: argparse.Namespace) -> int:
     exit_fractions = parse_exit_fractions(args.exit_fraction) if args.exit_fraction else None
 
     _check_lm_args(args)
+    if args.sparsity:
+        from scorer.sparsity import SparsitySpec
+
+        SparsitySpec.parse(args.sparsity)  # a malformed --sparsity fails before the model is loaded
     loaded = load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle, trust_code=args.trust_code)
+    if args.sparsity:
+        _check_sparsity_globs(args.sparsity, loaded.model, args.allow_unmatched)
     if args.measure_paths:
         exit_fractions = _measure_paths(loaded.model, args)
     if args.measure_exits:
@@ -381,6 +373,27 @@ def _write_submission(report: Any, loaded: Any, track: str, args: argparse.Names
     sys.stderr.write(f"wrote {args.report}\n")
 
 
+def _check_sparsity_globs(text: str, model: Any, allow_unmatched: bool) -> None:
+    """A ``--sparsity`` glob that matches no parameter and no layer name of the model can change nothing (a
+    typo): an error, or with ``--allow-unmatched`` a warning."""
+    from scorer.errors import ScorerError
+    from scorer.globs import glob_match
+    from scorer.sparsity import SparsitySpec
+
+    globs = SparsitySpec.parse(text).per_tensor
+    if not globs:
+        return
+    names = [n for n, _ in model.named_parameters(remove_duplicate=False)]
+    names += [n for n, _ in model.named_modules() if n]
+    for glob in globs:
+        if not any(glob_match(n, glob) for n in names):
+            message = (f"--sparsity glob {glob!r} matches no parameter or layer of the model (e.g. "
+                       f"{', '.join(names[:3])})")
+            if not allow_unmatched:
+                raise ScorerError(message + "; --allow-unmatched makes this a warning")
+            print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
 def _measure_exits(model: Any, args: argparse.Namespace) -> dict[str, float]:
     """Exit fractions measured over the CIFAR-100 test split (scorer.exits)."""
     from scorer.cifar import DataError, load_cifar100, split_batches
@@ -435,9 +448,11 @@ def _measure_paths(model: Any, args: argparse.Namespace) -> Any:
 
 def _lm_notes(model: Any, args: argparse.Namespace, fractions: Any) -> list[str]:
     """Report notes: the measured path counts, the perplexity against the WikiText-103 threshold."""
+    notes: list[str] = []
+    if fractions is None and args.perplexity is None:
+        return notes  # not a language-model run: scorer.lm is not imported
     from scorer.lm import PathFractions, perplexity, quality
 
-    notes = []
     if isinstance(fractions, PathFractions):
         notes.append(f"path fractions measured over {args.measure_paths} ({fractions.total} tokens): "
                      f"{fractions.describe()}")
@@ -485,11 +500,8 @@ def _run(argv: list[str]) -> int:
     except SystemExit as exc:
         return _exit_code(exc)
     args.argv = list(argv)  # the command line, for --report
-    if args.list_references or args.list_rules:
-        if args.list_references:
-            _write(_references_table(args.format), args.output)
-        if args.list_rules:
-            _write(_rules_table(args.format), args.output if not args.list_references else None)
+    if args.list_references or args.list_rules is not None:
+        _list(args)
         return 0
     if not args.model:
         raise UsageError("MODEL is required (or --list-references / --list-rules); see --help")

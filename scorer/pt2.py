@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.export.pt2_archive import constants as layout
 
 from scorer.errors import ScorerError
 from scorer.unpickle import (
@@ -112,6 +111,13 @@ _TREESPEC_TYPES = frozenset({None, "builtins.tuple", "builtins.list", "builtins.
                              "torch.fx.immutable_collections.immutable_dict"})
 
 _LOG_LOCK = threading.RLock()
+
+
+def _layout() -> Any:
+    """torch's archive layout constants (imported on use: the package imports torch._dynamo, ~1 s)."""
+    from torch.export.pt2_archive import constants
+
+    return constants
 
 
 @contextlib.contextmanager
@@ -272,6 +278,7 @@ def _raw_tensor(archive: _Archive, record: str, meta: dict, flat: dict[str, torc
 
 def _payloads(archive: _Archive, kind: str, trust_pickle: bool) -> dict[str, Any]:
     """The weights (``kind="weights"``) or constants of model "model", by fully qualified name."""
+    layout = _layout()
     directory = layout.WEIGHTS_DIR if kind == "weights" else layout.CONSTANTS_DIR
     legacy = f"{directory}model.pt"  # one torch.save of the whole dict
     if archive.has(legacy):
@@ -520,6 +527,7 @@ def _checked_program(program: Any, path: Path) -> dict:
 def load_exported_program(path: Path, *, trust_pickle: bool = False,
                           trust_code: bool = False) -> torch.export.ExportedProgram:
     """The program of the archive ``path``, read as the module docstring says; ScorerError otherwise."""
+    layout = _layout()
     with _Archive(path) as archive:
         if archive.has(_OLD_PROGRAM):
             program = archive.json(_OLD_PROGRAM)

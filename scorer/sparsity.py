@@ -28,8 +28,9 @@ class SparsitySpec:
 
     @classmethod
     def parse(cls, spec: object) -> SparsitySpec:
-        """From None, a float, ``"uniform:0.64"``, ``"measured"`` or a {glob: sparsity} mapping (a glob on tensor
-        names or on layer names, later entries win)."""
+        """From None, a float, ``"uniform:0.64"``, ``"measured"``, a {glob: sparsity} mapping (a glob on tensor
+        names or on layer names, later entries win) or that mapping as text, ``"conv*:0.5,fc:0.7"`` (the CLI's
+        ``--sparsity``)."""
         if spec is None or spec == "measured":
             return cls()
         if isinstance(spec, SparsitySpec):
@@ -40,15 +41,41 @@ class SparsitySpec:
             text = spec.strip()
             if text.startswith("uniform:"):
                 text = text.split(":", 1)[1]
+            elif ":" in text:
+                return cls(per_tensor=parse_mapping(spec))
             try:
                 return cls(uniform=_check(float(text)))
             except ValueError:
                 raise ScorerError(
-                    f"bad sparsity {spec!r}: use 'measured', 'uniform:S' or a number S in [0, 1)"
+                    f"bad sparsity {spec!r}: use 'measured', 'uniform:S', a number S in [0, 1) or "
+                    "GLOB:S[,GLOB:S...] (globs on tensor or layer names)"
                 ) from None
         if isinstance(spec, Mapping):
             return cls(per_tensor={str(k): _check(float(v)) for k, v in spec.items()})
         raise ScorerError(f"bad sparsity {spec!r}")
+
+
+def parse_mapping(text: str) -> dict[str, float]:
+    """``"conv*:0.5,fc:0.7"`` as ``{"conv*": 0.5, "fc": 0.7}``, in order (a repeated glob moves to its last
+    place, so that later entries still win); ScorerError naming a malformed item."""
+    out: dict[str, float] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        glob, sep, value = item.strip().rpartition(":")
+        if not sep or not glob.strip():
+            raise ScorerError(f"bad sparsity item {item.strip()!r} in {text!r}: use GLOB:S, e.g. conv*:0.5")
+        try:
+            sparsity = float(value)
+        except ValueError:
+            raise ScorerError(f"bad sparsity item {item.strip()!r} in {text!r}: {value!r} is not a number") from None
+        if not 0.0 <= sparsity < 1.0:
+            raise ScorerError(f"bad sparsity item {item.strip()!r} in {text!r}: sparsity must be in [0, 1)")
+        out.pop(glob.strip(), None)
+        out[glob.strip()] = sparsity
+    if not out:
+        raise ScorerError(f"bad sparsity {text!r}: no GLOB:S item")
+    return out
 
 
 def _check(s: float) -> float:

@@ -13,7 +13,7 @@ Modules, each holding one concern:
 * :mod:`~reference_models.training.optim`: parameter groups, optimisers, learning-rate schedules.
 * :mod:`~reference_models.training.recipes`: TOML recipes (bundled in ``reference_models/recipes``).
 * :mod:`~reference_models.training.distributed`: torchrun process groups and collectives.
-* :mod:`~reference_models.training.progress`: rich progress bars.
+* :mod:`~reference_models.training.progress`: rich progress bars on a terminal, plain lines otherwise.
 * :mod:`~reference_models.training.trainer`: the epoch loop and evaluation (DDP-aware).
 * :mod:`~reference_models.training.stages`: train, prune, quantise, binarise and exit stages.
 * :mod:`~reference_models.training.state`: the model between stages; rebuilding it from a checkpoint.

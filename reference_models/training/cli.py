@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/<recipe>)")
     p.add_argument("--epochs", type=int, metavar="N",
                    help="run every stage, pruning round and binarisation sub-stage for N epochs")
-    p.add_argument("--limit-batches", type=int, metavar="N", help="at most N batches per epoch and per evaluation")
+    p.add_argument("--limit-batches", type=int, metavar="N",
+                   help="a quick run: at most N batches per epoch and per evaluation, and a pruning schedule "
+                        "fine-tunes after its last step only")
     p.add_argument("--batch-size", type=int, metavar="N", help="global batch size (overrides the recipe)")
     p.add_argument("--arch-kwargs", metavar="JSON", help="extra architecture arguments, e.g. '{\"depth\": 20}'")
     p.add_argument("--with", dest="with_options", action="append", default=[], metavar="OPTION",
@@ -62,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available; under torchrun "
                    "cuda:LOCAL_RANK)")
     p.add_argument("--seed", type=int, default=0, help="random seed (data order, augmentation)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or lines")
+    p.add_argument("--progress-every", type=int, metavar="N",
+                   help="when stderr is not a terminal: one progress line every N batches (default 50) and at "
+                        "the end of each epoch")
     p.add_argument("--verbose", action="store_true", help="print one line per epoch")
     return p
 
@@ -86,7 +91,7 @@ def _run(argv: Sequence[str]) -> int:
         return 0
     if not args.recipe:
         raise UsageError("RECIPE is required (a bundled name, see --list, or a .toml path)")
-    for flag in ("epochs", "limit_batches", "batch_size", "synthetic"):
+    for flag in ("epochs", "limit_batches", "batch_size", "synthetic", "progress_every"):
         value = getattr(args, flag)
         if value is not None and value < (0 if flag == "epochs" else 1):
             raise UsageError(f"--{flag.replace('_', '-')} must be {'>= 0' if flag == 'epochs' else 'positive'}")
@@ -98,7 +103,7 @@ def _run(argv: Sequence[str]) -> int:
     from reference_models.training.data import Cifar100Dataset, load_cifar100, write_synthetic_cifar100
     from reference_models.training.distributed import broadcast_object, init_distributed, shutdown
     from reference_models.training.pipeline import run_pipeline
-    from reference_models.training.progress import ProgressReporter
+    from reference_models.training.progress import DEFAULT_EVERY, ProgressReporter
     from reference_models.training.recipes import load_recipe
     from reference_models.training.state import build_model
     from reference_models.training.trainer import RunContext
@@ -164,7 +169,8 @@ def _run(argv: Sequence[str]) -> int:
             "seed": args.seed,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        with ProgressReporter(env.is_main and not args.no_progress) as progress:
+        every = args.progress_every or DEFAULT_EVERY
+        with ProgressReporter(env.is_main and not args.no_progress, every=every) as progress:
             ctx = RunContext(
                 env=env,
                 train_set=Cifar100Dataset.from_split(train, normalize=False),

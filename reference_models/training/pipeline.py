@@ -124,6 +124,7 @@ def run_pipeline(
     final = out / "final.ckpt"
     for index in range(start, len(recipe.stages)):
         stage = recipe.stages[index]
+        ctx.say(f"stage {stage.name} ({stage.kind}, {index + 1}/{len(recipe.stages)}) started")
         began = time.perf_counter()
         run_stage(ctx, stage, state)
         if env.is_main:

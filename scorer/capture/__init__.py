@@ -54,12 +54,19 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+def _module_call_ops(*args: object, **kwargs: object) -> list:
+    """``dispatch_capture.module_call_ops``, imported on first use: most models never need it, and its
+    import (fake tensors, symbolic shapes, sympy) is a large part of a CLI run's start-up."""
+    from scorer.capture.dispatch_capture import module_call_ops
+
+    return module_call_ops(*args, **kwargs)
+
+
 def _capture_with(method: str, model: nn.Module, example_inputs: tuple) -> FxCapture:
     if method == "fx":
-        from scorer.capture.dispatch_capture import module_call_ops
         from scorer.capture.fx_capture import capture_fx
 
-        return capture_fx(model, example_inputs, record_layer=module_call_ops)
+        return capture_fx(model, example_inputs, record_layer=_module_call_ops)
     if method == "export":
         from scorer.capture.export_capture import capture_export
 

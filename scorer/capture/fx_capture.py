@@ -21,6 +21,14 @@ from torch.utils._pytree import tree_leaves
 
 from rules.records import Op
 from scorer.capture.guard import meta_like, substituted
+from scorer.capture.shapes import (
+    broadcast_shapes,
+    cat_output,
+    conv_output,
+    mean_output,
+    pool_output,
+    upsample_output,
+)
 from scorer.ops import is_known_leaf, quant_bits, targets, translate
 from scorer.ops.act import COMPARISONS
 from scorer.ops.call import Call, make_call
@@ -148,6 +156,9 @@ def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
     """Output of leaf ``mod`` on meta inputs, computed without running its forward or hooks on real data."""
     x = args[0] if args else next(iter(kwargs.values()))
     if isinstance(mod, (nn.modules.conv._ConvNd, nnq.modules.conv._ConvNd)) and not getattr(mod, "transposed", False):
+        shaped = conv_output(mod, x)
+        if shaped is not None:
+            return shaped
         n = len(mod.kernel_size)
         w = torch.empty(mod.out_channels, mod.in_channels // mod.groups, *mod.kernel_size, device="meta")
         fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[n]
@@ -159,6 +170,11 @@ def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
     if isinstance(mod, nn.Embedding):
         return torch.empty((*x.shape, mod.embedding_dim), device="meta")
     _check_channels(mod, x)
+    shaped = pool_output(mod, x)
+    if shaped is None:
+        shaped = upsample_output(mod, x)
+    if shaped is not None:
+        return shaped
     if isinstance(mod, (*_SAME_SHAPE_MODULES, *QUANTISERS)) or quant_bits(mod) is not None:
         return x  # shape-preserving: the input's meta tensor stands for the output (meta holds no data)
     # Parameter-free layers (activations, pools, upsample, dropout, flatten, ...): their forward only
@@ -188,12 +204,22 @@ _UNARY_SAME = (
 _BINARY = targets("function", "elementwise") | targets("method", "elementwise")
 
 
+_MEANS = ("mean", torch.mean)
+_CATS = (torch.cat, torch.concat, torch.concatenate)
+
+
 def _fast_output(target: object, margs: tuple, mkwargs: dict) -> object:
     """Output meta for common shape-preserving or broadcasting calls, by shape arithmetic alone.
 
     Running such ops on meta tensors costs hundreds of microseconds each (Python decompositions);
     the shapes are known without them. Anything else returns ``_NO_FAST``.
     """
+    if target in _MEANS and margs:
+        shaped = mean_output(margs[0], tuple(margs[1:]), mkwargs)
+        return _NO_FAST if shaped is None else shaped
+    if target in _CATS:
+        shaped = cat_output(tuple(margs), mkwargs)
+        return _NO_FAST if shaped is None else shaped
     try:
         hashable = target in _UNARY_SAME or target in _BINARY
     except TypeError:
@@ -212,7 +238,7 @@ def _fast_output(target: object, margs: tuple, mkwargs: dict) -> object:
         return a if isinstance(other, (int, float)) and a.dtype.is_floating_point else _NO_FAST
     if other.dtype != a.dtype:
         return _NO_FAST
-    shape = torch.broadcast_shapes(a.shape, other.shape)
+    shape = broadcast_shapes(tuple(a.shape), tuple(other.shape))
     if shape == a.shape:
         return a
     if shape == other.shape:
