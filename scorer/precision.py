@@ -26,6 +26,7 @@ from rules.records import Op
 from scorer.errors import ScorerError
 from scorer.globs import glob_match, is_literal
 from scorer.ops import quant_bits
+from scorer.ops.quant import module_attr
 
 _SECTIONS = ("default", "layers")
 _DEFAULT_KEYS = ("weight", "act", "acc", "input")
@@ -180,13 +181,13 @@ def load_precision_config(src: str | Path | Mapping) -> Mapping:
 
 
 def _module_int(mod: nn.Module | None, attr: str) -> int | None:
-    v = getattr(mod, attr, None) if mod is not None else None
+    v = module_attr(mod, attr) if mod is not None else None
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
 def _weight_fake_quant_bits(mod: nn.Module | None) -> int | None:
     """Width of a torch.ao QAT layer's ``weight_fake_quant`` range (e.g. -128..127: 8 bits)."""
-    fq = getattr(mod, "weight_fake_quant", None) if mod is not None else None
+    fq = module_attr(mod, "weight_fake_quant") if mod is not None else None
     return quant_bits(fq) if isinstance(fq, nn.Module) else None
 
 
