@@ -148,6 +148,9 @@ def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
     """Output of leaf ``mod`` on meta inputs, computed without running its forward or hooks on real data."""
     x = args[0] if args else next(iter(kwargs.values()))
     if isinstance(mod, (nn.modules.conv._ConvNd, nnq.modules.conv._ConvNd)) and not getattr(mod, "transposed", False):
+        out = _conv_shape_out(mod, x)
+        if out is not None:
+            return out
         n = len(mod.kernel_size)
         w = torch.empty(mod.out_channels, mod.in_channels // mod.groups, *mod.kernel_size, device="meta")
         fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[n]
@@ -164,10 +167,32 @@ def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
     # Parameter-free layers (activations, pools, upsample, dropout, flatten, ...): their forward only
     # reads configuration, so running it on meta tensors is exact and cheap. forward() is called
     # directly so the user's hooks never see meta tensors; buffers a subclass keeps are stood in for.
-    if not any(m._parameters or m._buffers for m in mod.modules()):
+    if not (mod._parameters or mod._buffers) and (not mod._modules or not any(
+            m._parameters or m._buffers for m in mod.modules())):
         return mod.forward(*args, **kwargs)
     with substituted(mod, meta_like):
         return mod.forward(*args, **kwargs)
+
+
+def _conv_shape_out(mod: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """The meta output of a (non-transposed) conv layer on ``x`` by the output-size formula, or None where the
+    meta convolution must decide (an unusual input: unbatched, a dtype other than its float32 stand-in weight's,
+    string padding, a channel mismatch or a kernel larger than the padded input, which it reports).
+
+    Exactly what the meta kernel returns (``torch._meta_registrations.meta_conv``: ``calc_conv_nd_return_shape``,
+    then ``input.new_empty``, contiguous): size ``(L + 2p - d(k - 1) - 1) // s + 1`` per spatial dimension.
+    """
+    n = len(mod.kernel_size)
+    pad, stride, dil = mod.padding, mod.stride, mod.dilation
+    if (isinstance(pad, str) or x.dim() != n + 2 or x.shape[1] != mod.in_channels or x.layout != torch.strided
+            or x.dtype != torch.get_default_dtype() or len(pad) != n or len(stride) != n or len(dil) != n):
+        return None
+    sizes = []
+    for length, p, d, k, st in zip(x.shape[2:], pad, dil, mod.kernel_size, stride, strict=True):
+        if length + 2 * p < d * (k - 1) + 1:
+            return None
+        sizes.append((length + 2 * p - d * (k - 1) - 1) // st + 1)
+    return torch.empty((x.shape[0], mod.out_channels, *sizes), dtype=x.dtype, device="meta")
 
 
 #: Modules whose output has their input's shape (and dtype).
@@ -188,6 +213,34 @@ _UNARY_SAME = (
 _BINARY = targets("function", "elementwise") | targets("method", "elementwise")
 
 
+_MEANS = frozenset({torch.mean, "mean"})
+
+
+def _mean_output(margs: tuple, mkwargs: dict) -> object:
+    """Output meta of ``x.mean(dim, keepdim)`` / ``torch.mean(x, dim, keepdim)`` on a floating ``x`` over
+    distinct in-range integer dims, by shape arithmetic (what ``torch._refs.mean`` computes: those dims
+    dropped, or kept as 1, in ``x``'s dtype, contiguous); any other form (no dim, ``dtype=``) is ``_NO_FAST``."""
+    if len(margs) > 3 or not set(mkwargs) <= {"dim", "keepdim"} or not isinstance(margs[0], torch.Tensor):
+        return _NO_FAST
+    x = margs[0]
+    dim = margs[1] if len(margs) > 1 else mkwargs.get("dim")
+    keepdim = margs[2] if len(margs) > 2 else mkwargs.get("keepdim", False)
+    dims = (dim,) if isinstance(dim, int) else dim
+    if (not x.dtype.is_floating_point or x.dim() == 0 or type(keepdim) is not bool
+            or not isinstance(dims, (tuple, list)) or not dims):
+        return _NO_FAST
+    picked = set()
+    for d in dims:
+        if type(d) is not int or not -x.dim() <= d < x.dim() or d % x.dim() in picked:
+            return _NO_FAST
+        picked.add(d % x.dim())
+    if keepdim:
+        shape = [1 if i in picked else n for i, n in enumerate(x.shape)]
+    else:
+        shape = [n for i, n in enumerate(x.shape) if i not in picked]
+    return torch.empty(shape, dtype=x.dtype, device="meta")
+
+
 def _fast_output(target: object, margs: tuple, mkwargs: dict) -> object:
     """Output meta for common shape-preserving or broadcasting calls, by shape arithmetic alone.
 
@@ -196,6 +249,8 @@ def _fast_output(target: object, margs: tuple, mkwargs: dict) -> object:
     """
     try:
         hashable = target in _UNARY_SAME or target in _BINARY
+        if not hashable and target in _MEANS:
+            return _mean_output(margs, mkwargs)
     except TypeError:
         return _NO_FAST
     if not hashable or not margs or not isinstance(margs[0], torch.Tensor):
@@ -341,7 +396,7 @@ def ops_from_graph(
             path = str(node.target) if node.op == "call_module" else _layer_of(node)
             if node.op == "call_module":
                 mod = modules[str(node.target)]
-                read.update(f"{path}.{n}" if path else n for n, _ in mod.named_parameters())
+                read.update(f"{path}.{n}" if path else n for n in _param_names(mod))
                 out = _module_meta_forward(mod, margs, mkwargs)
                 call = make_call("module", mod, node.name, path, args, kwargs, out)
                 if _delegated(mod, record_layer):
@@ -374,6 +429,21 @@ def ops_from_graph(
         elif node.op == "output":
             pass
     return FxCapture(ops, method, used, read)
+
+
+def _param_names(mod: nn.Module) -> list[str]:
+    """The names ``mod.named_parameters()`` yields (each tensor once), without its module walk for a layer
+    without submodules."""
+    params = mod.__dict__.get("_parameters")
+    if mod._modules or type(params) is not dict:
+        return [n for n, _ in mod.named_parameters()]
+    seen: set[int] = set()
+    names = []
+    for n, p in params.items():
+        if p is not None and id(p) not in seen:
+            seen.add(id(p))
+            names.append(n)
+    return names
 
 
 def _wrap_out(out: object, producer: str | None, model_input: bool = False) -> object:
