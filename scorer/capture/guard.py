@@ -64,7 +64,7 @@ def preserved(model: nn.Module) -> Iterator[None]:
     plain: list[torch.Tensor] = []
     for path, m in model.named_modules():
         attrs = m.__dict__.copy()
-        saved.append((m, attrs, {id(v): v.copy() for v in attrs.values() if type(v) in _TABLES and v}))
+        saved.append((m, attrs, [(v, v.copy() if v else None) for v in attrs.values() if type(v) in _TABLES]))
         prefix = f"{path}." if path else ""
         for items in (m._parameters, m._buffers, attrs):
             for k, t in items.items():
@@ -78,9 +78,8 @@ def preserved(model: nn.Module) -> Iterator[None]:
     def undo() -> list[str]:
         for m, attrs, tables in saved:
             _restore(m.__dict__, attrs)
-            for live in attrs.values():
-                if type(live) in _TABLES:
-                    _restore(live, tables.get(id(live)))
+            for live, copy in tables:  # each table the module held, as it held it
+                _restore(live, copy)
         changed = []
         for name, t, grad, version in state:
             if t.requires_grad != grad:
