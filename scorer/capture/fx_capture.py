@@ -54,10 +54,14 @@ class LeafTracer(fx.Tracer):
         (eager-mode QAT) are recorded as calls of its ``activation_post_process`` around it, as they run."""
         if threading.get_ident() != self._owner:
             return forward(*args, **kwargs)
-        before, after = hooked_quantisers(m) if is_known_leaf(m) else (None, None)
+        if not is_known_leaf(m):
+            return super().call_module(m, forward, args, kwargs)
+        before, after = hooked_quantisers(m)
         if before is not None and args:
             args = (before(args[0]), *args[1:])
-        out = super().call_module(m, forward, args, kwargs)
+        # a known leaf is one node: fx's scope and module-stack bookkeeping around it (its own entry in the
+        # node's nn_module_stack, which nothing reads for a call_module node) is skipped
+        out = self.create_proxy("call_module", self.path_of_module(m), args, kwargs)
         return after(out) if after is not None else out
 
     def getattr(self, attr: str, attr_val: object, parameter_proxy_cache: dict) -> object:
