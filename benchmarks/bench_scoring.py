@@ -1,6 +1,6 @@
 """Benchmark: full ``score()`` versus the peer counters, interleaved, side by side in one run.
 
-Usage: ``python benchmarks/bench_scoring.py [--rounds N] [--json out.json] [--no-resolution]``
+Usage: ``python benchmarks/bench_scoring.py [--rounds N] [--threads T] [--json out.json] [--no-resolution]``
 
 Tools: ``scorer.score`` (micronet2019 rules, bits 16), ``torch.utils.flop_counter.FlopCounterMode`` counting
 one real forward pass, and, where they import (optional, never a dependency: ``pip install --no-deps ptflops
@@ -121,7 +121,12 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--no-resolution", action="store_true", help="skip the EfficientNet-B0 896² check")
     ap.add_argument("--models", default=None, help="comma-separated subset of the models")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads for every tool (default: torch's own); on a CPU shared with other "
+                         "work the peers' multithreaded forward passes slow down far more than score()")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cases = [c for c in CASES if args.models is None or c[0] in args.models.split(",")]
     tools: dict[str, Runner] = {"score()": _score, **_peers()}
     peers = [t for t in tools if t != "score()"]
@@ -160,7 +165,7 @@ def main() -> None:
     mb = next((r for r in rows if r["model"] == "mobilenet_v2"), None)
     if mb:
         print(f"mobilenet_v2@32 score()/fastest peer ({mb['fastest_peer']}): {mb['ratio_fastest']:.2f} (target <= 1.0)")
-    out = {"rounds": args.rounds, "rows": rows, "geo_mean_ratio": geo, "geo_mean_ratio_fastest": geo_fastest}
+    out = {"rounds": args.rounds, "threads": torch.get_num_threads(), "rows": rows, "geo_mean_ratio": geo, "geo_mean_ratio_fastest": geo_fastest}
     if not args.no_resolution:
         t896, t224 = med[("efficientnet_b0@896", "score()")], med[("efficientnet_b0@224", "score()")]
         out["effnet_896_over_224"] = t896 / t224

@@ -205,19 +205,24 @@ def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, 
     out_bits: dict[str, int] = {}
     integer: set[str] = set()  # ops whose output is a quantised integer tensor (a converted torch.ao model)
     input_bits = policy.input_bits or policy.act_bits
+    per_layer: dict[str, tuple] = {}  # what a layer's config and attributes say, read once per layer
     for op in ops:
-        mod = modules.get(op.module) if policy.read_model_bits else None
-        cfg = policy.layer(op.module)
-        model_wbits = _module_int(mod, "weight_bits") or _weight_fake_quant_bits(mod)
+        layer = per_layer.get(op.module)
+        if layer is None:
+            mod = modules.get(op.module) if policy.read_model_bits else None
+            layer = per_layer[op.module] = (
+                policy.layer(op.module), mod, _module_int(mod, "weight_bits") or _weight_fake_quant_bits(mod),
+                _module_int(mod, "bias_bits"), _module_int(mod, "act_bits"), _module_int(mod, "acc_bits"))
+        cfg, mod, model_wbits, mod_bias, mod_act, mod_acc = layer
         wbits = cfg.get("weight") or model_wbits or policy.param_bits
         if policy.read_model_bits and not cfg.get("weight") and model_wbits is None:
             # a weight stored in a narrower dtype (fp16, bf16, int8) is stored at that width
             stored = [_dtype_bits(w.tensor) for w in op.weights if w.role in ("weight", "operand", "embedding")]
             if stored and min(stored) < wbits:
                 wbits = min(stored)
-        bias_bits = cfg.get("bias") or _module_int(mod, "bias_bits") or policy.param_bits
-        act = cfg.get("act") or _module_int(mod, "act_bits") or policy.act_bits
-        acc = cfg.get("acc") or _module_int(mod, "acc_bits") or policy.acc_bits
+        bias_bits = cfg.get("bias") or mod_bias or policy.param_bits
+        act = cfg.get("act") or mod_act or policy.act_bits
+        acc = cfg.get("acc") or mod_acc or policy.acc_bits
         for w in op.weights:
             w.bits = wbits if w.role in ("weight", "operand", "embedding") else bias_bits
         ins = [out_bits.get(p, act) for p in op.inputs]
