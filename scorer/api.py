@@ -426,7 +426,7 @@ def _lost_params(named: list[tuple[str, nn.Parameter, bool]], stored: set[int], 
 
 def _meta_note(named: list[tuple[str, nn.Parameter, bool]]) -> list[str]:
     """A note naming the parameters on the meta device: they have no values, so none of their zeros is seen."""
-    names = [name for name, p, first in named if first and p.device.type == "meta"]
+    names = [name for name, p, first in named if first and p.is_meta]
     if not names:
         return []
     return [f"{len(names)} parameter tensor(s) are on the meta device (no values), so their sparsity was not "

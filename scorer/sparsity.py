@@ -70,7 +70,7 @@ def measured_nonzeros(t: torch.Tensor | None) -> float | None:
     ``torch.count_nonzero`` splits even a 10k-element weight over the intra-op threads, and on a shared CPU
     that synchronisation cost milliseconds per call (issue 12); other tensors still go to torch.
     """
-    if t is None or t.device.type == "meta":
+    if t is None or t.is_meta:
         return None
     if (type(t) in (torch.Tensor, torch.nn.Parameter) and t.device.type == "cpu" and t.dtype in _NUMPY_DTYPES
             and t.layout == torch.strided and not t.is_conj() and not t.is_neg()):
