@@ -52,8 +52,9 @@ def _version(t: torch.Tensor) -> int | None:
 
 
 @contextlib.contextmanager
-def preserved(model: nn.Module) -> Iterator[None]:
-    """Restore every module's ``__dict__`` and tables and every tensor's ``requires_grad`` on exit.
+def preserved(model: nn.Module) -> Iterator[list[nn.Module]]:
+    """Restore every module's ``__dict__`` and tables and every tensor's ``requires_grad`` on exit; yields the
+    modules (``model.modules()``, as walked on entry).
 
     Tensor attributes that are neither parameters nor buffers (fx and torch.export may run in-place ops
     on them for real) are copied first, up to ``PLAIN_COPY_LIMIT`` bytes, and put back if changed. A tensor
@@ -89,7 +90,7 @@ def preserved(model: nn.Module) -> Iterator[None]:
         return changed
 
     try:
-        yield
+        yield [m for m, _, _ in saved]
     except BaseException as exc:
         changed = undo()
         if changed and isinstance(exc, Exception):
