@@ -79,3 +79,12 @@ def test_module_attr_equals_getattr():
              (WithGetattr(2, 2), "missing")]
     for mod, name in cases:
         assert module_attr(mod, name) is getattr(mod, name, None), name
+
+
+def test_conv_formula_declines_sizes_kept_in_other_forms():
+    mod = nn.Conv2d(4, 4, 3)
+    mod.padding = 1  # an int where torch keeps a tuple: the meta kernel decides
+    assert _conv_shape_out(mod, torch.empty(1, 4, 8, 8, device="meta")) is None
+    mod = nn.Conv2d(4, 4, 3)
+    mod.groups = 3  # 4 channels do not split in 3 groups: the meta kernel reports it
+    assert _conv_shape_out(mod, torch.empty(1, 4, 8, 8, device="meta")) is None

@@ -186,13 +186,16 @@ def _conv_shape_out(mod: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     Exactly what the meta kernel returns (``torch._meta_registrations.meta_conv``: ``calc_conv_nd_return_shape``,
     then ``input.new_empty``, contiguous): size ``(L + 2p - d(k - 1) - 1) // s + 1`` per spatial dimension.
     """
-    n = len(mod.kernel_size)
-    pad, stride, dil = mod.padding, mod.stride, mod.dilation
-    if (isinstance(pad, str) or x.dim() != n + 2 or x.shape[1] != mod.in_channels or x.layout != torch.strided
+    kernel, pad, stride, dil = mod.kernel_size, mod.padding, mod.stride, mod.dilation
+    if not all(type(v) is tuple and all(type(i) is int for i in v) for v in (kernel, pad, stride, dil)):
+        return None  # string padding, or sizes a subclass keeps in another form
+    n = len(kernel)
+    if (x.dim() != n + 2 or x.shape[1] != mod.in_channels or type(mod.groups) is not int or mod.groups < 1
+            or mod.in_channels % mod.groups or x.layout != torch.strided
             or x.dtype != torch.get_default_dtype() or len(pad) != n or len(stride) != n or len(dil) != n):
         return None
     sizes = []
-    for length, p, d, k, st in zip(x.shape[2:], pad, dil, mod.kernel_size, stride, strict=True):
+    for length, p, d, k, st in zip(x.shape[2:], pad, dil, kernel, stride, strict=True):
         if length + 2 * p < d * (k - 1) + 1:
             return None
         sizes.append((length + 2 * p - d * (k - 1) - 1) // st + 1)
