@@ -1,20 +1,32 @@
-"""Benchmark: full ``score()`` versus torch.utils.flop_counter.FlopCounterMode, side by side in one run.
+"""Benchmark: full ``score()`` versus the peer counters, interleaved, side by side in one run.
 
-Usage: ``python benchmarks/bench_scoring.py [--repeats N] [--json out.json]``
+Usage: ``python benchmarks/bench_scoring.py [--rounds N] [--threads T] [--json out.json] [--no-resolution]``
 
-For each model it reports the median wall time of (a) ``scorer.score`` with the micronet2019 rules and the
-freebie, (b) FlopCounterMode counting one real forward pass; then the geometric mean of the ratios, and the
-resolution check: EfficientNet-B0 scored at 896² versus 224² (the scorer never computes on real data, so
-the ratio should stay near 1).
+Tools: ``scorer.score`` (micronet2019 rules, bits 16), ``torch.utils.flop_counter.FlopCounterMode`` counting
+one real forward pass, and, where they import (optional, never a dependency: ``pip install --no-deps ptflops
+ultralytics-thop``), ptflops with its aten backend and ultralytics-thop's ``profile``. A peer that does not
+import is left out silently.
+
+Each round runs every (model, tool) pair once, in a freshly shuffled order, so machine load falls on every
+tool alike; ``gc.collect()`` runs between calls, outside the timing, and the collector is off during a timed
+call. The time per pair is the median over the rounds (default 11). Reported: ``score()``'s median over each
+peer's per model, over the fastest peer's per model, and the geometric means over the models. Then the
+resolution check: EfficientNet-B0 scored at 896² versus 224², also interleaved (the scorer never computes on
+real data, so the ratio should stay near 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
+import io
 import json
 import math
+import random
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -23,57 +35,145 @@ from reference_models import build_reference
 from scorer import score
 
 CASES = [
-    ("wrn28_10", {}, (1, 3, 32, 32), "cifar100"),
-    ("resnet18", {}, (1, 3, 224, 224), "imagenet"),
-    ("mobilenet_v2_1.4", {}, (1, 3, 224, 224), "imagenet"),
-    ("mobilenet_v2", {}, (1, 3, 32, 32), "cifar100"),
-    ("efficientnet_b0", {}, (1, 3, 224, 224), "imagenet"),
+    ("wrn28_10", (1, 3, 32, 32), "cifar100"),
+    ("resnet18", (1, 3, 224, 224), "imagenet"),
+    ("mobilenet_v2_1.4", (1, 3, 224, 224), "imagenet"),
+    ("mobilenet_v2", (1, 3, 32, 32), "cifar100"),
+    ("efficientnet_b0", (1, 3, 224, 224), "imagenet"),
 ]
 
+Runner = Callable[[torch.nn.Module, tuple[int, ...], str], object]
 
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
+
+def _score(model: torch.nn.Module, shape: tuple[int, ...], track: str) -> object:
+    return score(model, input_shape=shape, bits=16, track=track)
+
+
+def _flop_counter(model: torch.nn.Module, shape: tuple[int, ...], track: str) -> object:
+    x = torch.randn(shape)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(x)
+    return fc.get_total_flops()
+
+
+def _peers() -> dict[str, Runner]:
+    """The peer counters that import here: name -> runner."""
+    peers: dict[str, Runner] = {"FlopCounterMode": _flop_counter}
+    try:
+        from ptflops import get_model_complexity_info
+    except Exception:  # noqa: BLE001 - optional peer
+        pass
+    else:
+        def _ptflops(model: torch.nn.Module, shape: tuple[int, ...], track: str) -> object:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                return get_model_complexity_info(model, tuple(shape[1:]), print_per_layer_stat=False,
+                                                 as_strings=False, backend="aten", verbose=False)
+
+        peers["ptflops-aten"] = _ptflops
+    try:
+        from thop import profile
+    except Exception:  # noqa: BLE001 - optional peer
+        pass
+    else:
+        def _thop(model: torch.nn.Module, shape: tuple[int, ...], track: str) -> object:
+            x = torch.randn(shape)
+            with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+                return profile(model, inputs=(x,), verbose=False)
+
+        peers["ultralytics-thop"] = _thop
+    return peers
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    gc.collect()
+    gc.disable()
+    try:
         t0 = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        return time.perf_counter() - t0
+    finally:
+        gc.enable()
 
 
-def _flop_counter(model: torch.nn.Module, shape: tuple[int, ...]) -> None:
-    x = torch.randn(shape)
-    with torch.no_grad(), FlopCounterMode(display=False):
-        model(x)
+def interleaved(jobs: dict[tuple[str, str], Callable[[], object]], rounds: int, seed: int = 0) -> dict:
+    """Median seconds per job key over ``rounds`` rounds; each round runs every job once in shuffled order
+    (after one untimed warm-up call of each)."""
+    for fn in jobs.values():
+        fn()
+    rng = random.Random(seed)
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in jobs}
+    keys = list(jobs)
+    for _ in range(rounds):
+        rng.shuffle(keys)
+        for k in keys:
+            times[k].append(_timed(jobs[k]))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _geo(xs: list[float]) -> float:
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
 
 
 def main() -> None:
     """Run the benchmark and print a table (and JSON when asked)."""
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", "--repeats", type=int, default=11, dest="rounds")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--no-resolution", action="store_true", help="skip the EfficientNet-B0 896² check")
+    ap.add_argument("--models", default=None, help="comma-separated subset of the models")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads for every tool (default: torch's own); on a CPU shared with other "
+                         "work the peers' multithreaded forward passes slow down far more than score()")
     args = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cases = [c for c in CASES if args.models is None or c[0] in args.models.split(",")]
+    tools: dict[str, Runner] = {"score()": _score, **_peers()}
+    peers = [t for t in tools if t != "score()"]
+    models = {name: build_reference(name) for name, _, _ in cases}
+    jobs = {}
+    for name, shape, track in cases:
+        for tool, run in tools.items():
+            jobs[(name, tool)] = lambda r=run, m=models[name], s=shape, t=track: r(m, s, t)
+    if not args.no_resolution:
+        eff = models.get("efficientnet_b0") or build_reference("efficientnet_b0")
+        jobs[("efficientnet_b0@896", "score()")] = lambda: _score(eff, (1, 3, 896, 896), "imagenet")
+        jobs[("efficientnet_b0@224", "score()")] = lambda: _score(eff, (1, 3, 224, 224), "imagenet")
+    med = interleaved(jobs, args.rounds)
+
     rows = []
-    for name, kw, shape, track in CASES:
-        model = build_reference(name, **kw)
-        t_score = _median_time(lambda m=model, s=shape, t=track: score(m, input_shape=s, bits=16, track=t), args.repeats)
-        t_peer = _median_time(lambda m=model, s=shape: _flop_counter(m, s), args.repeats)
-        rows.append({"model": name, "input": "x".join(map(str, shape)), "score_ms": t_score * 1e3,
-                     "flopcounter_ms": t_peer * 1e3, "ratio": t_score / t_peer})
-    geo = math.exp(sum(math.log(r["ratio"]) for r in rows) / len(rows))
-    eff = build_reference("efficientnet_b0")
-    t224 = _median_time(lambda: score(eff, input_shape=(1, 3, 224, 224), bits=16, track="imagenet"), args.repeats)
-    t896 = _median_time(lambda: score(eff, input_shape=(1, 3, 896, 896), bits=16, track="imagenet"), args.repeats)
-    print(f"{'model':<18}{'input':<14}{'score() ms':>12}{'FlopCounter ms':>16}{'ratio':>8}")
+    for name, shape, _ in cases:
+        ms = {tool: med[(name, tool)] * 1e3 for tool in tools}
+        fastest = min(peers, key=lambda p: ms[p])
+        rows.append({"model": name, "input": "x".join(map(str, shape)), "ms": ms, "fastest_peer": fastest,
+                     "ratio": {p: ms["score()"] / ms[p] for p in peers},
+                     "ratio_fastest": ms["score()"] / ms[fastest]})
+    geo = {p: _geo([r["ratio"][p] for r in rows]) for p in peers}
+    geo_fastest = _geo([r["ratio_fastest"] for r in rows])
+
+    head = f"{'model':<18}{'input':<13}" + "".join(f"{t + ' ms':>22}" for t in tools)
+    head += "".join(f"{'/' + p:>20}" for p in peers) + f"{'/fastest':>10}"
+    print(f"median of {args.rounds} interleaved rounds; torch threads {torch.get_num_threads()}")
+    print(head)
     for r in rows:
-        print(f"{r['model']:<18}{r['input']:<14}{r['score_ms']:>12.1f}{r['flopcounter_ms']:>16.1f}{r['ratio']:>8.2f}")
-    print(f"geo-mean ratio score()/FlopCounterMode: {geo:.3f} (target <= 1)")
-    print(f"EfficientNet-B0 score(): 224² {t224 * 1e3:.1f} ms, 896² {t896 * 1e3:.1f} ms, "
-          f"ratio {t896 / t224:.2f} (target <= 1.2)")
+        line = f"{r['model']:<18}{r['input']:<13}" + "".join(f"{r['ms'][t]:>22.1f}" for t in tools)
+        line += "".join(f"{r['ratio'][p]:>20.2f}" for p in peers) + f"{r['ratio_fastest']:>10.2f}"
+        print(line)
+    print(f"{'geo-mean':<31}" + " " * 22 * len(tools) + "".join(f"{geo[p]:>20.2f}" for p in peers)
+          + f"{geo_fastest:>10.2f}")
+    print(f"geo-mean score()/fastest peer: {geo_fastest:.3f} (target <= 0.5)")
+    mb = next((r for r in rows if r["model"] == "mobilenet_v2"), None)
+    if mb:
+        print(f"mobilenet_v2@32 score()/fastest peer ({mb['fastest_peer']}): {mb['ratio_fastest']:.2f} (target <= 1.0)")
+    out = {"rounds": args.rounds, "threads": torch.get_num_threads(), "rows": rows, "geo_mean_ratio": geo, "geo_mean_ratio_fastest": geo_fastest}
+    if not args.no_resolution:
+        t896, t224 = med[("efficientnet_b0@896", "score()")], med[("efficientnet_b0@224", "score()")]
+        out["effnet_896_over_224"] = t896 / t224
+        print(f"EfficientNet-B0 score(): 224² {t224 * 1e3:.1f} ms, 896² {t896 * 1e3:.1f} ms, "
+              f"ratio {t896 / t224:.2f} (target <= 1.2)")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"rows": rows, "geo_mean_ratio": geo, "effnet_896_over_224": t896 / t224}, fh, indent=2)
+            json.dump(out, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -213,10 +213,11 @@ def capture_paths(
         method = ""
         stored: set[int] = set()  # identities of the parameters some op stores, over every path
         read: set[int] = set()  # identities of the parameters the forward reads
+        named = _named_params(model)  # one walk, shared by the checks below
         for path_name, path_model, fraction in paths:
             cap = capture_model(path_model, inputs, capture)
             method = cap.method
-            ids = _param_ids(path_model)
+            ids = _param_ids(path_model, named if path_model is model else None)
             stored |= {ids[n] for n in cap.used_params if n in ids}
             read |= {ids[n] for n in cap.read_params if n in ids}
             for op in cap.ops:
@@ -224,7 +225,7 @@ def capture_paths(
                 op.batch = divisor
             run_passes(cap.ops)
             captured.append(CapturedPath(path_name, cap.ops, fraction, dict(path_model.named_modules())))
-        lost = _lost_params(model, stored, read)
+        lost = _lost_params(named, stored, read)
         if lost:
             raise CaptureError(
                 f"{len(lost)} parameter(s) the forward reads are stored by no op ({', '.join(lost[:4])}"
@@ -232,8 +233,8 @@ def capture_paths(
                 "without them would be wrong; capture='export' or 'dispatch' may follow them"
             )
         return Captured(model=model, track=trk, inputs=inputs, method=method, paths=captured,
-                        fractions=fractions, divisor=divisor, excluded=_excluded_params(model, stored),
-                        notes=_meta_note(model))
+                        fractions=fractions, divisor=divisor, excluded=_excluded_params(named, stored),
+                        notes=_meta_note(named))
 
 
 @dataclass
@@ -394,27 +395,38 @@ def _costly_masks(ops: list) -> list[str]:
     return out
 
 
-def _param_ids(model: nn.Module) -> dict[str, int]:
-    """Every name of every parameter (tied ones under each of their names; a pruned ``X_orig`` also as ``X``)
-    mapped to the parameter's identity."""
-    ids = {}
+def _named_params(model: nn.Module) -> list[tuple[str, nn.Parameter, bool]]:
+    """Every name of every parameter, as ``named_parameters(remove_duplicate=False)`` gives them, each with
+    whether it is the tensor's first name (what ``named_parameters()`` yields)."""
+    seen: set[int] = set()
+    out = []
     for name, p in model.named_parameters(remove_duplicate=False):
+        out.append((name, p, id(p) not in seen))
+        seen.add(id(p))
+    return out
+
+
+def _param_ids(model: nn.Module, named: list[tuple[str, nn.Parameter, bool]] | None = None) -> dict[str, int]:
+    """Every name of every parameter (tied ones under each of their names; a pruned ``X_orig`` also as ``X``)
+    mapped to the parameter's identity; ``named``: ``_named_params(model)`` when already walked."""
+    ids = {}
+    for name, p, _ in named if named is not None else _named_params(model):
         ids[name] = id(p)
         if name.endswith("_orig"):
             ids[name[: -len("_orig")]] = id(p)
     return ids
 
 
-def _lost_params(model: nn.Module, stored: set[int], read: set[int]) -> list[str]:
+def _lost_params(named: list[tuple[str, nn.Parameter, bool]], stored: set[int], read: set[int]) -> list[str]:
     """Parameters the forward read (identities in ``read``) that no op stores (parameter conservation): their
-    first names."""
+    first names (``named``: ``_named_params(model)``)."""
     missing = read - stored
-    return [name for name, p in model.named_parameters() if id(p) in missing]
+    return [name for name, p, first in named if first and id(p) in missing]
 
 
-def _meta_note(model: nn.Module) -> list[str]:
+def _meta_note(named: list[tuple[str, nn.Parameter, bool]]) -> list[str]:
     """A note naming the parameters on the meta device: they have no values, so none of their zeros is seen."""
-    names = [name for name, p in model.named_parameters() if p.device.type == "meta"]
+    names = [name for name, p, first in named if first and p.is_meta]
     if not names:
         return []
     return [f"{len(names)} parameter tensor(s) are on the meta device (no values), so their sparsity was not "
@@ -422,7 +434,7 @@ def _meta_note(model: nn.Module) -> list[str]:
             + (" ..." if len(names) > 8 else "")]
 
 
-def _excluded_params(model: nn.Module, stored: set[int]) -> list[dict]:
+def _excluded_params(named: list[tuple[str, nn.Parameter, bool]], stored: set[int]) -> list[dict]:
     """Parameters whose identity is not in ``stored``, with the reason (each tied tensor once, by its first name)."""
     return [{"name": name, "numel": p.numel(), "reason": "not used by the forward pass"}
-            for name, p in model.named_parameters() if id(p) not in stored]
+            for name, p, first in named if first and id(p) not in stored]

@@ -83,7 +83,7 @@ def vocabulary_size(model: nn.Module) -> int | None:
 
 def make_inputs(model: nn.Module, shapes: Sequence[tuple[int, ...]], dtypes: Sequence[torch.dtype]) -> tuple:
     """Example inputs for ``shapes`` and ``dtypes`` (module docstring)."""
-    meta_model = any(p.device.type == "meta" for p in model.parameters())
+    meta_model = any(p.is_meta for p in model.parameters())
     vocab = vocabulary_size(model)
     gen = torch.Generator().manual_seed(0)
     out = []

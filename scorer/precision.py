@@ -26,6 +26,7 @@ from rules.records import Op
 from scorer.errors import ScorerError
 from scorer.globs import glob_match, is_literal
 from scorer.ops import quant_bits
+from scorer.ops.quant import module_attr
 
 _SECTIONS = ("default", "layers")
 _DEFAULT_KEYS = ("weight", "act", "acc", "input")
@@ -180,13 +181,13 @@ def load_precision_config(src: str | Path | Mapping) -> Mapping:
 
 
 def _module_int(mod: nn.Module | None, attr: str) -> int | None:
-    v = getattr(mod, attr, None) if mod is not None else None
+    v = module_attr(mod, attr) if mod is not None else None
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
 def _weight_fake_quant_bits(mod: nn.Module | None) -> int | None:
     """Width of a torch.ao QAT layer's ``weight_fake_quant`` range (e.g. -128..127: 8 bits)."""
-    fq = getattr(mod, "weight_fake_quant", None) if mod is not None else None
+    fq = module_attr(mod, "weight_fake_quant") if mod is not None else None
     return quant_bits(fq) if isinstance(fq, nn.Module) else None
 
 
@@ -204,19 +205,24 @@ def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, 
     out_bits: dict[str, int] = {}
     integer: set[str] = set()  # ops whose output is a quantised integer tensor (a converted torch.ao model)
     input_bits = policy.input_bits or policy.act_bits
+    per_layer: dict[str, tuple] = {}  # what a layer's config and attributes say, read once per layer
     for op in ops:
-        mod = modules.get(op.module) if policy.read_model_bits else None
-        cfg = policy.layer(op.module)
-        model_wbits = _module_int(mod, "weight_bits") or _weight_fake_quant_bits(mod)
+        layer = per_layer.get(op.module)
+        if layer is None:
+            mod = modules.get(op.module) if policy.read_model_bits else None
+            layer = per_layer[op.module] = (
+                policy.layer(op.module), mod, _module_int(mod, "weight_bits") or _weight_fake_quant_bits(mod),
+                _module_int(mod, "bias_bits"), _module_int(mod, "act_bits"), _module_int(mod, "acc_bits"))
+        cfg, mod, model_wbits, mod_bias, mod_act, mod_acc = layer
         wbits = cfg.get("weight") or model_wbits or policy.param_bits
         if policy.read_model_bits and not cfg.get("weight") and model_wbits is None:
             # a weight stored in a narrower dtype (fp16, bf16, int8) is stored at that width
             stored = [_dtype_bits(w.tensor) for w in op.weights if w.role in ("weight", "operand", "embedding")]
             if stored and min(stored) < wbits:
                 wbits = min(stored)
-        bias_bits = cfg.get("bias") or _module_int(mod, "bias_bits") or policy.param_bits
-        act = cfg.get("act") or _module_int(mod, "act_bits") or policy.act_bits
-        acc = cfg.get("acc") or _module_int(mod, "acc_bits") or policy.acc_bits
+        bias_bits = cfg.get("bias") or mod_bias or policy.param_bits
+        act = cfg.get("act") or mod_act or policy.act_bits
+        acc = cfg.get("acc") or mod_acc or policy.acc_bits
         for w in op.weights:
             w.bits = wbits if w.role in ("weight", "operand", "embedding") else bias_bits
         ins = [out_bits.get(p, act) for p in op.inputs]

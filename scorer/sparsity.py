@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from rules.kinds import SPARSE_KINDS
@@ -84,11 +85,36 @@ def _check(s: float) -> float:
     return s
 
 
+#: dtypes whose nonzeros numpy counts on the tensor's own memory (``Tensor.numpy()`` shares it).
+_NUMPY_DTYPES = frozenset({torch.float32, torch.float64, torch.float16, torch.int8, torch.uint8, torch.int16,
+                           torch.int32, torch.int64, torch.bool})
+
+
 def measured_nonzeros(t: torch.Tensor | None) -> float | None:
-    """Exact count of nonzero entries, or None for a tensor without data."""
-    if t is None or t.device.type == "meta":
+    """Exact count of nonzero entries (``x != 0``: -0.0 is a zero, NaN is not), or None for a tensor without data.
+
+    A plain CPU tensor is counted by numpy on a view of its memory: one thread, no copy of the tensor.
+    ``torch.count_nonzero`` splits even a 10k-element weight over the intra-op threads, and on a shared CPU
+    that synchronisation cost milliseconds per call (issue 12); other tensors still go to torch.
+    """
+    if t is None or t.is_meta:
         return None
+    if (type(t) in (torch.Tensor, torch.nn.Parameter) and t.device.type == "cpu" and t.dtype in _NUMPY_DTYPES
+            and t.layout == torch.strided and not t.is_conj() and not t.is_neg()):
+        return float(_numpy_nonzeros(t.detach().numpy()))
     return float(torch.count_nonzero(t).item())
+
+
+#: Elements compared per step (bounds the temporary boolean array).
+_CHUNK = 1 << 20
+
+
+def _numpy_nonzeros(a: np.ndarray) -> int:
+    """Nonzeros of ``a``: ``a != 0`` (vectorised) counted chunk by chunk; a strided view is counted as it is."""
+    if a.dtype == np.bool_ or not a.flags.c_contiguous:
+        return int(np.count_nonzero(a))
+    flat = a.reshape(-1)
+    return sum(int(np.count_nonzero(flat[i:i + _CHUNK] != 0)) for i in range(0, flat.size, _CHUNK))
 
 
 def creditable(op: Op, w: WeightRef) -> bool:

@@ -24,15 +24,17 @@ METHODS = ("fx", "export", "dispatch")
 
 
 @contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put every submodule in eval mode and restore each one's own flag afterwards (also on error)."""
-    flags = [(m, m.training) for m in model.modules()]
+def eval_mode(model: nn.Module, modules: list[nn.Module] | None = None) -> Iterator[None]:
+    """Put every submodule in eval mode and restore each one's own flag afterwards (also on error);
+    ``modules``: ``list(model.modules())`` when just walked."""
+    flags = [(m, m.training) for m in (model.modules() if modules is None else modules)]
     try:
         model.eval()
         yield
     finally:
         for m, flag in flags:
-            m.training = flag
+            if m.training is not flag:  # nn.Module.__setattr__ is slow: set only the flags eval() changed
+                m.training = flag
 
 
 def batch_of(example_inputs: tuple) -> int:
@@ -89,7 +91,7 @@ def capture_model(model: nn.Module, example_inputs: tuple, method: str = "auto")
         raise CaptureError(f"unknown capture method {method!r}; use auto, {', '.join(METHODS)}")
     batch = batch_of(example_inputs)
     failures: list[str] = []
-    with CAPTURE_LOCK, preserved(model), eval_mode(model):
+    with CAPTURE_LOCK, preserved(model) as modules, eval_mode(model, modules):
         for m in order:
             try:
                 cap = _capture_with(m, model, example_inputs)

@@ -62,10 +62,14 @@ class LeafTracer(fx.Tracer):
         (eager-mode QAT) are recorded as calls of its ``activation_post_process`` around it, as they run."""
         if threading.get_ident() != self._owner:
             return forward(*args, **kwargs)
-        before, after = hooked_quantisers(m) if is_known_leaf(m) else (None, None)
+        if not is_known_leaf(m):
+            return super().call_module(m, forward, args, kwargs)
+        before, after = hooked_quantisers(m)
         if before is not None and args:
             args = (before(args[0]), *args[1:])
-        out = super().call_module(m, forward, args, kwargs)
+        # a known leaf is one node: fx's scope and module-stack bookkeeping around it (its own entry in the
+        # node's nn_module_stack, which nothing reads for a call_module node) is skipped
+        out = self.create_proxy("call_module", self.path_of_module(m), args, kwargs)
         return after(out) if after is not None else out
 
     def getattr(self, attr: str, attr_val: object, parameter_proxy_cache: dict) -> object:
@@ -180,7 +184,8 @@ def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
     # Parameter-free layers (activations, pools, upsample, dropout, flatten, ...): their forward only
     # reads configuration, so running it on meta tensors is exact and cheap. forward() is called
     # directly so the user's hooks never see meta tensors; buffers a subclass keeps are stood in for.
-    if not any(m._parameters or m._buffers for m in mod.modules()):
+    if not (mod._parameters or mod._buffers) and (not mod._modules or not any(
+            m._parameters or m._buffers for m in mod.modules())):
         return mod.forward(*args, **kwargs)
     with substituted(mod, meta_like):
         return mod.forward(*args, **kwargs)
@@ -367,7 +372,7 @@ def ops_from_graph(
             path = str(node.target) if node.op == "call_module" else _layer_of(node)
             if node.op == "call_module":
                 mod = modules[str(node.target)]
-                read.update(f"{path}.{n}" if path else n for n, _ in mod.named_parameters())
+                read.update(f"{path}.{n}" if path else n for n in _param_names(mod))
                 out = _module_meta_forward(mod, margs, mkwargs)
                 call = make_call("module", mod, node.name, path, args, kwargs, out)
                 if _delegated(mod, record_layer):
@@ -400,6 +405,21 @@ def ops_from_graph(
         elif node.op == "output":
             pass
     return FxCapture(ops, method, used, read)
+
+
+def _param_names(mod: nn.Module) -> list[str]:
+    """The names ``mod.named_parameters()`` yields (each tensor once), without its module walk for a layer
+    without submodules."""
+    params = mod.__dict__.get("_parameters")
+    if mod._modules or type(params) is not dict:
+        return [n for n, _ in mod.named_parameters()]
+    seen: set[int] = set()
+    names = []
+    for n, p in params.items():
+        if p is not None and id(p) not in seen:
+            seen.add(id(p))
+            names.append(n)
+    return names
 
 
 def _wrap_out(out: object, producer: str | None, model_input: bool = False) -> object:

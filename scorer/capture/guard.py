@@ -52,8 +52,9 @@ def _version(t: torch.Tensor) -> int | None:
 
 
 @contextlib.contextmanager
-def preserved(model: nn.Module) -> Iterator[None]:
-    """Restore every module's ``__dict__`` and tables and every tensor's ``requires_grad`` on exit.
+def preserved(model: nn.Module) -> Iterator[list[nn.Module]]:
+    """Restore every module's ``__dict__`` and tables and every tensor's ``requires_grad`` on exit; yields the
+    modules (``model.modules()``, as walked on entry).
 
     Tensor attributes that are neither parameters nor buffers (fx and torch.export may run in-place ops
     on them for real) are copied first, up to ``PLAIN_COPY_LIMIT`` bytes, and put back if changed. A tensor
@@ -64,7 +65,7 @@ def preserved(model: nn.Module) -> Iterator[None]:
     plain: list[torch.Tensor] = []
     for path, m in model.named_modules():
         attrs = m.__dict__.copy()
-        saved.append((m, attrs, {id(v): v.copy() for v in attrs.values() if type(v) in _TABLES and v}))
+        saved.append((m, attrs, [(v, v.copy() if v else None) for v in attrs.values() if type(v) in _TABLES]))
         prefix = f"{path}." if path else ""
         for items in (m._parameters, m._buffers, attrs):
             for k, t in items.items():
@@ -78,9 +79,8 @@ def preserved(model: nn.Module) -> Iterator[None]:
     def undo() -> list[str]:
         for m, attrs, tables in saved:
             _restore(m.__dict__, attrs)
-            for live in attrs.values():
-                if type(live) in _TABLES:
-                    _restore(live, tables.get(id(live)))
+            for live, copy in tables:  # each table the module held, as it held it
+                _restore(live, copy)
         changed = []
         for name, t, grad, version in state:
             if t.requires_grad != grad:
@@ -90,7 +90,7 @@ def preserved(model: nn.Module) -> Iterator[None]:
         return changed
 
     try:
-        yield
+        yield [m for m, _, _ in saved]
     except BaseException as exc:
         changed = undo()
         if changed and isinstance(exc, Exception):

@@ -45,8 +45,12 @@ def conv_output(mod: nn.Module, x: object) -> torch.Tensor | None:
     if not isinstance(mod, nn.modules.conv._ConvNd) or isinstance(mod, nnq.modules.conv._ConvNd) or mod.transposed:
         return None
     n = len(mod.kernel_size)
-    if not _float_input(x, n) or x.shape[-n - 1] != mod.in_channels:
-        return None
+    sizes = (mod.kernel_size, mod.stride, mod.dilation) + (() if isinstance(mod.padding, str) else (mod.padding,))
+    if not all(type(v) is tuple and len(v) == n and all(type(i) is int for i in v) for v in sizes):
+        return None  # sizes a subclass keeps in another form: the meta kernel decides
+    if (not _float_input(x, n) or x.shape[-n - 1] != mod.in_channels or type(mod.groups) is not int
+            or mod.groups < 1 or mod.in_channels % mod.groups or mod.out_channels % mod.groups):
+        return None  # a mismatch torch reports in its own words
     spatial = tuple(x.shape[-n:])
     if mod.padding == "same":
         out = spatial

@@ -59,6 +59,27 @@ def _disabled(mod: nn.Module) -> bool:
 _NONE = object()
 
 
+def module_attr(mod: nn.Module, name: str) -> object:
+    """``getattr(mod, name, None)`` without ``nn.Module.__getattr__``'s raise-and-catch when ``mod`` has no such
+    attribute (the usual case; this runs for every layer of every capture). Exact: the lookup falls to
+    ``__getattr__`` only when neither the instance nor its class has ``name``, and ``nn.Module.__getattr__``
+    then only finds parameters, buffers and submodules; a class with its own lookup gets plain ``getattr``."""
+    cls = type(mod)
+    if (getattr(cls, name, _NONE) is not _NONE or cls.__getattr__ is not _MODULE_GETATTR
+            or cls.__getattribute__ is not _OBJECT_GETATTRIBUTE):
+        return getattr(mod, name, None)
+    d = mod.__dict__
+    if name in d:
+        return d[name]
+    if name in d.get("_parameters", ()) or name in d.get("_buffers", ()) or name in d.get("_modules", ()):
+        return getattr(mod, name, None)
+    return None
+
+
+_MODULE_GETATTR = nn.Module.__getattr__
+_OBJECT_GETATTRIBUTE = object.__getattribute__
+
+
 def _plain_attr(mod: nn.Module, name: str) -> object:
     """A plain (non-tensor) attribute of ``mod``, or None: read from the instance and class dicts, without
     ``nn.Module.__getattr__``'s slow miss (this runs for every layer call of every capture)."""
@@ -118,10 +139,10 @@ def quant_params(call: Call) -> list[WeightRef]:
 def hooked_quantisers(mod: nn.Module) -> tuple[nn.Module | None, nn.Module | None]:
     """The (input, output) quantisers torch.ao runs on ``mod`` by forward hooks (eager-mode prepare/prepare_qat:
     ``_observer_forward_pre_hook`` / ``_observer_forward_hook`` call ``mod.activation_post_process``)."""
-    tqq = importlib.import_module("torch.ao.quantization.quantize")  # the package shadows it by a function
-    apm = getattr(mod, "activation_post_process", None)
+    apm = module_attr(mod, "activation_post_process")
     if not isinstance(apm, nn.Module):
         return None, None
+    tqq = importlib.import_module("torch.ao.quantization.quantize")  # the package shadows it by a function
     pre = any(h is getattr(tqq, "_observer_forward_pre_hook", None) for h in mod._forward_pre_hooks.values())
     post = any(h is getattr(tqq, "_observer_forward_hook", None) for h in mod._forward_hooks.values())
     return (apm if pre else None), (apm if post else None)
