@@ -5,7 +5,7 @@ OSI AI pruned their early-exit module to 50% in 5 gradual rounds with layer-wise
 ``early_exit.prune``; team_scores.md §2.1: "Early-exit module: 50% in 5 rounds", 10,280 of 20,560 weights
 kept). Here the head's weight tensors (``<head>.*``) are pruned with
 :class:`~reference_models.compression.pruning.MagnitudePruner` on the stage's ``schedule``; each round trains
-the head alone through :class:`~reference_models.training.stages.ExitHeadView` (the masks of the main
+the head alone through :class:`~reference_models.training.exit_head.ExitHeadView` (the masks of the main
 network stay as the prune stage left them), and the exit fraction and accuracy are measured again on the
 test split at the threshold the ``exit`` stage chose, so the checkpoint's score weights the pruned exit path
 by the fraction the pruned head achieves.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from reference_models.compression.pruning import MagnitudePruner
+from reference_models.training.exit_head import ExitHeadView, exit_block_of, exit_statistics
 from reference_models.training.recipes import RecipeError, StageSpec
 from reference_models.training.state import PipelineState
 from reference_models.training.trainer import RunContext, fit
@@ -25,8 +26,6 @@ __all__ = ["stage_exit_prune"]
 
 def stage_exit_prune(ctx: RunContext, stage: StageSpec, state: PipelineState) -> None:
     """Prune the exit head on ``state`` in place and re-measure the exit fraction."""
-    from reference_models.training.stages import ExitHeadView, _exit_block, _exit_statistics
-
     model = state.model
     p = stage.params
     exits = [k for k in state.exit_fractions if k != "final"]
@@ -35,7 +34,7 @@ def stage_exit_prune(ctx: RunContext, stage: StageSpec, state: PipelineState) ->
     head_name = p["head"]
     try:
         head = model.get_submodule(head_name)
-        view = ExitHeadView(model, _exit_block(model, stage), head_name, bool(p.get("update_backbone_bn", True)))
+        view = ExitHeadView(model, exit_block_of(model, stage), head_name, bool(p.get("update_backbone_bn", True)))
         pruner = MagnitudePruner(
             model, method=p.get("method", "layer_normalized"), include=[f"{head_name}.*"], exclude=p.get("exclude", [])
         )
@@ -57,7 +56,7 @@ def stage_exit_prune(ctx: RunContext, stage: StageSpec, state: PipelineState) ->
     finally:
         for n, q in model.named_parameters():
             q.requires_grad_(flags[n])
-    conf, exit_ok, final_ok = _exit_statistics(ctx, model, stage.train.batch_size)
+    conf, exit_ok, final_ok = exit_statistics(ctx, model, stage.train.batch_size)
     exited = conf > state.exit_threshold
     fraction = float(exited.double().mean()) if len(conf) else 0.0
     accuracy = float(torch.where(exited, exit_ok, final_ok).double().mean()) if len(conf) else float("nan")

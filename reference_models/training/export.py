@@ -10,6 +10,7 @@ the checkpoint's ``bits`` table instead (``{"default": {"act": A}, "layers": {mo
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -170,3 +171,21 @@ def load_plain_state(model: nn.Module, state: Mapping[str, Tensor]) -> list[str]
         for plain, value in state.items():
             own[inverse[plain]].copy_(value)
     return sorted(k for k, plain in mapping.items() if plain is None or plain not in state)
+
+
+def score_checkpoint(path: str | Path) -> Any:
+    """Score a checkpoint exactly as ``micronet-score PATH`` does (no flags): returns the Report."""
+    from scorer import score
+    from scorer.load import load_model
+
+    loaded = load_model(str(path))
+    return score(
+        loaded.model,
+        input_shape=loaded.input_shape,
+        example_inputs=loaded.example_inputs,
+        rules=loaded.rules or "micronet2019",
+        bits=loaded.bits,
+        track=loaded.track or "cifar100",
+        precision=loaded.precision,
+        exit_fractions=loaded.exit_fractions,
+    )

@@ -19,7 +19,7 @@ from torch import nn
 
 from reference_models.compression.pruning import masks_of
 from reference_models.training.distributed import barrier
-from reference_models.training.export import checkpoint_bits, dropped_state, make_checkpoint
+from reference_models.training.export import checkpoint_bits, dropped_state, make_checkpoint, score_checkpoint
 from reference_models.training.recipes import Recipe, RecipeError, StageSpec
 from reference_models.training.stages import run_stage
 from reference_models.training.state import PipelineState, build_model, restore_state
@@ -29,24 +29,6 @@ from scorer.checkpoint import load_checkpoint, save_checkpoint
 __all__ = ["RUN_FILE", "run_pipeline", "score_checkpoint", "write_stage"]
 
 RUN_FILE = "run.json"
-
-
-def score_checkpoint(path: str | Path) -> Any:
-    """Score a checkpoint exactly as ``micronet-score PATH`` does (no flags): returns the Report."""
-    from scorer import score
-    from scorer.load import load_model
-
-    loaded = load_model(str(path))
-    return score(
-        loaded.model,
-        input_shape=loaded.input_shape,
-        example_inputs=loaded.example_inputs,
-        rules=loaded.rules or "micronet2019",
-        bits=loaded.bits,
-        track=loaded.track or "cifar100",
-        precision=loaded.precision,
-        exit_fractions=loaded.exit_fractions,
-    )
 
 
 def _meta(recipe: Recipe, stage: StageSpec, index: int, state: PipelineState, run: dict[str, Any]) -> dict[str, Any]:

@@ -87,7 +87,7 @@ def _batches(ctx: RunContext, count: int, batch_size: int) -> list[torch.Tensor]
 
 def exact_checkpoint_score(state: PipelineState, spec: ScoreSpec) -> float:
     """The score ``micronet-score`` gives the checkpoint the pipeline writes for ``state`` now."""
-    from reference_models.training.pipeline import score_checkpoint
+    from reference_models.training.export import score_checkpoint
     from scorer.checkpoint import save_checkpoint
 
     meta = {"input_shape": list(spec.input_shape), "track": spec.track, "rules": spec.rules, "bits": spec.bits}

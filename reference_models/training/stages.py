@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from reference_models.compression.binarize import BinaryConv2d, binarize_model
 from reference_models.compression.early_exit import choose_threshold
@@ -22,13 +21,14 @@ from reference_models.compression.schedule import parse_schedule_fractions
 from reference_models.registry import build_reference, get_reference
 from reference_models.training.channel_prune import stage_channel_prune
 from reference_models.training.data import normalize
-from reference_models.training.distributed import all_gather_objects, broadcast_buffers
+from reference_models.training.distributed import broadcast_buffers
+from reference_models.training.exit_head import ExitHeadView, exit_block_of, exit_statistics
 from reference_models.training.exit_prune import stage_exit_prune
 from reference_models.training.init_dist import stage_reinit
 from reference_models.training.precision_search import run_mixed_precision
 from reference_models.training.recipes import RecipeError, StageSpec
 from reference_models.training.state import PipelineState, apply_quantise
-from reference_models.training.trainer import RunContext, evaluate, fit, predict_batches
+from reference_models.training.trainer import RunContext, evaluate, fit
 
 __all__ = ["STAGES", "ExitHeadView", "calibrate", "run_stage"]
 
@@ -152,62 +152,6 @@ def _stage_binarise(ctx: RunContext, stage: StageSpec, state: PipelineState) -> 
     second = fit(ctx, state.model, stage2, f"{stage.name} stage 2", teacher=teacher)
     state.extra = {"stage1_loss": first.loss, "stage2_loss": second.loss, "binary_layers": len(got)}
 
-class _StopForward(Exception):
-    """Raised by a hook to end a forward pass once the exit block's output is captured."""
-
-
-class ExitHeadView(nn.Module):
-    """Maps a batch to the exit head's logits; the backbone runs without gradients.
-
-    With ``update_backbone_bn=True`` (OSI's "batchnorm stabilisation") the whole backbone runs in training
-    mode so its BN running statistics keep updating; otherwise it runs in eval mode up to the exit block
-    only.
-    """
-
-    def __init__(self, model: nn.Module, block: str, head: str, update_backbone_bn: bool = True) -> None:
-        super().__init__()
-        self.model = model
-        self.block_name = block
-        self.head_name = head
-        self.update_backbone_bn = update_backbone_bn
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Exit-head logits."""
-        feats: list[Tensor] = []
-
-        def hook(_m: nn.Module, _i: Any, out: Tensor) -> None:
-            feats.append(out)
-            if not self.update_backbone_bn:
-                raise _StopForward
-
-        head = self.model.get_submodule(self.head_name)
-        if self.training and not self.update_backbone_bn:
-            self.model.eval()
-            head.train()
-        handle = self.model.get_submodule(self.block_name).register_forward_hook(hook)
-        try:
-            with torch.no_grad():
-                self.model(x)
-        except _StopForward:
-            pass
-        finally:
-            handle.remove()
-        if len(feats) != 1:
-            raise RuntimeError(f"exit block {self.block_name!r} ran {len(feats)} times in one forward")
-        return head(feats[0].detach())
-
-
-def _exit_block(model: nn.Module, stage: StageSpec) -> str:
-    block = stage.params.get("block")
-    if block is None:
-        exit_block = getattr(model, "exit_block", None)
-        blocks = getattr(model, "_blocks", None)
-        if isinstance(exit_block, int) and blocks is not None:
-            return f"_blocks.{exit_block}"
-        raise RecipeError(f"stage {stage.name}: name the block feeding the exit head (block = '...')")
-    return block
-
-
 def _stage_exit(ctx: RunContext, stage: StageSpec, state: PipelineState) -> None:
     model = state.model
     p = stage.params
@@ -218,14 +162,14 @@ def _stage_exit(ctx: RunContext, stage: StageSpec, state: PipelineState) -> None
         )
     try:
         head = model.get_submodule(p["head"])
-        model.get_submodule(_exit_block(model, stage))
+        model.get_submodule(exit_block_of(model, stage))
     except AttributeError as exc:
         raise RecipeError(f"stage {stage.name}: {exc}") from None
     names = [k for k in model.exit_paths() if k != "final"]
     exit_name = p.get("exit_name") or (names[0] if len(names) == 1 else None)
     if exit_name not in names:
         raise RecipeError(f"stage {stage.name}: exit_name must be one of {names}")
-    view = ExitHeadView(model, _exit_block(model, stage), p["head"], bool(p.get("update_backbone_bn", True)))
+    view = ExitHeadView(model, exit_block_of(model, stage), p["head"], bool(p.get("update_backbone_bn", True)))
     flags = {n: q.requires_grad for n, q in model.named_parameters()}
     for q in model.parameters():
         q.requires_grad_(False)
@@ -236,7 +180,7 @@ def _stage_exit(ctx: RunContext, stage: StageSpec, state: PipelineState) -> None
     finally:
         for n, q in model.named_parameters():
             q.requires_grad_(flags[n])
-    conf, exit_ok, final_ok = _exit_statistics(ctx, model, stage.train.batch_size)
+    conf, exit_ok, final_ok = exit_statistics(ctx, model, stage.train.batch_size)
     if "threshold" in p:
         threshold = float(p["threshold"])
     elif "target_fraction" in p:
@@ -256,32 +200,6 @@ def _stage_exit(ctx: RunContext, stage: StageSpec, state: PipelineState) -> None
     state.accuracy = accuracy
     ctx.log(f"{stage.name}: threshold {threshold:.4f}, {fraction:.2%} of {len(conf)} test images exit, "
             f"top-1 with exit {accuracy:.2%}")
-
-
-@torch.no_grad()
-def _exit_statistics(ctx: RunContext, model: nn.Module, batch_size: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Exit confidences and correctness of both heads on the test split, gathered from every process."""
-    env = ctx.env
-    was_training = model.training
-    model.eval()
-    confs, exit_ok, final_ok = [], [], []
-    try:
-        for indices in predict_batches(ctx, ctx.local_batch(batch_size)):
-            x, y = ctx.test_set.batch(indices)
-            e, f = model.forward_with_exit(x.to(env.device))
-            c, pred = torch.softmax(e, dim=1).max(dim=1)
-            confs.append(c.cpu())
-            exit_ok.append(pred.cpu() == y)
-            final_ok.append(f.argmax(dim=1).cpu() == y)
-    finally:
-        model.train(was_training)
-    mine = (
-        torch.cat(confs) if confs else torch.zeros(0),
-        torch.cat(exit_ok) if exit_ok else torch.zeros(0, dtype=torch.bool),
-        torch.cat(final_ok) if final_ok else torch.zeros(0, dtype=torch.bool),
-    )
-    parts = all_gather_objects(env, mine)
-    return tuple(torch.cat([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
 
 
 def _stage_mixed_precision(ctx: RunContext, stage: StageSpec, state: PipelineState) -> None:
