@@ -61,26 +61,42 @@ def preserved(model: nn.Module) -> Iterator[list[nn.Module]]:
     changed in place without a copy raises CaptureError: it cannot be undone, so it is not passed over.
     """
     saved = []
+    empty: list[dict | set] = []  # tables that were empty (most hook tables): emptied again on exit
     tensors: dict[int, tuple[str, torch.Tensor]] = {}
     plain: list[torch.Tensor] = []
     for path, m in model.named_modules():
         attrs = m.__dict__.copy()
-        saved.append((m, attrs, [(v, v.copy() if v else None) for v in attrs.values() if type(v) in _TABLES]))
+        full = []
+        attr_tensors = []
+        for k, v in attrs.items():
+            if type(v) in _TABLES:
+                if v:
+                    full.append((v, v.copy()))
+                else:
+                    empty.append(v)
+            elif isinstance(v, torch.Tensor):
+                attr_tensors.append((k, v))
+        saved.append((m, attrs, full))
         prefix = f"{path}." if path else ""
-        for items in (m._parameters, m._buffers, attrs):
+        for items in (m._parameters, m._buffers):
             for k, t in items.items():
                 if isinstance(t, torch.Tensor) and id(t) not in tensors:
                     tensors[id(t)] = (prefix + k, t)
-                    if items is attrs:
-                        plain.append(t)
+        for k, t in attr_tensors:
+            if id(t) not in tensors:
+                tensors[id(t)] = (prefix + k, t)
+                plain.append(t)
     state = [(name, t, t.requires_grad, _version(t)) for name, t in tensors.values()]
     copies = _copies(plain)
 
     def undo() -> list[str]:
         for m, attrs, tables in saved:
             _restore(m.__dict__, attrs)
-            for live, copy in tables:  # each table the module held, as it held it
+            for live, copy in tables:  # each non-empty table the module held, as it held it
                 _restore(live, copy)
+        for live in empty:
+            if live:
+                live.clear()
         changed = []
         for name, t, grad, version in state:
             if t.requires_grad != grad:
