@@ -173,8 +173,10 @@ def substituted(
                 s = stand.get(id(t))
                 if s is None:
                     s = make(t)
-                    if isinstance(t, nn.Parameter):
-                        s = nn.Parameter(s, requires_grad=t.requires_grad)
+                    if type(t) is nn.Parameter or (type(t) is not torch.Tensor and isinstance(t, nn.Parameter)):
+                        # what nn.Parameter(s, requires_grad) does for a plain tensor, without its Python layer
+                        s = (torch.Tensor._make_subclass(nn.Parameter, s, t.requires_grad) if type(s) is torch.Tensor
+                             else nn.Parameter(s, requires_grad=t.requires_grad))
                     stand[id(t)] = s
                     real_of[id(s)] = (prefix + k, t)  # the first name, as named_parameters() gives it
                 table[k] = s
@@ -205,4 +207,7 @@ def versions_kept(model: nn.Module) -> Iterator[None]:
 
 def meta_like(t: torch.Tensor) -> torch.Tensor:
     """A meta tensor with ``t``'s shape, strides and dtype."""
-    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=_META)
+
+
+_META = torch.device("meta")
