@@ -371,8 +371,15 @@ def ops_from_graph(
     used: set[str] = set()
     read: set[str] = set()
     placeholders = iter(example_inputs)
-    modules = dict(model.named_modules())
-    buffers = {name for name, _ in model.named_buffers(remove_duplicate=False)}
+    modules: dict[str, nn.Module] = {}  # dict(model.named_modules()): each module under its first path
+    buffers: set[str] = set()  # the names model.named_buffers(remove_duplicate=False) gives; one walk for both
+    seen: set[int] = set()
+    for path, mod in model.named_modules(remove_duplicate=False):
+        if id(mod) not in seen:
+            seen.add(id(mod))
+            modules[path] = mod
+        prefix = f"{path}." if path else ""
+        buffers.update(prefix + k for k, v in mod._buffers.items() if v is not None)
 
     def load(a: object) -> object:
         return fx.node.map_arg(a, lambda n: env[n])
