@@ -59,7 +59,9 @@ class LeafTracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         """Known layer types (and their subclasses) are leaves; other torch.nn modules keep fx's default."""
-        if is_known_leaf(m):
+        if self.__dict__.get("_not_known") is m:  # call_module has just found it is not a known leaf
+            self._not_known = None
+        elif is_known_leaf(m):
             return True
         return super().is_leaf_module(m, module_qualified_name)
 
@@ -69,6 +71,7 @@ class LeafTracer(fx.Tracer):
         if threading.get_ident() != self._owner:
             return forward(*args, **kwargs)
         if not is_known_leaf(m):
+            self._not_known = m  # fx's call_module asks is_leaf_module first: not asked twice
             return super().call_module(m, forward, args, kwargs)
         before, after = hooked_quantisers(m)
         if before is not None and args:
