@@ -83,6 +83,8 @@ def vocabulary_size(model: nn.Module) -> int | None:
 
 def make_inputs(model: nn.Module, shapes: Sequence[tuple[int, ...]], dtypes: Sequence[torch.dtype]) -> tuple:
     """Example inputs for ``shapes`` and ``dtypes`` (module docstring)."""
+    if all(dtype.is_floating_point for dtype in dtypes):  # meta tensors whatever the model: no walk of it
+        return tuple(torch.empty(shape, dtype=dtype, device="meta") for shape, dtype in zip(shapes, dtypes, strict=True))
     meta_model = any(p.is_meta for p in model.parameters())
     vocab = vocabulary_size(model)
     gen = torch.Generator().manual_seed(0)

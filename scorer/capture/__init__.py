@@ -29,12 +29,22 @@ def eval_mode(model: nn.Module, modules: list[nn.Module] | None = None) -> Itera
     ``modules``: ``list(model.modules())`` when just walked."""
     flags = [(m, m.training) for m in (model.modules() if modules is None else modules)]
     try:
-        model.eval()
+        if any(flag for _, flag in flags) or not _plain_train({type(m) for m, _ in flags}):
+            model.eval()  # else already in eval mode, and eval() would only set each flag to what it is
         yield
     finally:
         for m, flag in flags:
             if m.training is not flag:  # nn.Module.__setattr__ is slow: set only the flags eval() changed
                 m.training = flag
+
+
+def _plain_train(types: set[type]) -> bool:
+    """True when every type keeps ``nn.Module``'s own ``train``, ``eval`` and ``__setattr__`` (so ``eval()``
+    on a model already in eval mode changes nothing)."""
+    import torch.nn as nn
+
+    return all(t.train is nn.Module.train and t.eval is nn.Module.eval and t.__setattr__ is nn.Module.__setattr__
+               for t in types)
 
 
 def batch_of(example_inputs: tuple) -> int:

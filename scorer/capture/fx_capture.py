@@ -8,12 +8,14 @@ parameters and buffers, so it cannot change them.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 
 import torch
 import torch.ao.nn.quantized as nnq
 import torch.fx as fx
+import torch.fx.traceback as fx_traceback
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
@@ -35,6 +37,10 @@ from scorer.ops.call import Call, make_call
 from scorer.ops.quant import QUANTISERS, hooked_quantisers
 from scorer.ops.values import Val, carries_param, meta_of
 
+#: Argument types fx lowers to themselves (exact types; subclasses take fx's own path).
+_PLAIN_ARGS = frozenset({int, float, bool, str, type(None), type(...), torch.dtype, torch.device})
+_EMPTY_STACK: OrderedDict = OrderedDict()
+
 
 class LeafTracer(fx.Tracer):
     """fx Tracer that keeps known layers (conv, linear, norms, activations, pools, quantisers) as leaves.
@@ -53,7 +59,9 @@ class LeafTracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         """Known layer types (and their subclasses) are leaves; other torch.nn modules keep fx's default."""
-        if is_known_leaf(m):
+        if self.__dict__.get("_not_known") is m:  # call_module has just found it is not a known leaf
+            self._not_known = None
+        elif is_known_leaf(m):
             return True
         return super().is_leaf_module(m, module_qualified_name)
 
@@ -63,6 +71,7 @@ class LeafTracer(fx.Tracer):
         if threading.get_ident() != self._owner:
             return forward(*args, **kwargs)
         if not is_known_leaf(m):
+            self._not_known = m  # fx's call_module asks is_leaf_module first: not asked twice
             return super().call_module(m, forward, args, kwargs)
         before, after = hooked_quantisers(m)
         if before is not None and args:
@@ -71,6 +80,35 @@ class LeafTracer(fx.Tracer):
         # node's nn_module_stack, which nothing reads for a call_module node) is skipped
         out = self.create_proxy("call_module", self.path_of_module(m), args, kwargs)
         return after(out) if after is not None else out
+
+    def create_arg(self, a: object) -> object:
+        """fx's lowering, with a fast path for the common exact types (a proxy, plain scalars, a tuple or
+        list of them): fx's own checks (parameters, buffers, modules, named tuples, tensor constants) can
+        match none of them, and its fallback gives these same results."""
+        kind = type(a)
+        if kind is fx.Proxy:
+            return a.node
+        if kind in _PLAIN_ARGS:
+            return a
+        if kind is tuple:
+            return tuple([self.create_arg(x) for x in a])
+        if kind is list:
+            return [self.create_arg(x) for x in a]
+        return super().create_arg(a)
+
+    def create_node(self, kind, target, args, kwargs, name=None, type_expr=None) -> fx.Node:
+        """fx's node creation; the module stack is copied with ``OrderedDict.copy`` (fx's ``copy.copy`` of
+        it costs more than the rest of the node), giving the same ``nn_module_stack``."""
+        stack = self.module_stack
+        if not stack or fx_traceback.has_preserved_node_meta():
+            return super().create_node(kind, target, args, kwargs, name, type_expr)
+        self.module_stack = _EMPTY_STACK
+        try:
+            node = super().create_node(kind, target, args, kwargs, name, type_expr)
+        finally:
+            self.module_stack = stack
+        node.meta["nn_module_stack"] = stack.copy()
+        return node
 
     def getattr(self, attr: str, attr_val: object, parameter_proxy_cache: dict) -> object:
         """Proxy a parameter or buffer read; another thread reads the real attribute."""
@@ -336,8 +374,15 @@ def ops_from_graph(
     used: set[str] = set()
     read: set[str] = set()
     placeholders = iter(example_inputs)
-    modules = dict(model.named_modules())
-    buffers = {name for name, _ in model.named_buffers(remove_duplicate=False)}
+    modules: dict[str, nn.Module] = {}  # dict(model.named_modules()): each module under its first path
+    buffers: set[str] = set()  # the names model.named_buffers(remove_duplicate=False) gives; one walk for both
+    seen: set[int] = set()
+    for path, mod in model.named_modules(remove_duplicate=False):
+        if id(mod) not in seen:
+            seen.add(id(mod))
+            modules[path] = mod
+        prefix = f"{path}." if path else ""
+        buffers.update(prefix + k for k, v in mod._buffers.items() if v is not None)
 
     def load(a: object) -> object:
         return fx.node.map_arg(a, lambda n: env[n])

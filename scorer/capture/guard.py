@@ -61,26 +61,42 @@ def preserved(model: nn.Module) -> Iterator[list[nn.Module]]:
     changed in place without a copy raises CaptureError: it cannot be undone, so it is not passed over.
     """
     saved = []
+    empty: list[dict | set] = []  # tables that were empty (most hook tables): emptied again on exit
     tensors: dict[int, tuple[str, torch.Tensor]] = {}
     plain: list[torch.Tensor] = []
     for path, m in model.named_modules():
         attrs = m.__dict__.copy()
-        saved.append((m, attrs, [(v, v.copy() if v else None) for v in attrs.values() if type(v) in _TABLES]))
+        full = []
+        attr_tensors = []
+        for k, v in attrs.items():
+            if type(v) in _TABLES:
+                if v:
+                    full.append((v, v.copy()))
+                else:
+                    empty.append(v)
+            elif isinstance(v, torch.Tensor):
+                attr_tensors.append((k, v))
+        saved.append((m, attrs, full))
         prefix = f"{path}." if path else ""
-        for items in (m._parameters, m._buffers, attrs):
+        for items in (m._parameters, m._buffers):
             for k, t in items.items():
                 if isinstance(t, torch.Tensor) and id(t) not in tensors:
                     tensors[id(t)] = (prefix + k, t)
-                    if items is attrs:
-                        plain.append(t)
+        for k, t in attr_tensors:
+            if id(t) not in tensors:
+                tensors[id(t)] = (prefix + k, t)
+                plain.append(t)
     state = [(name, t, t.requires_grad, _version(t)) for name, t in tensors.values()]
     copies = _copies(plain)
 
     def undo() -> list[str]:
         for m, attrs, tables in saved:
             _restore(m.__dict__, attrs)
-            for live, copy in tables:  # each table the module held, as it held it
+            for live, copy in tables:  # each non-empty table the module held, as it held it
                 _restore(live, copy)
+        for live in empty:
+            if live:
+                live.clear()
         changed = []
         for name, t, grad, version in state:
             if t.requires_grad != grad:
@@ -157,8 +173,10 @@ def substituted(
                 s = stand.get(id(t))
                 if s is None:
                     s = make(t)
-                    if isinstance(t, nn.Parameter):
-                        s = nn.Parameter(s, requires_grad=t.requires_grad)
+                    if type(t) is nn.Parameter or (type(t) is not torch.Tensor and isinstance(t, nn.Parameter)):
+                        # what nn.Parameter(s, requires_grad) does for a plain tensor, without its Python layer
+                        s = (torch.Tensor._make_subclass(nn.Parameter, s, t.requires_grad) if type(s) is torch.Tensor
+                             else nn.Parameter(s, requires_grad=t.requires_grad))
                     stand[id(t)] = s
                     real_of[id(s)] = (prefix + k, t)  # the first name, as named_parameters() gives it
                 table[k] = s
@@ -189,4 +207,7 @@ def versions_kept(model: nn.Module) -> Iterator[None]:
 
 def meta_like(t: torch.Tensor) -> torch.Tensor:
     """A meta tensor with ``t``'s shape, strides and dtype."""
-    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=_META)
+
+
+_META = torch.device("meta")
