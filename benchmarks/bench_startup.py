@@ -12,6 +12,8 @@ Targets (issue 11 item 5): ``--help``, ``--version`` and the listings at most 0.
 1.5x. As after a pip install, modules run from bytecode (the untimed warm-up run writes it, whatever
 PYTHONDONTWRITEBYTECODE says). ``--root`` times another checkout (e.g. ``git archive`` of an older commit,
 for before/after numbers); a command that fails there (no ``--version`` yet) is left out of the table.
+``--before DIR`` times DIR's commands too, in the same shuffled rounds (rows ``before: ...``), so that both
+columns of a before/after table share one ``import torch`` median and one spell of the machine.
 """
 
 from __future__ import annotations
@@ -54,6 +56,13 @@ def run_once(argv: list[str], root: Path, env: dict[str, str]) -> float | None:
     return elapsed
 
 
+def environment(root: Path) -> dict[str, str]:
+    """The environment of a timed process: ``root`` first on the path, bytecode written and read."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: the untimed first run leaves the .pyc files
+    return env
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7, help="runs of every command (default 7)")
@@ -62,15 +71,20 @@ def main() -> None:
                          "reference:wrn28_10 --bits 16, and reference:resnet18)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the shuffled order")
     ap.add_argument("--root", type=Path, default=ROOT, help="the checkout to time (default: this one)")
+    ap.add_argument("--before", type=Path, default=None,
+                    help="another checkout timed in the same rounds (rows 'before: ...')")
     ap.add_argument("--json", default=None, help="also write the medians and ratios here")
     args = ap.parse_args()
 
     root = args.root.resolve()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
-    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: the untimed first run leaves the .pyc files
-    cmds = commands(args.model or ["reference:wrn28_10 --bits 16", "reference:resnet18"])
-    for label, argv in list(cmds.items()):  # warm the file cache and the bytecode; not timed
-        if run_once(argv, root, env) is None:
+    models = args.model or ["reference:wrn28_10 --bits 16", "reference:resnet18"]
+    # label -> (argv, checkout it runs in)
+    cmds = {label: (argv, root) for label, argv in commands(models).items()}
+    if args.before is not None:
+        cmds.update({f"before: {label}": (argv, args.before.resolve())
+                     for label, argv in commands(models).items() if label != BASELINE})
+    for label, (argv, where) in list(cmds.items()):  # warm the file cache and the bytecode; not timed
+        if run_once(argv, where, environment(where)) is None:
             del cmds[label]
     times: dict[str, list[float]] = {label: [] for label in cmds}
     rng = random.Random(args.seed)
@@ -78,7 +92,8 @@ def main() -> None:
         order = list(cmds)
         rng.shuffle(order)
         for label in order:
-            elapsed = run_once(cmds[label], root, env)
+            argv, where = cmds[label]
+            elapsed = run_once(argv, where, environment(where))
             if elapsed is None:
                 raise SystemExit(f"{label} failed in a timed round")
             times[label].append(elapsed)

@@ -52,6 +52,8 @@ class ReferenceInfo:
         """Build the model in eval mode with the registered keyword arguments plus ``overrides``."""
         import torch
 
+        from scorer.sparsity import measured_nonzeros
+
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # reference weights are reproducible from run to run
             model = self.factory(**{**self.kwargs, **overrides})
@@ -59,10 +61,11 @@ class ReferenceInfo:
             # Random init can draw an exact 0.0, and one zero makes a whole tensor "sparse" under the
             # official rule (a 1-bit mask over every element). Untrained reference weights carry no such
             # intent, so those draws are nudged off zero; real sparsity comes from pruning or tables.
-            # (counted first: the mask of a 36M-element tensor costs more than the count, and is rarely needed)
+            # (counted first: the mask of a 36M-element tensor costs more than the count, and is rarely needed;
+            # counted by the scorer's one-thread count: torch's threads wait on each other on a busy CPU)
             for p in model.parameters():
                 if (p.dim() > 1 and p.is_floating_point() and p.device.type != "meta"
-                        and int(torch.count_nonzero(p)) < p.numel()):
+                        and measured_nonzeros(p) < p.numel()):
                     p[p == 0] = torch.finfo(p.dtype).tiny
         return model.eval()
 

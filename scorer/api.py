@@ -9,7 +9,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import pandas as pd
 import torch
 import torch.nn as nn
 
@@ -23,7 +22,7 @@ from scorer.inputs import dtypes_of, make_inputs, parse_dtype, shapes_of, token_
 from scorer.memory import activation_memory, input_bits
 from scorer.passes import run_passes
 from scorer.precision import PrecisionPolicy, annotate_bits
-from scorer.report import COLUMNS, Report, row_of
+from scorer.report import Report, row_of
 from scorer.sparsity import SparsitySpec, annotate_sparsity, measure_nonzeros
 from scorer.tracks import Track, get_track
 
@@ -310,7 +309,6 @@ def evaluate(cap: Captured, opts: Options, allow_unknown: bool = False) -> Repor
         raise UnknownOpError([(u["name"], u["module"], u["target"]) for u in unknown_rows])
     if opts.spec.uniform is None:
         notes.extend(cap.notes)
-    layers = pd.DataFrame(rows, columns=COLUMNS)
     if unknown_rows:
         notes.append(f"WARNING: {len(unknown_rows)} op(s) without a rule were counted as zero")
     excluded = cap.excluded
@@ -330,7 +328,7 @@ def evaluate(cap: Captured, opts: Options, allow_unknown: bool = False) -> Repor
         "exit_fractions": {p.name: p.fraction for p in cap.paths} if fractions else None,
     }
     return Report(
-        layers=layers, track=cap.track, rules=opts.ruleset.name, capture=cap.method, settings=settings,
+        layers=rows, track=cap.track, rules=opts.ruleset.name, capture=cap.method, settings=settings,
         notes=notes, unknown=unknown_rows, excluded=[dict(e) for e in excluded],
     )
 

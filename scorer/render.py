@@ -34,7 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass(frozen=True)
 class ReportView:
-    """What a renderer reads: the report as plain data, rows already grouped at ``depth``."""
+    """What a renderer reads: the report as plain data, rows already grouped at ``depth``. ``layers`` and
+    ``rows`` may be given as functions returning the frame: each is called once, when first read."""
 
     layers: pd.DataFrame  #: one row per op
     rows: pd.DataFrame  #: the rows shown: ``layers`` (depth None) or the groups at ``depth``
@@ -47,6 +48,28 @@ class ReportView:
     notes: list[str] = field(default_factory=list)
     unknown: list[dict] = field(default_factory=list)
     excluded: list[dict] = field(default_factory=list)  #: parameters no op stores, with the reason
+    #: the rows of ``layers`` as dicts when the report holds them so (``Report.records``): read without pandas
+    records: list[dict] | None = None
+
+
+def _lazy_frame(name: str) -> property:
+    """A ReportView field that may be given as a function: called on first read, its frame kept."""
+
+    def get(view: ReportView) -> pd.DataFrame:
+        value = view.__dict__[name]
+        if callable(value):
+            value = view.__dict__[name] = value()
+        return value
+
+    def set_(view: ReportView, value: Any) -> None:
+        view.__dict__[name] = value
+
+    return property(get, set_)
+
+
+# After the dataclass is made: its __init__ assigns these through the properties.
+ReportView.layers = _lazy_frame("layers")  # type: ignore[assignment]
+ReportView.rows = _lazy_frame("rows")  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,17 @@
-"""The Report: one row per op in a pandas DataFrame, totals, and the normalised score for a track."""
+"""The Report: one row per op in a pandas DataFrame, totals, and the normalised score for a track.
+
+pandas is imported when a frame is first needed: ``score()`` hands the rows over as dicts, and the default
+summary and the totals read them without it (a CLI score does not pay for importing pandas).
+"""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import numpy as np
 
 from rules.base import Cost
 from rules.kinds import FREE_KINDS, is_unknown
@@ -13,6 +19,9 @@ from rules.records import Op
 from scorer import render
 from scorer.formatting import group_kind
 from scorer.tracks import Track
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 #: Columns every layer row has (a contract: other tools read them).
 COLUMNS = [
@@ -102,9 +111,23 @@ def totals_of(param_bits: object, mults: object, adds: object, ops: object, trac
     }
 
 
+def frame_of(rows: list[dict]) -> pd.DataFrame:
+    """The rows as the ``layers`` DataFrame (columns COLUMNS, in that order)."""
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _column(rows: list[dict], column: str) -> np.ndarray:
+    """One column of ``rows`` with the dtype pandas gives it (int64 if all ints, float64 if numbers mixed), so
+    that its sum is the frame's: a contiguous 1-d array summed by numpy, as ``Series.sum()`` does."""
+    return np.asarray([r.get(column) for r in rows])
+
+
 @dataclass
 class Report:
-    """A scored model: ``layers`` (one row per op) and ``totals`` (see TOTAL_KEYS)."""
+    """A scored model: ``layers`` (one row per op: a DataFrame; given as a list of row dicts, the frame is built
+    on first use) and ``totals`` (see TOTAL_KEYS)."""
 
     layers: pd.DataFrame
     track: Track
@@ -122,12 +145,22 @@ class Report:
         (``scorer.memory``): ``mtas_bits`` (max over steps of the live activations) and
         ``peak_op_activation_bits`` (max over ops of one op's inputs + output), both in bits per example, max
         over every row (over every weighted path: not weighted)."""
-        df = self.layers
-        totals = totals_of(float(df["param_bits"].sum()), float(df["mults"].sum()), float(df["adds"].sum()),
-                           float(df["ops"].sum()), self.track)
-        totals["mtas_bits"] = float(df["act_bits_live"].max()) if len(df) else 0.0
-        totals["peak_op_activation_bits"] = float(df["act_bits_op"].max()) if len(df) else 0.0
+        rows = self.__dict__.get("_rows")
+        if rows is None:
+            df = self.layers
+            col: Any = df.__getitem__
+        else:  # no frame yet: the same sums over the same dtypes (tests/test_report_lazy.py checks equality)
+            df = rows
+            col = functools.partial(_column, rows)
+        totals = totals_of(float(col("param_bits").sum()), float(col("mults").sum()), float(col("adds").sum()),
+                           float(col("ops").sum()), self.track)
+        totals["mtas_bits"] = float(col("act_bits_live").max()) if len(df) else 0.0
+        totals["peak_op_activation_bits"] = float(col("act_bits_op").max()) if len(df) else 0.0
         return totals
+
+    def records(self) -> list[dict] | None:
+        """The rows as ``score()`` made them (dicts, one per op), while no frame was built; else None."""
+        return self.__dict__.get("_rows")
 
     def by_depth(self, depth: int | None) -> pd.DataFrame:
         """Rows grouped by the first ``depth`` components of the module path (None: one row per op): counts
@@ -153,6 +186,8 @@ class Report:
     def coverage(self) -> pd.DataFrame:
         """Ops per module: ``counted`` (a rule gave them a cost), ``free`` (no arithmetic by rule: data movement,
         quantisers) and ``unsupported`` (no rule; zero only under ``allow_unknown``)."""
+        import pandas as pd
+
         kinds = self.layers["kind"]
         status = kinds.map(lambda k: "unsupported" if is_unknown(k) else "free" if k in FREE_KINDS else "counted")
         table = pd.crosstab(self.layers["module"].replace("", "<top>"), status)
@@ -162,8 +197,9 @@ class Report:
         """The report as the plain data renderers read (``scorer.render``), rows grouped at ``depth``."""
         totals = self.totals
         return render.ReportView(
-            layers=self.layers,
-            rows=self.by_depth(depth),
+            layers=lambda: self.layers,  # built when a renderer reads it (the summary reads ``records``)
+            rows=lambda: self.by_depth(depth),
+            records=self.records(),
             depth=depth,
             totals={k: totals[k] for k in TOTAL_KEYS},
             track=self.track.name,
@@ -205,3 +241,20 @@ class Report:
         """Bar plots of params and ops per module at ``depth`` (default 2) and each top-level module's share,
         in the format the path's extension names (needs matplotlib; ``scorer.plots``)."""
         return render.plot(self.view(depth), path)
+
+
+def _get_layers(self: Report) -> pd.DataFrame:
+    if self.__dict__.get("_frame") is None:
+        self.__dict__["_frame"] = frame_of(self.__dict__.pop("_rows"))
+    return self.__dict__["_frame"]
+
+
+def _set_layers(self: Report, value: pd.DataFrame | list[dict]) -> None:
+    if isinstance(value, list):
+        self.__dict__.update(_rows=value, _frame=None)
+    else:
+        self.__dict__.update(_rows=None, _frame=value)
+
+
+# After the dataclass is made: its __init__ assigns ``layers`` through this property.
+Report.layers = property(_get_layers, _set_layers, doc="One row per op (a pandas DataFrame, columns COLUMNS).")

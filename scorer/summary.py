@@ -191,12 +191,17 @@ class ModuleNode:
         return self.param_bits / 32 + self.ops
 
 
-def module_tree(layers: pd.DataFrame, depth: int) -> ModuleNode:
-    """The tree of module paths down to ``depth`` levels, in the order the ops run; the root holds the totals."""
+def module_tree(layers: pd.DataFrame | list[dict], depth: int) -> ModuleNode:
+    """The tree of module paths down to ``depth`` levels, in the order the ops run; the root holds the totals.
+    ``layers``: the report's frame, or its rows as dicts (``ReportView.records``; counts are read as floats)."""
     root = ModuleNode("", "", 0)
-    cols = [c for c in ("module", "kind", "note", "param_bits", "ops", "mults", "adds", "weight_numel",
-                        "nonzeros", "act_bits_live") if c in layers.columns]
-    for rec in layers[cols].to_dict(orient="records"):
+    if isinstance(layers, list):
+        records = layers
+    else:
+        cols = [c for c in ("module", "kind", "note", "param_bits", "ops", "mults", "adds", "weight_numel",
+                            "nonzeros", "act_bits_live") if c in layers.columns]
+        records = layers[cols].to_dict(orient="records")
+    for rec in records:
         module = str(rec.get("module") or "")
         parts = module.split(".") if module else ["<top>"]
         root.add(rec)
@@ -370,7 +375,7 @@ def summary_lines(view: ReportView, width: int, depth: int | None = None, per_op
         lines += wrap(title, width, "  ")
     lines += header_lines(view, width)
     if depth > 0:
-        root = module_tree(view.layers, depth)
+        root = module_tree(view.layers if view.records is None else view.records, depth)
         rows, hidden_top, hidden_deeper = tree_rows(root, show_free)
         lines.append("")
         table, dropped = table_lines(tree_columns(rows, root), width)
