@@ -32,18 +32,27 @@ def output_width(stream: TextIO | None = None) -> int:
     return PIPE_WIDTH
 
 
+def _finite(value: Any) -> tuple[float | None, str]:
+    """``(v, "")`` for a finite number, else ``(None, text)``: a non-number's own text, ``""`` for NaN,
+    ``inf``/``-inf``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None, str(value)
+    if math.isnan(v):
+        return None, ""
+    if math.isinf(v):
+        return None, "inf" if v > 0 else "-inf"
+    return v, ""
+
+
 def fmt_number(value: Any) -> str:
     """A count with thousands separators: integers exactly, fractions to two decimals."""
     if value is None:
         return ""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if math.isnan(v):
-        return ""
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
+    v, text = _finite(value)
+    if v is None:
+        return text
     if v.is_integer():
         return f"{int(v):,}"
     return f"{v:,.2f}"
@@ -56,14 +65,9 @@ def fmt_score(value: float) -> str:
 
 def fmt_human(value: Any) -> str:
     """A count in human units, four significant digits: ``950``, ``12.5``, ``238.5K``, ``88.61M``, ``1.2G``."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if math.isnan(v):
-        return ""
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
+    v, text = _finite(value)
+    if v is None:
+        return text
     size = abs(v)
     for scale, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
         if size >= scale * 0.99995:

@@ -381,29 +381,28 @@ def _parse_stage(raw: Any, index: int, defaults: dict[str, Any], path: Path, see
     )
 
 
-def _check_prune(params: dict[str, Any], where: str) -> None:
+def _check_schedule(params: dict[str, Any], where: str, needs: str) -> None:
+    """The stage's ``schedule`` is present (else ``{where}: {needs}``) and parses."""
     from reference_models.compression.schedule import parse_schedule
 
     if "schedule" not in params:
-        raise RecipeError(f"{where}: prune needs schedule (e.g. '10%*5+2.5%*4+2%*2' or 'linear:0.5:4')")
+        raise RecipeError(f"{where}: {needs}")
     try:
         parse_schedule(params["schedule"])
     except ValueError as exc:
         raise RecipeError(f"{where}: {exc}") from None
+
+
+def _check_prune(params: dict[str, Any], where: str) -> None:
+    _check_schedule(params, where, "prune needs schedule (e.g. '10%*5+2.5%*4+2%*2' or 'linear:0.5:4')")
     method = params.get("method", "layer_normalized")
     if method not in ("global", "layer_normalized", "uniform"):
         raise RecipeError(f"{where}: method {method!r} is not global, layer_normalized or uniform")
 
 
 def _check_channel_prune(params: dict[str, Any], where: str) -> None:
-    from reference_models.compression.schedule import parse_schedule
-
-    if "schedule" not in params:
-        raise RecipeError(f"{where}: channel_prune needs schedule (fractions of the channels removed, e.g. 'linear:0.5:4')")
-    try:
-        parse_schedule(params["schedule"])
-    except ValueError as exc:
-        raise RecipeError(f"{where}: {exc}") from None
+    _check_schedule(params, where,
+                    "channel_prune needs schedule (fractions of the channels removed, e.g. 'linear:0.5:4')")
     checks = [
         (0 <= params.get("back_ratio", 0.25) < 1, "back_ratio must be in [0, 1)"),
         (0 < params.get("limit", 0.5) <= 1, "limit must be in (0, 1]"),
