@@ -7,6 +7,7 @@ parameters and buffers, so it cannot change them.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from dataclasses import replace
 import torch
 import torch.ao.nn.quantized as nnq
 import torch.fx as fx
-import torch.fx.traceback as fx_traceback
+import torch.fx._symbolic_trace as _st
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
@@ -35,11 +36,50 @@ from scorer.ops import is_known_leaf, quant_bits, targets, translate
 from scorer.ops.act import COMPARISONS
 from scorer.ops.call import Call, make_call
 from scorer.ops.quant import QUANTISERS, hooked_quantisers
+from scorer.ops.registry import memoised
 from scorer.ops.values import Val, carries_param, meta_of
 
 #: Argument types fx lowers to themselves (exact types; subclasses take fx's own path).
 _PLAIN_ARGS = frozenset({int, float, bool, str, type(None), type(...), torch.dtype, torch.device})
-_EMPTY_STACK: OrderedDict = OrderedDict()
+
+
+class _TensorAttrs(dict):
+    """fx's ``tensor_attrs`` (tensor attribute value -> qualified name), filled on first use the way
+    ``fx.Tracer.trace`` fills it up front."""
+
+    def __init__(self, root: nn.Module) -> None:
+        super().__init__()
+        self._root: nn.Module | None = root
+
+    def _fill(self) -> None:
+        root, self._root = self._root, None
+        if root is None:
+            return
+
+        def collect(m: nn.Module, prefix: list[str]) -> None:
+            for k, v in m.__dict__.items():
+                if isinstance(v, _st._constant_attribute_types):
+                    dict.__setitem__(self, v, ".".join([*prefix, k]))
+            for k, v in m.named_children():
+                collect(v, [*prefix, k])
+
+        collect(root, [])
+
+    def get(self, key: object, default: object = None) -> object:
+        self._fill()
+        return super().get(key, default)
+
+    def __getitem__(self, key: object) -> object:
+        self._fill()
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self._fill()
+        return super().__contains__(key)
+
+    def __setitem__(self, key: object, value: object) -> None:
+        self._fill()
+        super().__setitem__(key, value)
 
 
 class LeafTracer(fx.Tracer):
@@ -52,10 +92,54 @@ class LeafTracer(fx.Tracer):
 
     proxy_buffer_attributes = True
 
-    def trace(self, root: object, concrete_args: dict | None = None) -> fx.Graph:
-        """Trace ``root``, remembering the tracing thread."""
+    def trace(self, root: nn.Module, concrete_args: dict | None = None) -> list[fx.Node]:
+        """``fx.Tracer.trace`` for a module root, leaner: returns the nodes in run order and defers the
+        walk over every module's attributes that finds tensor constants (``tensor_attrs``) to the first
+        constant met (most forwards meet none); remembers the tracing thread."""
         self._owner = threading.get_ident()
-        return super().trace(root, concrete_args)
+        self.nodes: list[fx.Node] = []
+        self._names: dict = {}  # target -> fx's name for it
+        old_flag = _st._is_fx_tracing_flag
+        _st._is_fx_tracing_flag = True
+        try:
+            from torch.fx._lazy_graph_module import _LazyGraphModule
+
+            _LazyGraphModule.force_recompile(root)
+            self.root = root
+            fn = type(root).forward
+            self.root_module_name = root._get_name()
+            self.submodule_paths = {mod: name for name, mod in root.named_modules()}
+            self.graph = fx.Graph(tracer_cls=type(self))
+            self.tensor_attrs = _TensorAttrs(root)
+            fn_globals = fn.__globals__  # read before it is patched
+            fn, args = self.create_args_for_root(fn, True, concrete_args)
+            proxy_cache: dict = {}
+
+            @functools.wraps(_st._orig_module_getattr)
+            def module_getattr_wrapper(mod: nn.Module, attr: str) -> object:
+                return self.getattr(attr, _st._orig_module_getattr(mod, attr), proxy_cache)
+
+            @functools.wraps(_st._orig_module_call)
+            def module_call_wrapper(mod: nn.Module, *args: object, **kwargs: object) -> object:
+                def forward(*args: object, **kwargs: object) -> object:
+                    return _st._orig_module_call(mod, *args, **kwargs)
+
+                _st._autowrap_check(patcher, getattr(getattr(mod, "forward", mod), "__globals__", {}),
+                                    self._autowrap_function_ids)
+                return self.call_module(mod, forward, args, kwargs)
+
+            with _st._new_patcher() as patcher:
+                patcher.patch_method(nn.Module, "__getattr__", module_getattr_wrapper, deduplicate=False)
+                patcher.patch_method(nn.Module, "__call__", module_call_wrapper, deduplicate=False)
+                _st._patch_wrapped_functions(patcher)
+                _st._autowrap_check(patcher, fn_globals, self._autowrap_function_ids)
+                for module in self._autowrap_search:
+                    _st._autowrap_check(patcher, module.__dict__, self._autowrap_function_ids)
+                self.create_node("output", "output", (self.create_arg(fn(*args)),), {})
+            self.submodule_paths = None
+        finally:
+            _st._is_fx_tracing_flag = old_flag
+        return self.nodes
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         """Known layer types (and their subclasses) are leaves; other torch.nn modules keep fx's default."""
@@ -97,17 +181,25 @@ class LeafTracer(fx.Tracer):
         return super().create_arg(a)
 
     def create_node(self, kind, target, args, kwargs, name=None, type_expr=None) -> fx.Node:
-        """fx's node creation; the module stack is copied with ``OrderedDict.copy`` (fx's ``copy.copy`` of
-        it costs more than the rest of the node), giving the same ``nn_module_stack``."""
+        """A node named as ``fx.Graph.create_node`` names it, kept in ``self.nodes`` (run order) instead of
+        the graph: the graph's own bookkeeping (argument scan for symbolic ints, node lookup tables, linked
+        list, scope table) is most of a node's cost and nothing here reads it. ``node.meta["layer"]`` is
+        the path of the innermost module the call ran in."""
+        graph = self.graph
+        if name is None:
+            name = self._names.get(target) if kind != "call_module" else None
+            if name is None:
+                name = graph._target_to_str(target)
+                if kind != "call_module":
+                    try:
+                        self._names[target] = name
+                    except TypeError:  # an unhashable target
+                        pass
+        name = graph._graph_namespace.create_name(name, None)
+        node = fx.Node(graph, name, kind, target, args, kwargs, type_expr)
         stack = self.module_stack
-        if not stack or fx_traceback.has_preserved_node_meta():
-            return super().create_node(kind, target, args, kwargs, name, type_expr)
-        self.module_stack = _EMPTY_STACK
-        try:
-            node = super().create_node(kind, target, args, kwargs, name, type_expr)
-        finally:
-            self.module_stack = stack
-        node.meta["nn_module_stack"] = stack.copy()
+        node.meta["layer"] = _stack_path(stack) if stack else ""
+        self.nodes.append(node)
         return node
 
     def getattr(self, attr: str, attr_val: object, parameter_proxy_cache: dict) -> object:
@@ -174,10 +266,8 @@ def _unwrap(a: object) -> object:
     return a
 
 
-def _layer_of(node: fx.Node) -> str:
-    stack = node.meta.get("nn_module_stack")
-    if not stack:
-        return ""
+def _stack_path(stack: OrderedDict) -> str:
+    """The path of the innermost module of fx's module stack."""
     last = next(reversed(stack.values()))
     return last[0] if isinstance(last, tuple) else str(last)
 
@@ -327,44 +417,49 @@ def _delegate(record_layer: LayerRecorder, mod: nn.Module, call: Call, margs: tu
     return ops
 
 
-def trace(model: nn.Module) -> fx.Graph:
-    """Symbolically trace ``model`` with the leaf-keeping tracer (the graph only: no GraphModule is built,
-    which would compile code and re-register every submodule)."""
+def trace(model: nn.Module) -> list[fx.Node]:
+    """Symbolically trace ``model`` with the leaf-keeping tracer: its nodes in run order (no GraphModule is
+    built, which would compile code and re-register every submodule)."""
     return LeafTracer().trace(model)
 
 
 def capture_fx(model: nn.Module, example_inputs: tuple, record_layer: LayerRecorder | None = None) -> FxCapture:
     """Trace ``model`` and propagate meta shapes; raises on untraceable Python or shape errors.
     ``record_layer`` records the torch.nn layers fx keeps whole without an extractor (else they are unknown)."""
+    with memoised():
+        return _capture_fx(model, example_inputs, record_layer)
+
+
+def _capture_fx(model: nn.Module, example_inputs: tuple, record_layer: LayerRecorder | None) -> FxCapture:
     if is_known_leaf(model) or _delegated(model, record_layer):  # a bare layer: one call, not a trace through its forward
         graph = fx.Graph()
         args = [graph.placeholder(f"input_{i}") for i in range(len(example_inputs))]
         graph.output(graph.call_module("", tuple(args)))
-        return ops_from_graph(model, graph, example_inputs, method="fx", record_layer=record_layer)
+        return ops_from_graph(model, list(graph.nodes), example_inputs, method="fx", record_layer=record_layer)
     before = set(model.__dict__)
     factories = MetaFactories()
     try:
         with substituted(model, meta_like), factories:
-            graph = trace(model)
+            nodes = trace(model)
         # fx stores tensors the forward creates or closes over as ``_tensor_constant<N>`` attributes of
         # the root; they are kept here and must not stay on the user's model
         constants = {key: model.__dict__[key] for key in set(model.__dict__) - before}
     finally:
         for key in set(model.__dict__) - before:
             del model.__dict__[key]
-    aten = next((n.target for n in graph.nodes if isinstance(n.target, torch._ops.OpOverload)), None)
+    aten = next((n.target for n in nodes if isinstance(n.target, torch._ops.OpOverload)), None)
     if aten is not None:  # a torch.export program's module: its aten calls are torch.export's to translate
         raise ValueError(f"the forward calls aten operators ({aten}): an aten-level graph")
     created = {key for key, value in constants.items() if id(value) in factories.made}
-    return ops_from_graph(model, graph, example_inputs, method="fx", constants=constants, created=created,
+    return ops_from_graph(model, nodes, example_inputs, method="fx", constants=constants, created=created,
                           record_layer=record_layer)
 
 
 def ops_from_graph(
-    model: nn.Module, graph: fx.Graph, example_inputs: tuple, method: str, constants: dict | None = None,
+    model: nn.Module, nodes: list[fx.Node], example_inputs: tuple, method: str, constants: dict | None = None,
     created: set[str] | frozenset[str] = frozenset(), record_layer: LayerRecorder | None = None,
 ) -> FxCapture:
-    """Walk an fx graph of ``model`` in order, computing meta values and one Op per call node.
+    """Walk the fx nodes of ``model`` in run order, computing meta values and one Op per call node.
 
     ``get_attr`` targets are read from ``constants`` (fx's tensor constants) first, then from ``model``;
     those named in ``created`` were made by the forward itself and are plain values, not parameters.
@@ -387,7 +482,7 @@ def ops_from_graph(
     def load(a: object) -> object:
         return fx.node.map_arg(a, lambda n: env[n])
 
-    for node in graph.nodes:
+    for node in nodes:
         if node.op == "placeholder":
             try:
                 inp = next(placeholders)
@@ -414,7 +509,7 @@ def ops_from_graph(
             args = load(node.args)
             kwargs = load(node.kwargs)
             margs, mkwargs = _unwrap(args), _unwrap(kwargs)
-            path = str(node.target) if node.op == "call_module" else _layer_of(node)
+            path = str(node.target) if node.op == "call_module" else node.meta.get("layer", "")
             if node.op == "call_module":
                 mod = modules[str(node.target)]
                 read.update(f"{path}.{n}" if path else n for n in _param_names(mod))

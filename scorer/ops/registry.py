@@ -8,7 +8,9 @@ Capture backends build a ``Call`` and ask :func:`translate` for its Ops; a call 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -88,8 +90,38 @@ def register(
 _BY_CLASS: dict[type, OpDef | None] = {}
 
 
+#: Per-module answers of ``module_def`` inside ``memoised()``: (owning thread, {id(module): (module, def)}).
+_MEMO: tuple[int, dict[int, tuple[nn.Module, OpDef | None]]] | None = None
+
+
+@contextlib.contextmanager
+def memoised() -> Iterator[None]:
+    """Remember ``module_def``'s answer per module for the calling thread until exit (one capture asks it
+    several times per call, and a module's claim test reads several attributes). A capture does not change
+    what a module is; other threads keep asking afresh."""
+    global _MEMO
+    outer = _MEMO
+    _MEMO = (threading.get_ident(), {})
+    try:
+        yield
+    finally:
+        _MEMO = outer
+
+
 def module_def(mod: nn.Module) -> OpDef | None:
     """The extractor for a call of ``mod``, or None (a container or a user module: traced into)."""
+    memo = _MEMO
+    if memo is not None and memo[0] == threading.get_ident():
+        hit = memo[1].get(id(mod))
+        if hit is not None and hit[0] is mod:
+            return hit[1]
+        found = _module_def(mod)
+        memo[1][id(mod)] = (mod, found)
+        return found
+    return _module_def(mod)
+
+
+def _module_def(mod: nn.Module) -> OpDef | None:
     cls = type(mod)
     try:
         found = _BY_CLASS[cls]
