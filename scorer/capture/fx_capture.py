@@ -124,11 +124,12 @@ class LeafTracer(fx.Tracer):
                 def forward(*args: object, **kwargs: object) -> object:
                     return _st._orig_module_call(mod, *args, **kwargs)
 
-                _st._autowrap_check(patcher, getattr(getattr(mod, "forward", mod), "__globals__", {}),
-                                    self._autowrap_function_ids)
+                # (fx checks the forward's globals for functions to wrap here; call_module does, for a
+                # forward it traces into: a leaf's forward never runs)
                 return self.call_module(mod, forward, args, kwargs)
 
             with _st._new_patcher() as patcher:
+                self._patcher = patcher
                 patcher.patch_method(nn.Module, "__getattr__", module_getattr_wrapper, deduplicate=False)
                 patcher.patch_method(nn.Module, "__call__", module_call_wrapper, deduplicate=False)
                 _st._patch_wrapped_functions(patcher)
@@ -143,27 +144,36 @@ class LeafTracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         """Known layer types (and their subclasses) are leaves; other torch.nn modules keep fx's default."""
-        if self.__dict__.get("_not_known") is m:  # call_module has just found it is not a known leaf
-            self._not_known = None
-        elif is_known_leaf(m):
-            return True
-        return super().is_leaf_module(m, module_qualified_name)
+        return is_known_leaf(m) or super().is_leaf_module(m, module_qualified_name)
 
     def call_module(self, m: nn.Module, forward, args: tuple, kwargs: dict) -> object:
         """Record a module call; another thread's call runs normally. A leaf's torch.ao observer hooks
-        (eager-mode QAT) are recorded as calls of its ``activation_post_process`` around it, as they run."""
+        (eager-mode QAT) are recorded as calls of its ``activation_post_process`` around it, as they run.
+
+        fx's own ``call_module``, leaner: the module stack (``nn_module_stack``: what ``node.meta["layer"]``
+        reads) is kept as fx keeps it, fx's ``scope`` (read only by the graph bookkeeping ``create_node``
+        skips) is not, and a known leaf, whose own stack entry nothing reads, skips it."""
         if threading.get_ident() != self._owner:
             return forward(*args, **kwargs)
-        if not is_known_leaf(m):
-            self._not_known = m  # fx's call_module asks is_leaf_module first: not asked twice
-            return super().call_module(m, forward, args, kwargs)
-        before, after = hooked_quantisers(m)
-        if before is not None and args:
-            args = (before(args[0]), *args[1:])
-        # a known leaf is one node: fx's scope and module-stack bookkeeping around it (its own entry in the
-        # node's nn_module_stack, which nothing reads for a call_module node) is skipped
-        out = self.create_proxy("call_module", self.path_of_module(m), args, kwargs)
-        return after(out) if after is not None else out
+        path = self.path_of_module(m)
+        if is_known_leaf(m):
+            before, after = hooked_quantisers(m)
+            if before is not None and args:
+                args = (before(args[0]), *args[1:])
+            out = self.create_proxy("call_module", path, args, kwargs)
+            return after(out) if after is not None else out
+        calls = self.num_calls.get(path, 0)
+        key = f"{path}@{calls}" if calls > 0 else path
+        self.module_stack[key] = (path, type(m))
+        self.num_calls[path] = calls + 1
+        if super().is_leaf_module(m, path):
+            out = self.create_proxy("call_module", path, args, kwargs)
+        else:
+            _st._autowrap_check(self._patcher, getattr(getattr(m, "forward", m), "__globals__", {}),
+                                self._autowrap_function_ids)
+            out = forward(*args, **kwargs)
+        self.module_stack.popitem(last=True)
+        return out
 
     def create_arg(self, a: object) -> object:
         """fx's lowering, with a fast path for the common exact types (a proxy, plain scalars, a tuple or
@@ -178,6 +188,8 @@ class LeafTracer(fx.Tracer):
             return tuple([self.create_arg(x) for x in a])
         if kind is list:
             return [self.create_arg(x) for x in a]
+        if kind is dict and all(type(k) is str for k in a):
+            return {k: self.create_arg(v) for k, v in a.items()}
         return super().create_arg(a)
 
     def create_node(self, kind, target, args, kwargs, name=None, type_expr=None) -> fx.Node:
@@ -254,7 +266,25 @@ def _on_meta(target: object, kwargs: dict) -> dict:
         return kwargs
 
 
+def _load(a: tuple | dict, env: dict) -> tuple | dict:
+    """``fx.node.map_arg(a, env.__getitem__)``, with a fast path for a tuple of nodes and plain values."""
+    if type(a) is tuple:
+        out = []
+        for x in a:
+            kind = type(x)
+            if kind is fx.Node:
+                out.append(env[x])
+            elif kind in _PLAIN_ARGS:
+                out.append(x)
+            else:
+                return fx.node.map_arg(a, env.__getitem__)
+        return tuple(out)
+    return fx.node.map_arg(a, env.__getitem__)
+
+
 def _unwrap(a: object) -> object:
+    if type(a) is tuple:
+        return tuple([x.meta if type(x) is Val else _unwrap(x) for x in a])
     if isinstance(a, Val):
         return a.meta
     if isinstance(a, tuple):
@@ -287,7 +317,8 @@ def _check_channels(mod: nn.Module, x: torch.Tensor) -> None:
 def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
     """Output of leaf ``mod`` on meta inputs, computed without running its forward or hooks on real data."""
     x = args[0] if args else next(iter(kwargs.values()))
-    if isinstance(mod, (nn.modules.conv._ConvNd, nnq.modules.conv._ConvNd)) and not getattr(mod, "transposed", False):
+    family = _family(type(mod))
+    if family == "conv" and not getattr(mod, "transposed", False):
         shaped = conv_output(mod, x)
         if shaped is not None:
             return shaped
@@ -295,20 +326,22 @@ def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
         w = torch.empty(mod.out_channels, mod.in_channels // mod.groups, *mod.kernel_size, device="meta")
         fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[n]
         return fn(x.to("meta"), w, None, mod.stride, mod.padding, mod.dilation, mod.groups)
-    if isinstance(mod, (nn.Linear, nnq.Linear)):
+    if family == "linear":
         if x.dim() < 1 or x.shape[-1] != mod.in_features:
             raise ValueError(f"Linear expects {mod.in_features} input features, got shape {tuple(x.shape)}")
         return torch.empty((*x.shape[:-1], mod.out_features), dtype=x.dtype, device="meta")
-    if isinstance(mod, nn.Embedding):
+    if family == "embedding":
         return torch.empty((*x.shape, mod.embedding_dim), device="meta")
     _check_channels(mod, x)
+    if family == "same":
+        return x  # shape-preserving: the input's meta tensor stands for the output (meta holds no data)
     shaped = pool_output(mod, x)
     if shaped is None:
         shaped = upsample_output(mod, x)
     if shaped is not None:
         return shaped
-    if isinstance(mod, (*_SAME_SHAPE_MODULES, *QUANTISERS)) or quant_bits(mod) is not None:
-        return x  # shape-preserving: the input's meta tensor stands for the output (meta holds no data)
+    if quant_bits(mod) is not None:
+        return x
     # Parameter-free layers (activations, pools, upsample, dropout, flatten, ...): their forward only
     # reads configuration, so running it on meta tensors is exact and cheap. forward() is called
     # directly so the user's hooks never see meta tensors; buffers a subclass keeps are stood in for.
@@ -317,6 +350,28 @@ def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
         return mod.forward(*args, **kwargs)
     with substituted(mod, meta_like):
         return mod.forward(*args, **kwargs)
+
+
+#: module class -> what decides its output shape: "conv", "linear", "embedding", "same" (the input's shape:
+#: ``_SAME_SHAPE_MODULES`` and quantisers) or "other"
+_FAMILIES: dict[type, str] = {}
+
+
+def _family(cls: type) -> str:
+    family = _FAMILIES.get(cls)
+    if family is None:
+        if issubclass(cls, (nn.modules.conv._ConvNd, nnq.modules.conv._ConvNd)):
+            family = "conv"
+        elif issubclass(cls, (nn.Linear, nnq.Linear)):
+            family = "linear"
+        elif issubclass(cls, nn.Embedding):
+            family = "embedding"
+        elif issubclass(cls, (*_SAME_SHAPE_MODULES, *QUANTISERS)):
+            family = "same"
+        else:
+            family = "other"
+        _FAMILIES[cls] = family
+    return family
 
 
 #: Modules whose output has their input's shape (and dtype).
@@ -469,18 +524,9 @@ def ops_from_graph(
     used: set[str] = set()
     read: set[str] = set()
     placeholders = iter(example_inputs)
-    modules: dict[str, nn.Module] = {}  # dict(model.named_modules()): each module under its first path
-    buffers: set[str] = set()  # the names model.named_buffers(remove_duplicate=False) gives; one walk for both
-    seen: set[int] = set()
-    for path, mod in model.named_modules(remove_duplicate=False):
-        if id(mod) not in seen:
-            seen.add(id(mod))
-            modules[path] = mod
-        prefix = f"{path}." if path else ""
-        buffers.update(prefix + k for k, v in mod._buffers.items() if v is not None)
 
-    def load(a: object) -> object:
-        return fx.node.map_arg(a, lambda n: env[n])
+    def load(a: tuple | dict) -> tuple | dict:
+        return _load(a, env)
 
     for node in nodes:
         if node.op == "placeholder":
@@ -502,17 +548,19 @@ def ops_from_graph(
                                  "tracing, so its values are unknown")
             if isinstance(real, torch.Tensor):
                 read.add(target)
-                env[node] = Val(meta=meta_of(real), param=target, real=real, ident=id(real), buffer=target in buffers)
+                env[node] = Val(meta=meta_of(real), param=target, real=real, ident=id(real),
+                                buffer=_is_buffer(model, target))
             else:
                 env[node] = Val(meta=real)
         elif node.op in ("call_module", "call_function", "call_method"):
             args = load(node.args)
-            kwargs = load(node.kwargs)
-            margs, mkwargs = _unwrap(args), _unwrap(kwargs)
+            kwargs = load(node.kwargs) if node.kwargs else {}
+            margs, mkwargs = _unwrap(args), _unwrap(kwargs) if kwargs else {}
             path = str(node.target) if node.op == "call_module" else node.meta.get("layer", "")
             if node.op == "call_module":
-                mod = modules[str(node.target)]
-                read.update(f"{path}.{n}" if path else n for n in _param_names(mod))
+                mod = _submodule(model, str(node.target))
+                if mod._parameters or mod._modules:
+                    read.update(f"{path}.{n}" if path else n for n in _param_names(mod))
                 out = _module_meta_forward(mod, margs, mkwargs)
                 call = make_call("module", mod, node.name, path, args, kwargs, out)
                 if _delegated(mod, record_layer):
@@ -538,7 +586,9 @@ def ops_from_graph(
                 env[node] = replace(carried, meta=out)
                 continue
             ops.extend(new)
-            used.update(w.name for o in new for w in o.weights)
+            for o in new:
+                if o.weights:
+                    used.update(w.name for w in o.weights)
             # no op (a call whose output no rule records): a tensor still carries the model's input onwards
             from_input = not new and any(v.model_input for v in call.acts)
             env[node] = _wrap_out(out, new[-1].name if new else None, from_input)
@@ -570,6 +620,26 @@ def _wrap_out(out: object, producer: str | None, model_input: bool = False) -> o
     if isinstance(out, (tuple, list)):
         return type(out)(_wrap_out(o, producer, model_input) for o in out)
     return Val(meta=out, producer=producer) if producer else Val(meta=out)
+
+
+def _submodule(model: nn.Module, path: str) -> nn.Module:
+    """The submodule at dotted ``path`` ("" for ``model``), as ``model.get_submodule`` finds it."""
+    mod = model
+    if path:
+        for part in path.split("."):
+            mod = mod._modules[part]
+    return mod
+
+
+def _is_buffer(model: nn.Module, target: str) -> bool:
+    """True when ``target`` names a buffer (a name ``model.named_buffers(remove_duplicate=False)`` gives)."""
+    owner, _, name = target.rpartition(".")
+    try:
+        mod = _submodule(model, owner)
+    except (KeyError, AttributeError, TypeError):
+        return False
+    bufs = mod.__dict__.get("_buffers")
+    return isinstance(bufs, dict) and bufs.get(name) is not None
 
 
 def _get_attr(model: nn.Module, target: str) -> object:
