@@ -20,6 +20,13 @@ from scorer.ops.values import Val
 
 
 def _flatten(obj: object, out: list[Val]) -> None:
+    if type(obj) is tuple:
+        for x in obj:
+            if type(x) is Val:
+                out.append(x)
+            elif isinstance(x, (list, tuple, dict, Val)):
+                _flatten(x, out)
+        return
     if isinstance(obj, Val):
         out.append(obj)
     elif isinstance(obj, (list, tuple)):
@@ -107,15 +114,17 @@ class Call:
         """The module's parameters ``(attr, role)`` that exist; a ``torch.nn.utils.prune`` pair
         (``attr_orig`` × ``attr_mask``) gives the effective weight with its mask."""
         mod, prefix = self.module, f"{self.path}." if self.path else ""
+        params, buffers = mod._parameters, mod._buffers
         out = []
         for attr, role in pairs:
-            orig, mask = mod._parameters.get(f"{attr}_orig"), mod._buffers.get(f"{attr}_mask")
+            orig = params.get(f"{attr}_orig")
+            mask = buffers.get(f"{attr}_mask") if orig is not None else None
             if orig is not None and mask is not None:
                 eff = (orig.detach() * mask).detach() if orig.device.type != "meta" else orig.detach()
                 out.append(WeightRef(role=role, name=f"{prefix}{attr}", tensor=eff, shape=tuple(eff.shape),
                                      mask=mask.detach(), ident=id(orig)))
                 continue
-            p = mod._parameters.get(attr)
+            p = params.get(attr)
             if isinstance(p, torch.Tensor):
                 out.append(WeightRef(role=role, name=f"{prefix}{attr}", tensor=p.detach(), shape=tuple(p.shape),
                                      ident=id(p)))
@@ -139,10 +148,10 @@ class Call:
         attrs = attrs or {}
         # an op of a decomposed call that reads nothing named (acts=[], no producers) reads what the call reads
         reads_input = any(v.model_input for v in (self.acts if acts == [] and not inputs else used))
-        if not is_unknown(kind):
-            spec = KINDS.get(kind)
-            if spec is None:
-                raise KeyError(f"extractor for {self.tname} emitted undeclared op kind {kind!r} (rules/kinds.py)")
+        spec = KINDS.get(kind)
+        if spec is None and not is_unknown(kind):
+            raise KeyError(f"extractor for {self.tname} emitted undeclared op kind {kind!r} (rules/kinds.py)")
+        if spec is not None and spec.attrs:
             missing = [a for a in spec.attrs if a not in attrs]
             if missing:
                 raise KeyError(f"extractor for {self.tname} left {kind} attrs {missing} unset")

@@ -139,6 +139,8 @@ def quant_params(call: Call) -> list[WeightRef]:
 def hooked_quantisers(mod: nn.Module) -> tuple[nn.Module | None, nn.Module | None]:
     """The (input, output) quantisers torch.ao runs on ``mod`` by forward hooks (eager-mode prepare/prepare_qat:
     ``_observer_forward_pre_hook`` / ``_observer_forward_hook`` call ``mod.activation_post_process``)."""
+    if not mod._forward_pre_hooks and not mod._forward_hooks:  # no hook: nothing runs around it
+        return None, None
     apm = module_attr(mod, "activation_post_process")
     if not isinstance(apm, nn.Module):
         return None, None
