@@ -43,6 +43,11 @@ from scorer.ops.values import Val, carries_param, meta_of
 _PLAIN_ARGS = frozenset({int, float, bool, str, type(None), type(...), torch.dtype, torch.device})
 
 
+#: fx's name for a string target (a module path, a method name): ``Graph._target_to_str`` depends on the
+#: string alone
+_STR_NAMES: dict[str, str] = {}
+
+
 class _TensorAttrs(dict):
     """fx's ``tensor_attrs`` (tensor attribute value -> qualified name), filled on first use the way
     ``fx.Tracer.trace`` fills it up front."""
@@ -99,6 +104,8 @@ class LeafTracer(fx.Tracer):
         self._owner = threading.get_ident()
         self.nodes: list[fx.Node] = []
         self._names: dict = {}  # target -> fx's name for it
+        if len(_STR_NAMES) > 1 << 16:  # bounded over a long process scoring many models
+            _STR_NAMES.clear()
         old_flag = _st._is_fx_tracing_flag
         _st._is_fx_tracing_flag = True
         try:
@@ -199,18 +206,19 @@ class LeafTracer(fx.Tracer):
         the path of the innermost module the call ran in."""
         graph = self.graph
         if name is None:
-            name = self._names.get(target) if kind != "call_module" else None
-            if name is None:
+            names = _STR_NAMES if type(target) is str else self._names
+            try:
+                name = names.get(target)
+            except TypeError:  # an unhashable target
                 name = graph._target_to_str(target)
-                if kind != "call_module":
-                    try:
-                        self._names[target] = name
-                    except TypeError:  # an unhashable target
-                        pass
+            else:
+                if name is None:
+                    name = names[target] = graph._target_to_str(target)
         name = graph._graph_namespace.create_name(name, None)
         node = fx.Node(graph, name, kind, target, args, kwargs, type_expr)
-        stack = self.module_stack
-        node.meta["layer"] = _stack_path(stack) if stack else ""
+        if kind == "call_function" or kind == "call_method":
+            stack = self.module_stack
+            node.meta["layer"] = _stack_path(stack) if stack else ""
         self.nodes.append(node)
         return node
 
