@@ -39,14 +39,25 @@ def _float_input(x: object, dims: int) -> bool:
             and all(d > 0 for d in x.shape))
 
 
+def _int_tuple(v: object, n: int) -> bool:
+    """A tuple of ``n`` ints (exact types)."""
+    if type(v) is not tuple or len(v) != n:
+        return False
+    for i in v:
+        if type(i) is not int:
+            return False
+    return True
+
+
 def conv_output(mod: nn.Module, x: object) -> torch.Tensor | None:
     """A float, non-transposed ``nn.Conv1d/2d/3d``'s output: ``(L + 2p - d(k - 1) - 1) // s + 1`` per
     spatial dimension (torch.nn.Conv2d docs), the input's with ``padding="same"``."""
     if not isinstance(mod, nn.modules.conv._ConvNd) or isinstance(mod, nnq.modules.conv._ConvNd) or mod.transposed:
         return None
-    n = len(mod.kernel_size)
-    sizes = (mod.kernel_size, mod.stride, mod.dilation) + (() if isinstance(mod.padding, str) else (mod.padding,))
-    if not all(type(v) is tuple and len(v) == n and all(type(i) is int for i in v) for v in sizes):
+    kernel, stride, dilation, padding = mod.kernel_size, mod.stride, mod.dilation, mod.padding
+    n = len(kernel)
+    if not (_int_tuple(kernel, n) and _int_tuple(stride, n) and _int_tuple(dilation, n)
+            and (isinstance(padding, str) or _int_tuple(padding, n))):
         return None  # sizes a subclass keeps in another form: the meta kernel decides
     if (not _float_input(x, n) or x.shape[-n - 1] != mod.in_channels or type(mod.groups) is not int
             or mod.groups < 1 or mod.in_channels % mod.groups or mod.out_channels % mod.groups):

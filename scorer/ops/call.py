@@ -56,6 +56,7 @@ class Call:
     tname: str  # readable target for messages: "nn.Conv2d", "F.relu", "Tensor.add_", "aten.add"
     base: str = ""  # aten packet name without in-place underscore (aten form only)
     _vals: list[Val] | None = field(default=None, repr=False)
+    _acts: list[Val] | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ arguments
     def arg(self, i: int, key: str, default: object = None) -> object:
@@ -77,13 +78,17 @@ class Call:
         """Every Val among the arguments, in order."""
         if self._vals is None:
             self._vals = []
-            _flatten((self.args, self.kwargs), self._vals)
+            _flatten(self.args, self._vals)
+            if self.kwargs:
+                _flatten(self.kwargs, self._vals)
         return self._vals
 
     @property
     def acts(self) -> list[Val]:
-        """The activation tensors among the arguments (not parameters or buffers)."""
-        return [v for v in self.vals if v.is_activation]
+        """The activation tensors among the arguments (not parameters or buffers); a new list each time."""
+        if self._acts is None:
+            self._acts = [v for v in self.vals if v.is_activation]
+        return list(self._acts)
 
     @property
     def first_out(self) -> torch.Tensor:
