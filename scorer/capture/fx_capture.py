@@ -43,6 +43,24 @@ from scorer.ops.values import Val, carries_param, meta_of
 _PLAIN_ARGS = frozenset({int, float, bool, str, type(None), type(...), torch.dtype, torch.device})
 
 
+#: id(function) -> (function, fx's wrapper of it): the wrapper depends on the function alone, so it is made
+#: once rather than on every trace (fx wraps every ``math`` function per trace)
+_WRAPPED: dict[int, tuple[Callable, Callable]] = {}
+
+
+def _autowrap(patcher: object, frame_dict: dict, function_ids: set[int]) -> None:
+    """``fx._symbolic_trace._autowrap_check`` with the wrappers reused: the functions of ``frame_dict`` fx
+    wraps automatically (``math.sqrt``, ...) are replaced, for the trace, by wrappers that record a call
+    on a proxy."""
+    if patcher.visit_once(frame_dict):  # type: ignore[attr-defined]
+        for name, value in frame_dict.items():
+            if not name.startswith("_") and callable(value) and id(value) in function_ids:
+                hit = _WRAPPED.get(id(value))
+                if hit is None or hit[0] is not value:
+                    hit = _WRAPPED[id(value)] = (value, _st._create_wrapped_func(value))
+                patcher.patch(frame_dict, name, hit[1])  # type: ignore[attr-defined]
+
+
 #: fx's name for a string target (a module path, a method name): ``Graph._target_to_str`` depends on the
 #: string alone
 _STR_NAMES: dict[str, str] = {}
@@ -140,9 +158,9 @@ class LeafTracer(fx.Tracer):
                 patcher.patch_method(nn.Module, "__getattr__", module_getattr_wrapper, deduplicate=False)
                 patcher.patch_method(nn.Module, "__call__", module_call_wrapper, deduplicate=False)
                 _st._patch_wrapped_functions(patcher)
-                _st._autowrap_check(patcher, fn_globals, self._autowrap_function_ids)
+                _autowrap(patcher, fn_globals, self._autowrap_function_ids)
                 for module in self._autowrap_search:
-                    _st._autowrap_check(patcher, module.__dict__, self._autowrap_function_ids)
+                    _autowrap(patcher, module.__dict__, self._autowrap_function_ids)
                 self.create_node("output", "output", (self.create_arg(fn(*args)),), {})
             self.submodule_paths = None
         finally:
@@ -176,11 +194,17 @@ class LeafTracer(fx.Tracer):
         if super().is_leaf_module(m, path):
             out = self.create_proxy("call_module", path, args, kwargs)
         else:
-            _st._autowrap_check(self._patcher, getattr(getattr(m, "forward", m), "__globals__", {}),
-                                self._autowrap_function_ids)
+            _autowrap(self._patcher, getattr(getattr(m, "forward", m), "__globals__", {}),
+                      self._autowrap_function_ids)
             out = forward(*args, **kwargs)
         self.module_stack.popitem(last=True)
         return out
+
+    def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, proxy_factory_fn=None):
+        """fx's ``create_proxy`` without its type assertions (the arguments are a tuple and a dict here)."""
+        node = self.create_node(kind, target, self.create_arg(args), self.create_arg(kwargs) if kwargs else {},
+                                name, type_expr)
+        return proxy_factory_fn(node) if proxy_factory_fn is not None else fx.Proxy(node, self)
 
     def create_arg(self, a: object) -> object:
         """fx's lowering, with a fast path for the common exact types (a proxy, plain scalars, a tuple or
