@@ -6,19 +6,10 @@ family of kinds with every target they match (``scorer.ops.registry``). See docs
 
 from __future__ import annotations
 
-import torch.nn as nn
-
 from scorer.ops import act, attention, dot, elementwise, free, norm, pool, quant, rnn, shuffle  # noqa: F401 - registers the extractors
 from scorer.ops.call import Call
 from scorer.ops.quant import quant_bits
-from scorer.ops.registry import DEFS, is_whole, lookup, module_def, targets, translate
+from scorer.ops.registry import DEFS, is_known_leaf, is_whole, lookup, module_def, targets, translate
 
 __all__ = ["DEFS", "Call", "is_known_leaf", "is_whole", "lookup", "module_def", "quant_bits", "targets", "translate"]
 
-_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
-
-
-def is_known_leaf(mod: nn.Module) -> bool:
-    """True for modules an extractor translates whole (capture does not trace into their forward); a fused
-    torch.ao module is a Sequential but captured whole."""
-    return (not isinstance(mod, _CONTAINERS) or is_whole(mod)) and module_def(mod) is not None

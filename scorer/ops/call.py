@@ -186,6 +186,28 @@ class Call:
         return self.op(f"unknown:{self.tname}{why}", weights)
 
 
+_NONE = object()
+_MODULE_GETATTR = nn.Module.__getattr__
+_OBJECT_GETATTRIBUTE = object.__getattribute__
+
+
+def module_attr(mod: nn.Module, name: str) -> object:
+    """``getattr(mod, name, None)`` without ``nn.Module.__getattr__``'s raise-and-catch when ``mod`` has no such
+    attribute (the usual case; this runs for every layer of every capture). Exact: the lookup falls to
+    ``__getattr__`` only when neither the instance nor its class has ``name``, and ``nn.Module.__getattr__``
+    then only finds parameters, buffers and submodules; a class with its own lookup gets plain ``getattr``."""
+    cls = type(mod)
+    if (getattr(cls, name, _NONE) is not _NONE or cls.__getattr__ is not _MODULE_GETATTR
+            or cls.__getattribute__ is not _OBJECT_GETATTRIBUTE):
+        return getattr(mod, name, None)
+    d = mod.__dict__
+    if name in d:
+        return d[name]
+    if name in d.get("_parameters", ()) or name in d.get("_buffers", ()) or name in d.get("_modules", ()):
+        return getattr(mod, name, None)
+    return None
+
+
 def numel(shape: tuple[int, ...]) -> int:
     """Number of elements of ``shape``."""
     return math.prod(shape)

@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rules.records import Op, WeightRef
-from scorer.ops.call import Call
+from scorer.ops.call import Call, module_attr
 from scorer.ops.registry import register
 from scorer.ops.values import Val
 
@@ -39,7 +39,7 @@ def _binary_scale(call: Call, conv: Op) -> list[Op]:
     by a stored full-precision value (MSUNet counted it: one scale per channel stored, one mult per output,
     official_rules.md §3.3)."""
     mod = call.module
-    if getattr(mod, "scale", None) is not True or getattr(mod, "weight_bits", None) != 1:
+    if module_attr(mod, "scale") is not True or module_attr(mod, "weight_bits") != 1:
         return [conv]
     c_out = conv.attrs["out_channels"]
     scale = WeightRef(role="scale", name=f"{call.path}.scale", tensor=None, shape=(c_out,))

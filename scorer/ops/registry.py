@@ -90,8 +90,9 @@ def register(
 _BY_CLASS: dict[type, OpDef | None] = {}
 
 
-#: Per-module answers of ``module_def`` inside ``memoised()``: (owning thread, {id(module): (module, def)}).
-_MEMO: tuple[int, dict[int, tuple[nn.Module, OpDef | None]]] | None = None
+#: Per-module answers of ``module_def`` and ``is_known_leaf`` inside ``memoised()``: (owning thread,
+#: {id(module): (module, def)}, {id(module): (module, leaf)}).
+_MEMO: tuple[int, dict[int, tuple[nn.Module, OpDef | None]], dict[int, tuple[nn.Module, bool]]] | None = None
 
 
 @contextlib.contextmanager
@@ -101,7 +102,7 @@ def memoised() -> Iterator[None]:
     what a module is; other threads keep asking afresh."""
     global _MEMO
     outer = _MEMO
-    _MEMO = (threading.get_ident(), {})
+    _MEMO = (threading.get_ident(), {}, {})
     try:
         yield
     finally:
@@ -119,6 +120,27 @@ def module_def(mod: nn.Module) -> OpDef | None:
         memo[1][id(mod)] = (mod, found)
         return found
     return _module_def(mod)
+
+
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def is_known_leaf(mod: nn.Module) -> bool:
+    """True for modules an extractor translates whole (capture does not trace into their forward); a fused
+    torch.ao module is a Sequential but captured whole. Memoised with ``module_def``."""
+    memo = _MEMO
+    if memo is not None and memo[0] == threading.get_ident():
+        hit = memo[2].get(id(mod))
+        if hit is not None and hit[0] is mod:
+            return hit[1]
+        leaf = _is_known_leaf(mod)
+        memo[2][id(mod)] = (mod, leaf)
+        return leaf
+    return _is_known_leaf(mod)
+
+
+def _is_known_leaf(mod: nn.Module) -> bool:
+    return (not isinstance(mod, _CONTAINERS) or is_whole(mod)) and module_def(mod) is not None
 
 
 def _module_def(mod: nn.Module) -> OpDef | None:
