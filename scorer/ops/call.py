@@ -239,12 +239,19 @@ def packet_name(func: object) -> str:
     return name
 
 
+#: module class -> its readable name (fixed by the class)
+_MODULE_TNAMES: dict[type, str] = {}
+
+
 def make_call(form: str, target: object, name: str, path: str, args: tuple, kwargs: dict, out: object) -> Call:
     """A Call with its readable target name (and aten packet name) filled in."""
     base = ""
     if form == "module":
         cls = type(target)
-        tname = f"nn.{cls.__name__}" if cls.__module__.startswith("torch.nn") else cls.__qualname__
+        tname = _MODULE_TNAMES.get(cls)
+        if tname is None:
+            tname = _MODULE_TNAMES[cls] = (f"nn.{cls.__name__}" if cls.__module__.startswith("torch.nn")
+                                           else cls.__qualname__)
     elif form == "aten":
         base = packet_name(target)
         tname = f"aten.{base}"
