@@ -59,19 +59,23 @@ def conv_output(mod: nn.Module, x: object) -> torch.Tensor | None:
     if not (_int_tuple(kernel, n) and _int_tuple(stride, n) and _int_tuple(dilation, n)
             and (isinstance(padding, str) or _int_tuple(padding, n))):
         return None  # sizes a subclass keeps in another form: the meta kernel decides
-    if (not _float_input(x, n) or x.shape[-n - 1] != mod.in_channels or type(mod.groups) is not int
-            or mod.groups < 1 or mod.in_channels % mod.groups or mod.out_channels % mod.groups):
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.float32:
+        return None
+    shape = tuple(x.shape)  # read once: each read of a tensor's shape is a call into torch
+    groups, c_in, c_out = mod.groups, mod.in_channels, mod.out_channels
+    if (len(shape) not in (n + 1, n + 2) or min(shape) <= 0 or shape[-n - 1] != c_in or type(groups) is not int
+            or groups < 1 or c_in % groups or c_out % groups):
         return None  # a mismatch torch reports in its own words
-    spatial = tuple(x.shape[-n:])
-    if mod.padding == "same":
+    spatial = shape[-n:]
+    if padding == "same":
         out = spatial
     else:
-        pad = (0,) * n if mod.padding == "valid" else tuple(mod.padding)
-        out = tuple((size + 2 * p - d * (k - 1) - 1) // s + 1 for size, p, d, k, s
-                    in zip(spatial, pad, mod.dilation, mod.kernel_size, mod.stride, strict=True))
-    if any(o <= 0 for o in out):
+        pad = (0,) * n if padding == "valid" else padding
+        out = tuple([(size + 2 * p - d * (k - 1) - 1) // st + 1 for size, p, d, k, st
+                     in zip(spatial, pad, dilation, kernel, stride, strict=True)])
+    if min(out) <= 0:
         return None
-    return torch.empty((*x.shape[:-n - 1], mod.out_channels, *out), dtype=x.dtype, device="meta")
+    return torch.empty((*shape[:-n - 1], c_out, *out), dtype=torch.float32, device="meta")
 
 
 _ADAPTIVE_AVG = {nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3}
