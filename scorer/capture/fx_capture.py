@@ -579,9 +579,6 @@ def ops_from_graph(
     read: set[str] = set()
     placeholders = iter(example_inputs)
 
-    def load(a: tuple | dict) -> tuple | dict:
-        return _load(a, env)
-
     for node in nodes:
         if node.op == "placeholder":
             try:
@@ -607,47 +604,56 @@ def ops_from_graph(
             else:
                 env[node] = Val(meta=real)
         elif node.op in ("call_module", "call_function", "call_method"):
-            args = load(node.args)
-            kwargs = load(node.kwargs) if node.kwargs else {}
-            margs, mkwargs = _unwrap(args), _unwrap(kwargs) if kwargs else {}
-            path = str(node.target) if node.op == "call_module" else node.meta.get("layer", "")
-            if node.op == "call_module":
-                mod = _submodule(model, str(node.target))
+            kind, target = node.op, node.target
+            args = _load(node.args, env)
+            margs = _unwrap(args)
+            if node.kwargs:
+                kwargs = _load(node.kwargs, env)
+                mkwargs = _unwrap(kwargs)
+            else:
+                kwargs, mkwargs = {}, {}
+            if kind == "call_module":
+                path = str(target)
+                mod = _submodule(model, path)
                 if mod._parameters or mod._modules:
                     read.update(f"{path}.{n}" if path else n for n in _param_names(mod))
                 out = _module_meta_forward(mod, margs, mkwargs)
                 call = make_call("module", mod, node.name, path, args, kwargs, out)
-                if _delegated(mod, record_layer):
-                    new = _delegate(record_layer, mod, call, margs, mkwargs)  # type: ignore[arg-type]
+                if record_layer is not None and _delegated(mod, record_layer):
+                    new = _delegate(record_layer, mod, call, margs, mkwargs)
                     ops.extend(new)
                     used.update(w.name for o in new for w in o.weights)
                     env[node] = _wrap_out(out, new[-1].name if new else None)
                     continue
-            elif node.op == "call_function":
-                out = _fast_output(node.target, margs, mkwargs)
+            elif kind == "call_function":
+                out = _fast_output(target, margs, mkwargs)
                 if out is _NO_FAST:
-                    out = node.target(*margs, **_on_meta(node.target, mkwargs))
-                call = make_call("function", node.target, node.name, path, args, kwargs, out)
+                    out = target(*margs, **_on_meta(target, mkwargs))
+                call = make_call("function", target, node.name, node.meta.get("layer", ""), args, kwargs, out)
             else:
-                out = _fast_output(str(node.target), margs, mkwargs)
+                target = str(target)
+                out = _fast_output(target, margs, mkwargs)
                 if out is _NO_FAST:
                     self_obj, *rest = margs
-                    out = getattr(self_obj, node.target)(*rest, **mkwargs)
-                call = make_call("method", str(node.target), node.name, path, args, kwargs, out)
+                    out = getattr(self_obj, target)(*rest, **mkwargs)
+                call = make_call("method", target, node.name, node.meta.get("layer", ""), args, kwargs, out)
             new = translate(call)
-            carried = carries_param(new, call.vals)
-            if carried is not None:  # w.t(), w.T, w.view(...): still the parameter, stored where it is used
-                env[node] = replace(carried, meta=out)
-                continue
-            ops.extend(new)
-            for o in new:
-                if o.weights:
-                    used.update(w.name for w in o.weights)
-            # no op (a call whose output no rule records): a tensor still carries the model's input onwards
-            from_input = not new and any(v.model_input for v in call.acts)
-            env[node] = _wrap_out(out, new[-1].name if new else None, from_input)
-        elif node.op == "output":
-            pass
+            if len(new) == 1 and new[0].kind in ("free", "quant"):
+                carried = carries_param(new, call.vals)
+                if carried is not None:  # w.t(), w.T, w.view(...): still the parameter, stored where it is used
+                    env[node] = replace(carried, meta=out)
+                    continue
+            if new:
+                ops.extend(new)
+                for o in new:
+                    if o.weights:
+                        used.update(w.name for w in o.weights)
+                producer = new[-1].name
+                env[node] = (Val(meta=out, producer=producer) if type(out) is torch.Tensor
+                             else _wrap_out(out, producer))
+            else:
+                # no op (a call whose output no rule records): a tensor still carries the model's input onwards
+                env[node] = _wrap_out(out, None, any(v.model_input for v in call.acts))
     return FxCapture(ops, method, used, read)
 
 
