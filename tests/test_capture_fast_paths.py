@@ -86,3 +86,23 @@ def test_conv_formula_declines_sizes_kept_in_other_forms():
     mod = nn.Conv2d(4, 4, 3)
     mod.groups = 3  # 4 channels do not split in 3 groups: the meta kernel reports it
     assert _conv_shape_out(mod, torch.empty(1, 4, 8, 8, device="meta")) is None
+
+
+def test_node_names_equal_fx_namespace():
+    """fx capture names nodes with ``_create_name`` (the namespace's regular-expression work cached per
+    candidate); every name equals what ``fx.graph._Namespace.create_name`` gives for the same sequence."""
+    import random
+
+    from torch.fx.graph import _Namespace
+
+    from scorer.capture.fx_capture import _create_name
+
+    pool = ["add", "add_1", "add", "conv", "features.0", "features_0", "0", "1x", "print", "list", "getattr",
+            "relu_", "__add__", "layer1.0.conv1", "a-b", "", "x_2", "x", "x_1", "x", "size", "_tensor_constant0",
+            "torch.nn.functional.relu", "Linear", "mul_3", "mul", "mul_3", "in", "for", "self"]
+    rng = random.Random(0)
+    for _ in range(30):
+        ours, ref = _Namespace(), _Namespace()
+        for _ in range(60):
+            c = rng.choice(pool)
+            assert _create_name(ours, c) == ref.create_name(c, None), c

@@ -17,6 +17,7 @@ import torch
 import torch.ao.nn.quantized as nnq
 import torch.fx as fx
 import torch.fx._symbolic_trace as _st
+import torch.fx.graph as _fx_graph
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
@@ -77,6 +78,44 @@ def _swap_in_wrappers(patcher: object, frame_dict: dict, function_ids: set[int])
             wrappers[name] = hit[1]
     frame_dict.update(wrappers)
     return frame_dict, originals
+
+
+#: candidate -> (candidate, base, number) as ``fx.graph._Namespace.create_name`` first derives them (the
+#: derivation depends on the candidate alone; the namespace only decides the suffix)
+_NAME_PARTS: dict[str, tuple[str, str, str | None]] = {}
+
+
+def _create_name(ns: object, candidate: str) -> str:
+    """``ns.create_name(candidate, None)`` (torch 2.13's ``_Namespace``), its regular-expression work done
+    once per candidate string."""
+    parts = _NAME_PARTS.get(candidate)
+    if parts is None:
+        orig = candidate
+        match = _fx_graph._name_regex.match(candidate)
+        if match is None:
+            candidate = _fx_graph._illegal_char_regex.sub("_", candidate) or "_unnamed"
+            if candidate[0].isdigit():
+                candidate = f"_{candidate}"
+            match = _fx_graph._name_regex.match(candidate)
+            if match is None:
+                return ns.create_name(orig, None)  # type: ignore[attr-defined]
+        base, num = match.group(1, 2)
+        parts = _NAME_PARTS[orig] = (candidate, base, num)
+    candidate, base, num = parts
+    used = ns._used_names  # type: ignore[attr-defined]
+    if num is None or candidate in used:
+        n = ns._base_count.get(base, 0)  # type: ignore[attr-defined]
+        if _fx_graph._illegal_names.get(candidate, None) is not None:
+            n += 1
+            candidate = f"{base}_{n}"
+    else:
+        n = int(num)
+    while candidate in used:
+        n += 1
+        candidate = f"{base}_{n}"
+    used.add(candidate)
+    ns._base_count[base] = n  # type: ignore[attr-defined]
+    return candidate
 
 
 #: fx's name for a string target (a module path, a method name): ``Graph._target_to_str`` depends on the
@@ -140,8 +179,9 @@ class LeafTracer(fx.Tracer):
         self._owner = threading.get_ident()
         self.nodes: list[fx.Node] = []
         self._names: dict = {}  # target -> fx's name for it
-        if len(_STR_NAMES) > 1 << 16:  # bounded over a long process scoring many models
+        if len(_STR_NAMES) > 1 << 16 or len(_NAME_PARTS) > 1 << 16:  # bounded over a long process
             _STR_NAMES.clear()
+            _NAME_PARTS.clear()
         old_flag = _st._is_fx_tracing_flag
         _st._is_fx_tracing_flag = True
         try:
@@ -260,7 +300,7 @@ class LeafTracer(fx.Tracer):
             else:
                 if name is None:
                     name = names[target] = graph._target_to_str(target)
-        name = graph._graph_namespace.create_name(name, None)
+        name = _create_name(graph._graph_namespace, name)
         node = fx.Node(graph, name, kind, target, args, kwargs, type_expr)
         if kind == "call_function" or kind == "call_method":
             stack = self.module_stack
