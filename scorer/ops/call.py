@@ -122,16 +122,16 @@ class Call:
         params, buffers = mod._parameters, mod._buffers
         out = []
         for attr, role in pairs:
-            orig = params.get(f"{attr}_orig")
-            mask = buffers.get(f"{attr}_mask") if orig is not None else None
+            orig = params.get(attr + "_orig")
+            mask = buffers.get(attr + "_mask") if orig is not None else None
             if orig is not None and mask is not None:
                 eff = (orig.detach() * mask).detach() if orig.device.type != "meta" else orig.detach()
-                out.append(WeightRef(role=role, name=f"{prefix}{attr}", tensor=eff, shape=tuple(eff.shape),
+                out.append(WeightRef(role=role, name=prefix + attr, tensor=eff, shape=tuple(eff.shape),
                                      mask=mask.detach(), ident=id(orig)))
                 continue
             p = params.get(attr)
             if isinstance(p, torch.Tensor):
-                out.append(WeightRef(role=role, name=f"{prefix}{attr}", tensor=p.detach(), shape=tuple(p.shape),
+                out.append(WeightRef(role=role, name=prefix + attr, tensor=p.detach(), shape=tuple(p.shape),
                                      ident=id(p)))
         return out
 
@@ -152,7 +152,11 @@ class Call:
         used = self.acts if acts is None else acts
         attrs = attrs or {}
         # an op of a decomposed call that reads nothing named (acts=[], no producers) reads what the call reads
-        reads_input = any(v.model_input for v in (self.acts if acts == [] and not inputs else used))
+        reads_input = False
+        for v in (self.acts if acts == [] and not inputs else used):
+            if v.model_input:
+                reads_input = True
+                break
         spec = KINDS.get(kind)
         if spec is None and not is_unknown(kind):
             raise KeyError(f"extractor for {self.tname} emitted undeclared op kind {kind!r} (rules/kinds.py)")
@@ -165,7 +169,7 @@ class Call:
             module=self.path,
             kind=kind,
             target=self.tname,
-            in_shapes=[v.shape for v in used],
+            in_shapes=[tuple(v.meta.shape) for v in used],
             out_shape=self.out_shape if out_shape is None else out_shape,
             attrs=attrs,
             weights=weights or [],
