@@ -87,6 +87,8 @@ class RuleContext:
 
 #: Kinds whose adds sum n products per output (the adder tree applies to them).
 _TREE_KINDS = frozenset({"conv", "linear", "matmul"})
+#: Op kind -> the name of its formula method (``cost_`` + the kind, ``:`` as ``_``).
+_COST_METHODS: dict[str, str] = {}
 
 
 class RuleSet:
@@ -147,7 +149,10 @@ class RuleSet:
     def cost(self, op: Op, ctx: RuleContext) -> Cost | None:
         """The Cost of ``op``, or None when this rule set has no rule for its kind; then the precision model's
         widths (``apply_widths``)."""
-        method = getattr(self, "cost_" + op.kind.replace(":", "_"), None)
+        name = _COST_METHODS.get(op.kind)
+        if name is None:
+            name = _COST_METHODS[op.kind] = "cost_" + op.kind.replace(":", "_")
+        method = getattr(self, name, None)
         if method is not None:
             cost = method(op, ctx)
         elif op.kind in self.activations:
