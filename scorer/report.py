@@ -76,8 +76,8 @@ def row_of(op: Op, cost: Cost, fraction: float = 1.0, memory: dict | None = None
         "target": op.target,
         "path": op.path,
         "fraction": fraction,
-        "in_shapes": _shape_text(in_shapes[0]) if len(in_shapes) == 1 else ";".join(map(_shape_text, in_shapes)),
-        "out_shape": _shape_text(op.out_shape),
+        "in_shapes": "x".join(map(str, in_shapes[0])) if len(in_shapes) == 1 else ";".join(map(_shape_text, in_shapes)),
+        "out_shape": "x".join(map(str, op.out_shape)),  # _shape_text
         "weight_numel": numel,
         "nonzeros": nnz,
         "sparsity": (1.0 - nnz / numel) if numel else 0.0,
