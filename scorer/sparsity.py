@@ -101,7 +101,7 @@ def measured_nonzeros(t: torch.Tensor | None) -> float | None:
         return None
     if (type(t) in _PLAIN_TYPES and t.is_cpu and t.dtype in _NUMPY_DTYPES and t.layout == torch.strided
             and not t.is_conj() and not t.is_neg()):
-        return float(_numpy_nonzeros(t.detach().numpy()))
+        return float(_numpy_nonzeros((t.detach() if t.requires_grad else t).numpy()))
     return float(torch.count_nonzero(t).item())
 
 
