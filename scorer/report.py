@@ -63,8 +63,11 @@ def row_of(op: Op, cost: Cost, fraction: float = 1.0, memory: dict | None = None
     numel = nnz = 0
     if op.weights:
         stored = [w for w in op.weights if w.role in _STORED_ROLES]
-        numel = sum(w.numel for w in stored)
-        nnz = sum(w.nonzeros for w in stored)
+        if len(stored) == 1:  # sum() of one value
+            numel, nnz = 0 + stored[0].numel, 0 + stored[0].nonzeros
+        elif stored:
+            numel = sum(w.numel for w in stored)
+            nnz = sum(w.nonzeros for w in stored)
     mults, adds = cost.mults * fraction, cost.adds * fraction
     mul_bits = op.mul_bits if cost.mul_bits is None else cost.mul_bits
     add_bits = op.add_bits if cost.add_bits is None else cost.add_bits
