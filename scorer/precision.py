@@ -182,39 +182,36 @@ def load_precision_config(src: str | Path | Mapping) -> Mapping:
         raise ScorerError(f"precision config {path} is not valid {path.suffix[1:] or 'TOML'}: {exc}") from None
 
 
-def _module_int(v: object) -> int | None:
+def _module_int(mod: nn.Module | None, attr: str) -> int | None:
+    v = module_attr(mod, attr) if mod is not None else None
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
-#: The layer attributes annotation reads (``module_attr`` each): widths set on a layer, a QAT weight quantiser.
-_LAYER_ATTRS = ("weight_bits", "weight_fake_quant", "bias_bits", "act_bits", "acc_bits")
-_LAYER_ATTR_SET = frozenset(_LAYER_ATTRS)
-_NO_ATTRS = (None,) * len(_LAYER_ATTRS)
+#: The layer attributes annotation reads: widths set on a layer, a QAT weight quantiser.
+_LAYER_ATTRS = frozenset({"weight_bits", "weight_fake_quant", "bias_bits", "act_bits", "acc_bits"})
 _EMPTY: dict = {}
 
 
-def _layer_attrs(mod: nn.Module | None, plain: dict[type, bool]) -> tuple:
-    """``module_attr(mod, name)`` for each name of ``_LAYER_ATTRS`` (all None without a module). The usual
-    layer has none of them: its class defines none and keeps ``nn.Module``'s lookup (``plain``: that answer
-    per class, for one annotation), and its instance, parameter, buffer and submodule tables hold none."""
-    if mod is None:
-        return _NO_ATTRS
+def _bare_layer(mod: nn.Module, plain: dict[type, bool]) -> bool:
+    """True when ``mod`` certainly has none of ``_LAYER_ATTRS`` (``getattr`` would give None for each): the usual
+    layer, whose class defines none and keeps ``nn.Module``'s lookup (``plain``: that answer per class, for one
+    annotation) and whose instance, parameter, buffer and submodule tables hold none. False: read them."""
     cls = type(mod)
     ok = plain.get(cls)
     if ok is None:
         ok = plain[cls] = (cls.__getattr__ is _MODULE_GETATTR and cls.__getattribute__ is _OBJECT_GETATTRIBUTE
                            and all(getattr(cls, n, _NONE) is _NONE for n in _LAYER_ATTRS))
-    if ok:
-        d = mod.__dict__
-        if (d.keys().isdisjoint(_LAYER_ATTR_SET) and d.get("_parameters", _EMPTY).keys().isdisjoint(_LAYER_ATTR_SET)
-                and d.get("_buffers", _EMPTY).keys().isdisjoint(_LAYER_ATTR_SET)
-                and d.get("_modules", _EMPTY).keys().isdisjoint(_LAYER_ATTR_SET)):
-            return _NO_ATTRS
-    return tuple(module_attr(mod, n) for n in _LAYER_ATTRS)
+    if not ok:
+        return False
+    d = mod.__dict__
+    return (d.keys().isdisjoint(_LAYER_ATTRS) and d.get("_parameters", _EMPTY).keys().isdisjoint(_LAYER_ATTRS)
+            and d.get("_buffers", _EMPTY).keys().isdisjoint(_LAYER_ATTRS)
+            and d.get("_modules", _EMPTY).keys().isdisjoint(_LAYER_ATTRS))
 
 
-def _weight_fake_quant_bits(fq: object) -> int | None:
+def _weight_fake_quant_bits(mod: nn.Module | None) -> int | None:
     """Width of a torch.ao QAT layer's ``weight_fake_quant`` range (e.g. -128..127: 8 bits)."""
+    fq = module_attr(mod, "weight_fake_quant") if mod is not None else None
     return quant_bits(fq) if isinstance(fq, nn.Module) else None
 
 
@@ -234,17 +231,16 @@ def _layer_bits(policy: PrecisionPolicy, module: str, mod: nn.Module | None, pla
     (weight bits, whether a narrower stored dtype may lower them, bias bits, act bits, acc bits), from the
     config's overrides, then the layer's attributes, then the policy's defaults."""
     cfg = policy.layer(module)
-    attrs = _layer_attrs(mod, plain)
-    if attrs is _NO_ATTRS and not cfg:  # the usual layer: the policy's widths
+    if (mod is None or _bare_layer(mod, plain)) and not cfg:  # the usual layer: the policy's widths
         return (policy.param_bits, policy.read_model_bits, policy.param_bits, policy.act_bits, policy.acc_bits)
-    wbits_attr, fake_quant, bias_attr, act_attr, acc_attr = attrs
-    model_wbits = _module_int(wbits_attr) or _weight_fake_quant_bits(fake_quant)
+    model_wbits = _module_int(mod, "weight_bits") or _weight_fake_quant_bits(mod)
+    mod_bias, mod_act, mod_acc = (_module_int(mod, "bias_bits"), _module_int(mod, "act_bits"),
+                                  _module_int(mod, "acc_bits"))
     wbits = cfg.get("weight") or model_wbits or policy.param_bits
     # a weight stored in a narrower dtype (fp16, bf16, int8) is stored at that width
     by_dtype = policy.read_model_bits and not cfg.get("weight") and model_wbits is None
-    return (wbits, by_dtype, cfg.get("bias") or _module_int(bias_attr) or policy.param_bits,
-            cfg.get("act") or _module_int(act_attr) or policy.act_bits,
-            cfg.get("acc") or _module_int(acc_attr) or policy.acc_bits)
+    return (wbits, by_dtype, cfg.get("bias") or mod_bias or policy.param_bits,
+            cfg.get("act") or mod_act or policy.act_bits, cfg.get("acc") or mod_acc or policy.acc_bits)
 
 
 def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, nn.Module]) -> None:

@@ -1,11 +1,11 @@
-"""``scorer.precision._layer_attrs``: the widths a layer carries, read in one pass, equal ``getattr(mod, name,
-None)`` for every name annotation reads, wherever the attribute lives (instance, buffer, submodule, class,
-property, a class's own ``__getattr__``) and when it is absent."""
+"""``scorer.precision._bare_layer``: the check that lets annotation skip reading a layer's widths is True only
+for a layer where ``getattr(mod, name, None)`` is None for every width name annotation reads, wherever the
+attribute would live (instance, buffer, parameter, submodule, class, property, a class's own ``__getattr__``)."""
 
 import torch
 import torch.nn as nn
 
-from scorer.precision import _LAYER_ATTRS, _layer_attrs
+from scorer.precision import _LAYER_ATTRS, _bare_layer
 
 
 class _WithProperty(nn.Conv2d):
@@ -23,8 +23,7 @@ class _ClassWidth(nn.Linear):
     bias_bits = 6
 
 
-def _layers() -> list[nn.Module]:
-    plain = nn.Conv2d(3, 4, 3)
+def _with_widths() -> list[nn.Module]:
     instance = nn.Conv2d(3, 4, 3)
     instance.weight_bits = 8
     buffer = nn.Linear(2, 2)
@@ -33,21 +32,21 @@ def _layers() -> list[nn.Module]:
     sub.weight_fake_quant = nn.Identity()  # a submodule
     parameter = nn.Linear(2, 2)
     parameter.register_parameter("bias_bits", nn.Parameter(torch.ones(1)))
-    return [plain, instance, buffer, sub, parameter, _WithProperty(3, 4, 3), _WithGetattr(2, 2), _ClassWidth(2, 2),
-            nn.ReLU()]
+    return [instance, buffer, sub, parameter, _WithProperty(3, 4, 3), _WithGetattr(2, 2), _ClassWidth(2, 2)]
 
 
-def test_equals_getattr_for_every_name():
+def test_bare_only_where_every_width_is_absent():
     plain: dict[type, bool] = {}  # shared across layers, as in one annotation
-    for mod in _layers() * 2:
-        got = _layer_attrs(mod, plain)
-        want = tuple(getattr(mod, name, None) for name in _LAYER_ATTRS)
-        assert len(got) == len(want) and all(g is w for g, w in zip(got, want, strict=True)), type(mod).__name__
-    assert _layer_attrs(None, plain) == (None,) * len(_LAYER_ATTRS)
+    for mod in [nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Sequential(nn.Linear(2, 2))]:
+        assert all(getattr(mod, name, None) is None for name in _LAYER_ATTRS)
+        assert _bare_layer(mod, plain), type(mod).__name__
+    for mod in _with_widths():
+        assert any(getattr(mod, name, None) is not None for name in _LAYER_ATTRS)
+        assert not _bare_layer(mod, plain), type(mod).__name__
 
 
-def test_an_attribute_set_after_a_plain_read_is_seen():
+def test_an_attribute_set_after_a_bare_read_is_seen():
     mod, plain = nn.Conv2d(3, 4, 3), {}
-    assert _layer_attrs(mod, plain)[0] is None
+    assert _bare_layer(mod, plain)
     mod.weight_bits = 4  # the class answer is cached, the instance is read again
-    assert _layer_attrs(mod, plain)[0] == 4
+    assert not _bare_layer(mod, plain)
