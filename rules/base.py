@@ -424,7 +424,8 @@ class RuleSet:
     def cost_activation(self, op: Op, ctx: RuleContext) -> Cost:
         """Table-driven activation: (mults, adds) per output element."""
         m, a = self.activations[op.kind]
-        return Cost(mults=m * op.out_numel, adds=a * op.out_numel, param_bits=self._operand_storage(op))
+        n = op.out_numel
+        return Cost(mults=m * n, adds=a * n, param_bits=self._operand_storage(op))
 
     def cost_act_clamp(self, op: Op, ctx: RuleContext) -> Cost:
         """clamp/clip: one comparison (counted as a mult, like ReLU) per bound given."""
@@ -472,7 +473,7 @@ class RuleSet:
     # ----------------------------------------------------------------- elementwise
     def _operand_storage(self, op: Op) -> float:
         """Bits of the parameters an op without a weight role reads (a learned gate, scale or token), dense."""
-        return sum(self.dense_storage(w) for w in op.weights)
+        return sum(self.dense_storage(w) for w in op.weights) if op.weights else 0
 
     def cost_add(self, op: Op, ctx: RuleContext) -> Cost:
         """Elementwise add (residual, bias-like broadcast, or + scalar): 1 add per output element
