@@ -79,8 +79,9 @@ def row_of(op: Op, cost: Cost, fraction: float = 1.0, memory: dict | None = None
         "target": op.target,
         "path": op.path,
         "fraction": fraction,
+        # shape texts as _shape_text writes them, inline for the usual one-input op
         "in_shapes": "x".join(map(str, in_shapes[0])) if len(in_shapes) == 1 else ";".join(map(_shape_text, in_shapes)),
-        "out_shape": "x".join(map(str, op.out_shape)),  # _shape_text
+        "out_shape": "x".join(map(str, op.out_shape)),
         "weight_numel": numel,
         "nonzeros": nnz,
         "sparsity": (1.0 - nnz / numel) if numel else 0.0,
