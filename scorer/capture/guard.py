@@ -25,21 +25,42 @@ import torch.nn as nn
 from scorer.errors import CaptureError
 
 CAPTURE_LOCK = threading.RLock()
-_TABLES = (dict, OrderedDict, set)
+_TABLES = frozenset((dict, OrderedDict, set))
+#: Types of most of a module's attribute values, none of them a tensor (no ``isinstance`` call for them).
+_NOT_TENSORS = frozenset((bool, int, float, str, tuple, type(None), dict, OrderedDict, set))
+_REQUIRES_GRAD = operator.attrgetter("requires_grad")
+_META = torch.device("meta")
 
 
-def _restore(live: dict | set, saved: dict | set | None) -> None:
-    """Make ``live`` hold exactly ``saved``'s entries (None: none), in ``saved``'s order (values compared by
-    identity)."""
-    if saved is None:
-        if live:
+def _walk(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``list(model.named_modules())`` without its nested generators: ``(path, module)`` in the same
+    pre-order, each module once (the first path), ``None`` children skipped."""
+    out = [("", model)]
+    seen = {id(model)}
+    stack = [("", iter(model._modules.items()))]
+    while stack:
+        path, children = stack[-1]
+        for key, child in children:
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                name = f"{path}.{key}" if path else key
+                out.append((name, child))
+                if child._modules:
+                    stack.append((name, iter(child._modules.items())))
+                    break
+        else:
+            stack.pop()
+    return out
+
+
+def _restore(live: dict | set, saved: dict | set) -> None:
+    """Make ``live`` hold exactly ``saved``'s entries, in ``saved``'s order. A dict is refilled whether or
+    not it changed: cheaper than comparing its values by identity, and the same in the end."""
+    if type(saved) is set:
+        if live != saved:
             live.clear()
-        return
-    if isinstance(saved, set):
-        same = live == saved
+            live.update(saved)
     else:
-        same = list(live) == list(saved) and all(map(operator.is_, live.values(), saved.values()))  # type: ignore[union-attr]
-    if not same:
         live.clear()
         live.update(saved)  # type: ignore[arg-type]
 
@@ -51,6 +72,13 @@ def _version(t: torch.Tensor) -> int | None:
         return None
 
 
+def _versions(tensors: list[torch.Tensor]) -> list[int | None]:
+    try:
+        return [t._version for t in tensors]
+    except RuntimeError:
+        return list(map(_version, tensors))
+
+
 @contextlib.contextmanager
 def preserved(model: nn.Module) -> Iterator[list[nn.Module]]:
     """Restore every module's ``__dict__`` and tables and every tensor's ``requires_grad`` on exit; yields the
@@ -60,53 +88,65 @@ def preserved(model: nn.Module) -> Iterator[list[nn.Module]]:
     on them for real) are copied first, up to ``PLAIN_COPY_LIMIT`` bytes, and put back if changed. A tensor
     changed in place without a copy raises CaptureError: it cannot be undone, so it is not passed over.
     """
-    saved = []
+    walked = _walk(model)
+    saved = []  # (module's __dict__, its copy, [(each non-empty table it holds, its copy)])
     empty: list[dict | set] = []  # tables that were empty (most hook tables): emptied again on exit
-    tensors: dict[int, tuple[str, torch.Tensor]] = {}
+    seen: set[int] = set()
+    tensors: list[torch.Tensor] = []  # distinct: parameters and buffers, then tensor attributes, module by module
+    names: list[tuple[str, str]] = []  # (module path, attribute) of each, for the error message
     plain: list[torch.Tensor] = []
-    for path, m in model.named_modules():
+    for path, m in walked:
         attrs = m.__dict__.copy()
         full = []
-        attr_tensors = []
+        attr_tensors = None
         for k, v in attrs.items():
-            if type(v) in _TABLES:
+            tp = type(v)
+            if tp in _TABLES:
                 if v:
                     full.append((v, v.copy()))
                 else:
                     empty.append(v)
-            elif isinstance(v, torch.Tensor):
-                attr_tensors.append((k, v))
-        saved.append((m, attrs, full))
-        prefix = f"{path}." if path else ""
+            elif tp not in _NOT_TENSORS and isinstance(v, torch.Tensor):
+                attr_tensors = [*(attr_tensors or ()), (k, v)]
+        saved.append((m.__dict__, attrs, full))
         for items in (m._parameters, m._buffers):
-            for k, t in items.items():
-                if isinstance(t, torch.Tensor) and id(t) not in tensors:
-                    tensors[id(t)] = (prefix + k, t)
-        for k, t in attr_tensors:
-            if id(t) not in tensors:
-                tensors[id(t)] = (prefix + k, t)
+            if items:
+                for k, t in items.items():
+                    if t is not None and id(t) not in seen and isinstance(t, torch.Tensor):
+                        seen.add(id(t))
+                        tensors.append(t)
+                        names.append((path, k))
+        for k, t in attr_tensors or ():
+            if id(t) not in seen:
+                seen.add(id(t))
+                tensors.append(t)
+                names.append((path, k))
                 plain.append(t)
-    state = [(name, t, t.requires_grad, _version(t)) for name, t in tensors.values()]
+    grads = list(map(_REQUIRES_GRAD, tensors))
+    versions = _versions(tensors)
     copies = _copies(plain)
 
     def undo() -> list[str]:
-        for m, attrs, tables in saved:
-            _restore(m.__dict__, attrs)
-            for live, copy in tables:  # each non-empty table the module held, as it held it
-                _restore(live, copy)
-        for live in empty:
-            if live:
-                live.clear()
-        changed = []
-        for name, t, grad, version in state:
-            if t.requires_grad != grad:
-                t.requires_grad_(grad)
-            if _version(t) != version and not _put_back(t, copies.get(id(t)), version):
-                changed.append(name)
-        return changed
+        for live, attrs, tables in saved:
+            _restore(live, attrs)
+            for table, copy in tables:  # each non-empty table the module held, as it held it
+                _restore(table, copy)
+        if any(empty):
+            for table in empty:
+                if table:
+                    table.clear()
+        if list(map(_REQUIRES_GRAD, tensors)) != grads:
+            for t, grad in zip(tensors, grads, strict=True):
+                if t.requires_grad != grad:
+                    t.requires_grad_(grad)
+        now = _versions(tensors)
+        if now == versions:
+            return []
+        return [f"{path}.{k}" if path else k for t, (path, k), version, v in zip(tensors, names, versions, now, strict=True)
+                if v != version and not _put_back(t, copies.get(id(t)), version)]
 
     try:
-        yield [m for m, _, _ in saved]
+        yield [m for _, m in walked]
     except BaseException as exc:
         changed = undo()
         if changed and isinstance(exc, Exception):
@@ -161,10 +201,10 @@ def substituted(
     stand: dict[int, torch.Tensor] = {}
     real_of: dict[int, tuple[str, torch.Tensor]] = {}
     saved = []
-    for path, m in model.named_modules():
-        prefix = f"{path}." if path else ""
+    fast = make is meta_like
+    for path, m in _walk(model):
         for table in (m._parameters, m._buffers):
-            if type(table) not in _TABLES or not table:  # a ScriptModule's tables cannot hold stand-ins
+            if not table or type(table) not in _TABLES:  # a ScriptModule's tables cannot hold stand-ins
                 continue
             saved.append((table, table.copy()))
             for k, t in table.items():
@@ -172,19 +212,47 @@ def substituted(
                     continue
                 s = stand.get(id(t))
                 if s is None:
-                    s = make(t)
-                    if type(t) is nn.Parameter or (type(t) is not torch.Tensor and isinstance(t, nn.Parameter)):
-                        # what nn.Parameter(s, requires_grad) does for a plain tensor, without its Python layer
-                        s = (torch.Tensor._make_subclass(nn.Parameter, s, t.requires_grad) if type(s) is torch.Tensor
-                             else nn.Parameter(s, requires_grad=t.requires_grad))
+                    tp = type(t)
+                    if fast and (tp is torch.Tensor or tp is nn.Parameter):
+                        s = _meta_stand_in(t, tp is nn.Parameter)
+                    else:
+                        s = make(t)
+                        if tp is nn.Parameter or (tp is not torch.Tensor and isinstance(t, nn.Parameter)):
+                            # what nn.Parameter(s, requires_grad) does for a plain tensor, without its Python layer
+                            s = (torch.Tensor._make_subclass(nn.Parameter, s, t.requires_grad)
+                                 if type(s) is torch.Tensor else nn.Parameter(s, requires_grad=t.requires_grad))
                     stand[id(t)] = s
-                    real_of[id(s)] = (prefix + k, t)  # the first name, as named_parameters() gives it
+                    real_of[id(s)] = (f"{path}.{k}" if path else k, t)  # the first name, as named_parameters() gives it
                 table[k] = s
     try:
         yield real_of
     finally:
         for table, orig in saved:
             _restore(table, orig)
+
+
+def _meta_stand_in(t: torch.Tensor, parameter: bool) -> torch.Tensor:
+    """``meta_like(t)``, as an ``nn.Parameter`` with ``t``'s ``requires_grad`` when ``parameter``, for a ``t``
+    of type ``torch.Tensor`` or ``nn.Parameter``.
+
+    The Parameter is made by setting the fresh tensor's class, as torch's own
+    ``UninitializedTensorMixin.materialize`` does (pytorch/pytorch, torch/nn/parameter.py): the same object
+    ``Tensor._make_subclass`` builds, without its detached alias (half the cost).
+    """
+    s = _meta_tensor(t)
+    if parameter:
+        if t.requires_grad:
+            s.requires_grad_(True)
+        s.__class__ = nn.Parameter
+    return s
+
+
+def _meta_tensor(t: torch.Tensor) -> torch.Tensor:
+    # empty_like keeps a dense tensor's strides exactly (aten empty_like, memory_format=preserve) and is
+    # cheaper than empty_strided; it keeps a subclass's type, so only plain tensors and Parameters take it
+    if (type(t) is torch.Tensor or type(t) is nn.Parameter) and t.is_contiguous():
+        return torch.empty_like(t, device=_META)
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=_META)
 
 
 @contextlib.contextmanager
@@ -207,7 +275,4 @@ def versions_kept(model: nn.Module) -> Iterator[None]:
 
 def meta_like(t: torch.Tensor) -> torch.Tensor:
     """A meta tensor with ``t``'s shape, strides and dtype."""
-    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=_META)
-
-
-_META = torch.device("meta")
+    return _meta_tensor(t)
