@@ -28,6 +28,7 @@ CAPTURE_LOCK = threading.RLock()
 _TABLES = frozenset((dict, OrderedDict, set))
 #: Types of most of a module's attribute values, none of them a tensor (no ``isinstance`` call for them).
 _NOT_TENSORS = frozenset((bool, int, float, str, tuple, type(None), dict, OrderedDict, set))
+_TENSOR_OR_NONE = frozenset((torch.Tensor, nn.Parameter, type(None)))
 _REQUIRES_GRAD = operator.attrgetter("requires_grad")
 _META = torch.device("meta")
 
@@ -91,15 +92,13 @@ def preserved(model: nn.Module) -> Iterator[list[nn.Module]]:
     walked = _walk(model)
     saved = []  # (module's __dict__, its copy, [(each non-empty table it holds, its copy)])
     empty: list[dict | set] = []  # tables that were empty (most hook tables): emptied again on exit
-    seen: set[int] = set()
-    tensors: list[torch.Tensor] = []  # distinct: parameters and buffers, then tensor attributes, module by module
-    names: list[tuple[str, str]] = []  # (module path, attribute) of each, for the error message
-    plain: list[torch.Tensor] = []
-    for path, m in walked:
+    found: list = []  # each module's parameters and buffers (None included), then its tensor attributes
+    at_attr: list[int] = []  # where tensor attributes are in ``found``
+    for _, m in walked:
         attrs = m.__dict__.copy()
         full = []
         attr_tensors = None
-        for k, v in attrs.items():
+        for v in attrs.values():
             tp = type(v)
             if tp in _TABLES:
                 if v:
@@ -107,24 +106,23 @@ def preserved(model: nn.Module) -> Iterator[list[nn.Module]]:
                 else:
                     empty.append(v)
             elif tp not in _NOT_TENSORS and isinstance(v, torch.Tensor):
-                attr_tensors = [*(attr_tensors or ()), (k, v)]
+                attr_tensors = [*(attr_tensors or ()), v]
         saved.append((m.__dict__, attrs, full))
         for items in (m._parameters, m._buffers):
             if items:
-                for k, t in items.items():
-                    if t is not None and id(t) not in seen and isinstance(t, torch.Tensor):
-                        seen.add(id(t))
-                        tensors.append(t)
-                        names.append((path, k))
-        for k, t in attr_tensors or ():
-            if id(t) not in seen:
-                seen.add(id(t))
-                tensors.append(t)
-                names.append((path, k))
-                plain.append(t)
+                found += items.values()
+        if attr_tensors:
+            at_attr += range(len(found), len(found) + len(attr_tensors))
+            found += attr_tensors
+    if not _TENSOR_OR_NONE.issuperset(map(type, found)):  # a table holding something else: set aside as None
+        found = [t if isinstance(t, torch.Tensor) else None for t in found]
+    distinct = dict(zip(map(id, found), found, strict=True))  # each tensor once, where it first occurs
+    distinct.pop(id(None), None)
+    tensors = list(distinct.values())
+    first = dict(zip(map(id, reversed(found)), range(len(found) - 1, -1, -1), strict=True)) if at_attr else {}
+    copies = _copies([found[i] for i in at_attr if first[id(found[i])] == i])  # not a parameter or buffer first
     grads = list(map(_REQUIRES_GRAD, tensors))
     versions = _versions(tensors)
-    copies = _copies(plain)
 
     def undo() -> list[str]:
         for live, attrs, tables in saved:
@@ -142,8 +140,9 @@ def preserved(model: nn.Module) -> Iterator[list[nn.Module]]:
         now = _versions(tensors)
         if now == versions:
             return []
-        return [f"{path}.{k}" if path else k for t, (path, k), version, v in zip(tensors, names, versions, now, strict=True)
-                if v != version and not _put_back(t, copies.get(id(t)), version)]
+        changed = {id(t) for t, version, v in zip(tensors, versions, now, strict=True)
+                   if v != version and not _put_back(t, copies.get(id(t)), version)}
+        return _names(walked, saved, changed) if changed else []
 
     try:
         yield [m for _, m in walked]
@@ -155,6 +154,18 @@ def preserved(model: nn.Module) -> Iterator[list[nn.Module]]:
     changed = undo()
     if changed:
         raise CaptureError(_changed_message(changed))
+
+
+def _names(walked: list[tuple[str, nn.Module]], saved: list, ids: set[int]) -> list[str]:
+    """The names of the tensors ``preserved`` keeps whose ids are in ``ids``, in its order (each module's
+    parameters, buffers, then tensor attributes; a tensor's first name); the tables are as on entry."""
+    names: dict[int, str] = {}
+    for (path, m), (_, attrs, _) in zip(walked, saved, strict=True):
+        for k, t in (*m._parameters.items(), *m._buffers.items(),
+                     *((k, v) for k, v in attrs.items() if isinstance(v, torch.Tensor))):
+            if id(t) in ids and id(t) not in names and isinstance(t, torch.Tensor):
+                names[id(t)] = f"{path}.{k}" if path else k
+    return list(names.values())
 
 
 #: Bytes of plain tensor attributes ``preserved`` copies (a pruned layer's ``weight`` is one: big, and
@@ -213,14 +224,17 @@ def substituted(
                 s = stand.get(id(t))
                 if s is None:
                     tp = type(t)
-                    if fast and (tp is torch.Tensor or tp is nn.Parameter):
-                        s = _meta_stand_in(t, tp is nn.Parameter)
+                    if fast and (tp is nn.Parameter or tp is torch.Tensor) and t.is_contiguous():
+                        s = _empty_like(t, device=_META)  # meta_like(t), inlined
+                        if tp is nn.Parameter:
+                            _make_parameter(s, t.requires_grad)
                     else:
                         s = make(t)
                         if tp is nn.Parameter or (tp is not torch.Tensor and isinstance(t, nn.Parameter)):
-                            # what nn.Parameter(s, requires_grad) does for a plain tensor, without its Python layer
-                            s = (torch.Tensor._make_subclass(nn.Parameter, s, t.requires_grad)
-                                 if type(s) is torch.Tensor else nn.Parameter(s, requires_grad=t.requires_grad))
+                            # what nn.Parameter(s, requires_grad) does for a plain tensor, without its Python
+                            # layer (make's tensor may be held elsewhere: its class is not set)
+                            s = (torch.Tensor._make_subclass(nn.Parameter, s, t.requires_grad) if type(s) is torch.Tensor
+                                 else nn.Parameter(s, requires_grad=t.requires_grad))
                     stand[id(t)] = s
                     real_of[id(s)] = (f"{path}.{k}" if path else k, t)  # the first name, as named_parameters() gives it
                 table[k] = s
@@ -231,27 +245,26 @@ def substituted(
             _restore(table, orig)
 
 
-def _meta_stand_in(t: torch.Tensor, parameter: bool) -> torch.Tensor:
-    """``meta_like(t)``, as an ``nn.Parameter`` with ``t``'s ``requires_grad`` when ``parameter``, for a ``t``
-    of type ``torch.Tensor`` or ``nn.Parameter``.
+def _make_parameter(s: torch.Tensor, requires_grad: bool) -> None:
+    """Turn ``s``, a plain tensor just made here, into what ``nn.Parameter(s, requires_grad)`` returns.
 
-    The Parameter is made by setting the fresh tensor's class, as torch's own
-    ``UninitializedTensorMixin.materialize`` does (pytorch/pytorch, torch/nn/parameter.py): the same object
-    ``Tensor._make_subclass`` builds, without its detached alias (half the cost).
+    It sets the tensor's class, as torch's own ``UninitializedTensorMixin.materialize`` does
+    (pytorch/pytorch, torch/nn/parameter.py): the object ``Tensor._make_subclass`` would build, without the
+    detached alias it makes first (half the cost).
     """
-    s = _meta_tensor(t)
-    if parameter:
-        if t.requires_grad:
-            s.requires_grad_(True)
-        s.__class__ = nn.Parameter
-    return s
+    if requires_grad:
+        s.requires_grad_(True)
+    s.__class__ = nn.Parameter
+
+
+_empty_like = torch.empty_like
 
 
 def _meta_tensor(t: torch.Tensor) -> torch.Tensor:
     # empty_like keeps a dense tensor's strides exactly (aten empty_like, memory_format=preserve) and is
     # cheaper than empty_strided; it keeps a subclass's type, so only plain tensors and Parameters take it
     if (type(t) is torch.Tensor or type(t) is nn.Parameter) and t.is_contiguous():
-        return torch.empty_like(t, device=_META)
+        return _empty_like(t, device=_META)
     return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=_META)
 
 
