@@ -90,24 +90,26 @@ def preserved(model: nn.Module) -> Iterator[list[nn.Module]]:
     changed in place without a copy raises CaptureError: it cannot be undone, so it is not passed over.
     """
     walked = _walk(model)
-    saved = []  # (module's __dict__, its copy, [(each non-empty table it holds, its copy)])
+    saved = []  # (each module's __dict__, its copy)
+    full = []  # (each non-empty table a module holds, its copy)
     empty: list[dict | set] = []  # tables that were empty (most hook tables): emptied again on exit
     found: list = []  # each module's parameters and buffers (None included), then its tensor attributes
     at_attr: list[int] = []  # where tensor attributes are in ``found``
+    keep, keep_full, keep_empty = saved.append, full.append, empty.append
     for _, m in walked:
-        attrs = m.__dict__.copy()
-        full = []
+        live = m.__dict__
+        attrs = live.copy()
         attr_tensors = None
         for v in attrs.values():
             tp = type(v)
             if tp in _TABLES:
                 if v:
-                    full.append((v, v.copy()))
+                    keep_full((v, v.copy()))
                 else:
-                    empty.append(v)
+                    keep_empty(v)
             elif tp not in _NOT_TENSORS and isinstance(v, torch.Tensor):
                 attr_tensors = [*(attr_tensors or ()), v]
-        saved.append((m.__dict__, attrs, full))
+        keep((live, attrs))
         for items in (m._parameters, m._buffers):
             if items:
                 found += items.values()
@@ -125,10 +127,11 @@ def preserved(model: nn.Module) -> Iterator[list[nn.Module]]:
     versions = _versions(tensors)
 
     def undo() -> list[str]:
-        for live, attrs, tables in saved:
-            _restore(live, attrs)
-            for table, copy in tables:  # each non-empty table the module held, as it held it
-                _restore(table, copy)
+        for live, attrs in saved:
+            live.clear()  # _restore, inlined
+            live.update(attrs)
+        for table, copy in full:  # each non-empty table, as it was
+            _restore(table, copy)
         if any(empty):
             for table in empty:
                 if table:
@@ -160,7 +163,7 @@ def _names(walked: list[tuple[str, nn.Module]], saved: list, ids: set[int]) -> l
     """The names of the tensors ``preserved`` keeps whose ids are in ``ids``, in its order (each module's
     parameters, buffers, then tensor attributes; a tensor's first name); the tables are as on entry."""
     names: dict[int, str] = {}
-    for (path, m), (_, attrs, _) in zip(walked, saved, strict=True):
+    for (path, m), (_, attrs) in zip(walked, saved, strict=True):
         for k, t in (*m._parameters.items(), *m._buffers.items(),
                      *((k, v) for k, v in attrs.items() if isinstance(v, torch.Tensor))):
             if id(t) in ids and id(t) not in names and isinstance(t, torch.Tensor):
@@ -275,8 +278,12 @@ def versions_kept(model: nn.Module) -> Iterator[None]:
     For a run whose ops only ever compute on fake copies: an in-place op on a real tensor bumps its counter
     before it reaches the fake mode, although no value changes.
     """
-    tensors = {id(t): t for m in model.modules() for table in (m._parameters, m._buffers, m.__dict__)
-               for t in table.values() if isinstance(t, torch.Tensor)}
+    found: list = []
+    for _, m in _walk(model):
+        found += m._parameters.values()
+        found += m._buffers.values()
+        found += [v for v in m.__dict__.values() if type(v) not in _NOT_TENSORS]
+    tensors = {id(t): t for t in found if isinstance(t, torch.Tensor)}
     kept = [(t, v) for t in tensors.values() if (v := _version(t)) is not None]
     try:
         yield
