@@ -2,7 +2,7 @@
 
 Usage: ``python benchmarks/bench_guards.py [--models mobilenet_v2,efficientnet_b0] [--rounds N] [--before DIR]``
 
-Times ``preserved(model)``, ``eval_mode(model, list(model.modules()))``, ``substituted(model, meta_like)`` and
+Times ``preserved(model)``, ``eval_mode(model)``, ``substituted(model, meta_like)`` and
 all three nested as ``capture_model`` and the fx capture nest them, on reference models in eval mode (as
 built) and in train mode (``eval_mode`` then switches every flag). Every round runs each case once in a
 shuffled order (interleaved), with the garbage collector off while timing; the table gives medians in ms.
@@ -42,7 +42,7 @@ def cases(guard: ModuleType, capture: ModuleType, model) -> dict:
             pass
 
     def eval_mode() -> None:
-        with capture.eval_mode(model, list(model.modules())):
+        with capture.eval_mode(model):
             pass
 
     def substituted() -> None:

@@ -27,9 +27,11 @@ METHODS = ("fx", "export", "dispatch")
 def eval_mode(model: nn.Module, modules: list[nn.Module] | None = None) -> Iterator[None]:
     """Put every submodule in eval mode and restore each one's own flag afterwards (also on error);
     ``modules``: ``list(model.modules())`` when just walked."""
-    from operator import attrgetter
+    from operator import attrgetter, is_not
 
-    mods = list(model.modules()) if modules is None else modules
+    from scorer.capture.guard import modules_of
+
+    mods = modules_of(model) if modules is None else modules
     flags = list(map(attrgetter("training"), mods))
     direct = _plain_train(set(map(type, mods)))  # eval() would only set each module's flag in its __dict__
     try:
@@ -40,12 +42,13 @@ def eval_mode(model: nn.Module, modules: list[nn.Module] | None = None) -> Itera
                 m.__dict__["training"] = False
         yield
     finally:
-        for m, flag in zip(mods, flags, strict=True):
-            if m.training is not flag:  # nn.Module.__setattr__ is slow: set only the flags that changed
-                if direct:
-                    m.__dict__["training"] = flag
-                else:
-                    m.training = flag
+        if any(map(is_not, map(attrgetter("training"), mods), flags)):
+            for m, flag in zip(mods, flags, strict=True):
+                if m.training is not flag:  # nn.Module.__setattr__ is slow: set only the flags that changed
+                    if direct:
+                        m.__dict__["training"] = flag
+                    else:
+                        m.training = flag
 
 
 def _plain_train(types: set[type]) -> bool:

@@ -54,6 +54,11 @@ def _walk(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return out
 
 
+def modules_of(model: nn.Module) -> list[nn.Module]:
+    """``list(model.modules())``, as ``nn.Module`` walks them (a third of the time)."""
+    return [m for _, m in _walk(model)]
+
+
 def _restore(live: dict | set, saved: dict | set) -> None:
     """Make ``live`` hold exactly ``saved``'s entries, in ``saved``'s order. A dict is refilled whether or
     not it changed: cheaper than comparing its values by identity, and the same in the end."""
