@@ -178,3 +178,14 @@ def test_eval_mode_restores_flags_after_an_error() -> None:
     with pytest.raises(ValueError, match="boom"), eval_mode(model):
         raise ValueError("boom")
     assert all(m.training for m in model.modules())
+
+
+def test_the_walk_is_named_modules_order_with_shared_and_missing_children() -> None:
+    from scorer.capture.guard import _walk, modules_of
+
+    shared = nn.Linear(2, 2)
+    model = nn.Sequential(nn.Sequential(shared, nn.ReLU()), shared, nn.ModuleDict({"a": nn.Identity(), "b": shared}))
+    model.add_module("gone", None)
+    model[0].add_module("deep", nn.Sequential(nn.Sequential(nn.Tanh())))
+    assert _walk(model) == list(model.named_modules())
+    assert modules_of(model) == list(model.modules())
