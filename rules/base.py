@@ -87,6 +87,14 @@ class RuleContext:
 
 #: Kinds whose adds sum n products per output (the adder tree applies to them).
 _TREE_KINDS = frozenset({"conv", "linear", "matmul"})
+def _only_consumer(ctx: RuleContext, producer: str, consumer: str) -> bool:
+    """Whether ``consumer`` is the one op reading ``producer``'s output."""
+    readers = ctx.consumers.get(producer)
+    return readers is not None and len(readers) == 1 and readers[0] == consumer
+
+
+#: Op kind -> the name of its formula method (``cost_`` + the kind, ``:`` as ``_``).
+_COST_METHODS: dict[str, str] = {}
 
 
 class RuleSet:
@@ -147,7 +155,10 @@ class RuleSet:
     def cost(self, op: Op, ctx: RuleContext) -> Cost | None:
         """The Cost of ``op``, or None when this rule set has no rule for its kind; then the precision model's
         widths (``apply_widths``)."""
-        method = getattr(self, "cost_" + op.kind.replace(":", "_"), None)
+        name = _COST_METHODS.get(op.kind)
+        if name is None:
+            name = _COST_METHODS[op.kind] = "cost_" + op.kind.replace(":", "_")
+        method = getattr(self, name, None)
         if method is not None:
             cost = method(op, ctx)
         elif op.kind in self.activations:
@@ -318,14 +329,14 @@ class RuleSet:
         if not self.fold_bn or not op.inputs:
             return None
         prod = ctx.by_name.get(op.inputs[0])
-        if prod is None or ctx.consumers.get(prod.name, []) != [op.name]:
+        if prod is None or not _only_consumer(ctx, prod.name, op.name):
             return None
         if prod.kind in ("conv", "conv_transpose", "linear"):
             return [prod]
         if prod.kind != "free" or prod.attrs.get("cat_dim") != 1 or len(prod.inputs) != len(prod.in_shapes):
             return None
         branches = [ctx.by_name.get(name) for name in prod.inputs]
-        if any(b is None or b.kind not in ("conv", "linear") or ctx.consumers.get(b.name, []) != [prod.name]
+        if any(b is None or b.kind not in ("conv", "linear") or not _only_consumer(ctx, b.name, prod.name)
                for b in branches):
             return None
         return branches  # type: ignore[return-value]
@@ -342,7 +353,7 @@ class RuleSet:
         prods = self.bn_folds(op, ctx)
         if prods is None:
             return Cost(mults=op.out_numel, adds=op.out_numel, param_bits=2 * c * bits if first else 0.0)
-        names = ", ".join(p.name for p in prods)
+        names = prods[0].name if len(prods) == 1 else ", ".join(p.name for p in prods)
         if len(prods) == 1:
             unbiased = c if prods[0].weight("bias") is None else 0  # channels whose shift becomes a new bias
         else:
@@ -358,7 +369,12 @@ class RuleSet:
         return op.attrs.get("param_bits", 32)
 
     def _first_use(self, op: Op) -> bool:
-        return all(w.first_use for w in op.weights) if op.weights else op.attrs.get("first_use", True)
+        if not op.weights:
+            return op.attrs.get("first_use", True)
+        for w in op.weights:
+            if not w.first_use:
+                return False
+        return True
 
     def layer_norm_counts(self, n: float) -> tuple[float, float]:
         """(mults, adds) to normalise one group of n values without the affine part: mean (n−1 adds,
@@ -408,7 +424,8 @@ class RuleSet:
     def cost_activation(self, op: Op, ctx: RuleContext) -> Cost:
         """Table-driven activation: (mults, adds) per output element."""
         m, a = self.activations[op.kind]
-        return Cost(mults=m * op.out_numel, adds=a * op.out_numel, param_bits=self._operand_storage(op))
+        n = op.out_numel
+        return Cost(mults=m * n, adds=a * n, param_bits=self._operand_storage(op))
 
     def cost_act_clamp(self, op: Op, ctx: RuleContext) -> Cost:
         """clamp/clip: one comparison (counted as a mult, like ReLU) per bound given."""
@@ -456,7 +473,7 @@ class RuleSet:
     # ----------------------------------------------------------------- elementwise
     def _operand_storage(self, op: Op) -> float:
         """Bits of the parameters an op without a weight role reads (a learned gate, scale or token), dense."""
-        return sum(self.dense_storage(w) for w in op.weights)
+        return sum(self.dense_storage(w) for w in op.weights) if op.weights else 0
 
     def cost_add(self, op: Op, ctx: RuleContext) -> Cost:
         """Elementwise add (residual, bias-like broadcast, or + scalar): 1 add per output element

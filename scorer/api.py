@@ -212,7 +212,7 @@ def capture_paths(
         method = ""
         stored: set[int] = set()  # identities of the parameters some op stores, over every path
         read: set[int] = set()  # identities of the parameters the forward reads
-        named = _named_params(model)  # one walk, shared by the checks below
+        named, modules = _module_tree(model)  # one walk, shared by the checks below
         for path_name, path_model, fraction in paths:
             cap = capture_model(path_model, inputs, capture)
             method = cap.method
@@ -223,7 +223,8 @@ def capture_paths(
                 op.path = path_name
                 op.batch = divisor
             run_passes(cap.ops)
-            captured.append(CapturedPath(path_name, cap.ops, fraction, dict(path_model.named_modules())))
+            captured.append(CapturedPath(path_name, cap.ops, fraction,
+                                         modules if path_model is model else dict(path_model.named_modules())))
         lost = _lost_params(named, stored, read)
         if lost:
             raise CaptureError(
@@ -391,6 +392,51 @@ def _costly_masks(ops: list) -> list[str]:
                     f"a per-tensor sparsity to score it dense"
                 )
     return out
+
+
+def _module_tree(model: nn.Module) -> tuple[list[tuple[str, nn.Parameter, bool]], dict[str, nn.Module]]:
+    """``(_named_params(model), dict(model.named_modules()))`` from one walk of the module tree, the walk
+    ``named_parameters(remove_duplicate=False)`` makes (a shared module under each of its names), each module
+    kept under its first name (what ``named_modules()``, which skips a module seen before, yields: a repeated
+    module's subtree holds only modules seen under its first name). A module class with its own
+    ``named_modules``, ``named_parameters``, equality or hash is walked by torch's methods instead."""
+    named: list[tuple[str, nn.Parameter, bool]] = []
+    modules: dict[str, nn.Module] = {}
+    seen_modules: set[int] = set()
+    seen_params: set[int] = set()
+    plain: dict[type, bool] = {}
+    cls = type(model)
+    if cls.named_parameters is not _NAMED_PARAMETERS or cls._named_members is not _NAMED_MEMBERS:
+        return _named_params(model), dict(model.named_modules())
+    stack = [("", model)]  # pre-order: children pushed last first
+    while stack:
+        prefix, mod = stack.pop()
+        cls = type(mod)
+        ok = plain.get(cls)
+        if ok is None:
+            ok = plain[cls] = (cls.named_modules is _NAMED_MODULES and cls.__hash__ is _OBJECT_HASH
+                               and cls.__eq__ is _OBJECT_EQ)
+        if not ok:
+            return _named_params(model), dict(model.named_modules())
+        if id(mod) not in seen_modules:
+            seen_modules.add(id(mod))
+            modules[prefix] = mod
+        dot = prefix + "." if prefix else ""
+        if mod._parameters:
+            for k, p in mod._parameters.items():
+                if p is not None:
+                    named.append((dot + k, p, id(p) not in seen_params))
+                    seen_params.add(id(p))
+        if mod._modules:
+            stack.extend(reversed([(dot + k, c) for k, c in mod._modules.items() if c is not None]))
+    return named, modules
+
+
+_NAMED_MODULES = nn.Module.named_modules
+_NAMED_PARAMETERS = nn.Module.named_parameters
+_NAMED_MEMBERS = nn.Module._named_members
+_OBJECT_HASH = object.__hash__
+_OBJECT_EQ = object.__eq__
 
 
 def _named_params(model: nn.Module) -> list[tuple[str, nn.Parameter, bool]]:

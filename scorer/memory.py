@@ -64,15 +64,18 @@ def activation_memory(ops: list[Op], input_bits: float) -> list[dict[str, float]
     size: dict[int, float] = {INPUT: float(input_bits)}
     last: dict[int, int] = {INPUT: 0}  # storage -> last step reading it
     for i, op in enumerate(ops):
-        srcs = [storage[index[p]] for p in op.inputs if index.get(p, i) < i] + ([INPUT] if op.reads_input else [])
-        srcs = list(dict.fromkeys(s for s in srcs if s != CONST))
-        out_numel = math.prod(op.out_shape)
-        alias = (op.kind == "free" and len(srcs) == 1
-                 and out_numel <= max((math.prod(s) for s in op.in_shapes), default=0))
+        srcs: list[int] = []  # distinct, in the order read; the model's input last
+        for p in op.inputs:
+            j = index.get(p, i)
+            if j < i and (s := storage[j]) != CONST and s not in srcs:
+                srcs.append(s)
+        if op.reads_input and INPUT not in srcs:
+            srcs.append(INPUT)
         if not srcs:
             storage.append(CONST)
-        elif alias:
-            storage.append(srcs[0])
+        elif (op.kind == "free" and len(srcs) == 1
+              and math.prod(op.out_shape) <= max((math.prod(s) for s in op.in_shapes), default=0)):
+            storage.append(srcs[0])  # an alias
         else:
             storage.append(i)
             size[i] = op.out_numel * op.out_bits
@@ -87,14 +90,15 @@ def activation_memory(ops: list[Op], input_bits: float) -> list[dict[str, float]
         delta[start] += bits
         delta[end + 1] -= bits
     rows, live = [], 0.0
-    for i in range(len(ops)):
+    for i, (srcs, own) in enumerate(zip(reads, storage, strict=True)):
         live += delta[i]
-        own = (set(reads[i]) | {storage[i]}) - {CONST}
-        rows.append({
-            "act_bits_out": size.get(i, 0.0),
-            "act_bits_op": sum(size[s] for s in own),
-            "act_bits_live": live,
-        })
+        if len(srcs) == 1:  # one or two storages: their sum is the same in any order
+            working = size[own] if own == srcs[0] else size[srcs[0]] + size[own]
+        elif not srcs:
+            working = 0  # a constant: nothing (sum() of no storages)
+        else:
+            working = sum(size[s] for s in (set(srcs) | {own}) - {CONST})
+        rows.append({"act_bits_out": size.get(i, 0.0), "act_bits_op": working, "act_bits_live": live})
     return rows
 
 

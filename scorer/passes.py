@@ -63,6 +63,9 @@ def mark_shuffles(ops: list[Op]) -> list[Op]:
     A transpose that is not such a permutation (attention heads ``(B, N, h, d) -> (B, h, N, d)``, NCHW ->
     NHWC, a window partition) stays free.
     """
+    permutes = [op for op in ops if op.kind == "free" and "perm" in op.attrs and len(op.in_shapes) == 1]
+    if not permutes:
+        return []
     by_name = {o.name: o for o in ops}
     consumers: dict[str, list[Op]] = defaultdict(list)
     for o in ops:
@@ -77,9 +80,7 @@ def mark_shuffles(ops: list[Op]) -> list[Op]:
         return cs[0] if len(cs) == 1 else None
 
     marked = []
-    for op in ops:
-        if op.kind != "free" or "perm" not in op.attrs or len(op.in_shapes) != 1:
-            continue
+    for op in permutes:
         split = producer(op)
         while _reshape(split) and split.in_shapes[0] == split.out_shape:  # type: ignore[union-attr]
             split = producer(split)  # type: ignore[arg-type]

@@ -121,6 +121,8 @@ class PrecisionPolicy:
         match are remembered for :meth:`check_unmatched`."""
         self._seen[module] = None
         merged: dict[str, int] = {}
+        if not self.layers:
+            return merged
         for i in self._matching(module):
             glob, spec = self.layers[i]
             merged.update(spec)
@@ -185,6 +187,32 @@ def _module_int(mod: nn.Module | None, attr: str) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
+#: The layer attributes annotation reads: widths set on a layer, a QAT weight quantiser.
+_LAYER_ATTRS = frozenset({"weight_bits", "weight_fake_quant", "bias_bits", "act_bits", "acc_bits"})
+_EMPTY: dict = {}
+_MISSING = object()
+#: ``nn.Module``'s own lookups: a class keeping both finds attributes as ``module_attr`` describes.
+_MODULE_GETATTR = nn.Module.__getattr__
+_OBJECT_GETATTRIBUTE = object.__getattribute__
+
+
+def _bare_layer(mod: nn.Module, plain: dict[type, bool]) -> bool:
+    """True when ``mod`` certainly has none of ``_LAYER_ATTRS`` (``getattr`` would give None for each): the usual
+    layer, whose class defines none and keeps ``nn.Module``'s lookup (``plain``: that answer per class, for one
+    annotation) and whose instance, parameter, buffer and submodule tables hold none. False: read them."""
+    cls = type(mod)
+    ok = plain.get(cls)
+    if ok is None:
+        ok = plain[cls] = (cls.__getattr__ is _MODULE_GETATTR and cls.__getattribute__ is _OBJECT_GETATTRIBUTE
+                           and all(getattr(cls, n, _MISSING) is _MISSING for n in _LAYER_ATTRS))
+    if not ok:
+        return False
+    d = mod.__dict__
+    return (d.keys().isdisjoint(_LAYER_ATTRS) and d.get("_parameters", _EMPTY).keys().isdisjoint(_LAYER_ATTRS)
+            and d.get("_buffers", _EMPTY).keys().isdisjoint(_LAYER_ATTRS)
+            and d.get("_modules", _EMPTY).keys().isdisjoint(_LAYER_ATTRS))
+
+
 def _weight_fake_quant_bits(mod: nn.Module | None) -> int | None:
     """Width of a torch.ao QAT layer's ``weight_fake_quant`` range (e.g. -128..127: 8 bits)."""
     fq = module_attr(mod, "weight_fake_quant") if mod is not None else None
@@ -197,7 +225,26 @@ def _dtype_bits(t: object) -> int:
     return 64
 
 
-_MULTIPLIED_ROLES = {"weight", "operand", "prelu_weight", "scale"}
+_MULTIPLIED_ROLES = frozenset({"weight", "operand", "prelu_weight", "scale"})
+#: Roles stored at the weight width (every other parameter at the bias width).
+_WEIGHT_ROLES = frozenset({"weight", "operand", "embedding"})
+
+
+def _layer_bits(policy: PrecisionPolicy, module: str, mod: nn.Module | None, plain: dict[type, bool]) -> tuple:
+    """What layer ``module`` (its module ``mod``, None when the model's widths are not read) runs at:
+    (weight bits, whether a narrower stored dtype may lower them, bias bits, act bits, acc bits), from the
+    config's overrides, then the layer's attributes, then the policy's defaults."""
+    cfg = policy.layer(module)
+    if (mod is None or _bare_layer(mod, plain)) and not cfg:  # the usual layer: the policy's widths
+        return (policy.param_bits, policy.read_model_bits, policy.param_bits, policy.act_bits, policy.acc_bits)
+    model_wbits = _module_int(mod, "weight_bits") or _weight_fake_quant_bits(mod)
+    mod_bias, mod_act, mod_acc = (_module_int(mod, "bias_bits"), _module_int(mod, "act_bits"),
+                                  _module_int(mod, "acc_bits"))
+    wbits = cfg.get("weight") or model_wbits or policy.param_bits
+    # a weight stored in a narrower dtype (fp16, bf16, int8) is stored at that width
+    by_dtype = policy.read_model_bits and not cfg.get("weight") and model_wbits is None
+    return (wbits, by_dtype, cfg.get("bias") or mod_bias or policy.param_bits,
+            cfg.get("act") or mod_act or policy.act_bits, cfg.get("acc") or mod_acc or policy.acc_bits)
 
 
 def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, nn.Module]) -> None:
@@ -205,53 +252,52 @@ def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, 
     out_bits: dict[str, int] = {}
     integer: set[str] = set()  # ops whose output is a quantised integer tensor (a converted torch.ao model)
     input_bits = policy.input_bits or policy.act_bits
+    read_model = policy.read_model_bits
+    mul_override, add_override = policy.mul_bits_override, policy.add_bits_override
     per_layer: dict[str, tuple] = {}  # what a layer's config and attributes say, read once per layer
+    plain: dict[type, bool] = {}
     for op in ops:
         layer = per_layer.get(op.module)
         if layer is None:
-            mod = modules.get(op.module) if policy.read_model_bits else None
-            layer = per_layer[op.module] = (
-                policy.layer(op.module), mod, _module_int(mod, "weight_bits") or _weight_fake_quant_bits(mod),
-                _module_int(mod, "bias_bits"), _module_int(mod, "act_bits"), _module_int(mod, "acc_bits"))
-        cfg, mod, model_wbits, mod_bias, mod_act, mod_acc = layer
-        wbits = cfg.get("weight") or model_wbits or policy.param_bits
-        if policy.read_model_bits and not cfg.get("weight") and model_wbits is None:
-            # a weight stored in a narrower dtype (fp16, bf16, int8) is stored at that width
-            stored = [_dtype_bits(w.tensor) for w in op.weights if w.role in ("weight", "operand", "embedding")]
-            if stored and min(stored) < wbits:
-                wbits = min(stored)
-        bias_bits = cfg.get("bias") or mod_bias or policy.param_bits
-        act = cfg.get("act") or mod_act or policy.act_bits
-        acc = cfg.get("acc") or mod_acc or policy.acc_bits
-        for w in op.weights:
-            w.bits = wbits if w.role in ("weight", "operand", "embedding") else bias_bits
-        ins = [out_bits.get(p, act) for p in op.inputs]
+            mod = modules.get(op.module) if read_model else None
+            layer = per_layer[op.module] = _layer_bits(policy, op.module, mod, plain)
+        wbits, by_dtype, bias_bits, act, acc = layer
+        multiplied = []
+        if op.weights:
+            if by_dtype:
+                stored = [_dtype_bits(w.tensor) for w in op.weights if w.role in _WEIGHT_ROLES]
+                if stored and min(stored) < wbits:
+                    wbits = min(stored)
+            for w in op.weights:
+                w.bits = wbits if w.role in _WEIGHT_ROLES else bias_bits
+                if w.role in _MULTIPLIED_ROLES:
+                    multiplied.append(w.bits)
+        ins = [out_bits.get(p, act) for p in op.inputs] if op.inputs else []
         if len(ins) < len(op.in_shapes):
             ins.append(input_bits)
-        op.in_bits = ins or [input_bits]
+        in_bits = op.in_bits = ins or [input_bits]
         if op.kind == "quant":
             op.out_bits = int(op.attrs["bits"])
             if op.attrs.get("integer"):
                 integer.add(op.name)
-        elif op.inputs and all(p in integer for p in op.inputs):
+        elif integer and op.inputs and all(p in integer for p in op.inputs):
             # a quantised kernel returns its input's quantised dtype (pooling, flatten, relu, add of int8)
-            op.out_bits = max(op.in_bits)
+            op.out_bits = max(in_bits)
             integer.add(op.name)
         elif op.kind in PRESERVING_KINDS:
-            op.out_bits = max(op.in_bits)
+            op.out_bits = max(in_bits)
         else:
             op.out_bits = act
         op.acc_bits = acc
-        multiplied = [w.bits for w in op.weights if w.role in _MULTIPLIED_ROLES]
-        op.operand_bits = op.in_bits + multiplied
+        op.operand_bits = in_bits + multiplied
         if multiplied and min(multiplied) == 1:
             # A ±1 weight times a value with a standalone sign bit counts 1/32 (official page §3.1).
             op.mul_bits = 1
         else:
-            op.mul_bits = max(op.in_bits + multiplied)
+            op.mul_bits = max(op.operand_bits)
         op.add_bits = acc
-        if policy.mul_bits_override is not None:
-            op.mul_bits = policy.mul_bits_override
-        if policy.add_bits_override is not None:
-            op.add_bits = policy.add_bits_override
+        if mul_override is not None:
+            op.mul_bits = mul_override
+        if add_override is not None:
+            op.add_bits = add_override
         out_bits[op.name] = op.out_bits

@@ -60,20 +60,27 @@ def row_of(op: Op, cost: Cost, fraction: float = 1.0, memory: dict | None = None
     """The report row for ``op`` costed as ``cost``; counts weighted by the share of examples running it.
     ``memory``: the op's activation-memory columns (``scorer.memory.activation_memory``; sizes, not weighted);
     zeros when not given."""
-    stored = [w for w in op.weights if w.role in ("weight", "operand")]
-    numel = sum(w.numel for w in stored)
-    nnz = sum(w.nonzeros for w in stored)
+    numel = nnz = 0
+    if op.weights:
+        stored = [w for w in op.weights if w.role in _STORED_ROLES]
+        if len(stored) == 1:  # sum() of one value
+            numel, nnz = 0 + stored[0].numel, 0 + stored[0].nonzeros
+        elif stored:
+            numel = sum(w.numel for w in stored)
+            nnz = sum(w.nonzeros for w in stored)
     mults, adds = cost.mults * fraction, cost.adds * fraction
     mul_bits = op.mul_bits if cost.mul_bits is None else cost.mul_bits
     add_bits = op.add_bits if cost.add_bits is None else cost.add_bits
-    return {
+    in_shapes = op.in_shapes
+    row = {
         "name": op.name,
         "module": op.module,
         "kind": op.kind,
         "target": op.target,
         "path": op.path,
         "fraction": fraction,
-        "in_shapes": ";".join("x".join(map(str, s)) for s in op.in_shapes),
+        # shape texts as _shape_text writes them, inline for the usual one-input op
+        "in_shapes": "x".join(map(str, in_shapes[0])) if len(in_shapes) == 1 else ";".join(map(_shape_text, in_shapes)),
         "out_shape": "x".join(map(str, op.out_shape)),
         "weight_numel": numel,
         "nonzeros": nnz,
@@ -88,9 +95,22 @@ def row_of(op: Op, cost: Cost, fraction: float = 1.0, memory: dict | None = None
         "exp_bits": cost.exp_bits,
         "ops": mults * mul_bits / 32 + adds * add_bits / 32 + cost.exps * fraction * cost.exp_bits / 32,
         "note": cost.note,
-        **{c: 0.0 for c in MEMORY_COLUMNS},
-        **(memory or {}),
+        "act_bits_out": 0.0,  # MEMORY_COLUMNS
+        "act_bits_op": 0.0,
+        "act_bits_live": 0.0,
     }
+    if memory:
+        row.update(memory)
+    return row
+
+
+#: Roles whose tensors make a row's ``weight_numel`` and ``nonzeros``.
+_STORED_ROLES = frozenset({"weight", "operand"})
+
+
+def _shape_text(shape: tuple) -> str:
+    """``(1, 3, 32, 32)`` as ``1x3x32x32``."""
+    return "x".join(map(str, shape))
 
 
 def totals_of(param_bits: object, mults: object, adds: object, ops: object, track: Track) -> dict:

@@ -99,21 +99,27 @@ def measured_nonzeros(t: torch.Tensor | None) -> float | None:
     """
     if t is None or t.is_meta:
         return None
-    if (type(t) in (torch.Tensor, torch.nn.Parameter) and t.device.type == "cpu" and t.dtype in _NUMPY_DTYPES
-            and t.layout == torch.strided and not t.is_conj() and not t.is_neg()):
-        return float(_numpy_nonzeros(t.detach().numpy()))
+    if (type(t) in _PLAIN_TYPES and t.is_cpu and t.dtype in _NUMPY_DTYPES and t.layout == torch.strided
+            and not t.is_conj() and not t.is_neg()):
+        return float(_numpy_nonzeros((t.detach() if t.requires_grad else t).numpy()))
     return float(torch.count_nonzero(t).item())
 
 
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 #: Elements compared per step (bounds the temporary boolean array).
 _CHUNK = 1 << 20
+#: Below this size ``np.count_nonzero`` on the values beats comparing first (it tests each value on its own).
+_SMALL = 2048
 
 
 def _numpy_nonzeros(a: np.ndarray) -> int:
-    """Nonzeros of ``a``: ``a != 0`` (vectorised) counted chunk by chunk; a strided view is counted as it is."""
-    if a.dtype == np.bool_ or not a.flags.c_contiguous:
+    """Nonzeros of ``a``: ``a != 0`` (vectorised) counted chunk by chunk; a strided view, a boolean or a small
+    array is counted as it is (numpy's per-value test is also ``!= 0``: -0.0 a zero, NaN not)."""
+    if a.size < _SMALL or a.dtype == np.bool_ or not a.flags.c_contiguous:
         return int(np.count_nonzero(a))
     flat = a.reshape(-1)
+    if flat.size <= _CHUNK:
+        return int(np.count_nonzero(flat != 0))
     return sum(int(np.count_nonzero(flat[i:i + _CHUNK] != 0)) for i in range(0, flat.size, _CHUNK))
 
 
@@ -149,6 +155,7 @@ def annotate_sparsity(ops: list[Op], spec: SparsitySpec, seen: set | None = None
     """
     seen = set() if seen is None else seen
     measured = {} if measured is None else measured
+    overrides = spec.uniform is not None or bool(spec.per_tensor)
     for op in ops:
         for w in op.weights:
             key = w.ident if w.ident is not None else w.name
@@ -157,7 +164,7 @@ def annotate_sparsity(ops: list[Op], spec: SparsitySpec, seen: set | None = None
             if not creditable(op, w):
                 w.nonzeros = float(w.numel)
                 continue
-            override = _override(spec, w.name, op.module)
+            override = _override(spec, w.name, op.module) if overrides else None
             if override is not None:
                 w.nonzeros = w.numel * (1.0 - override)
                 continue

@@ -39,6 +39,19 @@ def test_strided_views_and_parameters():
 
 def test_chunk_boundaries(monkeypatch):
     monkeypatch.setattr(sp, "_CHUNK", 7)
+    monkeypatch.setattr(sp, "_SMALL", 0)  # every size takes the compare-and-count path
     t = torch.zeros(50)
     t[[0, 6, 7, 13, 14, 49]] = -1.0
     assert sp.measured_nonzeros(t) == 6.0
+
+
+@pytest.mark.parametrize("size", [sp._SMALL - 1, sp._SMALL, sp._SMALL + 1])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+def test_small_and_large_paths_agree(size, dtype):
+    # on both sides of the size where numpy counts the values directly instead of comparing first
+    t = torch.zeros(size, dtype=dtype)
+    t[1::3] = -0.0  # signed zeros: still zeros
+    t[0] = float("nan")
+    t[2] = float("inf")
+    t[-1] = 1e-7  # a small value (subnormal in float16): nonzero
+    assert sp.measured_nonzeros(t) == 3.0

@@ -27,24 +27,38 @@ METHODS = ("fx", "export", "dispatch")
 def eval_mode(model: nn.Module, modules: list[nn.Module] | None = None) -> Iterator[None]:
     """Put every submodule in eval mode and restore each one's own flag afterwards (also on error);
     ``modules``: ``list(model.modules())`` when just walked."""
-    flags = [(m, m.training) for m in (model.modules() if modules is None else modules)]
+    from operator import attrgetter, is_not
+
+    from scorer.capture.guard import modules_of
+
+    mods = modules_of(model) if modules is None else modules
+    flags = list(map(attrgetter("training"), mods))
+    direct = _plain_train(set(map(type, mods)))  # eval() would only set each module's flag in its __dict__
     try:
-        if any(flag for _, flag in flags) or not _plain_train({type(m) for m, _ in flags}):
-            model.eval()  # else already in eval mode, and eval() would only set each flag to what it is
+        if not direct:
+            model.eval()
+        elif any(flags):  # else already in eval mode
+            for m in mods:
+                m.__dict__["training"] = False
         yield
     finally:
-        for m, flag in flags:
-            if m.training is not flag:  # nn.Module.__setattr__ is slow: set only the flags eval() changed
-                m.training = flag
+        if any(map(is_not, map(attrgetter("training"), mods), flags)):
+            for m, flag in zip(mods, flags, strict=True):
+                if m.training is not flag:  # nn.Module.__setattr__ is slow: set only the flags that changed
+                    if direct:
+                        m.__dict__["training"] = flag
+                    else:
+                        m.training = flag
 
 
 def _plain_train(types: set[type]) -> bool:
-    """True when every type keeps ``nn.Module``'s own ``train``, ``eval`` and ``__setattr__`` (so ``eval()``
-    on a model already in eval mode changes nothing)."""
+    """True when every type keeps ``nn.Module``'s own ``train``, ``eval`` and ``__setattr__`` and has no class
+    attribute ``training`` (so ``eval()`` sets each module's ``training`` in its ``__dict__`` and does nothing
+    else: ``nn.Module.__setattr__`` hands a bool to ``object.__setattr__``)."""
     import torch.nn as nn
 
     return all(t.train is nn.Module.train and t.eval is nn.Module.eval and t.__setattr__ is nn.Module.__setattr__
-               for t in types)
+               and not hasattr(t, "training") for t in types)
 
 
 def batch_of(example_inputs: tuple) -> int:

@@ -25,21 +25,48 @@ import torch.nn as nn
 from scorer.errors import CaptureError
 
 CAPTURE_LOCK = threading.RLock()
-_TABLES = (dict, OrderedDict, set)
+_TABLES = frozenset((dict, OrderedDict, set))
+#: Types of most of a module's attribute values, none of them a tensor (no ``isinstance`` call for them).
+_NOT_TENSORS = frozenset((bool, int, float, str, tuple, type(None), dict, OrderedDict, set))
+_TENSOR_OR_NONE = frozenset((torch.Tensor, nn.Parameter, type(None)))
+_REQUIRES_GRAD = operator.attrgetter("requires_grad")
+_META = torch.device("meta")
 
 
-def _restore(live: dict | set, saved: dict | set | None) -> None:
-    """Make ``live`` hold exactly ``saved``'s entries (None: none), in ``saved``'s order (values compared by
-    identity)."""
-    if saved is None:
-        if live:
+def _walk(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``list(model.named_modules())`` without its nested generators: ``(path, module)`` in the same
+    pre-order, each module once (the first path), ``None`` children skipped."""
+    out = [("", model)]
+    seen = {id(model)}
+    stack = [("", iter(model._modules.items()))]
+    while stack:
+        path, children = stack[-1]
+        for key, child in children:
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                name = f"{path}.{key}" if path else key
+                out.append((name, child))
+                if child._modules:
+                    stack.append((name, iter(child._modules.items())))
+                    break
+        else:
+            stack.pop()
+    return out
+
+
+def modules_of(model: nn.Module) -> list[nn.Module]:
+    """``list(model.modules())``, as ``nn.Module`` walks them (a third of the time)."""
+    return [m for _, m in _walk(model)]
+
+
+def _restore(live: dict | set, saved: dict | set) -> None:
+    """Make ``live`` hold exactly ``saved``'s entries, in ``saved``'s order. A dict is refilled whether or
+    not it changed: cheaper than comparing its values by identity, and the same in the end."""
+    if type(saved) is set:
+        if live != saved:
             live.clear()
-        return
-    if isinstance(saved, set):
-        same = live == saved
+            live.update(saved)
     else:
-        same = list(live) == list(saved) and all(map(operator.is_, live.values(), saved.values()))  # type: ignore[union-attr]
-    if not same:
         live.clear()
         live.update(saved)  # type: ignore[arg-type]
 
@@ -51,6 +78,13 @@ def _version(t: torch.Tensor) -> int | None:
         return None
 
 
+def _versions(tensors: list[torch.Tensor]) -> list[int | None]:
+    try:
+        return [t._version for t in tensors]
+    except RuntimeError:
+        return list(map(_version, tensors))
+
+
 @contextlib.contextmanager
 def preserved(model: nn.Module) -> Iterator[list[nn.Module]]:
     """Restore every module's ``__dict__`` and tables and every tensor's ``requires_grad`` on exit; yields the
@@ -60,53 +94,66 @@ def preserved(model: nn.Module) -> Iterator[list[nn.Module]]:
     on them for real) are copied first, up to ``PLAIN_COPY_LIMIT`` bytes, and put back if changed. A tensor
     changed in place without a copy raises CaptureError: it cannot be undone, so it is not passed over.
     """
-    saved = []
+    walked = _walk(model)
+    saved = []  # (each module's __dict__, its copy)
+    full = []  # (each non-empty table a module holds, its copy)
     empty: list[dict | set] = []  # tables that were empty (most hook tables): emptied again on exit
-    tensors: dict[int, tuple[str, torch.Tensor]] = {}
-    plain: list[torch.Tensor] = []
-    for path, m in model.named_modules():
-        attrs = m.__dict__.copy()
-        full = []
-        attr_tensors = []
-        for k, v in attrs.items():
-            if type(v) in _TABLES:
+    found: list = []  # each module's parameters and buffers (None included), then its tensor attributes
+    at_attr: list[int] = []  # where tensor attributes are in ``found``
+    keep, keep_full, keep_empty = saved.append, full.append, empty.append
+    for _, m in walked:
+        live = m.__dict__
+        attrs = live.copy()
+        attr_tensors = None
+        for v in attrs.values():
+            tp = type(v)
+            if tp in _TABLES:
                 if v:
-                    full.append((v, v.copy()))
+                    keep_full((v, v.copy()))
                 else:
-                    empty.append(v)
-            elif isinstance(v, torch.Tensor):
-                attr_tensors.append((k, v))
-        saved.append((m, attrs, full))
-        prefix = f"{path}." if path else ""
+                    keep_empty(v)
+            elif tp not in _NOT_TENSORS and isinstance(v, torch.Tensor):
+                attr_tensors = [*(attr_tensors or ()), v]
+        keep((live, attrs))
         for items in (m._parameters, m._buffers):
-            for k, t in items.items():
-                if isinstance(t, torch.Tensor) and id(t) not in tensors:
-                    tensors[id(t)] = (prefix + k, t)
-        for k, t in attr_tensors:
-            if id(t) not in tensors:
-                tensors[id(t)] = (prefix + k, t)
-                plain.append(t)
-    state = [(name, t, t.requires_grad, _version(t)) for name, t in tensors.values()]
-    copies = _copies(plain)
+            if items:
+                found += items.values()
+        if attr_tensors:
+            at_attr += range(len(found), len(found) + len(attr_tensors))
+            found += attr_tensors
+    if not _TENSOR_OR_NONE.issuperset(map(type, found)):  # a table holding something else: set aside as None
+        found = [t if isinstance(t, torch.Tensor) else None for t in found]
+    distinct = dict(zip(map(id, found), found, strict=True))  # each tensor once, where it first occurs
+    distinct.pop(id(None), None)
+    tensors = list(distinct.values())
+    first = dict(zip(map(id, reversed(found)), range(len(found) - 1, -1, -1), strict=True)) if at_attr else {}
+    copies = _copies([found[i] for i in at_attr if first[id(found[i])] == i])  # not a parameter or buffer first
+    grads = list(map(_REQUIRES_GRAD, tensors))
+    versions = _versions(tensors)
 
     def undo() -> list[str]:
-        for m, attrs, tables in saved:
-            _restore(m.__dict__, attrs)
-            for live, copy in tables:  # each non-empty table the module held, as it held it
-                _restore(live, copy)
-        for live in empty:
-            if live:
-                live.clear()
-        changed = []
-        for name, t, grad, version in state:
-            if t.requires_grad != grad:
-                t.requires_grad_(grad)
-            if _version(t) != version and not _put_back(t, copies.get(id(t)), version):
-                changed.append(name)
-        return changed
+        for live, attrs in saved:
+            live.clear()  # _restore, inlined
+            live.update(attrs)
+        for table, copy in full:  # each non-empty table, as it was
+            _restore(table, copy)
+        if any(empty):
+            for table in empty:
+                if table:
+                    table.clear()
+        if list(map(_REQUIRES_GRAD, tensors)) != grads:
+            for t, grad in zip(tensors, grads, strict=True):
+                if t.requires_grad != grad:
+                    t.requires_grad_(grad)
+        now = _versions(tensors)
+        if now == versions:
+            return []
+        changed = {id(t) for t, version, v in zip(tensors, versions, now, strict=True)
+                   if v != version and not _put_back(t, copies.get(id(t)), version)}
+        return _names(walked, saved, changed) if changed else []
 
     try:
-        yield [m for m, _, _ in saved]
+        yield [m for _, m in walked]
     except BaseException as exc:
         changed = undo()
         if changed and isinstance(exc, Exception):
@@ -115,6 +162,18 @@ def preserved(model: nn.Module) -> Iterator[list[nn.Module]]:
     changed = undo()
     if changed:
         raise CaptureError(_changed_message(changed))
+
+
+def _names(walked: list[tuple[str, nn.Module]], saved: list, ids: set[int]) -> list[str]:
+    """The names of the tensors ``preserved`` keeps whose ids are in ``ids``, in its order (each module's
+    parameters, buffers, then tensor attributes; a tensor's first name); the tables are as on entry."""
+    names: dict[int, str] = {}
+    for (path, m), (_, attrs) in zip(walked, saved, strict=True):
+        for k, t in (*m._parameters.items(), *m._buffers.items(),
+                     *((k, v) for k, v in attrs.items() if isinstance(v, torch.Tensor))):
+            if id(t) in ids and id(t) not in names and isinstance(t, torch.Tensor):
+                names[id(t)] = f"{path}.{k}" if path else k
+    return list(names.values())
 
 
 #: Bytes of plain tensor attributes ``preserved`` copies (a pruned layer's ``weight`` is one: big, and
@@ -161,10 +220,10 @@ def substituted(
     stand: dict[int, torch.Tensor] = {}
     real_of: dict[int, tuple[str, torch.Tensor]] = {}
     saved = []
-    for path, m in model.named_modules():
-        prefix = f"{path}." if path else ""
+    fast = make is meta_like
+    for path, m in _walk(model):
         for table in (m._parameters, m._buffers):
-            if type(table) not in _TABLES or not table:  # a ScriptModule's tables cannot hold stand-ins
+            if not table or type(table) not in _TABLES:  # a ScriptModule's tables cannot hold stand-ins
                 continue
             saved.append((table, table.copy()))
             for k, t in table.items():
@@ -172,19 +231,49 @@ def substituted(
                     continue
                 s = stand.get(id(t))
                 if s is None:
-                    s = make(t)
-                    if type(t) is nn.Parameter or (type(t) is not torch.Tensor and isinstance(t, nn.Parameter)):
-                        # what nn.Parameter(s, requires_grad) does for a plain tensor, without its Python layer
-                        s = (torch.Tensor._make_subclass(nn.Parameter, s, t.requires_grad) if type(s) is torch.Tensor
-                             else nn.Parameter(s, requires_grad=t.requires_grad))
+                    tp = type(t)
+                    if fast and (tp is nn.Parameter or tp is torch.Tensor) and t.is_contiguous():
+                        s = _empty_like(t, device=_META)  # meta_like(t), inlined
+                        if tp is nn.Parameter:
+                            _make_parameter(s, t.requires_grad)
+                    else:
+                        s = make(t)
+                        if tp is nn.Parameter or (tp is not torch.Tensor and isinstance(t, nn.Parameter)):
+                            # what nn.Parameter(s, requires_grad) does for a plain tensor, without its Python
+                            # layer (make's tensor may be held elsewhere: its class is not set)
+                            s = (torch.Tensor._make_subclass(nn.Parameter, s, t.requires_grad) if type(s) is torch.Tensor
+                                 else nn.Parameter(s, requires_grad=t.requires_grad))
                     stand[id(t)] = s
-                    real_of[id(s)] = (prefix + k, t)  # the first name, as named_parameters() gives it
+                    real_of[id(s)] = (f"{path}.{k}" if path else k, t)  # the first name, as named_parameters() gives it
                 table[k] = s
     try:
         yield real_of
     finally:
         for table, orig in saved:
             _restore(table, orig)
+
+
+def _make_parameter(s: torch.Tensor, requires_grad: bool) -> None:
+    """Turn ``s``, a plain tensor just made here, into what ``nn.Parameter(s, requires_grad)`` returns.
+
+    It sets the tensor's class, as torch's own ``UninitializedTensorMixin.materialize`` does
+    (pytorch/pytorch, torch/nn/parameter.py): the object ``Tensor._make_subclass`` would build, without the
+    detached alias it makes first (half the cost).
+    """
+    if requires_grad:
+        s.requires_grad_(True)
+    s.__class__ = nn.Parameter
+
+
+_empty_like = torch.empty_like
+
+
+def _meta_tensor(t: torch.Tensor) -> torch.Tensor:
+    # empty_like keeps a dense tensor's strides exactly (aten empty_like, memory_format=preserve) and is
+    # cheaper than empty_strided; it keeps a subclass's type, so only plain tensors and Parameters take it
+    if (type(t) is torch.Tensor or type(t) is nn.Parameter) and t.is_contiguous():
+        return _empty_like(t, device=_META)
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=_META)
 
 
 @contextlib.contextmanager
@@ -194,8 +283,12 @@ def versions_kept(model: nn.Module) -> Iterator[None]:
     For a run whose ops only ever compute on fake copies: an in-place op on a real tensor bumps its counter
     before it reaches the fake mode, although no value changes.
     """
-    tensors = {id(t): t for m in model.modules() for table in (m._parameters, m._buffers, m.__dict__)
-               for t in table.values() if isinstance(t, torch.Tensor)}
+    found: list = []
+    for _, m in _walk(model):
+        found += m._parameters.values()
+        found += m._buffers.values()
+        found += [v for v in m.__dict__.values() if type(v) not in _NOT_TENSORS]
+    tensors = {id(t): t for t in found if isinstance(t, torch.Tensor)}
     kept = [(t, v) for t in tensors.values() if (v := _version(t)) is not None]
     try:
         yield
@@ -207,7 +300,4 @@ def versions_kept(model: nn.Module) -> Iterator[None]:
 
 def meta_like(t: torch.Tensor) -> torch.Tensor:
     """A meta tensor with ``t``'s shape, strides and dtype."""
-    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=_META)
-
-
-_META = torch.device("meta")
+    return _meta_tensor(t)
