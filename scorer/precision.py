@@ -26,7 +26,7 @@ from rules.records import Op
 from scorer.errors import ScorerError
 from scorer.globs import glob_match, is_literal
 from scorer.ops import quant_bits
-from scorer.ops.quant import module_attr
+from scorer.ops.call import module_attr
 
 _SECTIONS = ("default", "layers")
 _DEFAULT_KEYS = ("weight", "act", "acc", "input")

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from scorer.capture.shapes import conv_output as _conv_shape_out
 from scorer.capture.shapes import mean_output
-from scorer.ops.quant import module_attr
+from scorer.ops.call import module_attr
 
 CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
