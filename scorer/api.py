@@ -213,18 +213,22 @@ def capture_paths(
         stored: set[int] = set()  # identities of the parameters some op stores, over every path
         read: set[int] = set()  # identities of the parameters the forward reads
         named, modules = _module_tree(model)  # one walk, shared by the checks below
+        reads = []  # (capture, its parameter ids): what the forward read, named only when needed below
         for path_name, path_model, fraction in paths:
             cap = capture_model(path_model, inputs, capture)
             method = cap.method
             ids = _param_ids(path_model, named if path_model is model else None)
             stored |= {ids[n] for n in cap.used_params if n in ids}
-            read |= {ids[n] for n in cap.read_params if n in ids}
+            reads.append((cap, ids))
             for op in cap.ops:
                 op.path = path_name
                 op.batch = divisor
             run_passes(cap.ops)
             captured.append(CapturedPath(path_name, cap.ops, fraction,
                                          modules if path_model is model else dict(path_model.named_modules())))
+        if any(id(p) not in stored for _, p, first in named if first):  # else nothing read can be lost
+            for cap, ids in reads:
+                read |= {ids[n] for n in cap.read_params if n in ids}
         lost = _lost_params(named, stored, read)
         if lost:
             raise CaptureError(

@@ -532,11 +532,24 @@ class FxCapture:
     """Result of a capture: the ops (each op's ``batch`` is set by ``capture_model``), the method, the
     parameters the ops store and those the forward read."""
 
-    def __init__(self, ops: list[Op], method: str, used_params: set[str], read_params: set[str] | None = None):
+    def __init__(self, ops: list[Op], method: str, used_params: set[str], read_params: set[str] | None = None,
+                 read_modules: list[tuple[str, nn.Module]] | None = None):
         self.ops = ops
         self.method = method
         self.used_params = used_params  # stored by an op (names of their WeightRefs)
-        self.read_params = read_params or set()  # read by the forward (parameter and buffer names)
+        self._read = read_params or set()
+        self._read_modules = read_modules or []  # (path, module) of each layer called whole
+
+    @property
+    def read_params(self) -> set[str]:
+        """Names of the parameters and buffers the forward read; a layer called whole reads all of its
+        parameters (named on first use: the check that needs them runs only when some parameter is
+        stored by no op)."""
+        if self._read_modules:
+            for path, mod in self._read_modules:
+                self._read.update(f"{path}.{n}" if path else n for n in _param_names(mod))
+            self._read_modules = []
+        return self._read
 
 
 #: Records the ops of one call of a layer: ``(module, path, node name, meta args, meta kwargs) -> ops``.
@@ -617,6 +630,7 @@ def ops_from_graph(
     ops: list[Op] = []
     used: set[str] = set()
     read: set[str] = set()
+    read_modules: list[tuple[str, nn.Module]] = []
     placeholders = iter(example_inputs)
 
     for node in nodes:
@@ -656,7 +670,7 @@ def ops_from_graph(
                 path = str(target)
                 mod = _submodule(model, path)
                 if mod._parameters or mod._modules:
-                    read.update(f"{path}.{n}" if path else n for n in _param_names(mod))
+                    read_modules.append((path, mod))
                 out = _module_meta_forward(mod, margs, mkwargs)
                 call = make_call("module", mod, node.name, path, args, kwargs, out)
                 if record_layer is not None and _delegated(mod, record_layer):
@@ -694,7 +708,7 @@ def ops_from_graph(
             else:
                 # no op (a call whose output no rule records): a tensor still carries the model's input onwards
                 env[node] = _wrap_out(out, None, any(v.model_input for v in call.acts))
-    return FxCapture(ops, method, used, read)
+    return FxCapture(ops, method, used, read, read_modules)
 
 
 def _param_names(mod: nn.Module) -> list[str]:
