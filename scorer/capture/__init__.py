@@ -88,11 +88,13 @@ def _module_call_ops(*args: object, **kwargs: object) -> list:
     return module_call_ops(*args, **kwargs)
 
 
-def _capture_with(method: str, model: nn.Module, example_inputs: tuple) -> FxCapture:
+def _capture_with(method: str, model: nn.Module, example_inputs: tuple,
+                  walked: list[tuple[str, nn.Module]] | None = None) -> FxCapture:
+    """Capture with ``method``; ``walked``: ``module_walk(model)`` when the module tree is as walked."""
     if method == "fx":
         from scorer.capture.fx_capture import capture_fx
 
-        return capture_fx(model, example_inputs, record_layer=_module_call_ops)
+        return capture_fx(model, example_inputs, record_layer=_module_call_ops, walked=walked)
     if method == "export":
         from scorer.capture.export_capture import capture_export
 
@@ -108,26 +110,28 @@ def capture_model(model: nn.Module, example_inputs: tuple, method: str = "auto")
     Every op's ``batch`` is ``batch_of(example_inputs)``. SystemExit from the model's forward is a
     CaptureError; KeyboardInterrupt propagates (the model is restored first).
     """
-    from scorer.capture.guard import CAPTURE_LOCK, preserved
+    from scorer.capture.guard import CAPTURE_LOCK, module_walk, preserved
 
     order = METHODS if method == "auto" else (method,)
     if any(m not in METHODS for m in order):
         raise CaptureError(f"unknown capture method {method!r}; use auto, {', '.join(METHODS)}")
     batch = batch_of(example_inputs)
     failures: list[str] = []
-    with CAPTURE_LOCK, preserved(model) as modules, eval_mode(model, modules):
-        for m in order:
-            try:
-                cap = _capture_with(m, model, example_inputs)
-            except CaptureError:
-                raise
-            except SystemExit as exc:
-                raise CaptureError(f"the model's forward raised SystemExit({exc.code!r}) during capture") from None
-            except Exception as exc:  # noqa: BLE001 - every capture failure falls through to the next
-                failures.append(f"{m}: {_first_line(exc)}")
-                continue
-            for op in cap.ops:
-                op.batch = batch
-            return cap
+    with CAPTURE_LOCK:
+        walked = module_walk(model)  # walked once for the guards and the fx trace (tried first)
+        with preserved(model, walked) as modules, eval_mode(model, modules):
+            for m in order:
+                try:
+                    cap = _capture_with(m, model, example_inputs, walked if m == order[0] else None)
+                except CaptureError:
+                    raise
+                except SystemExit as exc:
+                    raise CaptureError(f"the model's forward raised SystemExit({exc.code!r}) during capture") from None
+                except Exception as exc:  # noqa: BLE001 - every capture failure falls through to the next
+                    failures.append(f"{m}: {_first_line(exc)}")
+                    continue
+                for op in cap.ops:
+                    op.batch = batch
+                return cap
     shapes = ", ".join(str(tuple(getattr(x, "shape", ()))) for x in example_inputs)
     raise CaptureError(f"cannot capture the model on input {shapes}: " + " | ".join(failures))

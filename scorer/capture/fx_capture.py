@@ -191,7 +191,10 @@ class LeafTracer(fx.Tracer):
             self.root = root
             fn = type(root).forward
             self.root_module_name = root._get_name()
-            self.submodule_paths = {mod: name for name, mod in root.named_modules()}
+            walked = self.__dict__.get("walked")
+            if walked is None or type(root).named_modules is not nn.Module.named_modules:
+                walked = root.named_modules()
+            self.submodule_paths = {mod: name for name, mod in walked}
             self.graph = fx.Graph(tracer_cls=type(self))
             self.tensor_attrs = _TensorAttrs(root)
             fn_globals = fn.__globals__  # read before it is patched
@@ -579,20 +582,26 @@ def _delegate(record_layer: LayerRecorder, mod: nn.Module, call: Call, margs: tu
     return ops
 
 
-def trace(model: nn.Module) -> list[fx.Node]:
+def trace(model: nn.Module, walked: list[tuple[str, nn.Module]] | None = None) -> list[fx.Node]:
     """Symbolically trace ``model`` with the leaf-keeping tracer: its nodes in run order (no GraphModule is
-    built, which would compile code and re-register every submodule)."""
-    return LeafTracer().trace(model)
+    built, which would compile code and re-register every submodule); ``walked``: ``list(model.named_modules())``
+    when the caller has it."""
+    tracer = LeafTracer()
+    tracer.walked = walked
+    return tracer.trace(model)
 
 
-def capture_fx(model: nn.Module, example_inputs: tuple, record_layer: LayerRecorder | None = None) -> FxCapture:
+def capture_fx(model: nn.Module, example_inputs: tuple, record_layer: LayerRecorder | None = None,
+               walked: list[tuple[str, nn.Module]] | None = None) -> FxCapture:
     """Trace ``model`` and propagate meta shapes; raises on untraceable Python or shape errors.
-    ``record_layer`` records the torch.nn layers fx keeps whole without an extractor (else they are unknown)."""
+    ``record_layer`` records the torch.nn layers fx keeps whole without an extractor (else they are unknown);
+    ``walked``: ``guard.module_walk(model)`` when the caller has it."""
     with memoised():
-        return _capture_fx(model, example_inputs, record_layer)
+        return _capture_fx(model, example_inputs, record_layer, walked)
 
 
-def _capture_fx(model: nn.Module, example_inputs: tuple, record_layer: LayerRecorder | None) -> FxCapture:
+def _capture_fx(model: nn.Module, example_inputs: tuple, record_layer: LayerRecorder | None,
+                walked: list[tuple[str, nn.Module]] | None) -> FxCapture:
     if is_known_leaf(model) or _delegated(model, record_layer):  # a bare layer: one call, not a trace through its forward
         graph = fx.Graph()
         args = [graph.placeholder(f"input_{i}") for i in range(len(example_inputs))]
@@ -601,8 +610,8 @@ def _capture_fx(model: nn.Module, example_inputs: tuple, record_layer: LayerReco
     before = set(model.__dict__)
     factories = MetaFactories()
     try:
-        with substituted(model, meta_like), factories:
-            nodes = trace(model)
+        with substituted(model, meta_like, walked), factories:
+            nodes = trace(model, walked)
         # fx stores tensors the forward creates or closes over as ``_tensor_constant<N>`` attributes of
         # the root; they are kept here and must not stay on the user's model
         constants = {key: model.__dict__[key] for key in set(model.__dict__) - before}

@@ -54,6 +54,12 @@ def _walk(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return out
 
 
+def module_walk(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``list(model.named_modules())``: what ``preserved``, ``substituted`` and the fx tracer each walk, for
+    a caller to walk once and hand to all three."""
+    return _walk(model)
+
+
 def modules_of(model: nn.Module) -> list[nn.Module]:
     """``list(model.modules())``, as ``nn.Module`` walks them (a third of the time)."""
     return [m for _, m in _walk(model)]
@@ -86,15 +92,17 @@ def _versions(tensors: list[torch.Tensor]) -> list[int | None]:
 
 
 @contextlib.contextmanager
-def preserved(model: nn.Module) -> Iterator[list[nn.Module]]:
+def preserved(model: nn.Module, walked: list[tuple[str, nn.Module]] | None = None) -> Iterator[list[nn.Module]]:
     """Restore every module's ``__dict__`` and tables and every tensor's ``requires_grad`` on exit; yields the
     modules (``model.modules()``, as walked on entry).
 
     Tensor attributes that are neither parameters nor buffers (fx and torch.export may run in-place ops
     on them for real) are copied first, up to ``PLAIN_COPY_LIMIT`` bytes, and put back if changed. A tensor
     changed in place without a copy raises CaptureError: it cannot be undone, so it is not passed over.
+    ``walked``: ``module_walk(model)`` when the caller has it.
     """
-    walked = _walk(model)
+    if walked is None:
+        walked = _walk(model)
     saved = []  # (each module's __dict__, its copy)
     full = []  # (each non-empty table a module holds, its copy)
     empty: list[dict | set] = []  # tables that were empty (most hook tables): emptied again on exit
@@ -211,17 +219,19 @@ def _changed_message(names: list[str]) -> str:
 
 @contextlib.contextmanager
 def substituted(
-    model: nn.Module, make: Callable[[torch.Tensor], torch.Tensor]
+    model: nn.Module, make: Callable[[torch.Tensor], torch.Tensor],
+    walked: list[tuple[str, nn.Module]] | None = None,
 ) -> Iterator[dict[int, tuple[str, torch.Tensor]]]:
     """Put ``make(t)`` in place of every parameter and buffer ``t`` of ``model`` (one stand-in per distinct
     tensor, so shared weights stay shared) and yield ``{id(stand-in): (name, t)}``; the tables are restored
     on exit. A parameter's stand-in is an ``nn.Parameter`` with the same ``requires_grad``. TorchScript
-    modules keep their own tensors (their tables are not Python dicts)."""
+    modules keep their own tensors (their tables are not Python dicts). ``walked``: ``module_walk(model)``
+    when the caller has it."""
     stand: dict[int, torch.Tensor] = {}
     real_of: dict[int, tuple[str, torch.Tensor]] = {}
     saved = []
     fast = make is meta_like
-    for path, m in _walk(model):
+    for path, m in (_walk(model) if walked is None else walked):
         for table in (m._parameters, m._buffers):
             if not table or type(table) not in _TABLES:  # a ScriptModule's tables cannot hold stand-ins
                 continue
