@@ -215,7 +215,8 @@ def capture_paths(
         named, modules = _module_tree(model)  # one walk, shared by the checks below
         reads = []  # (capture, its parameter ids): what the forward read, named only when needed below
         for path_name, path_model, fraction in paths:
-            cap = capture_model(path_model, inputs, capture)
+            cap = capture_model(path_model, inputs, capture,
+                                walked=list(modules.items()) if path_model is model else None)
             method = cap.method
             ids = _param_ids(path_model, named if path_model is model else None)
             stored |= {ids[n] for n in cap.used_params if n in ids}

@@ -104,11 +104,13 @@ def _capture_with(method: str, model: nn.Module, example_inputs: tuple,
     return capture_dispatch(model, example_inputs)
 
 
-def capture_model(model: nn.Module, example_inputs: tuple, method: str = "auto") -> FxCapture:
+def capture_model(model: nn.Module, example_inputs: tuple, method: str = "auto",
+                  walked: list[tuple[str, nn.Module]] | None = None) -> FxCapture:
     """Capture ``model`` on ``example_inputs`` with ``method`` ("auto" tries fx, export, dispatch).
 
     Every op's ``batch`` is ``batch_of(example_inputs)``. SystemExit from the model's forward is a
-    CaptureError; KeyboardInterrupt propagates (the model is restored first).
+    CaptureError; KeyboardInterrupt propagates (the model is restored first). ``walked``:
+    ``list(model.named_modules())`` when the caller has just walked it.
     """
     from scorer.capture.guard import CAPTURE_LOCK, module_walk, preserved
 
@@ -118,7 +120,8 @@ def capture_model(model: nn.Module, example_inputs: tuple, method: str = "auto")
     batch = batch_of(example_inputs)
     failures: list[str] = []
     with CAPTURE_LOCK:
-        walked = module_walk(model)  # walked once for the guards and the fx trace (tried first)
+        if walked is None:
+            walked = module_walk(model)  # walked once for the guards and the fx trace (tried first)
         with preserved(model, walked) as modules, eval_mode(model, modules):
             for m in order:
                 try:
