@@ -312,10 +312,30 @@ class LeafTracer(fx.Tracer):
         return node
 
     def getattr(self, attr: str, attr_val: object, parameter_proxy_cache: dict) -> object:
-        """Proxy a parameter or buffer read; another thread reads the real attribute."""
-        if threading.get_ident() != self._owner:
+        """Proxy a parameter or buffer read (fx's ``getattr``: a parameter of the root under its first name,
+        else a buffer), found by identity in a table built on first use instead of a scan of the root's
+        parameters per read; another thread reads the real attribute."""
+        if threading.get_ident() != self._owner or not isinstance(attr_val, torch.Tensor):
             return attr_val
-        return super().getattr(attr, attr_val, parameter_proxy_cache)
+        tables = self.__dict__.get("_tensor_names")
+        if tables is None:
+            tables = self._tensor_names = ({}, {})
+            for n, p in self.root.named_parameters():
+                tables[0].setdefault(id(p), n)
+            for n, b in self.root.named_buffers():
+                tables[1].setdefault(id(b), n)
+        params, buffers = tables
+        name = params.get(id(attr_val)) if isinstance(attr_val, nn.Parameter) else None
+        if name is None and isinstance(attr_val, nn.Parameter):
+            return super().getattr(attr, attr_val, parameter_proxy_cache)  # registered since: fx's own scan
+        if name is None:
+            name = buffers.get(id(attr_val))
+            if name is None:
+                return super().getattr(attr, attr_val, parameter_proxy_cache)
+        proxy = parameter_proxy_cache.get(name)
+        if proxy is None:
+            proxy = parameter_proxy_cache[name] = self.create_proxy("get_attr", name, (), {})
+        return proxy
 
 
 #: Functions that create a tensor from sizes or data alone (no tensor input to take a device from).
