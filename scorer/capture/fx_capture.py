@@ -251,6 +251,7 @@ class LeafTracer(fx.Tracer):
             if before is not None and args:
                 args = (before(args[0]), *args[1:])
             out = self.create_proxy("call_module", path, args, kwargs)
+            out.node.meta["module"] = m  # the walk's module, without resolving the path again
             return after(out) if after is not None else out
         calls = self.num_calls.get(path, 0)
         key = f"{path}@{calls}" if calls > 0 else path
@@ -258,6 +259,7 @@ class LeafTracer(fx.Tracer):
         self.num_calls[path] = calls + 1
         if super().is_leaf_module(m, path):
             out = self.create_proxy("call_module", path, args, kwargs)
+            out.node.meta["module"] = m
         else:
             _autowrap(self._patcher, getattr(getattr(m, "forward", m), "__globals__", {}),
                       self._autowrap_function_ids)
@@ -697,7 +699,9 @@ def ops_from_graph(
                 kwargs, mkwargs = {}, {}
             if kind == "call_module":
                 path = str(target)
-                mod = _submodule(model, path)
+                mod = node.meta.get("module")
+                if mod is None:
+                    mod = _submodule(model, path)
                 if mod._parameters or mod._modules:
                     read_modules.append((path, mod))
                 out = _module_meta_forward(mod, margs, mkwargs)
