@@ -34,7 +34,7 @@ from torch.ao.quantization.observer import ObserverBase
 from rules.records import Op, WeightRef
 from scorer.ops.call import Call, module_attr
 from scorer.ops.dot import conv_attrs
-from scorer.ops.registry import register
+from scorer.ops.registry import memo_table, register
 
 _QUANT_NAMES = {"FakeQuantize", "FusedMovingAvgObsFakeQuantize"}
 
@@ -72,6 +72,9 @@ def quant_bits(mod: nn.Module) -> int | None:
     ``Quantize`` (quint8: 8), or 32 for a ``DeQuantize``. Not quantisers: QuantStub/DeQuantStub (identity;
     once prepared, the observer torch.ao hooks onto them is), observers (they only watch the range) and a
     fake-quantiser switched off."""
+    d = mod.__dict__
+    if "bits" not in d and "quant_min" not in d and "quant_max" not in d and _plain_class(type(mod)):
+        return None  # neither the instance nor its class holds anything tested below
     bits = _plain_attr(mod, "bits")
     if isinstance(bits, int) and not isinstance(bits, bool):
         return bits
@@ -87,6 +90,23 @@ def quant_bits(mod: nn.Module) -> int | None:
             return range_bits(qmin, qmax)
         return 32
     return None
+
+
+def _plain_class(cls: type) -> bool:
+    """True when ``cls`` is none of torch.ao's quantiser or observer classes (nor named like one) and holds no
+    ``bits``/``quant_min``/``quant_max`` of its own: an instance without them is then no quantiser. Answered
+    once per class for a capture (``memoised``), else each time."""
+    table = memo_table("quant_plain_class")
+    if table is not None:
+        hit = table.get(cls)
+        if hit is not None:
+            return hit
+    plain = (not issubclass(cls, (ObserverBase, FakeQuantizeBase, nnq.Quantize, nnq.DeQuantize))
+             and cls.__name__ not in _QUANT_NAMES
+             and all(getattr(cls, n, None) is None for n in ("bits", "quant_min", "quant_max")))
+    if table is not None:
+        table[cls] = plain
+    return plain
 
 
 #: torch.ao quantiser and observer classes: identity-shaped, captured whole (an observer's min/max and a

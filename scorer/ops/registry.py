@@ -91,8 +91,9 @@ _BY_CLASS: dict[type, OpDef | None] = {}
 
 
 #: Per-module answers of ``module_def`` and ``is_known_leaf`` inside ``memoised()``: (owning thread,
-#: {id(module): (module, def)}, {id(module): (module, leaf)}).
-_MEMO: tuple[int, dict[int, tuple[nn.Module, OpDef | None]], dict[int, tuple[nn.Module, bool]]] | None = None
+#: {id(module): (module, def)}, {id(module): (module, leaf)}, other tables by name: ``memo_table``).
+_MEMO: tuple[int, dict[int, tuple[nn.Module, OpDef | None]], dict[int, tuple[nn.Module, bool]],
+             dict[str, dict]] | None = None
 
 
 @contextlib.contextmanager
@@ -102,11 +103,23 @@ def memoised() -> Iterator[None]:
     what a module is; other threads keep asking afresh."""
     global _MEMO
     outer = _MEMO
-    _MEMO = (threading.get_ident(), {}, {})
+    _MEMO = (threading.get_ident(), {}, {}, {})
     try:
         yield
     finally:
         _MEMO = outer
+
+
+def memo_table(name: str) -> dict | None:
+    """The table ``name`` that lives as long as the calling thread's ``memoised()`` (None outside one): for
+    answers that cannot change during a capture (a class's attributes)."""
+    memo = _MEMO
+    if memo is None or memo[0] != threading.get_ident():
+        return None
+    table = memo[3].get(name)
+    if table is None:
+        table = memo[3][name] = {}
+    return table
 
 
 def module_def(mod: nn.Module) -> OpDef | None:
