@@ -1,6 +1,7 @@
 """Capture's shortcuts equal what they stand for: the conv/mean shape formulas equal the meta kernels' outputs
 (shape, strides, dtype) on many configurations (scorer/capture/shapes.py), and ``module_attr`` equals ``getattr(mod, name, None)``."""
 
+import contextlib
 import itertools
 
 import pytest
@@ -106,3 +107,30 @@ def test_node_names_equal_fx_namespace():
         for _ in range(60):
             c = rng.choice(pool)
             assert _create_name(ours, c) == ref.create_name(c, None), c
+
+
+def test_quant_bits_shortcut_equals_full_test():
+    """``quant_bits`` answers a plain module at once (its class is no torch.ao quantiser and neither it nor its
+    class holds ``bits``/``quant_min``/``quant_max``); every kind of module gets the answer of the full test."""
+    from torch.ao.quantization import FakeQuantize
+
+    from scorer.ops import quant
+    from scorer.ops.registry import memoised
+
+    class Bits(nn.Module):
+        bits = 4
+
+    class Ranged(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.quant_min, self.quant_max = 0, 15
+
+    own = nn.ReLU()
+    own.bits = 6
+    half = nn.ReLU()
+    half.quant_min = 0  # a range without its upper end is no quantiser
+    mods = [nn.ReLU(), nn.Sequential(), Bits(), Ranged(), own, half, FakeQuantize(), nn.Identity()]
+    want = [None, None, 4, 4, 6, None, 8, None]
+    for inside in (False, True):
+        with memoised() if inside else contextlib.nullcontext():
+            assert [quant.quant_bits(m) for m in mods] == want
