@@ -14,7 +14,7 @@ from fnmatch import fnmatchcase
 from rules.records import Op, WeightRef
 
 
-@dataclass
+@dataclass(slots=True)
 class Cost:
     """What one op costs: raw counts plus the bit-widths they run at and the storage they need."""
 

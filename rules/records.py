@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only: `rules` imports withou
     import torch
 
 
-@dataclass
+@dataclass(slots=True)
 class WeightRef:
     """A parameter tensor an op reads, with what sparsity and precision annotation adds later."""
 
@@ -42,7 +42,7 @@ class WeightRef:
         return 1.0 - self.nonzeros / self.numel if self.numel else 0.0
 
 
-@dataclass
+@dataclass(slots=True)
 class Op:
     """One captured operation."""
 

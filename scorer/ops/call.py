@@ -42,7 +42,7 @@ def plain(v: object) -> object:
     return v.meta if isinstance(v, Val) else v
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """One call to translate into Ops (see the module docstring for the forms)."""
 

@@ -14,7 +14,7 @@ def meta_of(v: object) -> object:
     return v
 
 
-@dataclass
+@dataclass(slots=True)
 class Val:
     """One argument value seen by the capture.
 
