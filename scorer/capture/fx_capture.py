@@ -251,7 +251,8 @@ class LeafTracer(fx.Tracer):
             if before is not None and args:
                 args = (before(args[0]), *args[1:])
             out = self.create_proxy("call_module", path, args, kwargs)
-            out.node.meta["module"] = m  # the walk's module, without resolving the path again
+            # the walk's module, without resolving the path again, and known to have an extractor
+            out.node.meta.update(module=m, known_leaf=True)
             return after(out) if after is not None else out
         calls = self.num_calls.get(path, 0)
         key = f"{path}@{calls}" if calls > 0 else path
@@ -706,7 +707,7 @@ def ops_from_graph(
                     read_modules.append((path, mod))
                 out = _module_meta_forward(mod, margs, mkwargs)
                 call = make_call("module", mod, node.name, path, args, kwargs, out)
-                if record_layer is not None and _delegated(mod, record_layer):
+                if record_layer is not None and not node.meta.get("known_leaf") and _delegated(mod, record_layer):
                     new = _delegate(record_layer, mod, call, margs, mkwargs)
                     ops.extend(new)
                     used.update(w.name for o in new for w in o.weights)
