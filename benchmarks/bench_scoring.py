@@ -2,10 +2,10 @@
 
 Usage: ``python benchmarks/bench_scoring.py [--rounds N] [--threads T] [--json out.json] [--no-resolution]``
 
-Tools: ``scorer.score`` (micronet2019 rules, bits 16; the report's totals read, as the peers return theirs), ``torch.utils.flop_counter.FlopCounterMode`` counting
-one real forward pass, and, where they import (optional, never a dependency: ``pip install --no-deps ptflops
-ultralytics-thop``), ptflops with its aten backend and ultralytics-thop's ``profile``. A peer that does not
-import is left out silently.
+Tools: ``scorer.score`` (micronet2019 rules, bits 16; the report's totals read, as the peers return theirs),
+``torch.utils.flop_counter.FlopCounterMode`` counting one real forward pass, and, where they import (optional,
+never a dependency: ``pip install --no-deps ptflops ultralytics-thop``), ptflops with its aten backend and
+ultralytics-thop's ``profile``. A peer that does not import is left out silently.
 
 Each round runs every (model, tool) pair once, in a freshly shuffled order, so machine load falls on every
 tool alike; ``gc.collect()`` runs between calls, outside the timing, and the collector is off during a timed
