@@ -122,17 +122,22 @@ def memo_table(name: str) -> dict | None:
     return table
 
 
+def _per_module(slot: int, mod: nn.Module, answer: Callable[[nn.Module], object]) -> object:
+    """``answer(mod)``, remembered in the memo's table ``slot`` for the calling thread's ``memoised()``."""
+    memo = _MEMO
+    if memo is None or memo[0] != threading.get_ident():
+        return answer(mod)
+    hit = memo[slot].get(id(mod))
+    if hit is not None and hit[0] is mod:
+        return hit[1]
+    value = answer(mod)
+    memo[slot][id(mod)] = (mod, value)
+    return value
+
+
 def module_def(mod: nn.Module) -> OpDef | None:
     """The extractor for a call of ``mod``, or None (a container or a user module: traced into)."""
-    memo = _MEMO
-    if memo is not None and memo[0] == threading.get_ident():
-        hit = memo[1].get(id(mod))
-        if hit is not None and hit[0] is mod:
-            return hit[1]
-        found = _module_def(mod)
-        memo[1][id(mod)] = (mod, found)
-        return found
-    return _module_def(mod)
+    return _per_module(1, mod, _module_def)  # type: ignore[return-value]
 
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -141,15 +146,7 @@ _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 def is_known_leaf(mod: nn.Module) -> bool:
     """True for modules an extractor translates whole (capture does not trace into their forward); a fused
     torch.ao module is a Sequential but captured whole. Memoised with ``module_def``."""
-    memo = _MEMO
-    if memo is not None and memo[0] == threading.get_ident():
-        hit = memo[2].get(id(mod))
-        if hit is not None and hit[0] is mod:
-            return hit[1]
-        leaf = _is_known_leaf(mod)
-        memo[2][id(mod)] = (mod, leaf)
-        return leaf
-    return _is_known_leaf(mod)
+    return _per_module(2, mod, _is_known_leaf)  # type: ignore[return-value]
 
 
 def _is_known_leaf(mod: nn.Module) -> bool:
