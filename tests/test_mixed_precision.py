@@ -26,6 +26,7 @@ from reference_models.training.recipes import RecipeError, load_recipe
 from reference_models.training.state import restore_state
 from scorer import Scorer, score
 from scorer.checkpoint import load_checkpoint
+from tests.conftest import single_thread
 
 SHAPE = (1, 3, 8, 8)
 BASE = {"default": {"weight": 16, "act": 8, "acc": 32}}  # the 16-bit freebie, activations at 8 bits
@@ -33,11 +34,8 @@ BASE = {"default": {"weight": 16, "act": 8, "acc": 32}}  # the 16-bit freebie, a
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """2 shared CPU cores: one intra-op thread is several times faster than oversubscribed threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with single_thread():
+        yield
 
 
 def chain() -> nn.Module:

@@ -9,16 +9,15 @@ import torch
 
 from reference_models.training.cli import main
 from reference_models.training.recipes import load_recipe
+from tests.conftest import single_thread
 
 SMOKE = ["--synthetic", "16", "--epochs", "0", "--limit-batches", "1", "--no-progress"]
 
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with single_thread():
+        yield
 
 
 def _recipe(tmp_path: Path, stage: str, arch: str = "kaist_v1") -> Path:

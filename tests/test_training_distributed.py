@@ -15,6 +15,7 @@ import torch
 from reference_models.registry import build_reference
 from reference_models.training.cli import main
 from scorer.checkpoint import load_checkpoint
+from tests.conftest import single_thread
 
 RECIPE = """
 name = "ddp_check"
@@ -65,12 +66,8 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]  # the registry seeds builds: same init on both ranks
     assert "2 process(es)" in proc.stdout
     one = tmp_path / "one"
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread():
         assert main([str(recipe), *ARGS, "--out", str(one)]) == 0
-    finally:
-        torch.set_num_threads(before)
     a, b = load_checkpoint(one / "final.ckpt"), load_checkpoint(two / "final.ckpt")
     assert (a.meta["run"]["world_size"], b.meta["run"]["world_size"]) == (1, 2)
     moved = 0.0

@@ -7,18 +7,16 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from reference_models.training.cli import main
 from scorer.checkpoint import load_checkpoint
+from tests.conftest import single_thread
 
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with single_thread():
+        yield
 
 
 def test_kaist_v1_haq_end_to_end(tmp_path):

@@ -17,6 +17,7 @@ from scorer import score
 from scorer.checkpoint import load_checkpoint
 from scorer.cli import main as score_main
 from scorer.load import load_model
+from tests.conftest import single_thread
 
 TINY = ["--synthetic", "64", "--epochs", "1", "--limit-batches", "1", "--batch-size", "16", "--no-progress"]
 SMALL_ARCH = {"wavecomp": ["--arch-kwargs", '{"depth": 11, "alpha": 12}']}
@@ -25,11 +26,8 @@ OPTIONS = {"kaist_v2": ["--with", "trained_init"]}  # KAIST contribution 2 on on
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """2 shared CPU cores: one intra-op thread is several times faster than oversubscribed threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

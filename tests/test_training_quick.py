@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from reference_models.training.cli import main
 from scorer.checkpoint import load_checkpoint
+from tests.conftest import single_thread
 
 RECIPE = """
 name = "quick"
@@ -32,10 +32,8 @@ epochs = 2
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with single_thread():
+        yield
 
 
 def _run(tmp_path: Path, capsys: pytest.CaptureFixture, *flags: str) -> tuple[str, str, dict]:
