@@ -27,6 +27,17 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def random_bn_stats(*bns: torch.nn.BatchNorm2d) -> None:
+    """Give each BatchNorm non-trivial running statistics and affine parameters (drawn from torch's generator),
+    so that folding it or pruning through it is exercised away from the identity."""
+    with torch.no_grad():
+        for bn in bns:
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.2, 0.2)
+
+
 def zero_fraction(weight: torch.Tensor, fraction: float) -> None:
     """Set the first ``fraction`` of ``weight``'s entries (flattened) to exact zero, in place."""
     with torch.no_grad():

@@ -16,6 +16,7 @@ from reference_models.compression.fpgm import (
     fpgm_soft_prune,
     geometric_median_scores,
 )
+from tests.conftest import random_bn_stats
 
 
 def test_select_on_1d_filters() -> None:
@@ -45,12 +46,7 @@ def _chain_model() -> nn.Sequential:
         nn.Conv2d(6, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5),
     )
-    with torch.no_grad():
-        for bn in (m[1], m[4]):
-            bn.running_mean.uniform_(-0.5, 0.5)
-            bn.running_var.uniform_(0.5, 2.0)
-            bn.weight.uniform_(0.5, 1.5)
-            bn.bias.uniform_(-0.2, 0.2)
+    random_bn_stats(m[1], m[4])
     return m.eval()
 
 

@@ -21,6 +21,7 @@ from reference_models.compression.hessian_prune import (
 )
 from reference_models.compression.surgery import add_channels, remove_channels
 from reference_models.registry import build_reference
+from tests.conftest import random_bn_stats
 
 
 @pytest.fixture(autouse=True)
@@ -34,12 +35,7 @@ def _net() -> nn.Sequential:
         nn.Conv2d(8, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5),
     )
-    with torch.no_grad():
-        for bn in (m[1], m[4]):
-            bn.running_mean.uniform_(-0.5, 0.5)
-            bn.running_var.uniform_(0.5, 2.0)
-            bn.weight.uniform_(0.5, 1.5)
-            bn.bias.uniform_(-0.2, 0.2)
+    random_bn_stats(m[1], m[4])
     return m.eval()
 
 
