@@ -49,24 +49,13 @@ _PLAIN_ARGS = frozenset({int, float, bool, str, type(None), type(...), torch.dty
 _WRAPPED: dict[int, tuple[Callable, Callable]] = {}
 
 
-def _autowrap(patcher: object, frame_dict: dict, function_ids: set[int]) -> None:
-    """``fx._symbolic_trace._autowrap_check`` with the wrappers reused: the functions of ``frame_dict`` fx
-    wraps automatically (``math.sqrt``, ...) are replaced, for the trace, by wrappers that record a call
-    on a proxy."""
-    if patcher.visit_once(frame_dict):  # type: ignore[attr-defined]
-        for name, value in frame_dict.items():
-            if not name.startswith("_") and callable(value) and id(value) in function_ids:
-                hit = _WRAPPED.get(id(value))
-                if hit is None or hit[0] is not value:
-                    hit = _WRAPPED[id(value)] = (value, _st._create_wrapped_func(value))
-                patcher.patch(frame_dict, name, hit[1])  # type: ignore[attr-defined]
-
-
-def _swap_in_wrappers(patcher: object, frame_dict: dict, function_ids: set[int]) -> tuple[dict, dict]:
-    """``_autowrap`` for a whole module's dict (fx's ``math``: some sixty functions), in one update instead
-    of a patch record per function; returns ``(frame_dict, originals)`` for the caller to put back."""
+def _swap_in_wrappers(patcher: object, frame_dict: dict, function_ids: set[int], swapped: list) -> None:
+    """``fx._symbolic_trace._autowrap_check`` in one dict update: the functions of ``frame_dict`` fx wraps
+    automatically (``math.sqrt``, ...) are replaced, for the trace, by wrappers that record a call on a
+    proxy, each wrapper made once per function; ``(frame_dict, originals)`` goes on ``swapped`` for the
+    tracer to put back."""
     if not patcher.visit_once(frame_dict):  # type: ignore[attr-defined]
-        return frame_dict, {}
+        return
     originals = {}
     wrappers = {}
     for name, value in frame_dict.items():
@@ -76,8 +65,9 @@ def _swap_in_wrappers(patcher: object, frame_dict: dict, function_ids: set[int])
                 hit = _WRAPPED[id(value)] = (value, _st._create_wrapped_func(value))
             originals[name] = value
             wrappers[name] = hit[1]
-    frame_dict.update(wrappers)
-    return frame_dict, originals
+    if wrappers:
+        frame_dict.update(wrappers)
+        swapped.append((frame_dict, originals))
 
 
 #: candidate -> (candidate, base, number) as ``fx.graph._Namespace.create_name`` first derives them (the
@@ -219,13 +209,14 @@ class LeafTracer(fx.Tracer):
                 patcher.patch_method(nn.Module, "__getattr__", module_getattr_wrapper, deduplicate=False)
                 patcher.patch_method(nn.Module, "__call__", module_call_wrapper, deduplicate=False)
                 _st._patch_wrapped_functions(patcher)
-                _autowrap(patcher, fn_globals, self._autowrap_function_ids)
-                swapped = [_swap_in_wrappers(patcher, module.__dict__, self._autowrap_function_ids)
-                           for module in self._autowrap_search]
+                self._swapped: list[tuple[dict, dict]] = []
                 try:
+                    _swap_in_wrappers(patcher, fn_globals, self._autowrap_function_ids, self._swapped)
+                    for module in self._autowrap_search:
+                        _swap_in_wrappers(patcher, module.__dict__, self._autowrap_function_ids, self._swapped)
                     self.create_node("output", "output", (self.create_arg(fn(*args)),), {})
                 finally:
-                    for frame_dict, originals in reversed(swapped):
+                    for frame_dict, originals in reversed(self._swapped):
                         frame_dict.update(originals)
             self.submodule_paths = None
         finally:
@@ -262,8 +253,8 @@ class LeafTracer(fx.Tracer):
             out = self.create_proxy("call_module", path, args, kwargs)
             out.node.meta["module"] = m
         else:
-            _autowrap(self._patcher, getattr(getattr(m, "forward", m), "__globals__", {}),
-                      self._autowrap_function_ids)
+            _swap_in_wrappers(self._patcher, getattr(getattr(m, "forward", m), "__globals__", {}),
+                              self._autowrap_function_ids, self._swapped)
             out = forward(*args, **kwargs)
         self.module_stack.popitem(last=True)
         return out
@@ -327,14 +318,9 @@ class LeafTracer(fx.Tracer):
                 tables[0].setdefault(id(p), n)
             for n, b in self.root.named_buffers():
                 tables[1].setdefault(id(b), n)
-        params, buffers = tables
-        name = params.get(id(attr_val)) if isinstance(attr_val, nn.Parameter) else None
-        if name is None and isinstance(attr_val, nn.Parameter):
-            return super().getattr(attr, attr_val, parameter_proxy_cache)  # registered since: fx's own scan
-        if name is None:
-            name = buffers.get(id(attr_val))
-            if name is None:
-                return super().getattr(attr, attr_val, parameter_proxy_cache)
+        name = tables[0 if isinstance(attr_val, nn.Parameter) else 1].get(id(attr_val))
+        if name is None:  # not a parameter (buffer) of the root when the table was built: fx's own scans
+            return super().getattr(attr, attr_val, parameter_proxy_cache)
         proxy = parameter_proxy_cache.get(name)
         if proxy is None:
             proxy = parameter_proxy_cache[name] = self.create_proxy("get_attr", name, (), {})
@@ -726,19 +712,16 @@ def ops_from_graph(
                     out = getattr(self_obj, target)(*rest, **mkwargs)
                 call = make_call("method", target, node.name, node.meta.get("layer", ""), args, kwargs, out)
             new = translate(call)
-            if len(new) == 1 and new[0].kind in ("free", "quant"):
-                carried = carries_param(new, call.vals)
-                if carried is not None:  # w.t(), w.T, w.view(...): still the parameter, stored where it is used
-                    env[node] = replace(carried, meta=out)
-                    continue
+            carried = carries_param(new, call.vals)
+            if carried is not None:  # w.t(), w.T, w.view(...): still the parameter, stored where it is used
+                env[node] = replace(carried, meta=out)
+                continue
             if new:
                 ops.extend(new)
                 for o in new:
                     if o.weights:
                         used.update(w.name for w in o.weights)
-                producer = new[-1].name
-                env[node] = (Val(meta=out, producer=producer) if type(out) is torch.Tensor
-                             else _wrap_out(out, producer))
+                env[node] = _wrap_out(out, new[-1].name)
             else:
                 # no op (a call whose output no rule records): a tensor still carries the model's input onwards
                 env[node] = _wrap_out(out, None, any(v.model_input for v in call.acts))
