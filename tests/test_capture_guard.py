@@ -181,11 +181,11 @@ def test_eval_mode_restores_flags_after_an_error() -> None:
 
 
 def test_the_walk_is_named_modules_order_with_shared_and_missing_children() -> None:
-    from scorer.capture.guard import _walk, modules_of
+    from scorer.capture.guard import module_walk, modules_of
 
     shared = nn.Linear(2, 2)
     model = nn.Sequential(nn.Sequential(shared, nn.ReLU()), shared, nn.ModuleDict({"a": nn.Identity(), "b": shared}))
     model.add_module("gone", None)
     model[0].add_module("deep", nn.Sequential(nn.Sequential(nn.Tanh())))
-    assert _walk(model) == list(model.named_modules())
+    assert module_walk(model) == list(model.named_modules())
     assert modules_of(model) == list(model.modules())

@@ -121,11 +121,11 @@ def capture_model(model: nn.Module, example_inputs: tuple, method: str = "auto",
     failures: list[str] = []
     with CAPTURE_LOCK:
         if walked is None:
-            walked = module_walk(model)  # walked once for the guards and the fx trace (tried first)
+            walked = module_walk(model)  # walked once, for the guards and the fx trace
         with preserved(model, walked) as modules, eval_mode(model, modules):
             for m in order:
                 try:
-                    cap = _capture_with(m, model, example_inputs, walked if m == order[0] else None)
+                    cap = _capture_with(m, model, example_inputs, walked)
                 except CaptureError:
                     raise
                 except SystemExit as exc:

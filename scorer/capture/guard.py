@@ -33,9 +33,11 @@ _REQUIRES_GRAD = operator.attrgetter("requires_grad")
 _META = torch.device("meta")
 
 
-def _walk(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``list(model.named_modules())`` without its nested generators: ``(path, module)`` in the same
-    pre-order, each module once (the first path), ``None`` children skipped."""
+def module_walk(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``list(model.named_modules())``: ``(path, module)`` in its pre-order, each module once (the first
+    path), ``None`` children skipped, without its nested generators (a third of the time); what
+    ``preserved``, ``substituted`` and the fx tracer each walk, so a caller may walk once and hand it to all
+    three."""
     out = [("", model)]
     seen = {id(model)}
     stack = [("", iter(model._modules.items()))]
@@ -54,15 +56,9 @@ def _walk(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return out
 
 
-def module_walk(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``list(model.named_modules())``: what ``preserved``, ``substituted`` and the fx tracer each walk, for
-    a caller to walk once and hand to all three."""
-    return _walk(model)
-
-
 def modules_of(model: nn.Module) -> list[nn.Module]:
     """``list(model.modules())``, as ``nn.Module`` walks them (a third of the time)."""
-    return [m for _, m in _walk(model)]
+    return [m for _, m in module_walk(model)]
 
 
 def _restore(live: dict | set, saved: dict | set) -> None:
@@ -102,7 +98,7 @@ def preserved(model: nn.Module, walked: list[tuple[str, nn.Module]] | None = Non
     ``walked``: ``module_walk(model)`` when the caller has it.
     """
     if walked is None:
-        walked = _walk(model)
+        walked = module_walk(model)
     saved = []  # (each module's __dict__, its copy)
     full = []  # (each non-empty table a module holds, its copy)
     empty: list[dict | set] = []  # tables that were empty (most hook tables): emptied again on exit
@@ -231,7 +227,7 @@ def substituted(
     real_of: dict[int, tuple[str, torch.Tensor]] = {}
     saved = []
     fast = make is meta_like
-    for path, m in (_walk(model) if walked is None else walked):
+    for path, m in (module_walk(model) if walked is None else walked):
         for table in (m._parameters, m._buffers):
             if not table or type(table) not in _TABLES:  # a ScriptModule's tables cannot hold stand-ins
                 continue
@@ -294,7 +290,7 @@ def versions_kept(model: nn.Module) -> Iterator[None]:
     before it reaches the fake mode, although no value changes.
     """
     found: list = []
-    for _, m in _walk(model):
+    for _, m in module_walk(model):
         found += m._parameters.values()
         found += m._buffers.values()
         found += [v for v in m.__dict__.values() if type(v) not in _NOT_TENSORS]
