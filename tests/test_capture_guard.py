@@ -189,3 +189,14 @@ def test_the_walk_is_named_modules_order_with_shared_and_missing_children() -> N
     model[0].add_module("deep", nn.Sequential(nn.Sequential(nn.Tanh())))
     assert module_walk(model) == list(model.named_modules())
     assert modules_of(model) == list(model.modules())
+
+
+def test_the_walk_follows_a_class_with_its_own_named_modules() -> None:
+    from scorer.capture.guard import module_walk
+
+    class Hiding(nn.Sequential):
+        def named_modules(self, memo=None, prefix="", remove_duplicate=True):  # noqa: ANN001, ANN201
+            yield prefix, self  # its children are not listed
+
+    for model in (Hiding(nn.Linear(2, 2)), nn.Sequential(nn.ReLU(), Hiding(nn.Linear(2, 2)))):
+        assert module_walk(model) == list(model.named_modules())

@@ -181,10 +181,8 @@ class LeafTracer(fx.Tracer):
             self.root = root
             fn = type(root).forward
             self.root_module_name = root._get_name()
-            walked = self.__dict__.get("walked")
-            if walked is None or type(root).named_modules is not nn.Module.named_modules:
-                walked = root.named_modules()
-            self.submodule_paths = {mod: name for name, mod in walked}
+            walked = self.__dict__.get("walked")  # list(root.named_modules()) when the caller has it
+            self.submodule_paths = {mod: name for name, mod in (walked or root.named_modules())}
             self.graph = fx.Graph(tracer_cls=type(self))
             self.tensor_attrs = _TensorAttrs(root)
             fn_globals = fn.__globals__  # read before it is patched

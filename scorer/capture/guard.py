@@ -37,7 +37,9 @@ def module_walk(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``list(model.named_modules())``: ``(path, module)`` in its pre-order, each module once (the first
     path), ``None`` children skipped, without its nested generators (a third of the time); what
     ``preserved``, ``substituted`` and the fx tracer each walk, so a caller may walk once and hand it to all
-    three."""
+    three. A module class with its own ``named_modules`` is walked by ``named_modules`` itself."""
+    if type(model).named_modules is not _NAMED_MODULES:
+        return list(model.named_modules())
     out = [("", model)]
     seen = {id(model)}
     stack = [("", iter(model._modules.items()))]
@@ -45,6 +47,8 @@ def module_walk(model: nn.Module) -> list[tuple[str, nn.Module]]:
         path, children = stack[-1]
         for key, child in children:
             if child is not None and id(child) not in seen:
+                if type(child).named_modules is not _NAMED_MODULES:
+                    return list(model.named_modules())
                 seen.add(id(child))
                 name = f"{path}.{key}" if path else key
                 out.append((name, child))
@@ -54,6 +58,9 @@ def module_walk(model: nn.Module) -> list[tuple[str, nn.Module]]:
         else:
             stack.pop()
     return out
+
+
+_NAMED_MODULES = nn.Module.named_modules
 
 
 def modules_of(model: nn.Module) -> list[nn.Module]:
