@@ -90,20 +90,18 @@ def register(
 _BY_CLASS: dict[type, OpDef | None] = {}
 
 
-#: Per-module answers of ``module_def`` and ``is_known_leaf`` inside ``memoised()``: (owning thread,
-#: {id(module): (module, def)}, {id(module): (module, leaf)}, other tables by name: ``memo_table``).
-_MEMO: tuple[int, dict[int, tuple[nn.Module, OpDef | None]], dict[int, tuple[nn.Module, bool]],
-             dict[str, dict]] | None = None
+#: The calling thread's answers inside ``memoised()``: (owning thread, {table name: table}) (``memo_table``).
+_MEMO: tuple[int, dict[str, dict]] | None = None
 
 
 @contextlib.contextmanager
 def memoised() -> Iterator[None]:
-    """Remember ``module_def``'s answer per module for the calling thread until exit (one capture asks it
-    several times per call, and a module's claim test reads several attributes). A capture does not change
-    what a module is; other threads keep asking afresh."""
+    """Remember per-module and per-class answers (``module_def``, ``is_known_leaf``, ``memo_table``) for the
+    calling thread until exit (one capture asks them several times per call, and a module's claim test reads
+    several attributes). A capture does not change what a module is; other threads keep asking afresh."""
     global _MEMO
     outer = _MEMO
-    _MEMO = (threading.get_ident(), {}, {}, {})
+    _MEMO = (threading.get_ident(), {})
     try:
         yield
     finally:
@@ -112,32 +110,32 @@ def memoised() -> Iterator[None]:
 
 def memo_table(name: str) -> dict | None:
     """The table ``name`` that lives as long as the calling thread's ``memoised()`` (None outside one): for
-    answers that cannot change during a capture (a class's attributes)."""
+    answers that cannot change during a capture (a module's extractor, a class's attributes)."""
     memo = _MEMO
     if memo is None or memo[0] != threading.get_ident():
         return None
-    table = memo[3].get(name)
+    table = memo[1].get(name)
     if table is None:
-        table = memo[3][name] = {}
+        table = memo[1][name] = {}
     return table
 
 
-def _per_module(slot: int, mod: nn.Module, answer: Callable[[nn.Module], object]) -> object:
-    """``answer(mod)``, remembered in the memo's table ``slot`` for the calling thread's ``memoised()``."""
-    memo = _MEMO
-    if memo is None or memo[0] != threading.get_ident():
+def _per_module(name: str, mod: nn.Module, answer: Callable[[nn.Module], object]) -> object:
+    """``answer(mod)``, remembered by module identity in ``memo_table(name)``."""
+    table = memo_table(name)
+    if table is None:
         return answer(mod)
-    hit = memo[slot].get(id(mod))
+    hit = table.get(id(mod))
     if hit is not None and hit[0] is mod:
         return hit[1]
     value = answer(mod)
-    memo[slot][id(mod)] = (mod, value)
+    table[id(mod)] = (mod, value)
     return value
 
 
 def module_def(mod: nn.Module) -> OpDef | None:
     """The extractor for a call of ``mod``, or None (a container or a user module: traced into)."""
-    return _per_module(1, mod, _module_def)  # type: ignore[return-value]
+    return _per_module("module_def", mod, _module_def)  # type: ignore[return-value]
 
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -146,7 +144,7 @@ _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 def is_known_leaf(mod: nn.Module) -> bool:
     """True for modules an extractor translates whole (capture does not trace into their forward); a fused
     torch.ao module is a Sequential but captured whole. Memoised with ``module_def``."""
-    return _per_module(2, mod, _is_known_leaf)  # type: ignore[return-value]
+    return _per_module("known_leaf", mod, _is_known_leaf)  # type: ignore[return-value]
 
 
 def _is_known_leaf(mod: nn.Module) -> bool:
