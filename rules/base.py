@@ -93,8 +93,6 @@ def _only_consumer(ctx: RuleContext, producer: str, consumer: str) -> bool:
     return readers is not None and len(readers) == 1 and readers[0] == consumer
 
 
-#: Op kind -> the name of its formula method (``cost_`` + the kind, ``:`` as ``_``).
-_COST_METHODS: dict[str, str] = {}
 
 
 class RuleSet:
@@ -155,10 +153,7 @@ class RuleSet:
     def cost(self, op: Op, ctx: RuleContext) -> Cost | None:
         """The Cost of ``op``, or None when this rule set has no rule for its kind; then the precision model's
         widths (``apply_widths``)."""
-        name = _COST_METHODS.get(op.kind)
-        if name is None:
-            name = _COST_METHODS[op.kind] = "cost_" + op.kind.replace(":", "_")
-        method = getattr(self, name, None)
+        method = getattr(self, "cost_" + op.kind.replace(":", "_"), None)
         if method is not None:
             cost = method(op, ctx)
         elif op.kind in self.activations:
@@ -369,12 +364,7 @@ class RuleSet:
         return op.attrs.get("param_bits", 32)
 
     def _first_use(self, op: Op) -> bool:
-        if not op.weights:
-            return op.attrs.get("first_use", True)
-        for w in op.weights:
-            if not w.first_use:
-                return False
-        return True
+        return all(w.first_use for w in op.weights) if op.weights else op.attrs.get("first_use", True)
 
     def layer_norm_counts(self, n: float) -> tuple[float, float]:
         """(mults, adds) to normalise one group of n values without the affine part: mean (n−1 adds,

@@ -92,12 +92,7 @@ def activation_memory(ops: list[Op], input_bits: float) -> list[dict[str, float]
     rows, live = [], 0.0
     for i, (srcs, own) in enumerate(zip(reads, storage, strict=True)):
         live += delta[i]
-        if len(srcs) == 1:  # one or two storages: their sum is the same in any order
-            working = size[own] if own == srcs[0] else size[srcs[0]] + size[own]
-        elif not srcs:
-            working = 0  # a constant: nothing (sum() of no storages)
-        else:
-            working = sum(size[s] for s in (set(srcs) | {own}) - {CONST})
+        working = sum(size[s] for s in (set(srcs) | {own}) - {CONST})  # what the op reads and writes
         rows.append({"act_bits_out": size.get(i, 0.0), "act_bits_op": working, "act_bits_live": live})
     return rows
 

@@ -60,18 +60,12 @@ def row_of(op: Op, cost: Cost, fraction: float = 1.0, memory: dict | None = None
     """The report row for ``op`` costed as ``cost``; counts weighted by the share of examples running it.
     ``memory``: the op's activation-memory columns (``scorer.memory.activation_memory``; sizes, not weighted);
     zeros when not given."""
-    numel = nnz = 0
-    if op.weights:
-        stored = [w for w in op.weights if w.role in _STORED_ROLES]
-        if len(stored) == 1:  # sum() of one value
-            numel, nnz = 0 + stored[0].numel, 0 + stored[0].nonzeros
-        elif stored:
-            numel = sum(w.numel for w in stored)
-            nnz = sum(w.nonzeros for w in stored)
+    stored = [w for w in op.weights if w.role in _STORED_ROLES]
+    numel = sum(w.numel for w in stored)
+    nnz = sum(w.nonzeros for w in stored)
     mults, adds = cost.mults * fraction, cost.adds * fraction
     mul_bits = op.mul_bits if cost.mul_bits is None else cost.mul_bits
     add_bits = op.add_bits if cost.add_bits is None else cost.add_bits
-    in_shapes = op.in_shapes
     row = {
         "name": op.name,
         "module": op.module,
@@ -79,8 +73,7 @@ def row_of(op: Op, cost: Cost, fraction: float = 1.0, memory: dict | None = None
         "target": op.target,
         "path": op.path,
         "fraction": fraction,
-        # shape texts as _shape_text writes them, inline for the usual one-input op
-        "in_shapes": "x".join(map(str, in_shapes[0])) if len(in_shapes) == 1 else ";".join(map(_shape_text, in_shapes)),
+        "in_shapes": ";".join(map(_shape_text, op.in_shapes)),
         "out_shape": "x".join(map(str, op.out_shape)),
         "weight_numel": numel,
         "nonzeros": nnz,
