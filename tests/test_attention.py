@@ -433,3 +433,34 @@ def test_fused_fast_paths_are_the_slow_path_ops(norm_first: bool) -> None:
             for w in o.weights:
                 w.name = prefix + w.name
         assert _signature(fused) == _signature(slow)
+
+
+class _CausalSelfAttention(nn.Module):
+    """nanoGPT-style: raw projections, a causal-mask buffer sliced to the traced length ``[:, :, :T, :T]``."""
+
+    def __init__(self, d: int = 16, heads: int = 2, block: int = 8) -> None:
+        super().__init__()
+        self.heads = heads
+        self.c_attn = nn.Linear(d, 3 * d)
+        self.c_proj = nn.Linear(d, d)
+        self.register_buffer("bias", torch.tril(torch.ones(block, block)).view(1, 1, block, block))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+        att = F.softmax(att.masked_fill(self.bias[:, :, :T, :T] == 0, float("-inf")), dim=-1)
+        return self.c_proj((att @ v).transpose(1, 2).contiguous().view(B, T, C))
+
+
+def test_a_mask_sliced_to_the_traced_length_is_captured_by_fx() -> None:
+    """``self.bias[:, :, :T, :T]`` with T read off the input's shape: fx captures it (the slice's bounds are the
+    traced ints) and counts what the dispatch recorder counts."""
+    model = _CausalSelfAttention().eval()
+    fx_report = score(model, input_shape=(2, 4, 16), rules="flops", capture="fx")
+    dispatch_report = score(model, input_shape=(2, 4, 16), rules="flops", capture="dispatch")
+    assert fx_report.capture == "fx"
+    assert fx_report.totals == dispatch_report.totals
+    # parameters: c_attn 16*48 + 48, c_proj 16*16 + 16 (the mask is a buffer, not stored)
+    assert fx_report.totals["params"] == 16 * 48 + 48 + 16 * 16 + 16

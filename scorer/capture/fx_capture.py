@@ -397,6 +397,8 @@ def _unwrap(a: object) -> object:
         return [_unwrap(x) for x in a]
     if isinstance(a, dict):
         return {k: _unwrap(v) for k, v in a.items()}
+    if isinstance(a, slice):  # x[:T] with T read off a traced shape
+        return slice(_unwrap(a.start), _unwrap(a.stop), _unwrap(a.step))
     return a
 
 
