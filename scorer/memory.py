@@ -92,7 +92,12 @@ def activation_memory(ops: list[Op], input_bits: float) -> list[dict[str, float]
     rows, live = [], 0.0
     for i, (srcs, own) in enumerate(zip(reads, storage, strict=True)):
         live += delta[i]
-        working = sum(size[s] for s in (set(srcs) | {own}) - {CONST})  # what the op reads and writes
+        # what the op reads and writes: its distinct storages (srcs holds no constant and no repeat). One or two
+        # values sum exactly the same in any order, so the usual op skips building the set.
+        if len(srcs) == 1:
+            working = size[own] if own == srcs[0] else size[srcs[0]] + size[own]
+        else:
+            working = sum(size[s] for s in (set(srcs) | {own}) - {CONST})
         rows.append({"act_bits_out": size.get(i, 0.0), "act_bits_op": working, "act_bits_live": live})
     return rows
 

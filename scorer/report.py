@@ -60,9 +60,11 @@ def row_of(op: Op, cost: Cost, fraction: float = 1.0, memory: dict | None = None
     """The report row for ``op`` costed as ``cost``; counts weighted by the share of examples running it.
     ``memory``: the op's activation-memory columns (``scorer.memory.activation_memory``; sizes, not weighted);
     zeros when not given."""
-    stored = [w for w in op.weights if w.role in _STORED_ROLES]
-    numel = sum(w.numel for w in stored)
-    nnz = sum(w.nonzeros for w in stored)
+    numel = nnz = 0  # over the stored tensors, in order (as sum() adds them)
+    for w in op.weights:
+        if w.role in _STORED_ROLES:
+            numel += w.numel
+            nnz += w.nonzeros
     mults, adds = cost.mults * fraction, cost.adds * fraction
     mul_bits = op.mul_bits if cost.mul_bits is None else cost.mul_bits
     add_bits = op.add_bits if cost.add_bits is None else cost.add_bits
