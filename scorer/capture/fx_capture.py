@@ -187,6 +187,24 @@ class _TensorAttrs(dict):
         super().__setitem__(key, value)
 
 
+class TracedCall:
+    """One traced call, as ``fx.Node`` holds it (name, opcode, target, arguments, ``meta``), without what
+    ``fx.Node`` does on creation for the graph (argument scan, user links: most of its ~3 µs); the nodes
+    of a real ``fx.Graph`` walk the same way."""
+
+    __slots__ = ("name", "op", "target", "args", "kwargs", "meta")
+
+    def __init__(self, name: str, op: str, target: object, args: tuple, kwargs: dict) -> None:
+        self.name, self.op, self.target, self.args, self.kwargs = name, op, target, args, kwargs
+        self.meta: dict = {}
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+Node = TracedCall | fx.Node
+
+
 class LeafTracer(fx.Tracer):
     """fx Tracer that keeps known layers (conv, linear, norms, activations, pools, quantisers) as leaves.
 
@@ -197,12 +215,12 @@ class LeafTracer(fx.Tracer):
 
     proxy_buffer_attributes = True
 
-    def trace(self, root: nn.Module, concrete_args: dict | None = None) -> list[fx.Node]:
+    def trace(self, root: nn.Module, concrete_args: dict | None = None) -> list[TracedCall]:
         """``fx.Tracer.trace`` for a module root, leaner: returns the nodes in run order and defers the
         walk over every module's attributes that finds tensor constants (``tensor_attrs``) to the first
         constant met (most forwards meet none); remembers the tracing thread."""
         self._owner = threading.get_ident()
-        self.nodes: list[fx.Node] = []
+        self.nodes: list[TracedCall] = []
         self._names: dict = {}  # target -> fx's name for it
         if len(_STR_NAMES) > 1 << 16 or len(_NAME_PARTS) > 1 << 16:  # bounded over a long process
             _STR_NAMES.clear()
@@ -314,11 +332,11 @@ class LeafTracer(fx.Tracer):
             return {k: self.create_arg(v) for k, v in a.items()}
         return super().create_arg(a)
 
-    def create_node(self, kind, target, args, kwargs, name=None, type_expr=None) -> fx.Node:
-        """A node named as ``fx.Graph.create_node`` names it, kept in ``self.nodes`` (run order) instead of
-        the graph: the graph's own bookkeeping (argument scan for symbolic ints, node lookup tables, linked
-        list, scope table) is most of a node's cost and nothing here reads it. ``node.meta["layer"]`` is
-        the path of the innermost module the call ran in."""
+    def create_node(self, kind, target, args, kwargs, name=None, type_expr=None) -> TracedCall:
+        """A ``TracedCall`` named as ``fx.Graph.create_node`` names its node, kept in ``self.nodes`` (run
+        order) instead of the graph: the graph's own bookkeeping (argument scan for symbolic ints, node
+        lookup tables, linked list, scope table, user links) is most of a node's cost and nothing here reads
+        it. ``node.meta["layer"]`` is the path of the innermost module the call ran in."""
         graph = self.graph
         if name is None:
             names = _STR_NAMES if type(target) is str else self._names
@@ -330,7 +348,7 @@ class LeafTracer(fx.Tracer):
                 if name is None:
                     name = names[target] = graph._target_to_str(target)
         name = _create_name(graph._graph_namespace, name)
-        node = fx.Node(graph, name, kind, target, args, kwargs, type_expr)
+        node = TracedCall(name, kind, target, args, kwargs)
         if kind == "call_function" or kind == "call_method":
             stack = self.module_stack
             node.meta["layer"] = _stack_path(stack) if stack else ""
@@ -405,19 +423,24 @@ def _on_meta(target: object, kwargs: dict) -> dict:
 
 
 def _load(a: tuple | dict, env: dict) -> tuple | dict:
-    """``fx.node.map_arg(a, env.__getitem__)``, with a fast path for a tuple of nodes and plain values."""
+    """``fx.node.map_arg(a, env.__getitem__)`` for traced calls and fx nodes alike, with a fast path for a
+    tuple of calls and plain values."""
     if type(a) is tuple:
         out = []
         for x in a:
             kind = type(x)
-            if kind is fx.Node:
+            if kind is TracedCall:
                 out.append(env[x])
             elif kind in _PLAIN_ARGS:
                 out.append(x)
             else:
-                return fx.node.map_arg(a, env.__getitem__)
+                return fx.node.map_aggregate(a, functools.partial(_value_of, env))
         return tuple(out)
-    return fx.node.map_arg(a, env.__getitem__)
+    return fx.node.map_aggregate(a, functools.partial(_value_of, env))
+
+
+def _value_of(env: dict, x: object) -> object:
+    return env[x] if type(x) is TracedCall or isinstance(x, fx.Node) else x
 
 
 def _unwrap(a: object) -> object:
@@ -625,7 +648,7 @@ def _delegate(record_layer: LayerRecorder, mod: nn.Module, call: Call, margs: tu
     return ops
 
 
-def trace(model: nn.Module, walked: list[tuple[str, nn.Module]] | None = None) -> list[fx.Node]:
+def trace(model: nn.Module, walked: list[tuple[str, nn.Module]] | None = None) -> list[TracedCall]:
     """Symbolically trace ``model`` with the leaf-keeping tracer: its nodes in run order (no GraphModule is
     built, which would compile code and re-register every submodule); ``walked``: ``list(model.named_modules())``
     when the caller has it."""
@@ -670,7 +693,7 @@ def _capture_fx(model: nn.Module, example_inputs: tuple, record_layer: LayerReco
 
 
 def ops_from_graph(
-    model: nn.Module, nodes: list[fx.Node], example_inputs: tuple, method: str, constants: dict | None = None,
+    model: nn.Module, nodes: list[Node], example_inputs: tuple, method: str, constants: dict | None = None,
     created: set[str] | frozenset[str] = frozenset(), record_layer: LayerRecorder | None = None,
 ) -> FxCapture:
     """Walk the fx nodes of ``model`` in run order, computing meta values and one Op per call node.
@@ -678,7 +701,7 @@ def ops_from_graph(
     ``get_attr`` targets are read from ``constants`` (fx's tensor constants) first, then from ``model``;
     those named in ``created`` were made by the forward itself and are plain values, not parameters.
     """
-    env: dict[fx.Node, object] = {}
+    env: dict[Node, object] = {}
     ops: list[Op] = []
     used: set[str] = set()
     read: set[str] = set()
