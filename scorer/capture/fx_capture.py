@@ -27,6 +27,7 @@ from torch.utils._pytree import tree_leaves
 from rules.records import Op
 from scorer.capture.guard import meta_like, substituted
 from scorer.capture.shapes import (
+    META,
     broadcast_shapes,
     cat_output,
     conv_output,
@@ -492,9 +493,9 @@ def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
     if family == "linear":
         if x.dim() < 1 or x.shape[-1] != mod.in_features:
             raise ValueError(f"Linear expects {mod.in_features} input features, got shape {tuple(x.shape)}")
-        return torch.empty((*x.shape[:-1], mod.out_features), dtype=x.dtype, device="meta")
+        return torch.empty((*x.shape[:-1], mod.out_features), dtype=x.dtype, device=META)
     if family == "embedding":
-        return torch.empty((*x.shape, mod.embedding_dim), device="meta")
+        return torch.empty((*x.shape, mod.embedding_dim), device=META)
     _check_channels(mod, x)
     if family == "same":
         return x  # shape-preserving: the input's meta tensor stands for the output (meta holds no data)
@@ -594,7 +595,7 @@ def _fast_output(target: object, margs: tuple, mkwargs: dict) -> object:
         return a
     if shape == other.shape:
         return other
-    return torch.empty(shape, dtype=a.dtype, device="meta")
+    return torch.empty(shape, dtype=a.dtype, device=META)
 
 
 class FxCapture:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn as nn
 
+from scorer.capture.shapes import META
 from scorer.errors import CaptureError
 
 CAPTURE_LOCK = threading.RLock()
@@ -30,7 +31,6 @@ _TABLES = frozenset((dict, OrderedDict, set))
 _NOT_TENSORS = frozenset((bool, int, float, str, tuple, type(None), dict, OrderedDict, set))
 _TENSOR_OR_NONE = frozenset((torch.Tensor, nn.Parameter, type(None)))
 _REQUIRES_GRAD = operator.attrgetter("requires_grad")
-_META = torch.device("meta")
 
 
 def module_walk(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -246,7 +246,7 @@ def substituted(
                 if s is None:
                     tp = type(t)
                     if fast and (tp is nn.Parameter or tp is torch.Tensor) and t.is_contiguous():
-                        s = _empty_like(t, device=_META)  # meta_like(t), inlined
+                        s = _empty_like(t, device=META)  # meta_like(t), inlined
                         if tp is nn.Parameter:
                             _make_parameter(s, t.requires_grad)
                     else:
@@ -285,8 +285,8 @@ def _meta_tensor(t: torch.Tensor) -> torch.Tensor:
     # empty_like keeps a dense tensor's strides exactly (aten empty_like, memory_format=preserve) and is
     # cheaper than empty_strided; it keeps a subclass's type, so only plain tensors and Parameters take it
     if (type(t) is torch.Tensor or type(t) is nn.Parameter) and t.is_contiguous():
-        return _empty_like(t, device=_META)
-    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=_META)
+        return _empty_like(t, device=META)
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=META)
 
 
 @contextlib.contextmanager

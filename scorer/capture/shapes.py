@@ -18,6 +18,11 @@ import torch
 import torch.ao.nn.quantized as nnq
 from torch import nn
 
+#: The meta device, made once (a device string is parsed on every call that names it).
+META = torch.device("meta")
+_CONV = nn.modules.conv._ConvNd
+_QUANTISED_CONV = nnq.modules.conv._ConvNd
+
 __all__ = ["broadcast_shapes", "cat_output", "conv_output", "mean_output", "pool_output", "upsample_output"]
 
 
@@ -52,7 +57,7 @@ def _int_tuple(v: object, n: int) -> bool:
 def conv_output(mod: nn.Module, x: object) -> torch.Tensor | None:
     """A float, non-transposed ``nn.Conv1d/2d/3d``'s output: ``(L + 2p - d(k - 1) - 1) // s + 1`` per
     spatial dimension (torch.nn.Conv2d docs), the input's with ``padding="same"``."""
-    if not isinstance(mod, nn.modules.conv._ConvNd) or isinstance(mod, nnq.modules.conv._ConvNd) or mod.transposed:
+    if not isinstance(mod, _CONV) or isinstance(mod, _QUANTISED_CONV) or mod.transposed:
         return None
     kernel, stride, dilation, padding = mod.kernel_size, mod.stride, mod.dilation, mod.padding
     n = len(kernel)
@@ -75,7 +80,7 @@ def conv_output(mod: nn.Module, x: object) -> torch.Tensor | None:
                      in zip(spatial, pad, dilation, kernel, stride, strict=True)])
     if min(out) <= 0:
         return None
-    return torch.empty((*shape[:-n - 1], c_out, *out), dtype=torch.float32, device="meta")
+    return torch.empty((*shape[:-n - 1], c_out, *out), dtype=torch.float32, device=META)
 
 
 _ADAPTIVE_AVG = {nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3}
@@ -135,7 +140,7 @@ def pool_output(mod: nn.Module, x: object) -> torch.Tensor | None:
         out = tuple(sizes)
     else:
         return None
-    return torch.empty((*x.shape[:-dims], *out), dtype=x.dtype, device="meta")
+    return torch.empty((*x.shape[:-dims], *out), dtype=x.dtype, device=META)
 
 
 def mean_output(x: object, args: tuple, kwargs: dict) -> torch.Tensor | None:
@@ -163,7 +168,7 @@ def mean_output(x: object, args: tuple, kwargs: dict) -> torch.Tensor | None:
             return None
     shape = [1 if i in dims else n for i, n in enumerate(x.shape)] if keepdim else \
         [n for i, n in enumerate(x.shape) if i not in dims]
-    return torch.empty(shape, dtype=x.dtype, device="meta")
+    return torch.empty(shape, dtype=x.dtype, device=META)
 
 
 def upsample_output(mod: nn.Module, x: object) -> torch.Tensor | None:
@@ -189,7 +194,7 @@ def upsample_output(mod: nn.Module, x: object) -> torch.Tensor | None:
             return None
     else:
         return None
-    return torch.empty((*x.shape[:2], *size), dtype=x.dtype, device="meta")
+    return torch.empty((*x.shape[:2], *size), dtype=x.dtype, device=META)
 
 
 def cat_output(args: tuple, kwargs: dict) -> torch.Tensor | None:
@@ -211,4 +216,4 @@ def cat_output(args: tuple, kwargs: dict) -> torch.Tensor | None:
         return None
     shape = list(first)
     shape[dim] = sum(t.shape[dim] for t in tensors)
-    return torch.empty(shape, dtype=torch.float32, device="meta")
+    return torch.empty(shape, dtype=torch.float32, device=META)
