@@ -75,6 +75,7 @@ for _name, _doc in {
     "gelu_tanh": "0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))", "erf": "erf(x)",
     "sign": "sign(x)", "exp": "exp(x)", "log": "log(x)", "sqrt": "sqrt(x)", "rsqrt": "1 / sqrt(x)",
     "abs": "|x|", "neg": "−x", "reciprocal": "1 / x", "compare": "x > y and friends",
+    "not": "logical or bitwise not (~mask)",
     "select": "where(cond, a, b)",
 }.items():
     declare(f"act:{_name}", _doc, preserving=_name in ("relu", "relu6", "hardtanh"))

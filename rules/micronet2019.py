@@ -35,6 +35,7 @@ OFFICIAL_ACTIVATIONS: dict[str, tuple[float, float]] = {
     "act:abs": (1, 0),  # sign-bit operation: one op
     "act:neg": (1, 0),  # sign-bit operation: one op
     "act:compare": (1, 0),  # a comparison, counted as a mult like ReLU's [INF]
+    "act:not": (1, 0),  # ~mask, logical_not: a bitwise op counts as one op (official page)
     "act:select": (1, 0),  # where(cond, a, b): one selection per element, like a comparison [INF]
 }
 

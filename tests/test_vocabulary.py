@@ -100,3 +100,34 @@ def test_the_worked_example_counts_alike_on_every_path(capture: str) -> None:
     # β = 2: comparison, exp, log, ×β, ÷β (5 mults) + 1 add; β = 1: 3 mults + 1 add; then the residual add
     assert (rep.totals["mults"], rep.totals["adds"]) == (5 * n + 3 * n, n + n + n)
     assert sorted(rep.layers["kind"]) == ["act:softplus", "act:softplus", "add"]
+
+
+class LogicalNot(nn.Module):
+    """A causal mask inverted, as attention code writes it (``~mask``), and its other spellings."""
+
+    def __init__(self, form: str):
+        super().__init__()
+        self.form = form
+        self.register_buffer("mask", torch.tril(torch.ones(5, 5, dtype=torch.bool)))
+
+    def forward(self, x):
+        if self.form == "invert":
+            keep = ~self.mask
+        elif self.form == "logical_not":
+            keep = torch.logical_not(self.mask)
+        elif self.form == "method":
+            keep = self.mask.logical_not()
+        else:
+            keep = torch.bitwise_not(self.mask)
+        return x.masked_fill(keep, 0.0)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+@pytest.mark.parametrize("form", ["invert", "logical_not", "method", "bitwise_not"])
+def test_logical_not_is_one_op_per_element_on_every_path(form: str, capture: str) -> None:
+    rep = score(LogicalNot(form), input_shape=(1, 5, 5), capture=capture)
+    assert rep.capture == capture
+    kinds = [k for k in rep.layers["kind"] if k != "free"]
+    assert kinds == ["act:not", "act:select"]
+    # "bitwise operations count as one op" (official_rules.md §2.4): 25 nots, then 25 selections
+    assert (rep.totals["mults"], rep.totals["adds"]) == (25 + 25, 0)

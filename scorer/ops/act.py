@@ -37,6 +37,8 @@ _UNARY: dict[str, tuple[str, tuple[type, ...], tuple[object, ...]]] = {
     "rsqrt": ("act:rsqrt", (), (torch.rsqrt,)),
     "abs": ("act:abs", (), (torch.abs,)),
     "neg": ("act:neg", (), (torch.neg, operator.neg)),
+    "logical_not": ("act:not", (), (torch.logical_not,)),
+    "bitwise_not": ("act:not", (), (torch.bitwise_not, operator.invert)),
     "reciprocal": ("act:reciprocal", (), (torch.reciprocal,)),
 }
 _COMPARE = ("gt", "lt", "ge", "le", "eq", "ne")
@@ -49,6 +51,7 @@ for _base, (_kind, _mods, _fns) in _UNARY.items():
 for _c in _COMPARE:
     for _t in (getattr(torch, _c), getattr(operator, _c), _c, _c + "_", f"__{_c}__"):
         _KIND_OF_TARGET[_t] = "act:compare"
+_KIND_OF_TARGET["__invert__"] = "act:not"  # x.__invert__(), what ~x calls
 
 #: Comparison targets (their output is boolean, unlike the other unary functions').
 COMPARISONS = frozenset(t for t, k in _KIND_OF_TARGET.items() if k == "act:compare")
@@ -71,7 +74,7 @@ def _unary_kind(call: Call) -> str:
     modules=[m for _, mods, _ in _UNARY.values() for m in mods],
     functions=[f for _, _, fns in _UNARY.values() for f in fns]
     + [getattr(torch, c) for c in _COMPARE] + [getattr(operator, c) for c in _COMPARE],
-    methods=[m for b in (*_UNARY, *_COMPARE) for m in (b, b + "_")] + [f"__{c}__" for c in _COMPARE],
+    methods=[m for b in (*_UNARY, *_COMPARE) for m in (b, b + "_")] + [f"__{c}__" for c in _COMPARE] + ["__invert__"],
     aten=[*_UNARY, *_COMPARE, "special_erf"],
 )
 def unary(call: Call) -> Op:
