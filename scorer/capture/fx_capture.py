@@ -80,7 +80,7 @@ _MISSING = object()
 def _module_hooks(modules: list[nn.Module], getattr_wrapper: Callable, call_wrapper: Callable) -> Iterator[None]:
     """Route the module calls and attribute misses of the trace through fx's wrappers, as fx does by setting
     ``nn.Module.__getattr__`` and ``__call__``, but on each class of ``modules`` instead: a special method set
-    on a class makes CPython update the slots of every subclass, ~400 for ``nn.Module`` (~0.8 ms a trace).
+    on a class makes CPython update the slots of every subclass, ~400 for ``nn.Module`` (0.5–0.8 ms a trace).
     A class with its own ``__getattr__`` or ``__call__`` (which may reach ``nn.Module``'s through ``super()``)
     gets fx's way. A module of another class, reachable only outside the module tree, runs its forward on
     the proxies (fx would refuse it as not a submodule). The classes are put back as they were on exit."""
