@@ -1,8 +1,10 @@
-"""The fx trace routes module calls and attribute reads through its wrappers by setting them on the classes
-of the model's modules, not on ``nn.Module`` (scorer/capture/fx_capture.py ``_module_hooks``): the rows are
-those of every other capture path, and every class is as it was afterwards, also after a failed trace."""
+"""The fx trace routes attribute reads through its wrapper by setting it on the classes of the model's modules,
+not on ``nn.Module`` (scorer/capture/fx_capture.py ``_attribute_hook``; calls keep fx's process-wide
+``nn.Module.__call__``): the rows are those of every other capture path, and every class is as it was
+afterwards, also after a failed trace or a trace inside a trace."""
 
 import pytest
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -100,20 +102,58 @@ def test_a_failed_trace_puts_every_class_back() -> None:
     assert _class_tables() == before
 
 
-class MakesALayer(nn.Module):
-    """A layer made inside the forward, outside the module tree: it holds nothing, its forward is traced."""
+class Normalize(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.full((4,), 0.5))
+        self.register_buffer("std", torch.full((4,), 2.0))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+class OutsideTheTree(nn.Module):
+    """Layers the module tree does not hold: one in a plain list (its buffers are no parameters), one made in
+    the forward. fx refuses them as not submodules; the fallback counts what they compute."""
 
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(4, 4)
+        self.pre = [Normalize()]
 
     def forward(self, x):
-        return nn.GELU()(self.fc(x))
+        return nn.GELU()(self.fc(self.pre[0](x)))
 
 
-def test_a_layer_made_in_the_forward_is_counted_as_every_path_counts_it() -> None:
-    model = MakesALayer()
+def test_layers_outside_the_module_tree_count_as_on_every_path() -> None:
+    model = OutsideTheTree()
     rep = score(model, input_shape=(2, 4))
-    ref = score(model, input_shape=(2, 4), capture="dispatch")
-    assert rep.totals == pytest.approx(ref.totals)
-    assert rep.totals["mults"] > 4 * 4  # per sample: the GELU is counted, not only the linear layer
+    assert rep.capture != "fx"
+    assert _rows(rep) == _rows(score(model, input_shape=(2, 4), capture="dispatch"))
+    assert rep.totals["params"] == 4 * 4 + 4  # the linear layer's; the list's buffers are not parameters
+
+
+class Nested(nn.Module):
+    """A forward that scores another model while it is traced (a trace inside a trace)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.inner = [nn.Sequential(nn.Linear(4, 3), nn.ReLU())]
+        self.seen: list = []
+
+    def forward(self, x):
+        rep = score(self.inner[0], input_shape=(2, 4), capture="fx")
+        self.seen.append((rep.capture, rep.totals["params"]))
+        return self.fc(x)
+
+
+def test_a_trace_inside_a_trace_gives_both_models_their_own_counts() -> None:
+    before = _class_tables()
+    model = Nested()
+    rep = score(model, input_shape=(2, 4))
+    assert rep.capture == "fx" and rep.totals["params"] == 4 * 4 + 4
+    assert model.seen == [("fx", 4 * 3 + 3)]
+    assert _class_tables() == before
+    x = torch.randn(2, 4)
+    assert torch.equal(model.fc(x), F.linear(x, model.fc.weight, model.fc.bias))  # layers run normally after

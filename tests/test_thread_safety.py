@@ -114,7 +114,7 @@ def test_concurrent_captures_restore_the_shared_models_training_flags() -> None:
 
 
 def test_fx_trace_leaves_another_threads_model_run_alone() -> None:
-    # the fx trace sets __call__ on module classes while it traces; a model run by another thread
+    # fx patches nn.Module.__call__ for the whole process while it traces; a model run by another thread
     # meanwhile must compute normally and must not show up in the trace
     other = nn.Linear(4, 2)
     seen: list = []

@@ -72,38 +72,43 @@ def _swap_in_wrappers(patcher: object, frame_dict: dict, function_ids: set[int],
         swapped.append((frame_dict, originals))
 
 
-_MODULE_HOOKS = ("__getattr__", "__call__")
 _MISSING = object()
 
 
 @contextlib.contextmanager
-def _module_hooks(modules: list[nn.Module], getattr_wrapper: Callable, call_wrapper: Callable) -> Iterator[None]:
-    """Route the module calls and attribute misses of the trace through fx's wrappers, as fx does by setting
-    ``nn.Module.__getattr__`` and ``__call__``, but on each class of ``modules`` instead: a special method set
-    on a class makes CPython update the slots of every subclass, ~400 for ``nn.Module`` (0.5–0.8 ms a trace).
-    A class with its own ``__getattr__`` or ``__call__`` (which may reach ``nn.Module``'s through ``super()``)
-    gets fx's way. A module of another class, reachable only outside the module tree, runs its forward on
-    the proxies (fx would refuse it as not a submodule). The classes are put back as they were on exit."""
+def _attribute_hook(modules: list[nn.Module], wrapper: Callable, patcher: object) -> Iterator[None]:
+    """Route the attribute misses of the traced modules through fx's ``__getattr__`` wrapper, as fx does by
+    setting ``nn.Module.__getattr__``, but on each class of ``modules`` instead: setting that slot on a class
+    makes CPython update it on every subclass, ~400 for ``nn.Module`` (~0.5 ms a trace). A module outside
+    the tree reads its real attributes either way (fx proxies only the root's tensors), and its call still
+    meets fx's ``__call__`` (set on ``nn.Module``: it refuses a module that is not a submodule). A class with
+    its own ``__getattr__`` (which may reach ``nn.Module``'s through ``super()``) or its own metaclass gets
+    fx's way. The classes are put back as they were on exit, each one even if another cannot be."""
     classes = {type(m) for m in modules}
-    if any(c.__getattr__ is not _MODULE_GETATTR or c.__call__ is not _MODULE_CALL for c in classes):
-        classes = {nn.Module}
-    saved = [(c, name, c.__dict__.get(name, _MISSING)) for c in classes for name in _MODULE_HOOKS]
+    if any(type(c) is not type or c.__getattr__ is not _MODULE_GETATTR for c in classes):
+        patcher.patch_method(nn.Module, "__getattr__", wrapper, deduplicate=False)  # type: ignore[attr-defined]
+        yield
+        return
+    saved = [(c, c.__dict__.get("__getattr__", _MISSING)) for c in classes]
     try:
         for c in classes:
-            c.__getattr__ = getattr_wrapper
-            c.__call__ = call_wrapper
+            c.__getattr__ = wrapper
         yield
     finally:
-        for c, name, value in saved:
-            if value is _MISSING:
-                if name in c.__dict__:
-                    delattr(c, name)
-            else:
-                setattr(c, name, value)
+        failed = []
+        for c, value in saved:
+            try:
+                if value is not _MISSING:
+                    c.__getattr__ = value
+                elif "__getattr__" in c.__dict__:
+                    del c.__getattr__
+            except Exception as exc:  # noqa: BLE001 - every other class is still put back
+                failed.append(exc)
+        if failed:
+            raise failed[0]
 
 
 _MODULE_GETATTR = nn.Module.__getattr__
-_MODULE_CALL = nn.Module.__call__
 
 
 #: candidate -> (candidate, base, number) as ``fx.graph._Namespace.create_name`` first derives them (the
@@ -209,9 +214,10 @@ Node = TracedCall | fx.Node
 class LeafTracer(fx.Tracer):
     """fx Tracer that keeps known layers (conv, linear, norms, activations, pools, quantisers) as leaves.
 
-    Buffers are proxied like parameters, so the forward's Python never touches them. While it traces, the
-    classes of the model's modules route their calls and attribute reads through fx's wrappers
-    (``_module_hooks``); modules run by other threads meanwhile are passed through untouched.
+    Buffers are proxied like parameters, so the forward's Python never touches them. fx patches
+    ``nn.Module.__call__`` process-wide while it traces, and the model's classes route their attribute reads
+    through fx's wrapper (``_attribute_hook``); modules run by other threads meanwhile are passed through
+    untouched.
     """
 
     proxy_buffer_attributes = True
@@ -256,9 +262,10 @@ class LeafTracer(fx.Tracer):
                 # forward it traces into: a leaf's forward never runs)
                 return self.call_module(mod, forward, args, kwargs)
 
-            hooks = _module_hooks(list(self.submodule_paths), module_getattr_wrapper, module_call_wrapper)
-            with _st._new_patcher() as patcher, hooks:
+            with _st._new_patcher() as patcher, \
+                    _attribute_hook(list(self.submodule_paths), module_getattr_wrapper, patcher):
                 self._patcher = patcher
+                patcher.patch_method(nn.Module, "__call__", module_call_wrapper, deduplicate=False)
                 _st._patch_wrapped_functions(patcher)
                 self._swapped: list[tuple[dict, dict]] = []
                 try:

@@ -1,7 +1,7 @@
 """Keep the user's model and the process as they were around a capture.
 
-* ``CAPTURE_LOCK``: one capture at a time in the process. The fx trace sets ``__call__`` on module classes
-  while it traces, torch.export swaps a module's parameters for fake ones, and the dispatch
+* ``CAPTURE_LOCK``: one capture at a time in the process. torch.fx patches ``nn.Module.__call__``
+  process-wide while it traces, torch.export swaps a module's parameters for fake ones, and the dispatch
   recorder installs global module hooks, so two captures must never overlap.
 * ``preserved(model)``: every module's attributes (training flags, counters held in plain attributes)
   and its tables (parameters, buffers, submodules, hooks) are put back exactly on exit, also on error, as
