@@ -1,7 +1,7 @@
 """The fx trace routes attribute reads through its wrapper by setting it on the classes of the model's modules,
-not on ``nn.Module`` (scorer/capture/fx_capture.py ``_attribute_hook``; calls keep fx's process-wide
-``nn.Module.__call__``): the rows are those of every other capture path, and every class is as it was
-afterwards, also after a failed trace or a trace inside a trace."""
+not on ``nn.Module`` (scorer/capture/fx_capture.py ``_attribute_hook``), and catches module calls at
+``nn.Module._call_impl`` rather than ``__call__`` (``_call_hook``): the rows are those of every other capture
+path, and every class is as it was afterwards, also after a failed trace or a trace inside a trace."""
 
 import pytest
 import torch
@@ -10,11 +10,12 @@ import torch.nn.functional as F
 
 from scorer import score
 
-HOOKS = ("__getattr__", "__call__")
+HOOKS = ("__getattr__", "__call__", "_call_impl")
 
 
 def _class_tables() -> dict[type, tuple]:
-    """Which classes hold their own ``__getattr__``/``__call__``, and what: every nn.Module subclass."""
+    """Which classes hold their own ``__getattr__``/``__call__``/``_call_impl``, and what: every nn.Module
+    subclass."""
     out, stack = {}, [nn.Module]
     while stack:
         c = stack.pop()
@@ -157,3 +158,26 @@ def test_a_trace_inside_a_trace_gives_both_models_their_own_counts() -> None:
     assert _class_tables() == before
     x = torch.randn(2, 4)
     assert torch.equal(model.fc(x), F.linear(x, model.fc.weight, model.fc.bias))  # layers run normally after
+
+
+class OwnCall(nn.Module):
+    """A class with its own ``__call__`` reaching nn.Module's through ``super()``: fx's way, ``__call__``."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def __call__(self, *args, **kwargs):
+        return super().__call__(*args, **kwargs)
+
+    def forward(self, x):
+        return torch.relu(self.fc(x))
+
+
+def test_a_class_with_its_own_call_is_traced_fx_s_way_and_put_back() -> None:
+    before = _class_tables()
+    model = nn.Sequential(OwnCall(), nn.Linear(4, 2))
+    rep = score(model, input_shape=(2, 4))
+    assert rep.capture == "fx"
+    assert _class_tables() == before
+    assert _rows(rep) == _rows(score(model, input_shape=(2, 4), capture="dispatch"))

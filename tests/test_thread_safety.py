@@ -57,7 +57,7 @@ def _process_state() -> tuple:
                      if name.startswith("torch")}
     handler_filters = [list(h.filters) for h in logging.getLogger("torch").handlers + logging.root.handlers]
     return (sys.stdout, sys.stderr, logging.root.manager.disable, torch_loggers, handler_filters,
-            list(warnings.filters), nn.Module.__call__, nn.Module.__getattr__,
+            list(warnings.filters), nn.Module.__call__, nn.Module._call_impl, nn.Module.__getattr__,
             dict(nn.modules.module._global_forward_hooks), dict(nn.modules.module._global_forward_pre_hooks),
             torch.fx._symbolic_trace.is_fx_tracing(), torch.is_grad_enabled())
 

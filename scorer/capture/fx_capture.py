@@ -75,16 +75,28 @@ def _swap_in_wrappers(patcher: object, frame_dict: dict, function_ids: set[int],
 _MISSING = object()
 
 
+def _call_hook(classes: set[type], modules: dict) -> tuple[str, Callable]:
+    """Where the trace catches every module call, and what runs a call it lets through: fx sets
+    ``nn.Module.__call__``, a special method, and CPython then updates the slot of each of the ~400
+    ``nn.Module`` subclasses (~0.25 ms, twice a trace, in a warm process); ``__call__`` calls
+    ``self._call_impl``, an ordinary attribute, so setting ``nn.Module._call_impl`` catches the same calls
+    (a module outside the tree too: fx refuses it as not a submodule) for a tenth of that. fx's way is kept
+    when a class of the model has its own ``__call__`` or ``_call_impl`` or a module is compiled."""
+    if any(c.__call__ is not _MODULE_CALL or c._call_impl is not _CALL_IMPL for c in classes) or any(
+            m.__dict__.get("_compiled_call_impl") is not None for m in modules):
+        return "__call__", _st._orig_module_call
+    return "_call_impl", _CALL_IMPL
+
+
 @contextlib.contextmanager
-def _attribute_hook(modules: list[nn.Module], wrapper: Callable, patcher: object) -> Iterator[None]:
+def _attribute_hook(classes: set[type], wrapper: Callable, patcher: object) -> Iterator[None]:
     """Route the attribute misses of the traced modules through fx's ``__getattr__`` wrapper, as fx does by
-    setting ``nn.Module.__getattr__``, but on each class of ``modules`` instead: setting that slot on a class
-    makes CPython update it on every subclass, ~400 for ``nn.Module`` (~0.5 ms a trace). A module outside
-    the tree reads its real attributes either way (fx proxies only the root's tensors), and its call still
-    meets fx's ``__call__`` (set on ``nn.Module``: it refuses a module that is not a submodule). A class with
-    its own ``__getattr__`` (which may reach ``nn.Module``'s through ``super()``) or its own metaclass gets
-    fx's way. The classes are put back as they were on exit, each one even if another cannot be."""
-    classes = {type(m) for m in modules}
+    setting ``nn.Module.__getattr__``, but on each of the model's ``classes`` instead: setting that slot on a
+    class makes CPython update it on every subclass, ~400 for ``nn.Module`` (~0.35 ms, twice a trace). A
+    module outside the tree reads its real attributes either way (fx proxies only the root's tensors). A
+    class with its own ``__getattr__`` (which may reach ``nn.Module``'s through ``super()``) or its own
+    metaclass gets fx's way. The classes are put back as they were on exit, each one even if another
+    cannot be."""
     if any(type(c) is not type or c.__getattr__ is not _MODULE_GETATTR for c in classes):
         patcher.patch_method(nn.Module, "__getattr__", wrapper, deduplicate=False)  # type: ignore[attr-defined]
         yield
@@ -109,6 +121,8 @@ def _attribute_hook(modules: list[nn.Module], wrapper: Callable, patcher: object
 
 
 _MODULE_GETATTR = nn.Module.__getattr__
+_MODULE_CALL = nn.Module.__call__
+_CALL_IMPL = nn.Module._call_impl
 
 
 #: candidate -> (candidate, base, number) as ``fx.graph._Namespace.create_name`` first derives them (the
@@ -214,10 +228,10 @@ Node = TracedCall | fx.Node
 class LeafTracer(fx.Tracer):
     """fx Tracer that keeps known layers (conv, linear, norms, activations, pools, quantisers) as leaves.
 
-    Buffers are proxied like parameters, so the forward's Python never touches them. fx patches
-    ``nn.Module.__call__`` process-wide while it traces, and the model's classes route their attribute reads
-    through fx's wrapper (``_attribute_hook``); modules run by other threads meanwhile are passed through
-    untouched.
+    Buffers are proxied like parameters, so the forward's Python never touches them. Every module call goes
+    through fx's call wrapper process-wide while it traces (``_call_hook``), and the model's classes route
+    their attribute reads through fx's wrapper (``_attribute_hook``); modules run by other threads meanwhile
+    are passed through untouched.
     """
 
     proxy_buffer_attributes = True
@@ -253,19 +267,21 @@ class LeafTracer(fx.Tracer):
             def module_getattr_wrapper(mod: nn.Module, attr: str) -> object:
                 return self.getattr(attr, _st._orig_module_getattr(mod, attr), proxy_cache)
 
-            @functools.wraps(_st._orig_module_call)
+            classes = {type(m) for m in self.submodule_paths}
+            call_slot, orig_call = _call_hook(classes, self.submodule_paths)
+
+            @functools.wraps(orig_call)
             def module_call_wrapper(mod: nn.Module, *args: object, **kwargs: object) -> object:
                 def forward(*args: object, **kwargs: object) -> object:
-                    return _st._orig_module_call(mod, *args, **kwargs)
+                    return orig_call(mod, *args, **kwargs)
 
                 # (fx checks the forward's globals for functions to wrap here; call_module does, for a
                 # forward it traces into: a leaf's forward never runs)
                 return self.call_module(mod, forward, args, kwargs)
 
-            with _st._new_patcher() as patcher, \
-                    _attribute_hook(list(self.submodule_paths), module_getattr_wrapper, patcher):
+            with _st._new_patcher() as patcher, _attribute_hook(classes, module_getattr_wrapper, patcher):
                 self._patcher = patcher
-                patcher.patch_method(nn.Module, "__call__", module_call_wrapper, deduplicate=False)
+                patcher.patch_method(nn.Module, call_slot, module_call_wrapper, deduplicate=False)
                 _st._patch_wrapped_functions(patcher)
                 self._swapped: list[tuple[dict, dict]] = []
                 try:
