@@ -131,3 +131,20 @@ def test_logical_not_is_one_op_per_element_on_every_path(form: str, capture: str
     assert kinds == ["act:not", "act:select"]
     # "bitwise operations count as one op" (official_rules.md §2.4): 25 nots, then 25 selections
     assert (rep.totals["mults"], rep.totals["adds"]) == (25 + 25, 0)
+
+
+class MyReLU(nn.ReLU):
+    """A user's subclass of a torch.nn layer: counted as the layer it extends."""
+
+
+class MyLogSoftmax(nn.LogSoftmax):
+    pass
+
+
+@pytest.mark.parametrize(("sub", "base"), [(MyReLU(), nn.ReLU()), (MyLogSoftmax(dim=1), nn.LogSoftmax(dim=1))])
+def test_a_subclass_of_a_layer_counts_as_the_layer(sub: nn.Module, base: nn.Module) -> None:
+    got = score(nn.Sequential(nn.Linear(4, 6), sub), input_shape=(2, 4))
+    want = score(nn.Sequential(nn.Linear(4, 6), base), input_shape=(2, 4))
+    assert got.capture == want.capture == "fx"
+    assert list(got.layers["kind"]) == list(want.layers["kind"])
+    assert got.totals == want.totals

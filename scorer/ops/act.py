@@ -57,11 +57,17 @@ _KIND_OF_TARGET["__invert__"] = "act:not"  # x.__invert__(), what ~x calls
 COMPARISONS = frozenset(t for t, k in _KIND_OF_TARGET.items() if k == "act:compare")
 
 
+def _layer_class(mod: nn.Module) -> type:
+    """The torch.nn class a layer is registered by: its own or, for a subclass (``class MyReLU(nn.ReLU)``),
+    the nearest base the registry matched it by."""
+    return next(c for c in type(mod).__mro__ if c in _KIND_OF_TARGET)
+
+
 def _unary_kind(call: Call) -> str:
     if call.form == "aten":
         kind = _KIND_OF_BASE[call.base]
     else:
-        kind = _KIND_OF_TARGET[type(call.target) if call.form == "module" else call.target]
+        kind = _KIND_OF_TARGET[_layer_class(call.target) if call.form == "module" else call.target]
     if kind == "act:gelu":
         approximate = call.module.approximate if call.form == "module" else call.value(1, "approximate", "none")
         if approximate == "tanh":
@@ -151,7 +157,7 @@ def implicit_softmax_dim(ndim: int) -> int:
     return 0 if ndim in (0, 1, 3) else 1
 
 
-_LOG_SOFTMAX = (nn.LogSoftmax, F.log_softmax, torch.log_softmax, "log_softmax", "_log_softmax")
+_LOG_SOFTMAX = (F.log_softmax, torch.log_softmax, "log_softmax", "_log_softmax")
 
 
 @register("softmax", modules=(nn.Softmax, nn.LogSoftmax), functions=(F.softmax, torch.softmax, F.log_softmax,
@@ -163,8 +169,11 @@ def softmax(call: Call) -> Op:
     dim = call.module.dim if call.form == "module" else call.value(1, "dim")
     if dim is None:
         dim = implicit_softmax_dim(x.meta.dim())
-    target = type(call.target) if call.form == "module" else call.base or call.target
-    kind = "act:log_softmax" if target in _LOG_SOFTMAX else "act:softmax"
+    if call.form == "module":
+        log = isinstance(call.target, nn.LogSoftmax)
+    else:
+        log = (call.base or call.target) in _LOG_SOFTMAX
+    kind = "act:log_softmax" if log else "act:softmax"
     return call.op(kind, acts=[x], attrs={"n": x.shape[int(dim)]})  # type: ignore[arg-type]
 
 
