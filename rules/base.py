@@ -87,12 +87,12 @@ class RuleContext:
 
 #: Kinds whose adds sum n products per output (the adder tree applies to them).
 _TREE_KINDS = frozenset({"conv", "linear", "matmul"})
+
+
 def _only_consumer(ctx: RuleContext, producer: str, consumer: str) -> bool:
     """Whether ``consumer`` is the one op reading ``producer``'s output."""
     readers = ctx.consumers.get(producer)
     return readers is not None and len(readers) == 1 and readers[0] == consumer
-
-
 
 
 class RuleSet:
@@ -348,7 +348,7 @@ class RuleSet:
         prods = self.bn_folds(op, ctx)
         if prods is None:
             return Cost(mults=op.out_numel, adds=op.out_numel, param_bits=2 * c * bits if first else 0.0)
-        names = prods[0].name if len(prods) == 1 else ", ".join(p.name for p in prods)
+        names = ", ".join(p.name for p in prods)
         if len(prods) == 1:
             unbiased = c if prods[0].weight("bias") is None else 0  # channels whose shift becomes a new bias
         else:

@@ -26,7 +26,7 @@ from rules.records import Op
 from scorer.errors import ScorerError
 from scorer.globs import glob_match, is_literal
 from scorer.ops import quant_bits
-from scorer.ops.call import module_attr
+from scorer.ops.call import keeps_module_lookup, module_attr
 
 _SECTIONS = ("default", "layers")
 _DEFAULT_KEYS = ("weight", "act", "acc", "input")
@@ -191,9 +191,6 @@ def _module_int(mod: nn.Module | None, attr: str) -> int | None:
 _LAYER_ATTRS = frozenset({"weight_bits", "weight_fake_quant", "bias_bits", "act_bits", "acc_bits"})
 _EMPTY: dict = {}
 _MISSING = object()
-#: ``nn.Module``'s own lookups: a class keeping both finds attributes as ``module_attr`` describes.
-_MODULE_GETATTR = nn.Module.__getattr__
-_OBJECT_GETATTRIBUTE = object.__getattribute__
 
 
 def _bare_layer(mod: nn.Module, plain: dict[type, bool]) -> bool:
@@ -203,8 +200,8 @@ def _bare_layer(mod: nn.Module, plain: dict[type, bool]) -> bool:
     cls = type(mod)
     ok = plain.get(cls)
     if ok is None:
-        ok = plain[cls] = (cls.__getattr__ is _MODULE_GETATTR and cls.__getattribute__ is _OBJECT_GETATTRIBUTE
-                           and all(getattr(cls, n, _MISSING) is _MISSING for n in _LAYER_ATTRS))
+        ok = plain[cls] = keeps_module_lookup(cls) and all(getattr(cls, n, _MISSING) is _MISSING
+                                                           for n in _LAYER_ATTRS)
     if not ok:
         return False
     d = mod.__dict__

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from operator import attrgetter, is_not
 from typing import TYPE_CHECKING
 
 from scorer.errors import CaptureError
@@ -27,8 +28,6 @@ METHODS = ("fx", "export", "dispatch")
 def eval_mode(model: nn.Module, modules: list[nn.Module] | None = None) -> Iterator[None]:
     """Put every submodule in eval mode and restore each one's own flag afterwards (also on error);
     ``modules``: ``list(model.modules())`` when just walked."""
-    from operator import attrgetter, is_not
-
     from scorer.capture.guard import modules_of
 
     mods = modules_of(model) if modules is None else modules

@@ -38,10 +38,13 @@ def broadcast_shapes(a: tuple[int, ...], b: tuple[int, ...]) -> torch.Size:
     return torch.Size(out)
 
 
-def _float_input(x: object, dims: int) -> bool:
-    """A float32 tensor of ``dims`` spatial dimensions, batched or not, none of them empty."""
-    return (isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.dim() in (dims + 1, dims + 2)
-            and all(d > 0 for d in x.shape))
+def _float_shape(x: object, dims: int) -> tuple[int, ...] | None:
+    """The shape of ``x`` when it is a float32 tensor of ``dims`` spatial dimensions, batched or not, none of
+    them empty; else None. Read once: each read of a tensor's shape is a call into torch."""
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.float32:
+        return None
+    shape = tuple(x.shape)
+    return shape if len(shape) in (dims + 1, dims + 2) and min(shape) > 0 else None
 
 
 def _int_tuple(v: object, n: int) -> bool:
@@ -64,11 +67,9 @@ def conv_output(mod: nn.Module, x: object) -> torch.Tensor | None:
     if not (_int_tuple(kernel, n) and _int_tuple(stride, n) and _int_tuple(dilation, n)
             and (isinstance(padding, str) or _int_tuple(padding, n))):
         return None  # sizes a subclass keeps in another form: the meta kernel decides
-    if not isinstance(x, torch.Tensor) or x.dtype != torch.float32:
-        return None
-    shape = tuple(x.shape)  # read once: each read of a tensor's shape is a call into torch
+    shape = _float_shape(x, n)
     groups, c_in, c_out = mod.groups, mod.in_channels, mod.out_channels
-    if (len(shape) not in (n + 1, n + 2) or min(shape) <= 0 or shape[-n - 1] != c_in or type(groups) is not int
+    if (shape is None or shape[-n - 1] != c_in or type(groups) is not int
             or groups < 1 or c_in % groups or c_out % groups):
         return None  # a mismatch torch reports in its own words
     spatial = shape[-n:]
@@ -116,13 +117,13 @@ def pool_output(mod: nn.Module, x: object) -> torch.Tensor | None:
     if kind in _ADAPTIVE_AVG:
         dims = _ADAPTIVE_AVG[kind]
         size = _per_dim(mod.output_size, dims)
-        if (not _float_input(x, dims) or size is None
+        if (_float_shape(x, dims) is None or size is None
                 or any(o is not None and (not isinstance(o, int) or o < 0) for o in size)):
             return None
         out = tuple(d if o is None else o for o, d in zip(size, x.shape[-dims:], strict=True))
     elif kind in _MAX or kind in _AVG:
         dims = _MAX.get(kind) or _AVG[kind]
-        if not _float_input(x, dims) or getattr(mod, "return_indices", False):
+        if _float_shape(x, dims) is None or getattr(mod, "return_indices", False):
             return None
         kernel = _per_dim(mod.kernel_size, dims)
         stride = _per_dim(mod.stride if mod.stride is not None else mod.kernel_size, dims)

@@ -195,14 +195,20 @@ _MODULE_GETATTR = nn.Module.__getattr__
 _OBJECT_GETATTRIBUTE = object.__getattribute__
 
 
+def keeps_module_lookup(cls: type) -> bool:
+    """True when ``cls`` looks attributes up as ``nn.Module`` does (no ``__getattr__`` or ``__getattribute__``
+    of its own): a name neither its instance nor its class holds then falls to ``nn.Module.__getattr__``,
+    which finds only parameters, buffers and submodules."""
+    return cls.__getattr__ is _MODULE_GETATTR and cls.__getattribute__ is _OBJECT_GETATTRIBUTE
+
+
 def module_attr(mod: nn.Module, name: str) -> object:
     """``getattr(mod, name, None)`` without ``nn.Module.__getattr__``'s raise-and-catch when ``mod`` has no such
     attribute (the usual case; this runs for every layer of every capture). Exact: the lookup falls to
     ``__getattr__`` only when neither the instance nor its class has ``name``, and ``nn.Module.__getattr__``
     then only finds parameters, buffers and submodules; a class with its own lookup gets plain ``getattr``."""
     cls = type(mod)
-    if (getattr(cls, name, _NONE) is not _NONE or cls.__getattr__ is not _MODULE_GETATTR
-            or cls.__getattribute__ is not _OBJECT_GETATTRIBUTE):
+    if getattr(cls, name, _NONE) is not _NONE or not keeps_module_lookup(cls):
         return getattr(mod, name, None)
     d = mod.__dict__
     if name in d:
