@@ -165,6 +165,7 @@ class Captured:
     excluded: list[dict]
     notes: list[str] = field(default_factory=list)
     nonzeros: dict = field(default_factory=dict)
+    attributes: list[str] = field(default_factory=list)  # stored tensors that are neither parameter nor buffer
 
     def copy(self) -> Captured:
         """A copy whose ops and weight references annotation may overwrite (tensors and modules shared)."""
@@ -214,12 +215,14 @@ def capture_paths(
         read: set[int] = set()  # identities of the parameters the forward reads
         named, modules = _module_tree(model)  # one walk, shared by the checks below
         reads = []  # (capture, its parameter ids): what the forward read, named only when needed below
+        unnamed: set[str] = set()  # stored tensors that are not parameters (plain tensor attributes)
         for path_name, path_model, fraction in paths:
             cap = capture_model(path_model, inputs, capture,
                                 walked=list(modules.items()) if path_model is model else None)
             method = cap.method
             ids = _param_ids(path_model, named if path_model is model else None)
             stored |= {ids[n] for n in cap.used_params if n in ids}
+            unnamed.update(n for n in cap.used_params if n not in ids)
             reads.append((cap, ids))
             for op in cap.ops:
                 op.path = path_name
@@ -239,7 +242,7 @@ def capture_paths(
             )
         return Captured(model=model, track=trk, inputs=inputs, method=method, paths=captured,
                         fractions=fractions, divisor=divisor, excluded=_excluded_params(named, stored),
-                        notes=_meta_note(named))
+                        notes=_meta_note(named), attributes=sorted(unnamed))
 
 
 @dataclass
@@ -317,6 +320,11 @@ def evaluate(cap: Captured, opts: Options, allow_unknown: bool = False) -> Repor
         notes.extend(cap.notes)
     if unknown_rows:
         notes.append(f"WARNING: {len(unknown_rows)} op(s) without a rule were counted as zero")
+    if cap.attributes:
+        names = cap.attributes
+        notes.append(f"{len(names)} tensor(s) the forward reads that are neither parameters nor buffers are stored "
+                     "as parameters (anything needed for inference counts): " + ", ".join(names[:8])
+                     + (" ..." if len(names) > 8 else "") + "; register a constant (a mask) as a buffer to leave it out")
     excluded = cap.excluded
     if excluded:
         names = [e["name"] for e in excluded]

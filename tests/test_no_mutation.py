@@ -156,7 +156,7 @@ def test_a_failing_capture_reports_the_forwards_error_and_changes_nothing() -> N
 class PlainTensorAttribute(nn.Module):
     def __init__(self, n: int = 3):
         super().__init__()
-        self.k = torch.zeros(n)  # neither parameter nor buffer: fx and export run in-place ops on it for real
+        self.k = torch.zeros(n)  # neither parameter nor buffer: torch.export runs in-place ops on it for real
 
     def forward(self, x):
         self.k.add_(1)
@@ -174,7 +174,14 @@ def test_a_small_tensor_attribute_changed_in_place_is_put_back(capture) -> None:
 def test_a_big_tensor_attribute_changed_in_place_is_reported() -> None:
     model = PlainTensorAttribute((1 << 22) + 1)  # just over the 16 MiB copied
     with pytest.raises(ScorerError, match=r"changed k in place"):
-        score(model, input_shape=(2, 3), capture="fx")
+        score(model, input_shape=(2, 3), capture="export")
+
+
+def test_fx_traces_an_in_place_update_of_a_tensor_attribute_on_its_proxy() -> None:
+    model = PlainTensorAttribute((1 << 22) + 1)  # too big to copy: fx never runs the update for real
+    rep = score(model, input_shape=(2, 3), capture="fx")
+    assert not model.k.any()
+    assert rep.totals["adds"] == model.k.numel() / 2  # one add per element of k, per example (batch 2)
 
 
 class ScriptedCounter(nn.Module):

@@ -158,3 +158,55 @@ def test_stored_equals_unique_parameters_minus_listed_exclusions(capture: str) -
     assert rep.to_dict()["excluded_params"] == rep.excluded
     cov = rep.coverage()
     assert cov["unsupported"].sum() == 0 and cov["counted"].sum() >= 1
+
+
+class FixedProjection(nn.Module):
+    """A tensor kept in a plain attribute (neither parameter nor buffer, not in the state dict) that the
+    forward reads as a weight: a fixed random projection, in a submodule."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 6)
+        self.head = nn.Module()
+        self.head.proj = torch.randn(3, 6)
+
+    def forward(self, x):
+        return nn.functional.linear(self.fc(x), self.head.proj)
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_a_plain_tensor_attribute_read_as_a_weight_is_stored_on_every_path(capture: str) -> None:
+    # anything needed for inference counts as a parameter (official_rules.md §3.1)
+    model = FixedProjection()
+    rep = score(model, input_shape=(1, 4), capture=capture)
+    assert rep.capture == capture
+    assert rep.totals["params"] == 4 * 6 + 6 + 3 * 6
+    assert (rep.totals["mults"], rep.totals["adds"]) == (6 * 4 + 3 * 6, 6 * 3 + 6 + 3 * 5)
+    proj_rows = rep.layers[rep.layers["weight_numel"] == 3 * 6]
+    assert len(proj_rows) == 1 and proj_rows["param_bits"].sum() == 3 * 6 * 32
+    assert any("head.proj" in n and "neither parameters nor buffers" in n for n in rep.notes)
+    model.head.proj = torch.zeros(3, 6)  # all zeros: a sparse tensor now, scored with its mask
+    assert score(model, input_shape=(1, 4), capture=capture).totals["params"] < rep.totals["params"]
+
+
+class MaskAsBuffer(nn.Module):
+    def __init__(self, plain: bool):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        mask = torch.tril(torch.ones(4, 4))
+        if plain:
+            self.mask = mask
+        else:
+            self.register_buffer("mask", mask)
+
+    def forward(self, x):
+        return self.fc(x).masked_fill(self.mask == 0, 0.0)
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_a_constant_registered_as_a_buffer_is_not_stored_and_as_a_plain_attribute_is(capture: str) -> None:
+    buffered = score(MaskAsBuffer(plain=False), input_shape=(4, 4), capture=capture)
+    plain = score(MaskAsBuffer(plain=True), input_shape=(4, 4), capture=capture)
+    assert buffered.totals["params"] == 4 * 4 + 4
+    assert plain.totals["params"] == 4 * 4 + 4 + 4 * 4
+    assert not any("neither parameters nor buffers" in n for n in buffered.notes)

@@ -23,7 +23,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 
 from scorer.capture.export_capture import fake_inputs, fake_of, has_meta
 from scorer.capture.fx_capture import FxCapture
-from scorer.capture.guard import substituted, versions_kept
+from scorer.capture.guard import attribute_tensors, module_walk, substituted, versions_kept
 from scorer.ops import is_whole, targets, translate
 from scorer.ops.attention import QUIET_MODULES, WHOLE_FUNCTIONS
 from scorer.ops.call import make_call
@@ -269,6 +269,8 @@ def _record(model: nn.Module, example_inputs: tuple, fake: bool, kwargs: dict | 
                 rec.exit_whole(mod, path, out)
 
     buffers = {id(t) for t in model.buffers()}  # the real ones, before stand-ins take their place
+    # tensors kept in plain attributes reach the ops as themselves: stored like parameters (as fx does)
+    attributes = attribute_tensors(module_walk(model))
     h1 = nn.modules.module.register_module_forward_pre_hook(pre)
     h2 = nn.modules.module.register_module_forward_hook(post)
     try:
@@ -276,7 +278,7 @@ def _record(model: nn.Module, example_inputs: tuple, fake: bool, kwargs: dict | 
             # a TorchScript module keeps its own tensors: its recorder makes fake copies as ops use them
             params = {id(t): (name, t) for name, t in [*model.named_parameters(), *model.named_buffers()]}
             real_of.update(stand_ins)
-            rec = _Recorder({**params, **real_of}, stack, mode, buffers)
+            rec = _Recorder({**attributes, **params, **real_of}, stack, mode, buffers)
             if model_inputs:
                 rec.inputs = {id(t) for t in (*inputs, *kwargs.values()) if isinstance(t, torch.Tensor)}
             if mode is not None:

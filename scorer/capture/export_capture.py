@@ -21,7 +21,7 @@ from torch.fx.experimental.symbolic_shapes import ShapeEnv
 from torch.overrides import TorchFunctionMode
 
 from scorer.capture.fx_capture import FxCapture
-from scorer.capture.guard import substituted
+from scorer.capture.guard import attribute_tensors, module_walk, substituted
 from scorer.ops import is_whole, translate
 from scorer.ops.attention import QUIET_MODULES, WHOLE_ATEN
 from scorer.ops.call import make_call
@@ -221,6 +221,8 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
     read: set[str] = set()
     modules = dict(model.named_modules())
     mutated = set(getattr(sig, "buffers_to_mutate", {}) or {})
+    constants_of = dict(getattr(sig, "inputs_to_lifted_tensor_constants", {}) or {})
+    attributes = attribute_tensors(module_walk(model)) if constants_of else {}
     region: list[torch.fx.Node] = []  # the nodes of the module call being captured whole
     region_key: tuple[str, str] | None = None
 
@@ -248,6 +250,13 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
                     read.add(fqn)
                 env[node] = Val(meta=meta_of(val), param=fqn, real=real, ident=id(real) if real is not None else None,
                                 buffer=node.name in sig.inputs_to_buffers)
+            elif node.name in constants_of:  # a plain tensor attribute the forward reads: stored as fx stores it
+                hit = attributes.get(id(_attribute(model, _unwrap_name(constants_of[node.name]))))
+                if hit is None:  # a tensor the forward made (or a global): data of its code
+                    env[node] = Val(meta=meta_of(val))
+                else:
+                    read.add(hit[0])
+                    env[node] = Val(meta=meta_of(val), param=hit[0], real=hit[1], ident=id(hit[1]))
             else:
                 env[node] = Val(meta=meta_of(val), model_input=node.name in user_inputs)
         elif node.op == "call_function":
@@ -299,3 +308,13 @@ def _whole_ops(nodes: list[torch.fx.Node], mod: nn.Module, path: str, env: dict,
         return []
     env[outs[0]] = Val(meta=out, producer=new[-1].name if new else None)
     return new
+
+
+def _attribute(model: nn.Module, path: str) -> object:
+    """The object at dotted ``path`` of ``model`` (a lifted constant's name), or None."""
+    obj: object = model
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj

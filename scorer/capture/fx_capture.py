@@ -25,7 +25,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 from rules.records import Op
-from scorer.capture.guard import meta_like, substituted
+from scorer.capture.guard import attribute_tensors, meta_like, module_walk, substituted
 from scorer.capture.shapes import (
     META,
     broadcast_shapes,
@@ -379,6 +379,23 @@ class LeafTracer(fx.Tracer):
         self.nodes.append(node)
         return node
 
+    def attribute_proxy(self, t: torch.Tensor) -> object:
+        """The get_attr proxy of ``t`` when a module of the root keeps it in a plain attribute (its first
+        name, ``guard.attribute_tensors``), else None; the table is built on first use, during the trace."""
+        if threading.get_ident() != self._owner:
+            return None
+        table = self.__dict__.get("_attributes")
+        if table is None:
+            table = self._attributes = attribute_tensors(self.__dict__.get("walked") or module_walk(self.root))
+            self._attribute_proxies: dict[str, object] = {}
+        hit = table.get(id(t))
+        if hit is None or hit[1] is not t:
+            return None
+        proxy = self._attribute_proxies.get(hit[0])
+        if proxy is None:
+            proxy = self._attribute_proxies[hit[0]] = self.create_proxy("get_attr", hit[0], (), {})
+        return proxy
+
     def getattr(self, attr: str, attr_val: object, parameter_proxy_cache: dict) -> object:
         """Proxy a parameter or buffer read (fx's ``getattr``: a parameter of the root under its first name,
         else a buffer), found by identity in a table built on first use instead of a scan of the root's
@@ -417,9 +434,17 @@ class MetaFactories(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
         self.made: dict[int, torch.Tensor] = {}  # id -> tensor (kept alive so ids stay unique)
+        #: set by the tracer: a tensor kept in a plain module attribute -> its get_attr proxy (else None)
+        self.attribute_proxy: Callable[[torch.Tensor], object] | None = None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self.attribute_proxy is not None and _real_tensor_in(args, kwargs):
+            # a plain tensor attribute is read from the module's __dict__ (fx's attribute hook never sees it):
+            # its first op is traced on its proxy, as a buffer's is, not folded into a constant
+            proxied = self._proxied(args), {k: self._proxied(v) for k, v in kwargs.items()}
+            if any(type(a) is fx.Proxy for a in (*proxied[0], *proxied[1].values())):
+                return _on_proxies(func, *proxied)
         factory = func in _FACTORIES
         if factory:
             kwargs = {**kwargs, "device": "meta"}
@@ -430,12 +455,42 @@ class MetaFactories(TorchFunctionMode):
                     self.made[id(t)] = t
         return out
 
+    def _proxied(self, a: object) -> object:
+        if isinstance(a, (list, tuple)):
+            return type(a)(self._proxied(x) for x in a)
+        if isinstance(a, torch.Tensor) and not a.is_meta:
+            proxy = self.attribute_proxy(a)  # type: ignore[misc]
+            return a if proxy is None else proxy
+        return a
+
     def _reads_made(self, args: tuple, kwargs: dict) -> bool:
         for a in (*args, *kwargs.values()):
             items = a if isinstance(a, (list, tuple)) else (a,)
             if any(isinstance(t, torch.Tensor) and id(t) in self.made for t in items):
                 return True
         return False
+
+
+def _on_proxies(func: Callable, args: tuple, kwargs: dict) -> object:
+    """``func(*args, **kwargs)`` with proxies among the arguments, traced as the same code on a buffer's proxy
+    is: a tensor method or property is looked up on its first argument (a descriptor of ``torch.Tensor``
+    accepts no proxy), anything else takes the proxies' ``__torch_function__``."""
+    if not torch.overrides.is_tensor_method_or_property(func):
+        return func(*args, **kwargs)
+    owner, *rest = args
+    if func.__name__ == "__get__":  # a property: x.shape, x.T
+        return getattr(owner, func.__self__.__name__)
+    return getattr(owner, func.__name__)(*rest, **kwargs)
+
+
+def _real_tensor_in(args: tuple, kwargs: dict) -> bool:
+    """True when an argument (or an item of a list or tuple argument) is a tensor with data: what the trace
+    meets only where the forward reads a tensor held outside the parameter and buffer tables."""
+    for a in (*args, *kwargs.values()) if kwargs else args:
+        for t in a if isinstance(a, (list, tuple)) else (a,):
+            if isinstance(t, torch.Tensor) and not t.is_meta:
+                return True
+    return False
 
 
 def _on_meta(target: object, kwargs: dict) -> dict:
@@ -672,13 +727,21 @@ def _delegate(record_layer: LayerRecorder, mod: nn.Module, call: Call, margs: tu
     return ops
 
 
-def trace(model: nn.Module, walked: list[tuple[str, nn.Module]] | None = None) -> list[TracedCall]:
+def trace(model: nn.Module, walked: list[tuple[str, nn.Module]] | None = None,
+          factories: MetaFactories | None = None) -> list[TracedCall]:
     """Symbolically trace ``model`` with the leaf-keeping tracer: its nodes in run order (no GraphModule is
     built, which would compile code and re-register every submodule); ``walked``: ``list(model.named_modules())``
-    when the caller has it."""
+    when the caller has it; ``factories``: the active ``MetaFactories``, which then traces the reads of plain
+    tensor attributes on their proxies."""
     tracer = LeafTracer()
     tracer.walked = walked
-    return tracer.trace(model)
+    if factories is None:
+        return tracer.trace(model)
+    factories.attribute_proxy = tracer.attribute_proxy
+    try:
+        return tracer.trace(model)
+    finally:
+        factories.attribute_proxy = None
 
 
 def capture_fx(model: nn.Module, example_inputs: tuple, record_layer: LayerRecorder | None = None,
@@ -701,7 +764,7 @@ def _capture_fx(model: nn.Module, example_inputs: tuple, record_layer: LayerReco
     factories = MetaFactories()
     try:
         with substituted(model, meta_like, walked), factories:
-            nodes = trace(model, walked)
+            nodes = trace(model, walked, factories)
         # fx stores tensors the forward creates or closes over as ``_tensor_constant<N>`` attributes of
         # the root; they are kept here and must not stay on the user's model
         constants = {key: model.__dict__[key] for key in set(model.__dict__) - before}

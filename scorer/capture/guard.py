@@ -68,6 +68,21 @@ def modules_of(model: nn.Module) -> list[nn.Module]:
     return [m for _, m in module_walk(model)]
 
 
+def attribute_tensors(walked: list[tuple[str, nn.Module]]) -> dict[int, tuple[str, torch.Tensor]]:
+    """The tensors the modules of ``walked`` (``module_walk(model)``) keep in plain attributes, neither a
+    parameter nor a buffer of any of them: ``{id: (first name, tensor)}``, named as fx names them
+    (``inner.proj``). The forward may read them as data it needs (a fixed projection, a scale), which is
+    stored like a parameter on every capture path (official_rules.md §3.1: anything needed for inference
+    counts)."""
+    tabled = {id(t) for _, m in walked for table in (m._parameters, m._buffers) if table for t in table.values()}
+    out: dict[int, tuple[str, torch.Tensor]] = {}
+    for path, m in walked:
+        for k, v in m.__dict__.items():
+            if type(v) not in _NOT_TENSORS and isinstance(v, torch.Tensor) and id(v) not in tabled and id(v) not in out:
+                out[id(v)] = (f"{path}.{k}" if path else k, v)
+    return out
+
+
 def _restore(live: dict | set, saved: dict | set) -> None:
     """Make ``live`` hold exactly ``saved``'s entries, in ``saved``'s order. A dict is refilled whether or
     not it changed: cheaper than comparing its values by identity, and the same in the end."""
