@@ -90,8 +90,9 @@ def register(
 _BY_CLASS: dict[type, OpDef | None] = {}
 
 
-#: The calling thread's answers inside ``memoised()``: (owning thread, {table name: table}) (``memo_table``).
-_MEMO: tuple[int, dict[str, dict]] | None = None
+#: The calling thread's answers inside ``memoised()``: (owning thread, {table name: table} (``memo_table``),
+#: {id(module): (module, (its extractor, whether it is a known leaf))}).
+_MEMO: tuple[int, dict[str, dict], dict[int, tuple]] | None = None
 
 
 @contextlib.contextmanager
@@ -101,7 +102,7 @@ def memoised() -> Iterator[None]:
     several attributes). A capture does not change what a module is; other threads keep asking afresh."""
     global _MEMO
     outer = _MEMO
-    _MEMO = (threading.get_ident(), {})
+    _MEMO = (threading.get_ident(), {}, {})
     try:
         yield
     finally:
@@ -120,22 +121,28 @@ def memo_table(name: str) -> dict | None:
     return table
 
 
-def _per_module(name: str, mod: nn.Module, answer: Callable[[nn.Module], object]) -> object:
-    """``answer(mod)``, remembered by module identity in ``memo_table(name)``."""
-    table = memo_table(name)
-    if table is None:
-        return answer(mod)
-    hit = table.get(id(mod))
+def _answers(mod: nn.Module) -> tuple[OpDef | None, bool]:
+    """``(module_def(mod), is_known_leaf(mod))``, remembered by module identity inside ``memoised()``."""
+    memo = _MEMO
+    if memo is None or memo[0] != threading.get_ident():
+        return _answer(mod)
+    hit = memo[2].get(id(mod))
     if hit is not None and hit[0] is mod:
         return hit[1]
-    value = answer(mod)
-    table[id(mod)] = (mod, value)
-    return value
+    answer = _answer(mod)
+    memo[2][id(mod)] = (mod, answer)
+    return answer
+
+
+def _answer(mod: nn.Module) -> tuple[OpDef | None, bool]:
+    d = _module_def(mod)
+    # a fused torch.ao module is a Sequential but captured whole
+    return d, d is not None and (d.whole or not isinstance(mod, _CONTAINERS))
 
 
 def module_def(mod: nn.Module) -> OpDef | None:
     """The extractor for a call of ``mod``, or None (a container or a user module: traced into)."""
-    return _per_module("module_def", mod, _module_def)  # type: ignore[return-value]
+    return _answers(mod)[0]
 
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -144,11 +151,7 @@ _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 def is_known_leaf(mod: nn.Module) -> bool:
     """True for modules an extractor translates whole (capture does not trace into their forward); a fused
     torch.ao module is a Sequential but captured whole. Memoised with ``module_def``."""
-    return _per_module("known_leaf", mod, _is_known_leaf)  # type: ignore[return-value]
-
-
-def _is_known_leaf(mod: nn.Module) -> bool:
-    return (not isinstance(mod, _CONTAINERS) or is_whole(mod)) and module_def(mod) is not None
+    return _answers(mod)[1]
 
 
 def _module_def(mod: nn.Module) -> OpDef | None:
