@@ -130,8 +130,9 @@ class Call:
                                      mask=mask.detach(), ident=id(orig)))
                 continue
             p = params.get(attr)
-            if isinstance(p, torch.Tensor):  # the parameter itself: what reads it detaches where it must
-                out.append(WeightRef(role=role, name=prefix + attr, tensor=p, shape=tuple(p.shape), ident=id(p)))
+            if isinstance(p, torch.Tensor):
+                out.append(WeightRef(role=role, name=prefix + attr, tensor=p.detach(), shape=tuple(p.shape),
+                                     ident=id(p)))
         return out
 
     # ------------------------------------------------------------------ results
