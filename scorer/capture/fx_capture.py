@@ -806,7 +806,7 @@ def ops_from_graph(
             env[node] = Val(meta=meta_of(inp), producer=None, model_input=True)
         elif node.op == "get_attr":
             target = str(node.target)
-            real = constants[target] if constants and target in constants else _get_attr(model, target)
+            real = constants[target] if constants and target in constants else attribute_at(model, target)
             if target in created:
                 env[node] = Val(meta=meta_of(real))
                 continue
@@ -917,7 +917,9 @@ def _is_buffer(model: nn.Module, target: str) -> bool:
     return isinstance(bufs, dict) and bufs.get(name) is not None
 
 
-def _get_attr(model: nn.Module, target: str) -> object:
+def attribute_at(model: nn.Module, target: str) -> object:
+    """The object at dotted ``target`` of ``model`` (a get_attr node's target, a lifted constant's name);
+    AttributeError when a step is missing."""
     obj: object = model
     for part in target.split("."):
         obj = getattr(obj, part)
