@@ -210,3 +210,51 @@ def test_a_constant_registered_as_a_buffer_is_not_stored_and_as_a_plain_attribut
     assert buffered.totals["params"] == 4 * 4 + 4
     assert plain.totals["params"] == 4 * 4 + 4 + 4 * 4
     assert not any("neither parameters nor buffers" in n for n in buffered.notes)
+
+
+class AliasOf(nn.Module):
+    """Plain attributes sharing memory with a parameter or a buffer: the same data, stored once or never."""
+
+    def __init__(self, of: str):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.register_buffer("mask", torch.tril(torch.ones(4, 4)))
+        self.of = of
+        self.alias = self.fc.weight.detach() if of == "parameter" else self.mask.t()
+
+    def forward(self, x):
+        if self.of == "parameter":
+            return nn.functional.linear(self.fc(x), self.alias)
+        return self.fc(x) * self.alias
+
+
+@pytest.mark.parametrize("of", ["parameter", "buffer"])
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_a_plain_attribute_sharing_memory_is_stored_as_what_holds_it(capture: str, of: str) -> None:
+    rep = score(AliasOf(of), input_shape=(4, 4), capture=capture)
+    assert rep.totals["params"] == 4 * 4 + 4  # fc once; the alias adds nothing
+    assert not any("neither parameters nor buffers" in n for n in rep.notes)
+
+
+class ReadForPython(nn.Module):
+    """Plain tensors read for Python values only: a branch, a scalar, split sizes."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 16)
+        self.flag = torch.tensor(True)
+        self.temp = torch.tensor(2.0)
+        self.sizes = torch.tensor([6, 10])
+
+    def forward(self, x):
+        h = self.fc(x) / self.temp.item()
+        if self.flag:
+            h = h.relu()
+        a, b = h.split(self.sizes.tolist(), dim=1)
+        return torch.cat([a, b], dim=1)
+
+
+def test_fx_traces_a_forward_that_reads_plain_tensors_for_python_values() -> None:
+    rep = score(ReadForPython(), input_shape=(1, 16), capture="fx")
+    assert rep.totals["params"] == 16 * 16 + 16  # the tensors decided the trace; no op stores them
+    assert rep.totals["mults"] == 16 * 16 + 16 + 16  # linear, the division by the scalar, relu

@@ -270,7 +270,7 @@ def _record(model: nn.Module, example_inputs: tuple, fake: bool, kwargs: dict | 
 
     buffers = {id(t) for t in model.buffers()}  # the real ones, before stand-ins take their place
     # tensors kept in plain attributes reach the ops as themselves: stored like parameters (as fx does)
-    attributes = attribute_tensors(module_walk(model))
+    attributes = {key: (a.stored_as, a.stored) for key, a in attribute_tensors(module_walk(model)).items()}
     h1 = nn.modules.module.register_module_forward_pre_hook(pre)
     h2 = nn.modules.module.register_module_forward_hook(post)
     try:

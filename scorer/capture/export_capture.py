@@ -258,8 +258,9 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
                 if hit is None:  # a tensor the forward made (or a global): data of its code
                     env[node] = Val(meta=meta_of(val))
                 else:
-                    read.add(hit[0])
-                    env[node] = Val(meta=meta_of(val), param=hit[0], real=hit[1], ident=id(hit[1]))
+                    read.add(hit.stored_as)
+                    env[node] = Val(meta=meta_of(val), param=hit.stored_as, real=hit.stored, ident=id(hit.stored),
+                                    buffer=hit.buffer)
             else:
                 env[node] = Val(meta=meta_of(val), model_input=node.name in user_inputs)
         elif node.op == "call_function":

@@ -389,11 +389,11 @@ class LeafTracer(fx.Tracer):
             table = self._attributes = attribute_tensors(self.__dict__.get("walked") or module_walk(self.root))
             self._attribute_proxies: dict[str, object] = {}
         hit = table.get(id(t))
-        if hit is None or hit[1] is not t:
+        if hit is None:
             return None
-        proxy = self._attribute_proxies.get(hit[0])
+        proxy = self._attribute_proxies.get(hit.path)
         if proxy is None:
-            proxy = self._attribute_proxies[hit[0]] = self.create_proxy("get_attr", hit[0], (), {})
+            proxy = self._attribute_proxies[hit.path] = self.create_proxy("get_attr", hit.path, (), {})
         return proxy
 
     def getattr(self, attr: str, attr_val: object, parameter_proxy_cache: dict) -> object:
@@ -436,6 +436,7 @@ class MetaFactories(TorchFunctionMode):
         self.made: dict[int, torch.Tensor] = {}  # id -> tensor (kept alive so ids stay unique)
         #: set by the tracer: a tensor kept in a plain module attribute -> its get_attr proxy (else None)
         self.attribute_proxy: Callable[[torch.Tensor], object] | None = None
+        self.proxied = False  # whether some plain tensor attribute was traced on its proxy
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -460,7 +461,10 @@ class MetaFactories(TorchFunctionMode):
             return type(a)(self._proxied(x) for x in a)
         if isinstance(a, torch.Tensor) and not a.is_meta:
             proxy = self.attribute_proxy(a)  # type: ignore[misc]
-            return a if proxy is None else proxy
+            if proxy is None:
+                return a
+            self.proxied = True
+            return proxy
         return a
 
     def _reads_made(self, args: tuple, kwargs: dict) -> bool:
@@ -760,23 +764,42 @@ def _capture_fx(model: nn.Module, example_inputs: tuple, record_layer: LayerReco
         args = [graph.placeholder(f"input_{i}") for i in range(len(example_inputs))]
         graph.output(graph.call_module("", tuple(args)))
         return ops_from_graph(model, list(graph.nodes), example_inputs, method="fx", record_layer=record_layer)
+    try:
+        return _trace_and_translate(model, example_inputs, record_layer, walked, attribute_proxies=True)
+    except Exception as exc:  # noqa: BLE001 - retried as fx traced before plain attributes were proxied
+        if not getattr(exc, "proxied_attributes", False):
+            raise
+    # The forward reads a plain tensor attribute for a Python value (``if self.flag:``, ``self.t.item()``,
+    # ``.tolist()``, ``len(...)``), which a proxy cannot give: traced again with those tensors as themselves
+    # (what the forward computes from them alone is folded into constants, as fx does).
+    return _trace_and_translate(model, example_inputs, record_layer, walked, attribute_proxies=False)
+
+
+def _trace_and_translate(model: nn.Module, example_inputs: tuple, record_layer: LayerRecorder | None,
+                         walked: list[tuple[str, nn.Module]] | None, attribute_proxies: bool) -> FxCapture:
+    """Trace ``model`` (plain tensor attributes on proxies or not) and translate its calls; an exception
+    raised after a plain attribute was proxied carries ``proxied_attributes = True``."""
     before = set(model.__dict__)
     factories = MetaFactories()
     try:
-        with substituted(model, meta_like, walked), factories:
-            nodes = trace(model, walked, factories)
-        # fx stores tensors the forward creates or closes over as ``_tensor_constant<N>`` attributes of
-        # the root; they are kept here and must not stay on the user's model
-        constants = {key: model.__dict__[key] for key in set(model.__dict__) - before}
-    finally:
-        for key in set(model.__dict__) - before:
-            del model.__dict__[key]
-    aten = next((n.target for n in nodes if isinstance(n.target, torch._ops.OpOverload)), None)
-    if aten is not None:  # a torch.export program's module: its aten calls are torch.export's to translate
-        raise ValueError(f"the forward calls aten operators ({aten}): an aten-level graph")
-    created = {key for key, value in constants.items() if id(value) in factories.made}
-    return ops_from_graph(model, nodes, example_inputs, method="fx", constants=constants, created=created,
-                          record_layer=record_layer)
+        try:
+            with substituted(model, meta_like, walked), factories:
+                nodes = trace(model, walked, factories if attribute_proxies else None)
+            # fx stores tensors the forward creates or closes over as ``_tensor_constant<N>`` attributes of
+            # the root; they are kept here and must not stay on the user's model
+            constants = {key: model.__dict__[key] for key in set(model.__dict__) - before}
+        finally:
+            for key in set(model.__dict__) - before:
+                del model.__dict__[key]
+        aten = next((n.target for n in nodes if isinstance(n.target, torch._ops.OpOverload)), None)
+        if aten is not None:  # a torch.export program's module: its aten calls are torch.export's to translate
+            raise ValueError(f"the forward calls aten operators ({aten}): an aten-level graph")
+        created = {key for key, value in constants.items() if id(value) in factories.made}
+        return ops_from_graph(model, nodes, example_inputs, method="fx", constants=constants, created=created,
+                              record_layer=record_layer)
+    except Exception as exc:
+        exc.proxied_attributes = factories.proxied  # type: ignore[attr-defined]
+        raise
 
 
 def ops_from_graph(
@@ -794,6 +817,7 @@ def ops_from_graph(
     read: set[str] = set()
     read_modules: list[tuple[str, nn.Module]] = []
     placeholders = iter(example_inputs)
+    attributes: dict | None = None  # guard.attribute_tensors(model), made when a plain attribute is met
 
     for node in nodes:
         if node.op == "placeholder":
@@ -814,9 +838,15 @@ def ops_from_graph(
                 raise ValueError(f"tensor constant {target} was computed from the stood-in parameters while "
                                  "tracing, so its values are unknown")
             if isinstance(real, torch.Tensor):
-                read.add(target)
-                env[node] = Val(meta=meta_of(real), param=target, real=real, ident=id(real),
-                                buffer=_is_buffer(model, target))
+                name, data, buffer = target, real, _is_buffer(model, target)
+                if not buffer and not isinstance(real, nn.Parameter):
+                    if attributes is None:  # a plain tensor attribute: stored as what shares its memory
+                        attributes = attribute_tensors(module_walk(model))
+                    hit = attributes.get(id(real))
+                    if hit is not None:
+                        name, data, buffer = hit.stored_as, hit.stored, hit.buffer
+                read.add(name)
+                env[node] = Val(meta=meta_of(real), param=name, real=data, ident=id(data), buffer=buffer)
             else:
                 env[node] = Val(meta=real)
         elif node.op in ("call_module", "call_function", "call_method"):

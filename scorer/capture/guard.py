@@ -18,6 +18,7 @@ import operator
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -68,19 +69,59 @@ def modules_of(model: nn.Module) -> list[nn.Module]:
     return [m for _, m in module_walk(model)]
 
 
-def attribute_tensors(walked: list[tuple[str, nn.Module]]) -> dict[int, tuple[str, torch.Tensor]]:
+class AttributeTensor(NamedTuple):
+    """A tensor a module keeps in a plain attribute, and what it is stored as: itself (``stored_as`` its own
+    path), or, when it shares memory with a parameter, a buffer or an earlier such tensor (``w.detach()``,
+    ``w.t()``, ``mask.view(...)``), that tensor, so the same data is never stored twice."""
+
+    path: str  # its own dotted path, as fx names it (``inner.proj``)
+    stored_as: str  # the name it is stored under
+    stored: torch.Tensor  # the tensor stored for it
+    buffer: bool  # the data is a buffer's: never stored
+
+
+def attribute_tensors(walked: list[tuple[str, nn.Module]]) -> dict[int, AttributeTensor]:
     """The tensors the modules of ``walked`` (``module_walk(model)``) keep in plain attributes, neither a
-    parameter nor a buffer of any of them: ``{id: (first name, tensor)}``, named as fx names them
-    (``inner.proj``). The forward may read them as data it needs (a fixed projection, a scale), which is
-    stored like a parameter on every capture path (official_rules.md §3.1: anything needed for inference
-    counts)."""
-    tabled = {id(t) for _, m in walked for table in (m._parameters, m._buffers) if table for t in table.values()}
-    out: dict[int, tuple[str, torch.Tensor]] = {}
+    parameter nor a buffer of any of them, by identity (each under its first path). The forward may read
+    them as data it needs (a fixed projection, a scale): stored like a parameter on every capture path
+    (official_rules.md §3.1: anything needed for inference counts), unless a parameter or buffer holds the
+    same memory."""
+    tabled: dict[int, tuple[str, torch.Tensor, bool]] = {}  # parameters, then buffers, by identity
+    for is_buffer in (False, True):
+        for path, m in walked:
+            table = m._buffers if is_buffer else m._parameters
+            for k, t in table.items() if table else ():
+                if t is not None and id(t) not in tabled:
+                    tabled[id(t)] = (f"{path}.{k}" if path else k, t, is_buffer)
+    found: dict[int, AttributeTensor] = {}
     for path, m in walked:
         for k, v in m.__dict__.items():
-            if type(v) not in _NOT_TENSORS and isinstance(v, torch.Tensor) and id(v) not in tabled and id(v) not in out:
-                out[id(v)] = (f"{path}.{k}" if path else k, v)
-    return out
+            if type(v) not in _NOT_TENSORS and isinstance(v, torch.Tensor) and id(v) not in tabled \
+                    and id(v) not in found:
+                name = f"{path}.{k}" if path else k
+                found[id(v)] = AttributeTensor(name, name, v, False)
+    if not found:
+        return found
+    owners: dict[tuple, tuple[str, torch.Tensor, bool]] = {}  # memory -> who holds it first
+    for name, t, is_buffer in tabled.values():
+        owners.setdefault(_memory(t), (name, t, is_buffer))
+    for key, a in found.items():
+        owner = owners.setdefault(_memory(a.stored), (a.path, a.stored, False))
+        if owner[1] is not a.stored:
+            found[key] = AttributeTensor(a.path, *owner)
+    return found
+
+
+def _memory(t: torch.Tensor) -> tuple:
+    """What identifies ``t``'s memory: its storage's address, or the tensor itself when it has none to share
+    (meta, empty, a subclass without storage)."""
+    try:
+        storage = t.untyped_storage()
+        if storage.nbytes() and t.device.type != "meta":
+            return (t.device, storage.data_ptr())
+    except (RuntimeError, NotImplementedError, TypeError):
+        pass
+    return (id(t),)
 
 
 def _restore(live: dict | set, saved: dict | set) -> None:
