@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from rules import get_ruleset
 from rules.kinds import DOT_KINDS, KINDS, PRESERVING_KINDS, SPARSE_KINDS, declare
 from scorer import score
+from scorer.errors import CaptureError
 from scorer.ops import DEFS, is_known_leaf, translate
 from scorer.ops.call import make_call
 from scorer.ops.registry import register
@@ -148,3 +149,26 @@ def test_a_subclass_of_a_layer_counts_as_the_layer(sub: nn.Module, base: nn.Modu
     assert got.capture == want.capture == "fx"
     assert list(got.layers["kind"]) == list(want.layers["kind"])
     assert got.totals == want.totals
+
+
+class Conv2dSame(nn.Conv2d):
+    """timm-style TF "SAME" padding: the input is padded by its own size, then convolved without padding."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int):
+        super().__init__(cin, cout, k, stride=stride, padding=0)
+
+    def forward(self, x):
+        size, k, s = x.shape[-1], self.kernel_size[0], self.stride[0]
+        pad = max((-(-size // s) - 1) * s + k - size, 0)
+        x = F.pad(x, [pad // 2, pad - pad // 2, pad // 2, pad - pad // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride)
+
+
+def test_a_layer_subclass_whose_forward_changes_the_shape_is_not_scored_as_the_layer() -> None:
+    model = nn.Sequential(Conv2dSame(3, 8, 3, stride=2))
+    with pytest.raises(CaptureError, match="Conv2dSame .*16, 16.* a Conv2d returns .*15, 15"):
+        score(model, input_shape=(1, 3, 32, 32), capture="fx")
+    rep = score(model, input_shape=(1, 3, 32, 32))
+    assert rep.capture == "export"
+    # 32 padded to 33, stride 2: 16x16 outputs of 8 channels, each 27 mults and 26 adds + 1 bias add
+    assert (rep.totals["mults"], rep.totals["adds"]) == (16 * 16 * 8 * 27, 16 * 16 * 8 * 27)

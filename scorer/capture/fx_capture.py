@@ -561,7 +561,39 @@ def _check_channels(mod: nn.Module, x: torch.Tensor) -> None:
 
 
 def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
-    """Output of leaf ``mod`` on meta inputs, computed without running its forward or hooks on real data."""
+    """Output of leaf ``mod`` on meta inputs, computed without running its forward or hooks on real data.
+
+    A user's subclass of a torch layer with a forward of its own is scored as that layer (docs/contracts.md):
+    its forward is run on meta stand-ins too, and an output of another shape than the layer's (a timm
+    ``Conv2dSame`` pads by the input size) is an error, so that it is not counted as the layer silently."""
+    out = _layer_meta_forward(mod, args, kwargs)
+    if _own_forward(type(mod)) and isinstance(out, torch.Tensor):
+        try:
+            with substituted(mod, meta_like):
+                own = mod.forward(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - a forward meta tensors cannot run: the layer's shape stands
+            return out
+        if isinstance(own, torch.Tensor) and own.shape != out.shape:
+            base = next(c for c in type(mod).__mro__ if c.__module__.startswith("torch."))
+            raise ValueError(f"{type(mod).__name__} ({base.__name__} subclass) returns shape {tuple(own.shape)} "
+                             f"where a {base.__name__} returns {tuple(out.shape)}: its own forward is not the layer's")
+    return out
+
+
+#: class -> whether it is a user's subclass of a torch layer that overrides the layer's ``forward``
+_OWN_FORWARD: dict[type, bool] = {}
+
+
+def _own_forward(cls: type) -> bool:
+    own = _OWN_FORWARD.get(cls)
+    if own is None:
+        base = next((c for c in cls.__mro__ if c.__module__.startswith("torch.")), nn.Module)
+        own = _OWN_FORWARD[cls] = base is not cls and base is not nn.Module and cls.forward is not base.forward
+    return own
+
+
+def _layer_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
+    """``_module_meta_forward`` by the layer's own rules (formula, or its forward when it has no weights)."""
     x = args[0] if args else next(iter(kwargs.values()))
     family = _family(type(mod))
     if family == "conv" and not getattr(mod, "transposed", False):
