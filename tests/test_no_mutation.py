@@ -237,3 +237,40 @@ def test_a_huge_input_shape_is_scored_without_allocating_it_or_refused() -> None
     # in a subprocess whose address space is capped, so that a regression fails instead of eating 16 GB
     done = subprocess.run([sys.executable, "-c", _BIG], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+class KVCache(nn.Module):
+    """A cache kept in a plain attribute and rebound by the forward (``self.cache = cat(...)``)."""
+
+    def __init__(self, branch: bool = False):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.cache = torch.zeros(1, 0, 4)
+        self.branch = branch
+
+    def forward(self, x):
+        self.cache = torch.cat([self.cache, self.fc(x)], dim=1)
+        h = self.cache.sum(1)
+        if self.branch and h.sum() > 0:  # data-dependent: fx and fake tensors fail here, real zeros do not
+            return h
+        return h * 2
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_a_rebound_cache_is_read_as_it_was_on_entry(capture) -> None:
+    model = KVCache()
+    rep = score(model, input_shape=(1, 3, 4), capture=capture)
+    # linear 3·4 outputs of 4 mults, 3 + 1 adds; the sum over 3 cached rows: 2·4 adds; ×2: 4 mults (per example)
+    assert (rep.totals["mults"], rep.totals["adds"]) == (3 * 4 * 4 + 4, 3 * 4 * 4 + 2 * 4)
+    assert model.cache.shape == (1, 0, 4)
+
+
+def test_a_method_that_fails_leaves_the_next_one_the_model_as_it_was() -> None:
+    # fx and the fake-tensor run fail at the branch after rebinding the cache; the real run must start
+    # from the empty cache, not from what a failed run left
+    model = KVCache(branch=True)
+    rep = score(model, input_shape=(1, 3, 4))
+    assert rep.capture == "dispatch"
+    # as above, plus the test: h.sum() (3 adds), > 0 (one comparison); real zeros take the `h * 2` branch
+    assert (rep.totals["mults"], rep.totals["adds"]) == (3 * 4 * 4 + 1 + 4, 3 * 4 * 4 + 2 * 4 + 3)
+    assert model.cache.shape == (1, 0, 4)

@@ -121,19 +121,20 @@ def capture_model(model: nn.Module, example_inputs: tuple, method: str = "auto",
     with CAPTURE_LOCK:
         if walked is None:
             walked = module_walk(model)  # walked once, for the guards and the fx trace
-        with preserved(model, walked) as modules, eval_mode(model, modules):
-            for m in order:
-                try:
+        for m in order:
+            try:
+                # each method on the model as it was: a failed one may have left attributes it set
+                with preserved(model, walked) as modules, eval_mode(model, modules):
                     cap = _capture_with(m, model, example_inputs, walked)
-                except CaptureError:
-                    raise
-                except SystemExit as exc:
-                    raise CaptureError(f"the model's forward raised SystemExit({exc.code!r}) during capture") from None
-                except Exception as exc:  # noqa: BLE001 - every capture failure falls through to the next
-                    failures.append(f"{m}: {_first_line(exc)}")
-                    continue
-                for op in cap.ops:
-                    op.batch = batch
-                return cap
+            except CaptureError:
+                raise
+            except SystemExit as exc:
+                raise CaptureError(f"the model's forward raised SystemExit({exc.code!r}) during capture") from None
+            except Exception as exc:  # noqa: BLE001 - every capture failure falls through to the next
+                failures.append(f"{m}: {_first_line(exc)}")
+                continue
+            for op in cap.ops:
+                op.batch = batch
+            return cap
     shapes = ", ".join(str(tuple(getattr(x, "shape", ()))) for x in example_inputs)
     raise CaptureError(f"cannot capture the model on input {shapes}: " + " | ".join(failures))

@@ -23,7 +23,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 
 from scorer.capture.export_capture import fake_inputs, fake_of, has_meta
 from scorer.capture.fx_capture import FxCapture
-from scorer.capture.guard import attribute_tensors, module_walk, substituted, versions_kept
+from scorer.capture.guard import attribute_tensors, module_walk, preserved, substituted, versions_kept
 from scorer.ops import is_whole, targets, translate
 from scorer.ops.attention import QUIET_MODULES, WHOLE_FUNCTIONS
 from scorer.ops.call import make_call
@@ -300,7 +300,8 @@ def _record(model: nn.Module, example_inputs: tuple, fake: bool, kwargs: dict | 
 def capture_dispatch(model: nn.Module, example_inputs: tuple) -> FxCapture:
     """Run ``model`` once under a dispatch recorder (fake tensors; real zeros if it needs values)."""
     try:
-        return _record(model, example_inputs, fake=True)
+        with preserved(model):  # the real run sees the model as it was, whatever the fake one set
+            return _record(model, example_inputs, fake=True)
     except Exception as exc:  # noqa: BLE001 - data-dependent Python, or an op without a fake kernel
         lines = str(exc).strip().splitlines()
         why = f"{type(exc).__name__}: {lines[0] if lines else ''}"

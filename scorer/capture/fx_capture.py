@@ -394,6 +394,7 @@ class LeafTracer(fx.Tracer):
         proxy = self._attribute_proxies.get(hit.path)
         if proxy is None:
             proxy = self._attribute_proxies[hit.path] = self.create_proxy("get_attr", hit.path, (), {})
+            proxy.node.meta["value"] = t  # the forward may rebind the attribute (a cache: self.k = cat(...))
         return proxy
 
     def getattr(self, attr: str, attr_val: object, parameter_proxy_cache: dict) -> object:
@@ -436,15 +437,16 @@ class MetaFactories(TorchFunctionMode):
         self.made: dict[int, torch.Tensor] = {}  # id -> tensor (kept alive so ids stay unique)
         #: set by the tracer: a tensor kept in a plain module attribute -> its get_attr proxy (else None)
         self.attribute_proxy: Callable[[torch.Tensor], object] | None = None
-        self.proxied = False  # whether some plain tensor attribute was traced on its proxy
+        self.made_proxies = 0  # plain tensor attributes replaced by their proxies in a call's arguments
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if self.attribute_proxy is not None and _real_tensor_in(args, kwargs):
             # a plain tensor attribute is read from the module's __dict__ (fx's attribute hook never sees it):
             # its first op is traced on its proxy, as a buffer's is, not folded into a constant
+            made = self.made_proxies
             proxied = self._proxied(args), {k: self._proxied(v) for k, v in kwargs.items()}
-            if any(type(a) is fx.Proxy for a in (*proxied[0], *proxied[1].values())):
+            if self.made_proxies != made:
                 return _on_proxies(func, *proxied)
         factory = func in _FACTORIES
         if factory:
@@ -463,7 +465,7 @@ class MetaFactories(TorchFunctionMode):
             proxy = self.attribute_proxy(a)  # type: ignore[misc]
             if proxy is None:
                 return a
-            self.proxied = True
+            self.made_proxies += 1
             return proxy
         return a
 
@@ -830,7 +832,7 @@ def _trace_and_translate(model: nn.Module, example_inputs: tuple, record_layer: 
         return ops_from_graph(model, nodes, example_inputs, method="fx", constants=constants, created=created,
                               record_layer=record_layer)
     except Exception as exc:
-        exc.proxied_attributes = factories.proxied  # type: ignore[attr-defined]
+        exc.proxied_attributes = factories.made_proxies > 0  # type: ignore[attr-defined]
         raise
 
 
@@ -862,7 +864,12 @@ def ops_from_graph(
             env[node] = Val(meta=meta_of(inp), producer=None, model_input=True)
         elif node.op == "get_attr":
             target = str(node.target)
-            real = constants[target] if constants and target in constants else attribute_at(model, target)
+            real = node.meta.get("value", _MISSING)
+            if real is _MISSING:
+                real = constants[target] if constants and target in constants else attribute_at(model, target)
+            if isinstance(real, fx.Proxy):
+                raise ValueError(f"the forward sets {target} to a value it computes, and reads it before that: "
+                                 "its value on entry is not known here")
             if target in created:
                 env[node] = Val(meta=meta_of(real))
                 continue
