@@ -258,3 +258,23 @@ def test_fx_traces_a_forward_that_reads_plain_tensors_for_python_values() -> Non
     rep = score(ReadForPython(), input_shape=(1, 16), capture="fx")
     assert rep.totals["params"] == 16 * 16 + 16  # the tensors decided the trace; no op stores them
     assert rep.totals["mults"] == 16 * 16 + 16 + 16  # linear, the division by the scalar, relu
+
+
+class SplitByBuffer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 16)
+        self.register_buffer("sizes", torch.tensor([6, 10]))
+
+    def forward(self, x):
+        a, b = self.fc(x).split(self.sizes.tolist(), dim=1)
+        return torch.cat([a.relu(), b], dim=1)
+
+
+def test_sizes_read_off_a_buffer_are_a_capture_error_for_export_not_a_torch_error() -> None:
+    from scorer.errors import CaptureError
+
+    with pytest.raises(CaptureError, match="data-dependent shape"):
+        score(SplitByBuffer(), input_shape=(2, 16), capture="export")
+    rep = score(SplitByBuffer(), input_shape=(2, 16), capture="dispatch")
+    assert rep.totals["mults"] == 16 * 16 + 6  # linear, then relu on the first 6 features

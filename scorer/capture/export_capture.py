@@ -242,6 +242,7 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
             region.append(node)
             continue
         val = node.meta.get("val")
+        _check_static(node, val)
         if node.op == "placeholder":
             if node.name in param_of:
                 real = state.get(param_of[node.name])
@@ -312,3 +313,11 @@ def _whole_ops(nodes: list[torch.fx.Node], mod: nn.Module, path: str, env: dict,
         return []
     env[outs[0]] = Val(meta=out, producer=new[-1].name if new else None)
     return new
+
+
+def _check_static(node: torch.fx.Node, val: object) -> None:
+    """ValueError for an output whose shape export could only give symbolically (sizes the forward reads
+    off tensor values, ``x.split(t.tolist())``): counts need numbers; the dispatch recorder runs it for real."""
+    for t in val if isinstance(val, (list, tuple)) else (val,):
+        if isinstance(t, torch.Tensor) and not all(type(d) is int for d in t.shape):
+            raise ValueError(f"torch.export gives {node.name} a data-dependent shape {tuple(t.shape)}")
