@@ -278,3 +278,23 @@ def test_sizes_read_off_a_buffer_are_a_capture_error_for_export_not_a_torch_erro
         score(SplitByBuffer(), input_shape=(2, 16), capture="export")
     rep = score(SplitByBuffer(), input_shape=(2, 16), capture="dispatch")
     assert rep.totals["mults"] == 16 * 16 + 6  # linear, then relu on the first 6 features
+
+
+class TensorsInATuple(nn.Module):
+    """RoPE-style tables kept together in a tuple attribute, and a list of projections."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.cs = (torch.randn(4, 4), torch.randn(4))
+        self.projs = [torch.randn(4, 4)]
+
+    def forward(self, x):
+        return nn.functional.linear(self.fc(x), self.cs[0], self.cs[1]) @ self.projs[0]
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_tensors_in_a_list_or_tuple_attribute_are_stored_on_every_path(capture: str) -> None:
+    rep = score(TensorsInATuple(), input_shape=(1, 4), capture=capture)
+    assert rep.totals["params"] == (4 * 4 + 4) * 2 + 4 * 4  # fc, the tuple's linear, the list's matrix
+    assert any("cs.0, cs.1, projs.0" in n for n in rep.notes)

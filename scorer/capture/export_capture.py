@@ -20,7 +20,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
 from torch.overrides import TorchFunctionMode
 
-from scorer.capture.fx_capture import FxCapture, attribute_at
+from scorer.capture.fx_capture import FxCapture
 from scorer.capture.guard import attribute_tensors, module_walk, substituted
 from scorer.ops import is_whole, translate
 from scorer.ops.attention import QUIET_MODULES, WHOLE_ATEN
@@ -252,10 +252,7 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
                 env[node] = Val(meta=meta_of(val), param=fqn, real=real, ident=id(real) if real is not None else None,
                                 buffer=node.name in sig.inputs_to_buffers)
             elif node.name in constants_of:  # a plain tensor attribute the forward reads: stored as fx stores it
-                try:
-                    hit = attributes.get(id(attribute_at(model, _unwrap_name(constants_of[node.name]))))
-                except AttributeError:  # not an attribute path: export's name for a tensor the forward made
-                    hit = None
+                hit = attributes.get(id(ep.constants.get(constants_of[node.name])))  # export keeps the object
                 if hit is None:  # a tensor the forward made (or a global): data of its code
                     env[node] = Val(meta=meta_of(val))
                 else:

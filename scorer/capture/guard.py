@@ -17,7 +17,7 @@ import contextlib
 import operator
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -96,10 +96,17 @@ def attribute_tensors(walked: list[tuple[str, nn.Module]]) -> dict[int, Attribut
     found: dict[int, AttributeTensor] = {}
     for path, m in walked:
         for k, v in m.__dict__.items():
-            if type(v) not in _NOT_TENSORS and isinstance(v, torch.Tensor) and id(v) not in tabled \
-                    and id(v) not in found:
-                name = f"{path}.{k}" if path else k
-                found[id(v)] = AttributeTensor(name, name, v, False)
+            # a tensor, or the tensors of a list or tuple (``self.cs = (cos, sin)``: ``cs.0``, ``cs.1``)
+            if type(v) in (list, tuple):
+                items: Iterable = ((f"{k}.{i}", x) for i, x in enumerate(v))
+            elif type(v) not in _NOT_TENSORS:
+                items = ((k, v),)
+            else:
+                continue
+            for key, t in items:
+                if isinstance(t, torch.Tensor) and id(t) not in tabled and id(t) not in found:
+                    name = f"{path}.{key}" if path else key
+                    found[id(t)] = AttributeTensor(name, name, t, False)
     if not found:
         return found
     owners: dict[tuple, tuple[str, torch.Tensor, bool]] = {}  # memory -> who holds it first
