@@ -298,3 +298,24 @@ def test_tensors_in_a_list_or_tuple_attribute_are_stored_on_every_path(capture: 
     rep = score(TensorsInATuple(), input_shape=(1, 4), capture=capture)
     assert rep.totals["params"] == (4 * 4 + 4) * 2 + 4 * 4  # fc, the tuple's linear, the list's matrix
     assert any("cs.0, cs.1, projs.0" in n for n in rep.notes)
+
+
+class Pieces(nn.Module):
+    """Two attributes cut from one tensor (same storage, different elements), and a slice of a parameter
+    reduced (dispatch sees the slice of the stored parameter)."""
+
+    def __init__(self):
+        super().__init__()
+        self.cos, self.sin = torch.randn(2, 10).unbind(0)
+        self.pos = nn.Parameter(torch.randn(16, 10))
+
+    def forward(self, x):
+        return x * self.cos + self.sin + self.pos[: x.shape[0]].sum(0)
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_pieces_of_one_storage_are_each_stored_and_a_slice_costs_its_own_rows(capture: str) -> None:
+    rep = score(Pieces(), input_shape=(4, 10), capture=capture)
+    assert rep.totals["params"] == 10 + 10 + 16 * 10
+    # per example (batch 4): 10 mults; adds 10 (+ sin) + 10 (+ the row sum) + 3·10 / 4 (summing 4 rows)
+    assert (rep.totals["mults"], rep.totals["adds"]) == (10, 10 + 10 + 3 * 10 / 4)

@@ -172,3 +172,50 @@ def test_a_layer_subclass_whose_forward_changes_the_shape_is_not_scored_as_the_l
     assert rep.capture == "export"
     # 32 padded to 33, stride 2: 16x16 outputs of 8 channels, each 27 mults and 26 adds + 1 bias add
     assert (rep.totals["mults"], rep.totals["adds"]) == (16 * 16 * 8 * 27, 16 * 16 * 8 * 27)
+
+
+class LoRALinear(nn.Linear):
+    """A low-rank branch added in the layer's own forward."""
+
+    def __init__(self):
+        super().__init__(8, 8)
+        self.A = nn.Linear(8, 2, bias=False)
+        self.B = nn.Linear(2, 8, bias=False)
+
+    def forward(self, x):
+        return super().forward(x) + self.B(self.A(x))
+
+
+class GainLinear(nn.Linear):
+    """A fixed gain kept in a plain attribute, applied in the layer's own forward."""
+
+    def __init__(self):
+        super().__init__(8, 8)
+        self.gain = torch.full((8,), 2.0)
+
+    def forward(self, x):
+        return super().forward(x) * self.gain
+
+
+class BatchNormAct(nn.BatchNorm1d):
+    """timm's BatchNormAct2d pattern: the activation is a child called by the norm's own forward."""
+
+    def __init__(self):
+        super().__init__(8)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.act(super().forward(x))
+
+
+@pytest.mark.parametrize(("layer", "params", "mults", "adds"), [
+    (LoRALinear, 8 * 8 + 8 + 8 * 2 + 2 * 8, 8 * 8 + 8 * 2 + 2 * 8, 8 * 7 + 8 + 2 * 7 + 8 * 1 + 8),  # A, B, the add
+    (GainLinear, 8 * 8 + 8 + 8, 8 * 8 + 8, 8 * 7 + 8),  # the gain: stored, one mult per output
+    (BatchNormAct, 2 * 8, 8 + 8, 8),  # BN (1 mult, 1 add per element: not foldable here), then ReLU
+])
+def test_a_layer_subclass_that_does_more_than_the_layer_is_not_scored_as_the_layer(layer, params, mults, adds) -> None:
+    with pytest.raises(CaptureError, match="subclass with its own forward"):
+        score(nn.Sequential(layer()), input_shape=(1, 8), capture="fx")
+    rep = score(nn.Sequential(layer()), input_shape=(1, 8))
+    assert rep.capture == "export"
+    assert (rep.totals["params"], rep.totals["mults"], rep.totals["adds"]) == (params, mults, adds)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import replace
 
 import torch
 import torch.nn as nn
@@ -122,7 +123,9 @@ class _Recorder(TorchDispatchMode):
         producer = new[-1].name if new else None
         for t in (t for t in tree_leaves(out) if isinstance(t, torch.Tensor)):
             self.keep.append(t)
-            self.vals[id(t)] = carried if carried is not None else Val(meta=meta_of(t), producer=producer)
+            # a view of a parameter is still it, with the view's shape (``pos[:T]``: T rows, not all)
+            self.vals[id(t)] = (replace(carried, meta=meta_of(t)) if carried is not None
+                                else Val(meta=meta_of(t), producer=producer))
         if carried is None:
             self.ops.extend(new)
 
@@ -146,7 +149,8 @@ class _Recorder(TorchDispatchMode):
             producer = new[-1].name if new else None
             for t in (t for t in tree_leaves(out) if isinstance(t, torch.Tensor)):
                 self.keep.append(t)
-                self.vals[id(t)] = carried or Val(meta=meta_of(t), producer=producer)
+                self.vals[id(t)] = replace(carried, meta=meta_of(t)) if carried else Val(meta=meta_of(t),
+                                                                                         producer=producer)
             if carried is None:
                 self.whole_ops.extend(new)
                 self.ops.extend(new)

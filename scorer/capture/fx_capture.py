@@ -570,16 +570,48 @@ def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
     ``Conv2dSame`` pads by the input size) is an error, so that it is not counted as the layer silently."""
     out = _layer_meta_forward(mod, args, kwargs)
     if _own_forward(type(mod)) and isinstance(out, torch.Tensor):
-        try:
-            with substituted(mod, meta_like):
-                own = mod.forward(*args, **kwargs)
-        except Exception:  # noqa: BLE001 - a forward meta tensors cannot run: the layer's shape stands
-            return out
-        if isinstance(own, torch.Tensor) and own.shape != out.shape:
-            base = next(c for c in type(mod).__mro__ if c.__module__.startswith("torch."))
-            raise ValueError(f"{type(mod).__name__} ({base.__name__} subclass) returns shape {tuple(own.shape)} "
-                             f"where a {base.__name__} returns {tuple(out.shape)}: its own forward is not the layer's")
+        _check_own_forward(mod, args, kwargs, out)
     return out
+
+
+def _check_own_forward(mod: nn.Module, args: tuple, kwargs: dict, out: torch.Tensor) -> None:
+    """ValueError unless the own forward of a user's subclass of a torch layer is, as far as meta tensors can
+    tell, the layer's computation on its own tensors: no submodules but quantisers (a LoRA branch, a
+    ``BatchNormAct2d``'s activation), no tensor it holds outside its tables (a plain ``self.gain``), and
+    the layer's output shape (a timm ``Conv2dSame``); a forward that cannot run on meta tensors is not
+    checked, so it is refused too. fx then gives way to torch.export, which counts what the forward does."""
+    cls = type(mod)
+    base = next(c for c in cls.__mro__ if c.__module__.startswith("torch."))
+    what = f"{cls.__name__} (a {base.__name__} subclass with its own forward)"
+    extra = [n for n, m in mod.named_children() if m is not None and quant_bits(m) is None]
+    if extra:
+        raise ValueError(f"{what} calls layers of its own ({', '.join(extra[:3])}): it is not scored as a "
+                         f"{base.__name__}")
+    seen = _RealTensors()
+    try:
+        with substituted(mod, meta_like), seen:
+            own = mod.forward(*args, **kwargs)
+    except Exception as exc:
+        raise ValueError(f"{what} cannot be checked on meta tensors ({type(exc).__name__}: {exc})"[:300]) from None
+    if seen.found:
+        raise ValueError(f"{what} reads a tensor it keeps outside its parameters and buffers: it is not scored "
+                         f"as a {base.__name__}")
+    if isinstance(own, torch.Tensor) and own.shape != out.shape:
+        raise ValueError(f"{what} returns shape {tuple(own.shape)} where a {base.__name__} returns "
+                         f"{tuple(out.shape)}")
+
+
+class _RealTensors(TorchFunctionMode):
+    """Notes whether a call reads a tensor with data (while a layer's forward runs on meta stand-ins: a tensor
+    it keeps in a plain attribute, or a global)."""
+
+    found = False
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if not self.found and _real_tensor_in(args, kwargs):
+            self.found = True
+        return func(*args, **kwargs)
 
 
 #: class -> whether it is a user's subclass of a torch layer that overrides the layer's ``forward``

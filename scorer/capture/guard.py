@@ -109,26 +109,33 @@ def attribute_tensors(walked: list[tuple[str, nn.Module]]) -> dict[int, Attribut
                     found[id(t)] = AttributeTensor(name, name, t, False)
     if not found:
         return found
-    owners: dict[tuple, tuple[str, torch.Tensor, bool]] = {}  # memory -> who holds it first
+    held: dict[int, list[tuple[int, int, tuple[str, torch.Tensor, bool]]]] = {}  # storage -> byte ranges held
     for name, t, is_buffer in tabled.values():
-        owners.setdefault(_memory(t), (name, t, is_buffer))
+        storage, lo, hi = _memory(t)
+        held.setdefault(storage, []).append((lo, hi, (name, t, is_buffer)))
     for key, a in found.items():
-        owner = owners.setdefault(_memory(a.stored), (a.path, a.stored, False))
-        if owner[1] is not a.stored:
+        storage, lo, hi = _memory(a.stored)
+        ranges = held.setdefault(storage, [])
+        owner = next((o for start, stop, o in ranges if start <= lo and hi <= stop and lo < hi), None)
+        if owner is None:
+            ranges.append((lo, hi, (a.path, a.stored, False)))
+        else:
             found[key] = AttributeTensor(a.path, *owner)
     return found
 
 
-def _memory(t: torch.Tensor) -> tuple:
-    """What identifies ``t``'s memory: its storage's address, or the tensor itself when it has none to share
-    (meta, empty, a subclass without storage)."""
+def _memory(t: torch.Tensor) -> tuple[int, int, int]:
+    """Where ``t``'s elements are: its storage's identity and the byte range its elements span (a view,
+    ``w.t()`` or ``mask.view(...)``, spans its base's range; ``x.unbind(0)``'s pieces do not); an empty
+    range, or the tensor's own identity when it has no storage, shares with nothing."""
     try:
-        storage = t.untyped_storage()
-        if storage.nbytes() and t.device.type != "meta":
-            return (t.device, storage.data_ptr())
-    except (RuntimeError, NotImplementedError, TypeError):
-        pass
-    return (id(t),)
+        storage = t.untyped_storage()._cdata
+    except (RuntimeError, NotImplementedError, TypeError, AttributeError):
+        return id(t), 0, 0
+    size = t.element_size()
+    lo = t.storage_offset() * size
+    span = 1 + sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride(), strict=True)) if t.numel() else 0
+    return storage, lo, lo + span * size
 
 
 def _restore(live: dict | set, saved: dict | set) -> None:
