@@ -208,14 +208,26 @@ class BatchNormAct(nn.BatchNorm1d):
         return self.act(super().forward(x))
 
 
+class ScaledConv(nn.Conv1d):
+    """Arithmetic on the layer's output in its own forward, shape kept, no tensor of its own."""
+
+    def __init__(self):
+        super().__init__(8, 8, 1)
+
+    def forward(self, x):
+        return super().forward(x) * 0.5
+
+
 @pytest.mark.parametrize(("layer", "params", "mults", "adds"), [
     (LoRALinear, 8 * 8 + 8 + 8 * 2 + 2 * 8, 8 * 8 + 8 * 2 + 2 * 8, 8 * 7 + 8 + 2 * 7 + 8 * 1 + 8),  # A, B, the add
     (GainLinear, 8 * 8 + 8 + 8, 8 * 8 + 8, 8 * 7 + 8),  # the gain: stored, one mult per output
     (BatchNormAct, 2 * 8, 8 + 8, 8),  # BN (1 mult, 1 add per element: not foldable here), then ReLU
+    (ScaledConv, 8 * 8 + 8, 8 * 8 + 8, 8 * 7 + 8),  # a 1x1 conv over 8 channels at one position, then × 0.5
 ])
 def test_a_layer_subclass_that_does_more_than_the_layer_is_not_scored_as_the_layer(layer, params, mults, adds) -> None:
+    shape = (1, 8, 1) if layer is ScaledConv else (1, 8)
     with pytest.raises(CaptureError, match="subclass with its own forward"):
-        score(nn.Sequential(layer()), input_shape=(1, 8), capture="fx")
-    rep = score(nn.Sequential(layer()), input_shape=(1, 8))
+        score(nn.Sequential(layer()), input_shape=shape, capture="fx")
+    rep = score(nn.Sequential(layer()), input_shape=shape)
     assert rep.capture == "export"
     assert (rep.totals["params"], rep.totals["mults"], rep.totals["adds"]) == (params, mults, adds)

@@ -587,7 +587,7 @@ def _check_own_forward(mod: nn.Module, args: tuple, kwargs: dict, out: torch.Ten
     if extra:
         raise ValueError(f"{what} calls layers of its own ({', '.join(extra[:3])}): it is not scored as a "
                          f"{base.__name__}")
-    seen = _RealTensors()
+    seen = _RealTensors(args, kwargs)
     try:
         with substituted(mod, meta_like), seen:
             own = mod.forward(*args, **kwargs)
@@ -599,19 +599,44 @@ def _check_own_forward(mod: nn.Module, args: tuple, kwargs: dict, out: torch.Ten
     if isinstance(own, torch.Tensor) and own.shape != out.shape:
         raise ValueError(f"{what} returns shape {tuple(own.shape)} where a {base.__name__} returns "
                          f"{tuple(out.shape)}")
+    if len(extra) == len(list(mod.children())):  # no quantiser child, whose own calls the layer's lack
+        layer = _RealTensors(args, kwargs)
+        try:
+            with substituted(mod, meta_like), layer:
+                base.forward(mod, *args, **kwargs)
+        except Exception:  # noqa: BLE001 - the layer's own forward cannot run on meta tensors: nothing to compare
+            return
+        # the layer's calls must come last: what precedes them prepares the input (quantises it, as a QAT
+        # layer written by hand does: free by the rules) and is not compared
+        if seen.on_input[len(seen.on_input) - len(layer.on_input):] != layer.on_input:
+            raise ValueError(f"{what} computes {', '.join(seen.on_input)} on its input where a {base.__name__} "
+                             f"computes {', '.join(layer.on_input)}")
 
 
 class _RealTensors(TorchFunctionMode):
-    """Notes whether a call reads a tensor with data (while a layer's forward runs on meta stand-ins: a tensor
-    it keeps in a plain attribute, or a global)."""
+    """While a layer's forward runs on meta stand-ins: whether a call reads a tensor with data (a tensor it
+    keeps in a plain attribute, or a global: ``found``), and the calls that compute a tensor from its input
+    or from what was computed from it (``on_input``, by name; what it does to its weight alone is not there)."""
 
-    found = False
+    def __init__(self, args: tuple, kwargs: dict) -> None:
+        super().__init__()
+        self.found = False
+        self.on_input: list[str] = []
+        self._derived = {id(t) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        self._keep: list = []  # the derived tensors, alive so their ids stay theirs
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if not self.found and _real_tensor_in(args, kwargs):
             self.found = True
-        return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        if any(isinstance(t, torch.Tensor) and id(t) in self._derived for t in tree_leaves((args, kwargs))):
+            made = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+            if made:
+                self.on_input.append(getattr(func, "__name__", str(func)))
+                self._derived.update(map(id, made))
+                self._keep += made
+        return out
 
 
 #: class -> whether it is a user's subclass of a torch layer that overrides the layer's ``forward``
