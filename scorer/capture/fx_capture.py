@@ -427,6 +427,34 @@ _FACTORIES = frozenset({
 })
 
 
+class _Derived:
+    """Tensors computed from some first ones: a call reading one of them adds its tensor outputs (kept alive,
+    so that their ids stay theirs). ``id(t) in derived`` asks for one."""
+
+    def __init__(self, first: object = ()) -> None:
+        self.tensors: dict[int, torch.Tensor] = {id(t): t for t in tree_leaves(first) if isinstance(t, torch.Tensor)}
+
+    def __contains__(self, ident: object) -> bool:
+        return ident in self.tensors
+
+    def __bool__(self) -> bool:
+        return bool(self.tensors)
+
+    def read_by(self, args: tuple, kwargs: dict) -> bool:
+        """True when an argument (or an item of a list or tuple argument) is one of them."""
+        for a in (*args, *kwargs.values()):
+            items = a if isinstance(a, (list, tuple)) else (a,)
+            if any(isinstance(t, torch.Tensor) and id(t) in self.tensors for t in items):
+                return True
+        return False
+
+    def add(self, out: object) -> list[torch.Tensor]:
+        """Add the tensors of a call's output; returns them."""
+        made = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        self.tensors.update(zip(map(id, made), made, strict=True))
+        return made
+
+
 class MetaFactories(TorchFunctionMode):
     """Tensors the forward creates are made on the meta device, whatever device it names, so the capture never
     allocates them (``torch.zeros(1 << 31)`` costs nothing). Tensors computed from them alone are remembered in
@@ -434,7 +462,7 @@ class MetaFactories(TorchFunctionMode):
 
     def __init__(self) -> None:
         super().__init__()
-        self.made: dict[int, torch.Tensor] = {}  # id -> tensor (kept alive so ids stay unique)
+        self.made = _Derived()
         #: set by the tracer: a tensor kept in a plain module attribute -> its get_attr proxy (else None)
         self.attribute_proxy: Callable[[torch.Tensor], object] | None = None
         self.made_proxies = 0  # plain tensor attributes replaced by their proxies in a call's arguments
@@ -452,10 +480,8 @@ class MetaFactories(TorchFunctionMode):
         if factory:
             kwargs = {**kwargs, "device": "meta"}
         out = func(*args, **kwargs)
-        if factory or (self.made and self._reads_made(args, kwargs)):
-            for t in tree_leaves(out):
-                if isinstance(t, torch.Tensor):
-                    self.made[id(t)] = t
+        if factory or (self.made and self.made.read_by(args, kwargs)):
+            self.made.add(out)
         return out
 
     def _proxied(self, a: object) -> object:
@@ -468,13 +494,6 @@ class MetaFactories(TorchFunctionMode):
             self.made_proxies += 1
             return proxy
         return a
-
-    def _reads_made(self, args: tuple, kwargs: dict) -> bool:
-        for a in (*args, *kwargs.values()):
-            items = a if isinstance(a, (list, tuple)) else (a,)
-            if any(isinstance(t, torch.Tensor) and id(t) in self.made for t in items):
-                return True
-        return False
 
 
 def _on_proxies(func: Callable, args: tuple, kwargs: dict) -> object:
@@ -622,20 +641,15 @@ class _RealTensors(TorchFunctionMode):
         super().__init__()
         self.found = False
         self.on_input: list[str] = []
-        self._derived = {id(t) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
-        self._keep: list = []  # the derived tensors, alive so their ids stay theirs
+        self._from_input = _Derived((args, kwargs))
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if not self.found and _real_tensor_in(args, kwargs):
             self.found = True
         out = func(*args, **kwargs)
-        if any(isinstance(t, torch.Tensor) and id(t) in self._derived for t in tree_leaves((args, kwargs))):
-            made = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
-            if made:
-                self.on_input.append(getattr(func, "__name__", str(func)))
-                self._derived.update(map(id, made))
-                self._keep += made
+        if self._from_input.read_by(args, kwargs) and self._from_input.add(out):
+            self.on_input.append(getattr(func, "__name__", str(func)))
         return out
 
 
