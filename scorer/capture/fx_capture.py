@@ -584,9 +584,8 @@ def _check_channels(mod: nn.Module, x: torch.Tensor) -> None:
 def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
     """Output of leaf ``mod`` on meta inputs, computed without running its forward or hooks on real data.
 
-    A user's subclass of a torch layer with a forward of its own is scored as that layer (docs/contracts.md):
-    its forward is run on meta stand-ins too, and an output of another shape than the layer's (a timm
-    ``Conv2dSame`` pads by the input size) is an error, so that it is not counted as the layer silently."""
+    A user's subclass of a torch layer with a forward of its own is scored as that layer (docs/contracts.md)
+    only when ``_check_own_forward`` finds that forward to be the layer's computation."""
     out = _layer_meta_forward(mod, args, kwargs)
     if _own_forward(type(mod)) and isinstance(out, torch.Tensor):
         _check_own_forward(mod, args, kwargs, out)
@@ -596,11 +595,12 @@ def _module_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
 def _check_own_forward(mod: nn.Module, args: tuple, kwargs: dict, out: torch.Tensor) -> None:
     """ValueError unless the own forward of a user's subclass of a torch layer is, as far as meta tensors can
     tell, the layer's computation on its own tensors: no submodules but quantisers (a LoRA branch, a
-    ``BatchNormAct2d``'s activation), no tensor it holds outside its tables (a plain ``self.gain``), and
-    the layer's output shape (a timm ``Conv2dSame``); a forward that cannot run on meta tensors is not
-    checked, so it is refused too. fx then gives way to torch.export, which counts what the forward does."""
+    ``BatchNormAct2d``'s activation), no tensor it holds outside its tables (a plain ``self.gain``), the
+    layer's output shape (a timm ``Conv2dSame``) and, last on its input, the calls the layer's own forward
+    makes (not ``super().forward(x) * 0.5``); a forward that cannot run on meta tensors is not checked, so
+    it is refused too. fx then gives way to torch.export, which counts what the forward does."""
     cls = type(mod)
-    base = next(c for c in cls.__mro__ if c.__module__.startswith("torch."))
+    base = _torch_base(cls)
     what = f"{cls.__name__} (a {base.__name__} subclass with its own forward)"
     extra = [n for n, m in mod.named_children() if m is not None and quant_bits(m) is None]
     if extra:
@@ -660,9 +660,14 @@ _OWN_FORWARD: dict[type, bool] = {}
 def _own_forward(cls: type) -> bool:
     own = _OWN_FORWARD.get(cls)
     if own is None:
-        base = next((c for c in cls.__mro__ if c.__module__.startswith("torch.")), nn.Module)
+        base = _torch_base(cls)
         own = _OWN_FORWARD[cls] = base is not cls and base is not nn.Module and cls.forward is not base.forward
     return own
+
+
+def _torch_base(cls: type) -> type:
+    """The first class of ``cls``'s MRO that torch defines (``cls`` itself for a torch layer)."""
+    return next((c for c in cls.__mro__ if c.__module__.startswith("torch.")), nn.Module)
 
 
 def _layer_meta_forward(mod: nn.Module, args: tuple, kwargs: dict) -> object:
@@ -1058,8 +1063,8 @@ def _is_buffer(model: nn.Module, target: str) -> bool:
 
 
 def attribute_at(model: nn.Module, target: str) -> object:
-    """The object at dotted ``target`` of ``model`` (a get_attr node's target, a lifted constant's name);
-    AttributeError when a step is missing."""
+    """The object at dotted ``target`` of ``model`` (a get_attr node's target); AttributeError when a step is
+    missing."""
     obj: object = model
     for part in target.split("."):
         obj = getattr(obj, part)
