@@ -942,7 +942,7 @@ def ops_from_graph(
             target = str(node.target)
             real = node.meta.get("value", _MISSING)
             if real is _MISSING:
-                real = constants[target] if constants and target in constants else attribute_at(model, target)
+                real = constants[target] if constants and target in constants else _attribute_at(model, target)
             if isinstance(real, fx.Proxy):
                 raise ValueError(f"the forward sets {target} to a value it computes, and reads it before that: "
                                  "its value on entry is not known here")
@@ -1062,7 +1062,7 @@ def _is_buffer(model: nn.Module, target: str) -> bool:
     return isinstance(bufs, dict) and bufs.get(name) is not None
 
 
-def attribute_at(model: nn.Module, target: str) -> object:
+def _attribute_at(model: nn.Module, target: str) -> object:
     """The object at dotted ``target`` of ``model`` (a get_attr node's target); AttributeError when a step is
     missing."""
     obj: object = model
