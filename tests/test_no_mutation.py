@@ -274,3 +274,20 @@ def test_a_method_that_fails_leaves_the_next_one_the_model_as_it_was() -> None:
     # as above, plus the test: h.sum() (3 adds), > 0 (one comparison); real zeros take the `h * 2` branch
     assert (rep.totals["mults"], rep.totals["adds"]) == (3 * 4 * 4 + 1 + 4, 3 * 4 * 4 + 2 * 4 + 3)
     assert model.cache.shape == (1, 0, 4)
+
+
+class GradOff(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        torch.set_grad_enabled(False)  # a forward that switches autograd off for good
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_the_grad_mode_is_put_back(capture) -> None:
+    assert torch.is_grad_enabled()
+    score(GradOff(), input_shape=(1, 4), capture=capture)
+    assert torch.is_grad_enabled()

@@ -111,6 +111,8 @@ def capture_model(model: nn.Module, example_inputs: tuple, method: str = "auto",
     CaptureError; KeyboardInterrupt propagates (the model is restored first). ``walked``:
     ``list(model.named_modules())`` when the caller has just walked it.
     """
+    import torch
+
     from scorer.capture.guard import CAPTURE_LOCK, module_walk, preserved
 
     order = METHODS if method == "auto" else (method,)
@@ -123,8 +125,10 @@ def capture_model(model: nn.Module, example_inputs: tuple, method: str = "auto",
             walked = module_walk(model)  # walked once, for the guards and the fx trace
         for m in order:
             try:
-                # each method on the model as it was: a failed one may have left attributes it set
-                with preserved(model, walked) as modules, eval_mode(model, modules):
+                # each method on the model as it was: a failed one may have left attributes it set; and the
+                # grad mode put back (a forward may call torch.set_grad_enabled(False))
+                with (preserved(model, walked) as modules, eval_mode(model, modules),
+                      torch.set_grad_enabled(torch.is_grad_enabled())):
                     cap = _capture_with(m, model, example_inputs, walked)
             except CaptureError:
                 raise
