@@ -874,42 +874,40 @@ def _capture_fx(model: nn.Module, example_inputs: tuple, record_layer: LayerReco
         args = [graph.placeholder(f"input_{i}") for i in range(len(example_inputs))]
         graph.output(graph.call_module("", tuple(args)))
         return ops_from_graph(model, list(graph.nodes), example_inputs, method="fx", record_layer=record_layer)
+    factories = MetaFactories()
     try:
-        return _trace_and_translate(model, example_inputs, record_layer, walked, attribute_proxies=True)
-    except Exception as exc:  # noqa: BLE001 - retried as fx traced before plain attributes were proxied
-        if not getattr(exc, "proxied_attributes", False):
+        return _trace_and_translate(model, example_inputs, record_layer, walked, factories, attribute_proxies=True)
+    except Exception:  # noqa: BLE001 - retried as fx traced before plain attributes were proxied
+        if not factories.made_proxies:
             raise
     # The forward reads a plain tensor attribute for a Python value (``if self.flag:``, ``self.t.item()``,
     # ``.tolist()``, ``len(...)``), which a proxy cannot give: traced again with those tensors as themselves
     # (what the forward computes from them alone is folded into constants, as fx does).
-    return _trace_and_translate(model, example_inputs, record_layer, walked, attribute_proxies=False)
+    return _trace_and_translate(model, example_inputs, record_layer, walked, MetaFactories(),
+                                attribute_proxies=False)
 
 
 def _trace_and_translate(model: nn.Module, example_inputs: tuple, record_layer: LayerRecorder | None,
-                         walked: list[tuple[str, nn.Module]] | None, attribute_proxies: bool) -> FxCapture:
-    """Trace ``model`` (plain tensor attributes on proxies or not) and translate its calls; an exception
-    raised after a plain attribute was proxied carries ``proxied_attributes = True``."""
+                         walked: list[tuple[str, nn.Module]] | None, factories: MetaFactories,
+                         attribute_proxies: bool) -> FxCapture:
+    """Trace ``model`` under ``factories`` (plain tensor attributes on proxies or not) and translate its
+    calls; ``factories.made_proxies`` tells afterwards whether a plain attribute was proxied."""
     before = set(model.__dict__)
-    factories = MetaFactories()
     try:
-        try:
-            with substituted(model, meta_like, walked), factories:
-                nodes = trace(model, walked, factories if attribute_proxies else None)
-            # fx stores tensors the forward creates or closes over as ``_tensor_constant<N>`` attributes of
-            # the root; they are kept here and must not stay on the user's model
-            constants = {key: model.__dict__[key] for key in set(model.__dict__) - before}
-        finally:
-            for key in set(model.__dict__) - before:
-                del model.__dict__[key]
-        aten = next((n.target for n in nodes if isinstance(n.target, torch._ops.OpOverload)), None)
-        if aten is not None:  # a torch.export program's module: its aten calls are torch.export's to translate
-            raise ValueError(f"the forward calls aten operators ({aten}): an aten-level graph")
-        created = {key for key, value in constants.items() if id(value) in factories.made}
-        return ops_from_graph(model, nodes, example_inputs, method="fx", constants=constants, created=created,
-                              record_layer=record_layer)
-    except Exception as exc:
-        exc.proxied_attributes = factories.made_proxies > 0  # type: ignore[attr-defined]
-        raise
+        with substituted(model, meta_like, walked), factories:
+            nodes = trace(model, walked, factories if attribute_proxies else None)
+        # fx stores tensors the forward creates or closes over as ``_tensor_constant<N>`` attributes of
+        # the root; they are kept here and must not stay on the user's model
+        constants = {key: model.__dict__[key] for key in set(model.__dict__) - before}
+    finally:
+        for key in set(model.__dict__) - before:
+            del model.__dict__[key]
+    aten = next((n.target for n in nodes if isinstance(n.target, torch._ops.OpOverload)), None)
+    if aten is not None:  # a torch.export program's module: its aten calls are torch.export's to translate
+        raise ValueError(f"the forward calls aten operators ({aten}): an aten-level graph")
+    created = {key for key, value in constants.items() if id(value) in factories.made}
+    return ops_from_graph(model, nodes, example_inputs, method="fx", constants=constants, created=created,
+                          record_layer=record_layer)
 
 
 def ops_from_graph(
