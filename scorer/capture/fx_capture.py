@@ -441,12 +441,8 @@ class _Derived:
         return bool(self.tensors)
 
     def read_by(self, args: tuple, kwargs: dict) -> bool:
-        """True when an argument (or an item of a list or tuple argument) is one of them."""
-        for a in (*args, *kwargs.values()):
-            items = a if isinstance(a, (list, tuple)) else (a,)
-            if any(isinstance(t, torch.Tensor) and id(t) in self.tensors for t in items):
-                return True
-        return False
+        """True when a tensor argument (``_tensor_args``) is one of them."""
+        return any(id(t) in self.tensors for t in _tensor_args(args, kwargs))
 
     def add(self, out: object) -> list[torch.Tensor]:
         """Add the tensors of a call's output; returns them."""
@@ -508,14 +504,18 @@ def _on_proxies(func: Callable, args: tuple, kwargs: dict) -> object:
     return getattr(owner, func.__name__)(*rest, **kwargs)
 
 
-def _real_tensor_in(args: tuple, kwargs: dict) -> bool:
-    """True when an argument (or an item of a list or tuple argument) is a tensor with data: what the trace
-    meets only where the forward reads a tensor held outside the parameter and buffer tables."""
+def _tensor_args(args: tuple, kwargs: dict) -> Iterator[torch.Tensor]:
+    """The tensors among a call's arguments and the items of its list or tuple arguments."""
     for a in (*args, *kwargs.values()) if kwargs else args:
         for t in a if isinstance(a, (list, tuple)) else (a,):
-            if isinstance(t, torch.Tensor) and not t.is_meta:
-                return True
-    return False
+            if isinstance(t, torch.Tensor):
+                yield t
+
+
+def _real_tensor_in(args: tuple, kwargs: dict) -> bool:
+    """True when a tensor argument has data: what the trace meets only where the forward reads a tensor held
+    outside the parameter and buffer tables."""
+    return any(not t.is_meta for t in _tensor_args(args, kwargs))
 
 
 def _on_meta(target: object, kwargs: dict) -> dict:
@@ -606,30 +606,31 @@ def _check_own_forward(mod: nn.Module, args: tuple, kwargs: dict, out: torch.Ten
     if extra:
         raise ValueError(f"{what} calls layers of its own ({', '.join(extra[:3])}): it is not scored as a "
                          f"{base.__name__}")
-    seen = _RealTensors(args, kwargs)
-    try:
-        with substituted(mod, meta_like), seen:
-            own = mod.forward(*args, **kwargs)
-    except Exception as exc:
-        raise ValueError(f"{what} cannot be checked on meta tensors ({type(exc).__name__}: {exc})"[:300]) from None
-    if seen.found:
-        raise ValueError(f"{what} reads a tensor it keeps outside its parameters and buffers: it is not scored "
-                         f"as a {base.__name__}")
-    if isinstance(own, torch.Tensor) and own.shape != out.shape:
-        raise ValueError(f"{what} returns shape {tuple(own.shape)} where a {base.__name__} returns "
-                         f"{tuple(out.shape)}")
-    if len(extra) == len(list(mod.children())):  # no quantiser child, whose own calls the layer's lack
-        layer = _RealTensors(args, kwargs)
+    seen, layer = _RealTensors(args, kwargs), _RealTensors(args, kwargs)
+    with substituted(mod, meta_like):
         try:
-            with substituted(mod, meta_like), layer:
+            with seen:
+                own = mod.forward(*args, **kwargs)
+        except Exception as exc:
+            raise ValueError(f"{what} cannot be checked on meta tensors ({type(exc).__name__}: {exc})"[:300]) from None
+        if seen.found:
+            raise ValueError(f"{what} reads a tensor it keeps outside its parameters and buffers: it is not "
+                             f"scored as a {base.__name__}")
+        if isinstance(own, torch.Tensor) and own.shape != out.shape:
+            raise ValueError(f"{what} returns shape {tuple(own.shape)} where a {base.__name__} returns "
+                             f"{tuple(out.shape)}")
+        if next(mod.children(), None) is not None:  # a quantiser child makes calls the layer lacks
+            return
+        try:
+            with layer:
                 base.forward(mod, *args, **kwargs)
         except Exception:  # noqa: BLE001 - the layer's own forward cannot run on meta tensors: nothing to compare
             return
-        # the layer's calls must come last: what precedes them prepares the input (quantises it, as a QAT
-        # layer written by hand does: free by the rules) and is not compared
-        if seen.on_input[len(seen.on_input) - len(layer.on_input):] != layer.on_input:
-            raise ValueError(f"{what} computes {', '.join(seen.on_input)} on its input where a {base.__name__} "
-                             f"computes {', '.join(layer.on_input)}")
+    # the layer's calls must come last: what precedes them prepares the input (quantises it, as a QAT layer
+    # written by hand does: free by the rules) and is not compared
+    if seen.on_input[len(seen.on_input) - len(layer.on_input):] != layer.on_input:
+        raise ValueError(f"{what} computes {', '.join(seen.on_input)} on its input where a {base.__name__} "
+                         f"computes {', '.join(layer.on_input)}")
 
 
 class _RealTensors(TorchFunctionMode):
