@@ -173,9 +173,15 @@ class Captured:
         return replace(self, paths=paths, notes=list(self.notes))
 
     def snapshot(self) -> None:
-        """Count the nonzeros of every creditable weight now, so later evaluations use these counts."""
+        """Count the nonzeros of every creditable weight now, so later evaluations use these counts, and hold
+        each weight tensor as a detached alias (capture refers to the model's own tensors): a later
+        ``model.half()`` gives the parameter new data, not the alias, so the widths read stay those of now."""
         self.nonzeros.clear()
         for p in self.paths:
+            for op in p.ops:
+                for w in op.weights:
+                    if isinstance(w.tensor, torch.Tensor):
+                        w.tensor = w.tensor.detach()
             measure_nonzeros(p.ops, self.nonzeros)
 
 

@@ -217,9 +217,17 @@ def _weight_fake_quant_bits(mod: nn.Module | None) -> int | None:
 
 
 def _dtype_bits(t: object) -> int:
-    if isinstance(t, torch.Tensor) and (t.dtype.is_floating_point or not t.dtype.is_complex):
-        return t.element_size() * 8
-    return 64
+    """The width a tensor's dtype stores each value at (64 for a complex one or a non-tensor)."""
+    if not isinstance(t, torch.Tensor):
+        return 64
+    dtype = t.dtype
+    bits = _DTYPE_BITS.get(dtype)
+    if bits is None:
+        bits = _DTYPE_BITS[dtype] = dtype.itemsize * 8 if not dtype.is_complex else 64
+    return bits
+
+
+_DTYPE_BITS: dict[torch.dtype, int] = {}
 
 
 _MULTIPLIED_ROLES = frozenset({"weight", "operand", "prelu_weight", "scale"})

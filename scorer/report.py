@@ -76,7 +76,7 @@ def row_of(op: Op, cost: Cost, fraction: float = 1.0, memory: dict | None = None
         "path": op.path,
         "fraction": fraction,
         "in_shapes": ";".join(map(_shape_text, op.in_shapes)),
-        "out_shape": "x".join(map(str, op.out_shape)),
+        "out_shape": _shape_text(op.out_shape),
         "weight_numel": numel,
         "nonzeros": nnz,
         "sparsity": (1.0 - nnz / numel) if numel else 0.0,
@@ -104,8 +104,21 @@ _STORED_ROLES = frozenset({"weight", "operand"})
 
 
 def _shape_text(shape: tuple) -> str:
-    """``(1, 3, 32, 32)`` as ``1x3x32x32``."""
-    return "x".join(map(str, shape))
+    """``(1, 3, 32, 32)`` as ``1x3x32x32``: remembered per shape (a model's ops share a few shapes, and
+    formatting the numbers is the costliest part of a row)."""
+    try:
+        text = _SHAPE_TEXT.get(shape)
+    except TypeError:  # not hashable (a list, a symbolic size)
+        return "x".join(map(str, shape))
+    if text is None:
+        text = "x".join(map(str, shape))
+        if len(_SHAPE_TEXT) >= 4096:
+            _SHAPE_TEXT.clear()
+        _SHAPE_TEXT[shape] = text
+    return text
+
+
+_SHAPE_TEXT: dict[tuple, str] = {}
 
 
 def totals_of(param_bits: object, mults: object, adds: object, ops: object, track: Track) -> dict:

@@ -31,7 +31,6 @@ _TABLES = frozenset((dict, OrderedDict, set))
 #: Types of most of a module's attribute values, none of them a tensor (no ``isinstance`` call for them).
 _NOT_TENSORS = frozenset((bool, int, float, str, tuple, type(None), dict, OrderedDict, set))
 _TENSOR_OR_NONE = frozenset((torch.Tensor, nn.Parameter, type(None)))
-_REQUIRES_GRAD = operator.attrgetter("requires_grad")
 
 
 def module_walk(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -157,11 +156,15 @@ def _version(t: torch.Tensor) -> int | None:
         return None
 
 
-def _versions(tensors: list[torch.Tensor]) -> list[int | None]:
+def _states(tensors: list[torch.Tensor]) -> list[tuple[bool, int | None]]:
+    """Each tensor's ``(requires_grad, version)``, read in one pass."""
     try:
-        return [t._version for t in tensors]
-    except RuntimeError:
-        return list(map(_version, tensors))
+        return list(map(_STATE, tensors))
+    except RuntimeError:  # an inference tensor among them
+        return [(t.requires_grad, _version(t)) for t in tensors]
+
+
+_STATE = operator.attrgetter("requires_grad", "_version")
 
 
 @contextlib.contextmanager
@@ -209,8 +212,7 @@ def preserved(model: nn.Module, walked: list[tuple[str, nn.Module]] | None = Non
     tensors = list(distinct.values())
     first = dict(zip(map(id, reversed(found)), range(len(found) - 1, -1, -1), strict=True)) if at_attr else {}
     copies = _copies([found[i] for i in at_attr if first[id(found[i])] == i])  # not a parameter or buffer first
-    grads = list(map(_REQUIRES_GRAD, tensors))
-    versions = _versions(tensors)
+    states = _states(tensors)
 
     def undo() -> list[str]:
         for live, attrs in saved:
@@ -222,14 +224,13 @@ def preserved(model: nn.Module, walked: list[tuple[str, nn.Module]] | None = Non
             for table in empty:
                 if table:
                     table.clear()
-        if list(map(_REQUIRES_GRAD, tensors)) != grads:
-            for t, grad in zip(tensors, grads, strict=True):
-                if t.requires_grad != grad:
-                    t.requires_grad_(grad)
-        now = _versions(tensors)
-        if now == versions:
+        now = _states(tensors)
+        if now == states:
             return []
-        changed = {id(t) for t, version, v in zip(tensors, versions, now, strict=True)
+        for t, (grad, _), (now_grad, _) in zip(tensors, states, now, strict=True):
+            if now_grad != grad:
+                t.requires_grad_(grad)
+        changed = {id(t) for t, (_, version), (_, v) in zip(tensors, states, now, strict=True)
                    if v != version and not _put_back(t, copies.get(id(t)), version)}
         return _names(walked, saved, changed) if changed else []
 
@@ -316,9 +317,10 @@ def substituted(
                 if s is None:
                     tp = type(t)
                     if fast and (tp is nn.Parameter or tp is torch.Tensor) and t.is_contiguous():
-                        s = _empty_like(t, device=META)  # meta_like(t), inlined
                         if tp is nn.Parameter:
-                            _make_parameter(s, t.requires_grad)
+                            s = _make_parameter(_empty_like(t, device=META, requires_grad=t.requires_grad))
+                        else:
+                            s = _empty_like(t, device=META)  # meta_like(t), inlined
                     else:
                         s = make(t)
                         if tp is nn.Parameter or (tp is not torch.Tensor and isinstance(t, nn.Parameter)):
@@ -336,16 +338,16 @@ def substituted(
             _restore(table, orig)
 
 
-def _make_parameter(s: torch.Tensor, requires_grad: bool) -> None:
-    """Turn ``s``, a plain tensor just made here, into what ``nn.Parameter(s, requires_grad)`` returns.
+def _make_parameter(s: torch.Tensor) -> torch.Tensor:
+    """Turn ``s``, a plain leaf tensor just made here (with the ``requires_grad`` wanted), into what
+    ``nn.Parameter(s, s.requires_grad)`` returns.
 
     It sets the tensor's class, as torch's own ``UninitializedTensorMixin.materialize`` does
     (pytorch/pytorch, torch/nn/parameter.py): the object ``Tensor._make_subclass`` would build, without the
     detached alias it makes first (half the cost).
     """
-    if requires_grad:
-        s.requires_grad_(True)
     s.__class__ = nn.Parameter
+    return s
 
 
 _empty_like = torch.empty_like

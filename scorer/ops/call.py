@@ -37,6 +37,10 @@ def _flatten(obj: object, out: list[Val]) -> None:
             _flatten(x, out)
 
 
+#: op kind -> the attrs its extractor must set (``rules.kinds``), as a set
+_NEEDED_ATTRS: dict[str, frozenset[str]] = {}
+
+
 def plain(v: object) -> object:
     """A Val's meta value; anything else unchanged."""
     return v.meta if isinstance(v, Val) else v
@@ -69,9 +73,8 @@ class Call:
 
     @property
     def module(self) -> nn.Module:
-        """The called module (module form only)."""
-        assert isinstance(self.target, nn.Module)
-        return self.target
+        """The called module (module form only: ``target``)."""
+        return self.target  # type: ignore[return-value]
 
     @property
     def vals(self) -> list[Val]:
@@ -107,7 +110,7 @@ class Call:
     def stored(self, v: object, role: str) -> list[WeightRef]:
         """``[WeightRef]`` for a parameter Val with data (a buffer or an activation: ``[]``)."""
         if isinstance(v, Val) and v.param is not None and v.real is not None and not v.buffer:
-            t = v.real.detach()
+            t = v.real
             return [WeightRef(role=role, name=v.param, tensor=t, shape=tuple(t.shape), ident=v.ident)]
         return []
 
@@ -131,7 +134,7 @@ class Call:
                 continue
             p = params.get(attr)
             if isinstance(p, torch.Tensor):
-                out.append(WeightRef(role=role, name=prefix + attr, tensor=p.detach(), shape=tuple(p.shape),
+                out.append(WeightRef(role=role, name=prefix + attr, tensor=p, shape=tuple(p.shape),
                                      ident=id(p)))
         return out
 
@@ -157,13 +160,17 @@ class Call:
             if v.model_input:
                 reads_input = True
                 break
-        spec = KINDS.get(kind)
-        if spec is None and not is_unknown(kind):
-            raise KeyError(f"extractor for {self.tname} emitted undeclared op kind {kind!r} (rules/kinds.py)")
-        if spec is not None and spec.attrs:
-            missing = [a for a in spec.attrs if a not in attrs]
-            if missing:
-                raise KeyError(f"extractor for {self.tname} left {kind} attrs {missing} unset")
+        needed = _NEEDED_ATTRS.get(kind)
+        if needed is None:
+            spec = KINDS.get(kind)
+            if spec is None and not is_unknown(kind):
+                raise KeyError(f"extractor for {self.tname} emitted undeclared op kind {kind!r} (rules/kinds.py)")
+            needed = frozenset(spec.attrs) if spec is not None else frozenset()
+            if spec is not None:
+                _NEEDED_ATTRS[kind] = needed
+        if needed and not attrs.keys() >= needed:
+            missing = [a for a in KINDS[kind].attrs if a not in attrs]
+            raise KeyError(f"extractor for {self.tname} left {kind} attrs {missing} unset")
         return Op(
             name=self.name + suffix,
             module=self.path,
@@ -183,7 +190,7 @@ class Call:
         Its parameters are still stored (an op without a rule never drops storage)."""
         if self.form == "module":
             prefix = f"{self.path}." if self.path else ""
-            weights = [WeightRef(role="operand", name=prefix + n, tensor=p.detach(), shape=tuple(p.shape),
+            weights = [WeightRef(role="operand", name=prefix + n, tensor=p, shape=tuple(p.shape),
                                  ident=id(p)) for n, p in self.module.named_parameters()]
         else:
             weights = self.params("operand")
