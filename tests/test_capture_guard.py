@@ -54,6 +54,36 @@ def test_meta_stand_ins_copy_layout_type_and_requires_grad_and_keep_shared_weigh
     assert _tables(model) == before
 
 
+def test_meta_stand_ins_are_made_when_first_read_and_a_copy_of_a_table_meets_no_real_tensor() -> None:
+    from torch.overrides import TorchFunctionMode
+
+    class Calls(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.seen.append(func)
+            return func(*args, **(kwargs or {}))
+
+    model = Odd()
+    real_weight = model.lin.weight
+    reals = [*model.parameters(), *model.buffers()]
+    with substituted(model, meta_like) as real_of:
+        assert real_of == {}  # nothing read yet
+        table = model.lin.__dict__["_parameters"]
+        assert not any(isinstance(v, torch.Tensor) for v in dict.values(table))  # its storage, past its methods
+        with Calls() as calls, torch.inference_mode():
+            w = model.lin.weight
+        assert calls.seen == []  # making the stand-in is no call of the forward's
+        assert w.device.type == "meta" and type(w) is nn.Parameter and w.requires_grad and not w.is_inference()
+        assert real_of == {id(w): ("shared", real_weight)}  # its first name, in named_parameters() order
+        assert model.lin._parameters.get("weight") is w and model.shared is w  # kept, and shared
+        assert not {id(t) for t in reals} & {id(t) for t in (*model.parameters(), *model.buffers())}
+        assert all(t.device.type == "meta" for t in (*dict(model._buffers).values(), *dict.copy(table).values()))
+    assert model.lin.weight is real_weight and type(model.lin._parameters) is dict
+
+
 def test_substituted_restores_the_tables_on_error_and_after_the_forward_changed_them() -> None:
     model = Odd()
     before = _tables(model)

@@ -31,6 +31,9 @@ _TABLES = frozenset((dict, OrderedDict, set))
 #: Types of most of a module's attribute values, none of them a tensor (no ``isinstance`` call for them).
 _NOT_TENSORS = frozenset((bool, int, float, str, tuple, type(None), dict, OrderedDict, set))
 _TENSOR_OR_NONE = frozenset((torch.Tensor, nn.Parameter, type(None)))
+_MISSING = object()
+_NO_TORCH_FUNCTION = torch._C.DisableTorchFunction
+_INFERENCE_MODE = torch._C._InferenceMode
 
 
 def module_walk(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -300,42 +303,140 @@ def substituted(
     tensor, so shared weights stay shared) and yield ``{id(stand-in): (name, t)}``; the tables are restored
     on exit. A parameter's stand-in is an ``nn.Parameter`` with the same ``requires_grad``. TorchScript
     modules keep their own tensors (their tables are not Python dicts). ``walked``: ``module_walk(model)``
-    when the caller has it."""
+    when the caller has it.
+
+    With ``meta_like`` (what fx traces against) a module's table is an ``_UnreadTable`` meanwhile: a stand-in
+    is made when its entry is first read, so the mapping holds those read so far, each under its first name
+    in ``named_parameters()`` order. fx keeps layers whole, so most forwards never read a layer's tensors, and
+    a stand-in for each of them was a tenth of a score."""
     stand: dict[int, torch.Tensor] = {}
     real_of: dict[int, tuple[str, torch.Tensor]] = {}
-    saved = []
+    first: dict[int, tuple[str, str]] = {}  # id(real tensor) -> (module path, key) where it is first held
+    saved = []  # (table, its copy): tables whose entries were replaced
+    swapped = []  # (a module's __dict__, table attribute, the table): tables replaced whole
     fast = make is meta_like
+
+    def stand_in(t: torch.Tensor) -> torch.Tensor:
+        s = stand.get(id(t))
+        if s is None:
+            # made on first read, maybe inside the forward: as on entry, whatever the forward set up (unseen by
+            # the torch-function modes it runs under: fx's factories, the layer-subclass check; no inference
+            # tensor under its torch.inference_mode())
+            with _NO_TORCH_FUNCTION(), _INFERENCE_MODE(False):
+                s = stand[id(t)] = _stand_in(t, make, fast)
+            path, k = first[id(t)]
+            real_of[id(s)] = (f"{path}.{k}" if path else k, t)  # the first name, as named_parameters() gives it
+        return s
+
     for path, m in (module_walk(model) if walked is None else walked):
-        for table in (m._parameters, m._buffers):
+        d = m.__dict__
+        for attr, table in (("_parameters", m._parameters), ("_buffers", m._buffers)):
             if not table or type(table) not in _TABLES:  # a ScriptModule's tables cannot hold stand-ins
+                continue
+            for k, t in table.items():
+                if t is not None and id(t) not in first:
+                    first[id(t)] = (path, k)
+            if fast and type(table) is dict and d.get(attr) is table:
+                d[attr] = _UnreadTable(table, stand_in)
+                swapped.append((d, attr, table))
                 continue
             saved.append((table, table.copy()))
             for k, t in table.items():
-                if t is None:
-                    continue
-                s = stand.get(id(t))
-                if s is None:
-                    tp = type(t)
-                    if fast and (tp is nn.Parameter or tp is torch.Tensor) and t.is_contiguous():
-                        if tp is nn.Parameter:
-                            s = _make_parameter(_empty_like(t, device=META, requires_grad=t.requires_grad))
-                        else:
-                            s = _empty_like(t, device=META)  # meta_like(t), inlined
-                    else:
-                        s = make(t)
-                        if tp is nn.Parameter or (tp is not torch.Tensor and isinstance(t, nn.Parameter)):
-                            # what nn.Parameter(s, requires_grad) does for a plain tensor, without its Python
-                            # layer (make's tensor may be held elsewhere: its class is not set)
-                            s = (torch.Tensor._make_subclass(nn.Parameter, s, t.requires_grad) if type(s) is torch.Tensor
-                                 else nn.Parameter(s, requires_grad=t.requires_grad))
-                    stand[id(t)] = s
-                    real_of[id(s)] = (f"{path}.{k}" if path else k, t)  # the first name, as named_parameters() gives it
-                table[k] = s
+                if t is not None:
+                    table[k] = stand_in(t)
     try:
         yield real_of
     finally:
+        for d, attr, table in swapped:
+            d[attr] = table
         for table, orig in saved:
             _restore(table, orig)
+
+
+def _stand_in(t: torch.Tensor, make: Callable[[torch.Tensor], torch.Tensor], fast: bool) -> torch.Tensor:
+    """``make(t)``, an ``nn.Parameter`` (with ``t``'s ``requires_grad``) when ``t`` is one."""
+    tp = type(t)
+    if fast and (tp is nn.Parameter or tp is torch.Tensor) and t.is_contiguous():
+        if tp is nn.Parameter:
+            return _make_parameter(_empty_like(t, device=META, requires_grad=t.requires_grad))
+        return _empty_like(t, device=META)  # meta_like(t), inlined
+    s = make(t)
+    if tp is nn.Parameter or (tp is not torch.Tensor and isinstance(t, nn.Parameter)):
+        # what nn.Parameter(s, requires_grad) does for a plain tensor, without its Python layer (make's tensor
+        # may be held elsewhere: its class is not set)
+        s = (torch.Tensor._make_subclass(nn.Parameter, s, t.requires_grad) if type(s) is torch.Tensor
+             else nn.Parameter(s, requires_grad=t.requires_grad))
+    return s
+
+
+class _Unread:
+    """An entry of an ``_UnreadTable`` not read yet: what a direct copy of the table's storage (C code, a
+    ``dict.copy``) meets instead of the real tensor."""
+
+    __slots__ = ("real",)
+
+    def __init__(self, real: torch.Tensor) -> None:
+        self.real = real
+
+    def __repr__(self) -> str:
+        return "<unread stand-in>"
+
+
+class _UnreadTable(dict):
+    """A module's parameter or buffer table during ``substituted``: each entry's stand-in is made by
+    ``stand_in`` the first time the entry is read (indexing, ``get``, ``values``, ``items``, ``pop``, ...),
+    and kept."""
+
+    __slots__ = ("_stand_in",)
+
+    def __init__(self, table: dict, stand_in: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__({k: None if t is None else _Unread(t) for k, t in table.items()})
+        self._stand_in = stand_in
+
+    def _read(self, k: object, v: object) -> object:
+        if type(v) is _Unread:
+            v = self._stand_in(v.real)
+            dict.__setitem__(self, k, v)
+        return v
+
+    def __getitem__(self, k: object) -> object:
+        return self._read(k, dict.__getitem__(self, k))
+
+    def get(self, k: object, default: object = None) -> object:
+        v = dict.get(self, k, _MISSING)
+        return default if v is _MISSING else self._read(k, v)
+
+    def values(self) -> list:  # type: ignore[override]
+        return [self[k] for k in list(dict.keys(self))]
+
+    def items(self) -> list:  # type: ignore[override]
+        return [(k, self[k]) for k in list(dict.keys(self))]
+
+    def pop(self, k: object, *default: object) -> object:
+        v = dict.pop(self, k, *default)
+        return self._stand_in(v.real) if type(v) is _Unread else v
+
+    def popitem(self) -> tuple:
+        k, v = dict.popitem(self)
+        return k, (self._stand_in(v.real) if type(v) is _Unread else v)
+
+    def setdefault(self, k: object, default: object = None) -> object:
+        if k in self:
+            return self[k]
+        dict.__setitem__(self, k, default)
+        return default
+
+    def copy(self) -> dict:
+        return dict(self.items())
+
+    def __iter__(self) -> Iterator:
+        return iter(list(dict.keys(self)))
+
+    def __eq__(self, other: object) -> bool:
+        return dict(self.items()) == other
+
+    def __reduce__(self) -> tuple:
+        return dict, (self.items(),)
 
 
 def _make_parameter(s: torch.Tensor) -> torch.Tensor:
