@@ -81,7 +81,11 @@ def test_meta_stand_ins_are_made_when_first_read_and_a_copy_of_a_table_meets_no_
         assert model.lin._parameters.get("weight") is w and model.shared is w  # kept, and shared
         assert not {id(t) for t in reals} & {id(t) for t in (*model.parameters(), *model.buffers())}
         assert all(t.device.type == "meta" for t in (*dict(model._buffers).values(), *dict.copy(table).values()))
+        assert model.missing is None and model._parameters.get("missing", 1) is None  # a None entry stays None
+        bias = model.lin._parameters.pop("bias")
+        assert bias.device.type == "meta" and "bias" not in model.lin._parameters  # popped, not put back
     assert model.lin.weight is real_weight and type(model.lin._parameters) is dict
+    assert model.lin.bias is not None and model.lin.bias.device.type == "cpu"
 
 
 def test_substituted_restores_the_tables_on_error_and_after_the_forward_changed_them() -> None:

@@ -337,7 +337,7 @@ def substituted(
                 if t is not None and id(t) not in first:
                     first[id(t)] = (path, k)
             if fast and type(table) is dict and d.get(attr) is table:
-                d[attr] = _UnreadTable(table, stand_in)
+                d[attr] = _unread_table(table, stand_in)
                 swapped.append((d, attr, table))
                 continue
             saved.append((table, table.copy()))
@@ -370,32 +370,35 @@ def _stand_in(t: torch.Tensor, make: Callable[[torch.Tensor], torch.Tensor], fas
 
 
 class _Unread:
-    """An entry of an ``_UnreadTable`` not read yet: what a direct copy of the table's storage (C code, a
-    ``dict.copy``) meets instead of the real tensor."""
+    """An entry of an ``_UnreadTable`` not read yet: what a direct read of the table's storage (C code,
+    ``dict.values(table)``) meets instead of the real tensor."""
 
-    __slots__ = ("real",)
-
-    def __init__(self, real: torch.Tensor) -> None:
-        self.real = real
+    __slots__ = ()
 
     def __repr__(self) -> str:
         return "<unread stand-in>"
 
 
+_UNREAD = _Unread()
+
+
 class _UnreadTable(dict):
-    """A module's parameter or buffer table during ``substituted``: each entry's stand-in is made by
-    ``stand_in`` the first time the entry is read (indexing, ``get``, ``values``, ``items``, ``pop``, ...),
-    and kept."""
+    """A module's parameter or buffer table ``_reals`` during ``substituted``: each entry's stand-in is made by
+    ``_stand_in`` the first time the entry is read (indexing, ``get``, ``values``, ``items``, ``pop``,
+    iteration, a copy), and kept; until then the entry holds ``_UNREAD``. Made by ``_unread_table``."""
 
-    __slots__ = ("_stand_in",)
+    __slots__ = ("_reals", "_stand_in")
 
-    def __init__(self, table: dict, stand_in: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        super().__init__({k: None if t is None else _Unread(t) for k, t in table.items()})
-        self._stand_in = stand_in
+    def _made(self, k: object, v: object) -> object:
+        """What entry ``k`` holding ``v`` reads as."""
+        if v is not _UNREAD:
+            return v
+        real = self._reals[k]
+        return None if real is None else self._stand_in(real)  # a table may hold None (``bias=False``)
 
     def _read(self, k: object, v: object) -> object:
-        if type(v) is _Unread:
-            v = self._stand_in(v.real)
+        if v is _UNREAD:
+            v = self._made(k, v)
             dict.__setitem__(self, k, v)
         return v
 
@@ -413,12 +416,11 @@ class _UnreadTable(dict):
         return [(k, self[k]) for k in list(dict.keys(self))]
 
     def pop(self, k: object, *default: object) -> object:
-        v = dict.pop(self, k, *default)
-        return self._stand_in(v.real) if type(v) is _Unread else v
+        return self._made(k, dict.pop(self, k, *default))
 
     def popitem(self) -> tuple:
         k, v = dict.popitem(self)
-        return k, (self._stand_in(v.real) if type(v) is _Unread else v)
+        return k, self._made(k, v)
 
     def setdefault(self, k: object, default: object = None) -> object:
         if k in self:
@@ -437,6 +439,14 @@ class _UnreadTable(dict):
 
     def __reduce__(self) -> tuple:
         return dict, (self.items(),)
+
+
+def _unread_table(reals: dict, stand_in: Callable[[torch.Tensor], torch.Tensor]) -> _UnreadTable:
+    """An ``_UnreadTable`` for the table ``reals`` (its class's ``fromkeys``, then the two slots: a third of an
+    ``__init__``'s cost, paid for every table of every capture)."""
+    table = _UnreadTable.fromkeys(reals, _UNREAD)
+    table._reals, table._stand_in = reals, stand_in
+    return table
 
 
 def _make_parameter(s: torch.Tensor) -> torch.Tensor:
