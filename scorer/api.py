@@ -220,6 +220,7 @@ def capture_paths(
         stored: set[int] = set()  # identities of the parameters some op stores, over every path
         read: set[int] = set()  # identities of the parameters the forward reads
         named, modules = _module_tree(model)  # one walk, shared by the checks below
+        _refuse_uninitialised(modules)
         reads = []  # (capture, its parameter ids): what the forward read, named only when needed below
         unnamed: set[str] = set()  # stored tensors that are not parameters (plain tensor attributes)
         for path_name, path_model, fraction in paths:
@@ -478,6 +479,19 @@ def _param_ids(model: nn.Module, named: list[tuple[str, nn.Parameter, bool]] | N
         if name.endswith("_orig"):
             ids[name[: -len("_orig")]] = id(p)
     return ids
+
+
+def _refuse_uninitialised(modules: dict[str, nn.Module]) -> None:
+    """ScorerError naming the lazy modules (``nn.LazyLinear``, ...) whose parameters have no shape yet: only a
+    forward pass on real data gives them one, and a count needs it."""
+    lazy = [f"{name or 'the model'} ({type(m).__name__})" for name, m in modules.items()
+            if isinstance(m, _LAZY) and m.has_uninitialized_params()]  # type: ignore[operator]
+    if lazy:
+        raise ScorerError(f"{len(lazy)} lazy module(s) have uninitialised parameters ({', '.join(lazy[:4])}): run "
+                          "one forward pass on an example input first, which gives them their shapes")
+
+
+_LAZY = nn.modules.lazy.LazyModuleMixin
 
 
 def _lost_params(named: list[tuple[str, nn.Parameter, bool]], stored: set[int], read: set[int]) -> list[str]:

@@ -88,6 +88,23 @@ def test_meta_stand_ins_are_made_when_first_read_and_a_copy_of_a_table_meets_no_
     assert model.lin.bias is not None and model.lin.bias.device.type == "cpu"
 
 
+def test_read_on_demand_tables_leave_no_route_to_a_real_tensor_and_nothing_behind() -> None:
+    import copy
+
+    import torch.utils._pytree as pytree
+
+    model = Odd()
+    alias = model.lin._parameters  # another reference to the table, taken before the capture
+    real_bias = model.lin.bias
+    with substituted(model, meta_like):
+        assert not any(isinstance(v, torch.Tensor) for v in alias.values())  # placeholders, no real tensor
+        leaves = pytree.tree_leaves(model.lin._parameters)  # flattened as a dict
+        assert [t.shape for t in leaves] == [(4, 3), (4,)] and all(t.device.type == "meta" for t in leaves)
+        escaped = copy.copy(model.lin)  # shares the table it reads meanwhile
+    assert alias["bias"] is real_bias and model.lin._parameters is alias
+    assert escaped.bias is real_bias and dict.get(escaped._parameters, "weight") is model.lin.weight
+
+
 def test_substituted_restores_the_tables_on_error_and_after_the_forward_changed_them() -> None:
     model = Odd()
     before = _tables(model)

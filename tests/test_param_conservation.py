@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from scorer import score
-from scorer.errors import UnknownOpError
+from scorer.errors import ScorerError, UnknownOpError
 
 CAPTURES = ("fx", "export", "dispatch")
 
@@ -319,3 +319,12 @@ def test_pieces_of_one_storage_are_each_stored_and_a_slice_costs_its_own_rows(ca
     assert rep.totals["params"] == 10 + 10 + 16 * 10
     # per example (batch 4): 10 mults; adds 10 (+ sin) + 10 (+ the row sum) + 3·10 / 4 (summing 4 rows)
     assert (rep.totals["mults"], rep.totals["adds"]) == (10, 10 + 10 + 3 * 10 / 4)
+
+
+def test_a_lazy_module_not_run_yet_is_refused_by_name() -> None:
+    """nn.LazyLinear has no weight shape before its first forward pass: nothing to count (loud, not a guess)."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.LazyLinear(5))
+    with pytest.raises(ScorerError, match=r"1 \(LazyLinear\).*forward pass"):
+        score(model, input_shape=(1, 3))
+    model(torch.zeros(1, 3))  # now 4 -> 5
+    assert score(model, input_shape=(1, 3)).totals["params"] == 3 * 4 + 4 + 4 * 5 + 5

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn as nn
+import torch.utils._pytree as _pytree
 
 from scorer.capture.shapes import META
 from scorer.errors import CaptureError
@@ -308,7 +309,8 @@ def substituted(
     With ``meta_like`` (what fx traces against) a module's table is an ``_UnreadTable`` meanwhile: a stand-in
     is made when its entry is first read, so the mapping holds those read so far, each under its first name
     in ``named_parameters()`` order. fx keeps layers whole, so most forwards never read a layer's tensors, and
-    a stand-in for each of them was a tenth of a score."""
+    a stand-in for each of them was a tenth of a score. The table it replaces holds ``_UNREAD`` meanwhile
+    (another reference to it never reaches a real tensor)."""
     stand: dict[int, torch.Tensor] = {}
     real_of: dict[int, tuple[str, torch.Tensor]] = {}
     first: dict[int, tuple[str, str]] = {}  # id(real tensor) -> (module path, key) where it is first held
@@ -337,8 +339,10 @@ def substituted(
                 if t is not None and id(t) not in first:
                     first[id(t)] = (path, k)
             if fast and type(table) is dict and d.get(attr) is table:
-                d[attr] = _unread_table(table, stand_in)
-                swapped.append((d, attr, table))
+                reals = table.copy()
+                lazy = d[attr] = _unread_table(reals, stand_in)
+                table.update(dict.fromkeys(reals, _UNREAD))  # what another reference to the table reads
+                swapped.append((d, attr, table, reals, lazy))
                 continue
             saved.append((table, table.copy()))
             for k, t in table.items():
@@ -347,8 +351,12 @@ def substituted(
     try:
         yield real_of
     finally:
-        for d, attr, table in swapped:
+        for d, attr, table, reals, lazy in swapped:
             d[attr] = table
+            _restore(table, reals)
+            # a shallow copy of the module made by the forward holds ``lazy``: it holds the tensors again
+            _restore(lazy, reals)
+            lazy._reals = lazy._stand_in = None
         for table, orig in saved:
             _restore(table, orig)
 
@@ -437,8 +445,17 @@ class _UnreadTable(dict):
     def __eq__(self, other: object) -> bool:
         return dict(self.items()) == other
 
+    def __ne__(self, other: object) -> bool:
+        return dict(self.items()) != other
+
     def __reduce__(self) -> tuple:
         return dict, (self.items(),)
+
+
+# torch's pytree (``tree_leaves(self._parameters)``) takes a dict by its exact type: this one flattens as a dict
+_pytree.register_pytree_node(_UnreadTable, lambda t: (t.values(), list(dict.keys(t))),
+                             lambda values, keys: dict(zip(keys, values, strict=True)),
+                             serialized_type_name="scorer.capture.guard._UnreadTable")
 
 
 def _unread_table(reals: dict, stand_in: Callable[[torch.Tensor], torch.Tensor]) -> _UnreadTable:
