@@ -315,7 +315,7 @@ def substituted(
     real_of: dict[int, tuple[str, torch.Tensor]] = {}
     first: dict[int, tuple[str, str]] = {}  # id(real tensor) -> (module path, key) where it is first held
     saved = []  # (table, its copy): tables whose entries were replaced
-    swapped = []  # (a module's __dict__, table attribute, the table): tables replaced whole
+    swapped = []  # (a module's __dict__, table attribute, the table, its entries, its stand-in table)
     fast = make is meta_like
 
     def stand_in(t: torch.Tensor) -> torch.Tensor:
