@@ -120,14 +120,18 @@ class _Recorder(TorchDispatchMode):
         call = make_call(form, func, f"{base}_{self.count}", path, vargs, vkwargs, meta_out)
         new = translate(call)
         carried = carries_param(new, call.vals)
+        self._remember(out, carried, new)
+        if carried is None:
+            self.ops.extend(new)
+
+    def _remember(self, out: object, carried: Val | None, new: list) -> None:
+        """The Val of each output tensor: the parameter ``carried`` still (a view of it, ``pos[:T]``, with the
+        view's shape: T rows, not all), else the last of the ``new`` ops' output."""
         producer = new[-1].name if new else None
         for t in (t for t in tree_leaves(out) if isinstance(t, torch.Tensor)):
             self.keep.append(t)
-            # a view of a parameter is still it, with the view's shape (``pos[:T]``: T rows, not all)
             self.vals[id(t)] = (replace(carried, meta=meta_of(t)) if carried is not None
                                 else Val(meta=meta_of(t), producer=producer))
-        if carried is None:
-            self.ops.extend(new)
 
     def enter_whole(self, mod: nn.Module, args: tuple) -> None:
         """A module recorded whole starts: remember its arguments, stop recording its aten ops."""
@@ -146,11 +150,7 @@ class _Recorder(TorchDispatchMode):
             # a quantiser applied to a parameter (``weight_fake_quant``) leaves it that parameter
             carried = carries_param(new, [v for v in call.vals if v.is_tensor][:1])
             self.read.update(f"{path}.{n}" if path else n for n, _ in mod.named_parameters())
-            producer = new[-1].name if new else None
-            for t in (t for t in tree_leaves(out) if isinstance(t, torch.Tensor)):
-                self.keep.append(t)
-                self.vals[id(t)] = replace(carried, meta=meta_of(t)) if carried else Val(meta=meta_of(t),
-                                                                                         producer=producer)
+            self._remember(out, carried, new)
             if carried is None:
                 self.whole_ops.extend(new)
                 self.ops.extend(new)
