@@ -314,6 +314,20 @@ def substituted(
     stand: dict[int, torch.Tensor] = {}
     real_of: dict[int, tuple[str, torch.Tensor]] = {}
     first: dict[int, tuple[str, str]] = {}  # id(real tensor) -> (module path, key) where it is first held
+    tables: list[tuple[str, dict]] = []  # (module path, a table's real entries), in walk order: fills ``first``
+    filled = 0  # how many of ``tables`` are in ``first`` (filled as stand-ins are made: most captures make none)
+
+    def first_name(t: torch.Tensor) -> str:
+        nonlocal filled
+        while id(t) not in first:
+            path, reals = tables[filled]
+            filled += 1
+            for k, v in reals.items():
+                if v is not None and id(v) not in first:
+                    first[id(v)] = (path, k)
+        path, k = first[id(t)]
+        return f"{path}.{k}" if path else k  # the first name, as named_parameters() gives it
+
     saved = []  # (table, its copy): tables whose entries were replaced
     swapped = []  # (a module's __dict__, table attribute, the table, its entries, its stand-in table)
     fast = make is meta_like
@@ -326,8 +340,7 @@ def substituted(
             # tensor under its torch.inference_mode())
             with _NO_TORCH_FUNCTION(), _INFERENCE_MODE(False):
                 s = stand[id(t)] = _stand_in(t, make, fast)
-            path, k = first[id(t)]
-            real_of[id(s)] = (f"{path}.{k}" if path else k, t)  # the first name, as named_parameters() gives it
+            real_of[id(s)] = (first_name(t), t)
         return s
 
     for path, m in (module_walk(model) if walked is None else walked):
@@ -335,16 +348,14 @@ def substituted(
         for attr, table in (("_parameters", m._parameters), ("_buffers", m._buffers)):
             if not table or type(table) not in _TABLES:  # a ScriptModule's tables cannot hold stand-ins
                 continue
-            for k, t in table.items():
-                if t is not None and id(t) not in first:
-                    first[id(t)] = (path, k)
+            reals = table.copy()
+            tables.append((path, reals))
             if fast and type(table) is dict and d.get(attr) is table:
-                reals = table.copy()
                 lazy = d[attr] = _unread_table(reals, stand_in)
                 table.update(dict.fromkeys(reals, _UNREAD))  # what another reference to the table reads
                 swapped.append((d, attr, table, reals, lazy))
                 continue
-            saved.append((table, table.copy()))
+            saved.append((table, reals))
             for k, t in table.items():
                 if t is not None:
                     table[k] = stand_in(t)
