@@ -87,6 +87,8 @@ class RuleContext:
 
 #: Kinds whose adds sum n products per output (the adder tree applies to them).
 _TREE_KINDS = frozenset({"conv", "linear", "matmul"})
+#: op kind -> the name of the ``RuleSet`` method costing it (``act:relu`` -> ``cost_act_relu``)
+_COST_METHODS: dict[str, str] = {}
 
 
 def _only_consumer(ctx: RuleContext, producer: str, consumer: str) -> bool:
@@ -153,7 +155,12 @@ class RuleSet:
     def cost(self, op: Op, ctx: RuleContext) -> Cost | None:
         """The Cost of ``op``, or None when this rule set has no rule for its kind; then the precision model's
         widths (``apply_widths``)."""
-        method = getattr(self, "cost_" + op.kind.replace(":", "_"), None)
+        name = _COST_METHODS.get(op.kind)
+        if name is None:
+            if len(_COST_METHODS) > 4096:  # kinds are declared (rules.kinds): bounded anyway
+                _COST_METHODS.clear()
+            name = _COST_METHODS[op.kind] = "cost_" + op.kind.replace(":", "_")
+        method = getattr(self, name, None)
         if method is not None:
             cost = method(op, ctx)
         elif op.kind in self.activations:

@@ -99,9 +99,15 @@ def measured_nonzeros(t: torch.Tensor | None) -> float | None:
     """
     if t is None or t.is_meta:
         return None
-    if (type(t) in _PLAIN_TYPES and t.is_cpu and t.dtype in _NUMPY_DTYPES and t.layout == torch.strided
-            and not t.is_conj() and not t.is_neg()):
-        return float(_numpy_nonzeros((t.detach() if t.requires_grad else t).numpy()))
+    if type(t) in _PLAIN_TYPES and t.dtype in _NUMPY_DTYPES:
+        try:
+            # numpy() refuses what it cannot view as it is: another device, a sparse layout, a conjugate or
+            # negative bit
+            a = t.detach().numpy()
+        except (RuntimeError, TypeError):
+            pass
+        else:
+            return float(_numpy_nonzeros(a))
     return float(torch.count_nonzero(t).item())
 
 

@@ -55,3 +55,15 @@ def test_small_and_large_paths_agree(size, dtype):
     t[2] = float("inf")
     t[-1] = 1e-7  # a small value (subnormal in float16): nonzero
     assert sp.measured_nonzeros(t) == 3.0
+
+
+def test_a_tensor_numpy_cannot_view_goes_to_torch():
+    # a negative bit (the imaginary part of a conjugate view): numpy() refuses it, and the count is torch's, on
+    # the values the tensor stands for
+    z = torch.tensor([1 + 0j, 2 - 3j, 0 + 0j, 0 + 5j]).conj()
+    assert z.imag.is_neg()
+    assert sp.measured_nonzeros(z.imag) == 2.0  # 3, -5 (conjugated); 0 and 0 are zeros
+    dense = torch.zeros(4, 5)
+    dense[0, 1], dense[3, 4] = 2.0, -1.0
+    g = torch.nn.Parameter(dense.clone())  # requires grad: counted on a detached view
+    assert sp.measured_nonzeros(g) == 2.0 and g.requires_grad

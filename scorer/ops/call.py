@@ -171,13 +171,17 @@ class Call:
         if needed and not attrs.keys() >= needed:
             missing = [a for a in KINDS[kind].attrs if a not in attrs]
             raise KeyError(f"extractor for {self.tname} left {kind} attrs {missing} unset")
+        in_shapes = [tuple(v.meta.shape) for v in used]
+        if out_shape is None:
+            # a shape-preserving layer's output is its input's meta tensor (fx capture): its shape is read once
+            out_shape = in_shapes[0] if len(used) == 1 and self.out is used[0].meta else self.out_shape
         return Op(
             name=self.name + suffix,
             module=self.path,
             kind=kind,
             target=self.tname,
-            in_shapes=[tuple(v.meta.shape) for v in used],
-            out_shape=self.out_shape if out_shape is None else out_shape,
+            in_shapes=in_shapes,
+            out_shape=out_shape,
             attrs=attrs,
             weights=weights or [],
             inputs=[v.producer for v in used if v.producer] if inputs is None else inputs,
