@@ -270,14 +270,13 @@ class LeafTracer(fx.Tracer):
             classes = {type(m) for m in self.submodule_paths}
             call_slot, orig_call = _call_hook(classes, self.submodule_paths)
 
+            self._orig_call = orig_call
+
             @functools.wraps(orig_call)
             def module_call_wrapper(mod: nn.Module, *args: object, **kwargs: object) -> object:
-                def forward(*args: object, **kwargs: object) -> object:
-                    return orig_call(mod, *args, **kwargs)
-
                 # (fx checks the forward's globals for functions to wrap here; call_module does, for a
-                # forward it traces into: a leaf's forward never runs)
-                return self.call_module(mod, forward, args, kwargs)
+                # forward it traces into: a leaf's forward never runs, so its ``forward`` is made on demand)
+                return self.call_module(mod, None, args, kwargs)
 
             with _st._new_patcher() as patcher, _attribute_hook(classes, module_getattr_wrapper, patcher):
                 self._patcher = patcher
@@ -309,15 +308,20 @@ class LeafTracer(fx.Tracer):
         reads) is kept as fx keeps it, fx's ``scope`` (read only by the graph bookkeeping ``create_node``
         skips) is not, and a known leaf, whose own stack entry nothing reads, skips it."""
         if threading.get_ident() != self._owner:
-            return forward(*args, **kwargs)
-        path = self.path_of_module(m)
+            return self._forward(m, forward)(*args, **kwargs)
+        path = self.submodule_paths.get(m)  # fx's path_of_module, which raises when it is missing
+        if path is None:
+            path = self.path_of_module(m)
         if is_known_leaf(m):
-            before, after = hooked_quantisers(m)
-            if before is not None and args:
-                args = (before(args[0]), *args[1:])
+            after = None
+            if m._forward_pre_hooks or m._forward_hooks:  # else no torch.ao observer runs around it
+                before, after = hooked_quantisers(m)
+                if before is not None and args:
+                    args = (before(args[0]), *args[1:])
             out = self.create_proxy("call_module", path, args, kwargs)
             # the walk's module, without resolving the path again, and known to have an extractor
-            out.node.meta.update(module=m, known_leaf=True)
+            meta = out.node.meta
+            meta["module"], meta["known_leaf"] = m, True
             return after(out) if after is not None else out
         calls = self.num_calls.get(path, 0)
         key = f"{path}@{calls}" if calls > 0 else path
@@ -329,9 +333,14 @@ class LeafTracer(fx.Tracer):
         else:
             _swap_in_wrappers(self._patcher, getattr(getattr(m, "forward", m), "__globals__", {}),
                               self._autowrap_function_ids, self._swapped)
-            out = forward(*args, **kwargs)
+            out = self._forward(m, forward)(*args, **kwargs)
         self.module_stack.popitem(last=True)
         return out
+
+    def _forward(self, m: nn.Module, forward: Callable | None) -> Callable:
+        """``forward``, or for None (the trace's module-call wrapper passes none: a leaf never needs it) the
+        module's own call as the trace found it."""
+        return forward if forward is not None else functools.partial(self._orig_call, m)
 
     def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, proxy_factory_fn=None):
         """fx's ``create_proxy`` without its type assertions (the arguments are a tuple and a dict here)."""
