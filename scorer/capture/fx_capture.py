@@ -313,11 +313,9 @@ class LeafTracer(fx.Tracer):
         if path is None:
             path = self.path_of_module(m)
         if is_known_leaf(m):
-            after = None
-            if m._forward_pre_hooks or m._forward_hooks:  # else no torch.ao observer runs around it
-                before, after = hooked_quantisers(m)
-                if before is not None and args:
-                    args = (before(args[0]), *args[1:])
+            before, after = hooked_quantisers(m)
+            if before is not None and args:
+                args = (before(args[0]), *args[1:])
             out = self.create_proxy("call_module", path, args, kwargs)
             # the walk's module, without resolving the path again, and known to have an extractor
             meta = out.node.meta
