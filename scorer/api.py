@@ -19,7 +19,7 @@ from scorer.capture.guard import CAPTURE_LOCK
 from scorer.engine import build_context, cost_ops
 from scorer.errors import CaptureError, ScorerError, UnknownOpError
 from scorer.inputs import dtypes_of, make_inputs, parse_dtype, shapes_of, token_count
-from scorer.memory import activation_memory, input_bits
+from scorer.memory import activation_memory, input_bits, input_numel
 from scorer.passes import run_passes
 from scorer.precision import PrecisionPolicy, annotate_bits
 from scorer.report import Report, row_of
@@ -309,7 +309,8 @@ def cost_rows(cap: Captured, opts: Options) -> tuple[list[dict], list[dict], lis
         ctx = build_context(path.ops, opts.block)
         costed, unknown = cost_ops(path.ops, ruleset, ctx)
         memory = activation_memory(path.ops, input_bits(cap.inputs, cap.divisor,
-                                                         policy.input_bits or policy.act_bits))
+                                                         policy.input_bits or policy.act_bits),
+                                   input_numel(cap.inputs))
         rows.extend(row_of(op, cost, path.fraction, mem) for (op, cost), mem in zip(costed, memory, strict=True))
         unknown_rows.extend({"name": op.name, "module": op.module, "target": op.target, "path": path.name}
                             for op in unknown)

@@ -20,12 +20,14 @@ wikitext103: ``rules.records.Op.out_numel`` divides by ``op.batch``):
   counted here; an activation is a tensor computed from the model's input. Captures differ in whether they
   record such tensors as ops (export, dispatch) or fold them (fx), so this keeps the counts the same.
 - **Aliases**: a ``free`` op (data movement) whose tensor inputs all share one storage and whose output has
-  no more elements than its largest input is an alias of that storage (view, reshape, flatten, permute,
-  transpose, slice, select, squeeze, dropout in eval, an item of a chunk): it writes nothing, and reading it
+  no more elements than its largest input nor than that storage is an alias of it (view, reshape, flatten,
+  permute, transpose, slice, select, squeeze, dropout in eval, an item of a chunk): it writes nothing, and reading it
   keeps the storage live. A deployment lays such tensors out as strided reads of the source (PyTorch's
   ``contiguous`` copy included). Every other op writes a new tensor, the ``free`` ops that join or grow
   tensors too (cat, stack, pad, repeat, expand): a concatenation writes its own buffer, and its inputs stay
-  live until it runs. In-place calls (``relu_``) are counted as new tensors (an upper bound).
+  live until it runs; a gather by a constant index larger than its source writes too. In-place calls
+  (``relu_``) are counted as new tensors (an upper bound). A call that reads only another tensor's size or
+  type (``zeros_like(x)``, ``x.new_zeros(n)``, the ``y`` of ``x.view_as(y)``) does not read that tensor.
 - **Live**: a storage is live at step i (the i-th op in captured order) when it was written at or before i
   and is read (through any alias) at or after i; one that no op reads (a model output) is live only at the
   step that writes it.
@@ -55,13 +57,15 @@ INPUT = -1
 CONST = -2
 
 
-def activation_memory(ops: list[Op], input_bits: float) -> list[dict[str, float]]:
+def activation_memory(ops: list[Op], input_bits: float, input_numel: int) -> list[dict[str, float]]:
     """``{"act_bits_out", "act_bits_op", "act_bits_live"}`` per op of ``ops`` (one capture, in order), given the
-    size in bits of the model's input tensors (per example); see the module docstring."""
+    size in bits of the model's input tensors (per example) and their elements (all of them, batch included:
+    ``input_numel``); see the module docstring."""
     index = {op.name: i for i, op in enumerate(ops)}
     storage: list[int] = []  # op index -> index of the storage its output is (itself, or an alias's source)
     reads: list[list[int]] = []  # op index -> distinct storages it reads
     size: dict[int, float] = {INPUT: float(input_bits)}
+    numel: dict[int, int] = {INPUT: input_numel}  # storage -> its elements (batch included)
     last: dict[int, int] = {INPUT: 0}  # storage -> last step reading it
     for i, op in enumerate(ops):
         srcs: list[int] = []  # distinct, in the order read; the model's input last
@@ -73,12 +77,14 @@ def activation_memory(ops: list[Op], input_bits: float) -> list[dict[str, float]
             srcs.append(INPUT)
         if not srcs:
             storage.append(CONST)
-        elif (op.kind == "free" and len(srcs) == 1
-              and math.prod(op.out_shape) <= max((math.prod(s) for s in op.in_shapes), default=0)):
-            storage.append(srcs[0])  # an alias
+        elif op.kind == "free" and len(srcs) == 1 and math.prod(op.out_shape) <= min(
+                numel[srcs[0]], max((math.prod(s) for s in op.in_shapes), default=0)):
+            storage.append(srcs[0])  # an alias: no larger than its storage (not a gather by a bigger constant
+            # index) nor than its largest input (not a concatenation of two views of the storage)
         else:
             storage.append(i)
             size[i] = op.out_numel * op.out_bits
+            numel[i] = math.prod(op.out_shape)
         reads.append(srcs)
         for s in srcs:
             last[s] = i
@@ -105,3 +111,8 @@ def activation_memory(ops: list[Op], input_bits: float) -> list[dict[str, float]
 def input_bits(inputs: tuple, divisor: int, bits: int) -> float:
     """Size in bits of the model's tensor inputs per example (or token): numel / ``divisor`` × ``bits`` each."""
     return sum(x.numel() / divisor * bits for x in inputs if hasattr(x, "numel") and hasattr(x, "shape"))
+
+
+def input_numel(inputs: tuple) -> int:
+    """Elements of the model's tensor inputs, all of them."""
+    return sum(x.numel() for x in inputs if hasattr(x, "numel") and hasattr(x, "shape"))

@@ -252,3 +252,86 @@ def test_constants_are_not_activations(capture) -> None:
     rep = score(AddsConstants(), input_shape=(1, 4), capture=capture)
     # step 1: x + 4 out; step 2: that + 4 out (x dead)
     assert rep.totals["mtas_bits"] == (4 + 4) * 32
+
+
+class SizeOnly(nn.Module):
+    """Three Linears 4->4->4->64 plus a (1, 64) zeros tensor made from x's size or type only."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how = how
+        self.c1, self.c2, self.c3 = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 64)
+
+    def forward(self, x):
+        z = torch.zeros_like(x).repeat(1, 16) if self.how == "zeros_like" else x.new_zeros(1, 64)
+        return self.c3(self.c2(self.c1(x))) + z
+
+
+@pytest.mark.parametrize("how", ["zeros_like", "new_zeros"])
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_a_tensor_made_from_a_size_is_a_constant(how, capture) -> None:
+    """zeros_like(x) and x.new_zeros(n) read x's size and type, not its values: constants, holding nothing."""
+    rep = score(SizeOnly(how), input_shape=(1, 4), capture=capture)
+    # steps: c1 x 4 + 4; c2 4 + 4; c3 4 + 64; add 64 + 64 (x dead after c1; the zeros are no storage)
+    assert rep.totals["mtas_bits"] == (64 + 64) * 32
+    assert rep.totals["peak_op_activation_bits"] == (64 + 64) * 32
+
+
+class ShapeFrom(nn.Module):
+    """a = Linear 4->16 (x); b = Linear 4->16 (x) viewed 1x4x4; a reshaped to b's shape; Linear 16->2 after."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how = how
+        self.a, self.b, self.c = nn.Linear(4, 16), nn.Linear(4, 16), nn.Linear(16, 2)
+
+    def forward(self, x):
+        a, b = self.a(x), self.b(x).view(1, 4, 4)
+        v = a.view_as(b) if self.how == "view_as" else a.reshape_as(b) if self.how == "reshape_as" else a.view(1, 4, 4)
+        return self.c(v.flatten(1))
+
+
+@pytest.mark.parametrize("how", ["view", "view_as", "reshape_as"])
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_a_shape_read_from_another_tensor_does_not_read_it(how, capture) -> None:
+    """``a.view_as(b)`` is a view of a: b's shape is read, not b (which is dead after its own view)."""
+    live = list(score(ShapeFrom(how), input_shape=(1, 4), capture=capture).layers["act_bits_live"])
+    # a: x 4 + a 16; b: x + a + b 16; b.view (alias of b): a + b; a's view and flatten: a; c: a + 2
+    assert live == [v * 32 for v in (20, 36, 32, 16, 16, 18)]
+
+
+class Gathers(nn.Module):
+    """gather from a 4-wide activation by a constant (1, 100) index: a new 100-element tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(100, 2)
+
+    def forward(self, x):
+        idx = torch.arange(4).repeat(25).view(1, 100)
+        return self.b(torch.gather(self.a(x), 1, idx))
+
+
+class Rejoins(nn.Module):
+    """cat of the two halves of one tensor: a new tensor, although both inputs are views of one storage."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        y = self.a(x)
+        return self.b(torch.cat([y[:, 4:], y[:, :4]], dim=1))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_writes_larger_than_a_view(capture) -> None:
+    """A gather by a bigger constant index, and a concatenation of two views of one tensor, write new storage."""
+    rep = score(Gathers(), input_shape=(1, 4), capture=capture)
+    # a: x 4 + a 4; gather: a + 100; b: 100 + 2
+    assert rep.totals["mtas_bits"] == 104 * 32
+    assert max(rep.layers["act_bits_out"]) == 100 * 32
+    rep = score(Rejoins(), input_shape=(1, 4), capture=capture)
+    # a: x 4 + y 8; the halves are views of y; cat: y + 8; b: 8 + 2
+    assert rep.totals["mtas_bits"] == 16 * 32
+    assert sorted(rep.layers["act_bits_out"])[-2:] == [8 * 32, 8 * 32]

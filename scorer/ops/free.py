@@ -104,11 +104,28 @@ def movement_attrs(call: Call) -> dict:
     return {}
 
 
+#: Calls that read only the size, type or device of their tensor arguments (``zeros_like(x)``,
+#: ``x.new_zeros(n)``): the tensor they make is a constant (scorer.memory).
+_SIZE_ONLY = frozenset({"zeros_like", "ones_like", "empty_like", "full_like", "new_zeros", "new_ones",
+                        "new_empty", "new_full", "new_tensor"})
+#: Calls that read their first tensor's values and the other's size or type only (``x.view_as(y)``).
+_SHAPE_FROM_OTHER = frozenset({"view_as", "reshape_as", "expand_as", "type_as"})
+
+
 @register("free", modules=_FREE_MODULES, functions=_FREE_FUNCTIONS, methods=_FREE_METHODS, aten=_FREE_ATEN)
 def free(call: Call) -> Op:
     """Data movement, no arithmetic (official_rules.md §2.3); a parameter it moves (a learned class token
-    concatenated to the activations) is stored here."""
-    return call.op("free", call.params(), attrs=movement_attrs(call))
+    concatenated to the activations) is stored here. What it reads (for activation memory) leaves out the
+    tensors whose size or type alone it reads."""
+    name = call_name(call)
+    if name not in _SIZE_ONLY and name not in _SHAPE_FROM_OTHER:
+        return call.op("free", call.params(), attrs=movement_attrs(call))
+    source = call.args[0] if call.args and name in _SHAPE_FROM_OTHER else None
+    reads = [source] if isinstance(source, Val) and source.is_activation else []
+    op = call.op("free", call.params(), acts=reads, attrs=movement_attrs(call),
+                 inputs=[source.producer] if reads and source.producer else [])
+    op.reads_input = bool(reads) and source.model_input  # not what the call's other tensors are
+    return op
 
 
 @register("embedding", modules=(nn.Embedding,), functions=(F.embedding,), aten=("embedding",), weighted=True)
