@@ -219,10 +219,12 @@ class RuleSet:
             tree = sum(adder_tree_bits(int(k), base) for k in per_channel) * outputs / len(per_channel)
         else:
             tree = adder_tree_bits_mean(n, base) * outputs
-        rest = cost.adds - max(n - 1, 0.0) * outputs
+        tree_adds = max(n - 1, 0.0) * outputs
+        rest = cost.adds - tree_adds
         if rest < -1e-6 * cost.adds:
-            raise ValueError(f"{self.name}: adder tree on {op.name} ({op.module or 'top level'}): the formula counts "
-                             f"{cost.adds:g} adds, fewer than the tree's (n − 1)·outputs = {(n - 1) * outputs:g}")
+            raise ValueError(f"{self.name}: adder tree on {op.name} ({op.module or 'top level'}) at weight density "
+                             f"{self.density(w):.6g} (n = {n:.6g} products per output): the formula counts "
+                             f"{cost.adds:.10g} adds, fewer than the tree's max(n − 1, 0)·outputs = {tree_adds:.10g}")
         return (tree + max(rest, 0.0) * op.add_bits) / cost.adds
 
     def _row_nonzeros(self, w: WeightRef | None) -> list[int] | None:

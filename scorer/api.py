@@ -21,7 +21,7 @@ from scorer.errors import CaptureError, ScorerError, UnknownOpError
 from scorer.inputs import dtypes_of, make_inputs, parse_dtype, shapes_of, token_count
 from scorer.memory import activation_memory, input_bits, input_numel
 from scorer.passes import run_passes
-from scorer.precision import PrecisionPolicy, annotate_bits
+from scorer.precision import PrecisionPolicy, annotate_bits, width_attrs
 from scorer.report import Report, row_of
 from scorer.sparsity import SparsitySpec, annotate_sparsity, measure_nonzeros
 from scorer.tracks import Track, get_track
@@ -173,16 +173,40 @@ class Captured:
         return replace(self, paths=paths, notes=list(self.notes))
 
     def snapshot(self) -> None:
-        """Count the nonzeros of every creditable weight now, so later evaluations use these counts, and hold
-        each weight tensor as a detached alias (capture refers to the model's own tensors): a later
-        ``model.half()`` gives the parameter new data, not the alias, so the widths read stay those of now."""
+        """Hold what later evaluations read as it is now (a held capture, ``Scorer``): the nonzeros of every
+        creditable weight; a copy of each tensor the ops hold (weights, biases, prune masks: rules read their
+        values, e.g. a bias's or a row's nonzeros, and their dtype; capture refers to the model's own tensors,
+        which an in-place edit or ``model.half()`` changes); and each layer's width attributes, as
+        ``_HeldWidths`` in ``modules``. Activation quantisers' widths are already in the ops (``attrs``)."""
         self.nonzeros.clear()
+        copies: dict[int, torch.Tensor] = {}  # id -> copy: a tensor shared by ops stays shared
+
+        def held(t: object) -> object:
+            if not isinstance(t, torch.Tensor):
+                return t
+            if id(t) not in copies:
+                copies[id(t)] = t.detach().clone()
+            return copies[id(t)]
+
         for p in self.paths:
             for op in p.ops:
                 for w in op.weights:
-                    if isinstance(w.tensor, torch.Tensor):
-                        w.tensor = w.tensor.detach()
+                    w.tensor, w.mask = held(w.tensor), held(w.mask)
             measure_nonzeros(p.ops, self.nonzeros)
+            p.modules = {**p.modules, **{op.module: _held_widths(p.modules.get(op.module)) for op in p.ops}}
+
+
+class _HeldWidths(nn.Module):
+    """A layer's width attributes as ``Captured.snapshot`` read them: what ``scorer.precision._layer_bits``
+    reads (``weight_bits``, else a QAT ``weight_fake_quant``'s range; ``bias_bits``, ``act_bits``, ``acc_bits``)."""
+
+    def __init__(self, widths: Mapping[str, int]) -> None:
+        super().__init__()
+        self.__dict__.update(widths)
+
+
+def _held_widths(mod: nn.Module | None) -> nn.Module | None:
+    return None if mod is None else _HeldWidths(width_attrs(mod))
 
 
 def _copy_op(op: Op) -> Op:

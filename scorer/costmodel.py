@@ -13,7 +13,8 @@ counts n·d mults), its stored bits are p0 + p1·W + p2·d·W plus its mask (1 b
 any zero, §2.2 `counting.py`; the step at d = 1), and its multiplication width is the maximum of a constant
 and the bits of the layers feeding it (§3.1: an op runs at the widest of its inputs; a 1-bit weight counts 1
 bit). ``_LinearModel`` reads those coefficients off the real pipeline by probing (a few evaluations), checks
-them against the pipeline on random configurations, and raises if a rule set does not fit the form.
+them op by op against the pipeline on random configurations (``_LinearModel._verify``), and raises if a rule set
+does not fit the form (a rule raising at a probed configuration included).
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def layer_names(cap: Captured) -> list[str]:
 
 class Scorer:
     """A model captured once (arguments as ``score()``'s that concern capture, plus default ``rules``,
-    ``mask_block`` and ``allow_unknown``). It keeps the nonzero counts it read until ``refresh()``."""
+    ``mask_block`` and ``allow_unknown``). Until ``refresh()`` it keeps everything it read at capture (copies of
+    the tensors the ops hold, their nonzeros and dtypes, each layer's width attributes: ``Captured.snapshot``),
+    so a held Scorer scores the model as it was then, never a mix of then and now."""
 
     def __init__(
         self,
@@ -78,7 +81,7 @@ class Scorer:
         self.refresh()
 
     def refresh(self) -> None:
-        """Capture the model again and re-read its weights' nonzeros (a held Scorer keeps those it read)."""
+        """Capture the model again and re-read everything (weights, nonzeros, layer widths) from it now."""
         cap = capture_paths(self.model, **self._capture_args)  # type: ignore[arg-type]
         cap.snapshot()
         names = layer_names(cap)
@@ -104,7 +107,8 @@ class Scorer:
             return evaluate(self._cap.copy(), opts, unknown_ok)
 
     def _model(self, rules: object, base: Mapping | None = None) -> _LinearModel:
-        base_key = json.dumps(base, sort_keys=True) if base else None
+        # a value JSON cannot spell (numpy's int64) keys by type and repr; Options.parse then judges it as score() does
+        base_key = json.dumps(base, sort_keys=True, default=lambda v: f"{type(v).__name__}:{v!r}") if base else None
         key = (self.rules if rules is None else rules, base_key)
         if key not in self._linear:
             with CAPTURE_LOCK:
@@ -117,11 +121,15 @@ class Scorer:
         (module docstring). ``weight_bits``, ``act_bits``: integers 1..64, ``density`` in (0, 1]; each
         [K, len(layer_names)] (or one row). Vectorised over K in chunks of ``chunk`` rows.
 
-        ``base`` (optional, a precision config): its ``default`` keys replace the 32-bit defaults and its
-        ``layers`` entries come before the per-layer ones, so a row equals ``score(precision={"default":
-        {"weight": 32, "act": 32, "acc": 32, **base["default"]}, "layers": {**base["layers"], name: {...}}})``
+        ``chunk``: a positive integer. ``base`` (optional, a precision config): its ``default`` keys replace the
+        32-bit defaults and its ``layers`` entries come before the per-layer ones, so a row equals
+        ``score(precision={"default": {"weight": 32, "act": 32, "acc": 32, **base["default"]},
+        "layers": {**base["layers"], name: {...}}})``
         (e.g. ``{"default": {"weight": 16, "act": 16}}``: the 16-bit freebie outside the swept layers). The
         coefficients are read and verified under that base, and a base they do not fit is an error."""
+        if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+            raise ScorerError(f"chunk must be a positive integer (rows per vectorised block), got {chunk!r}")
+        chunk = int(chunk)
         lm = self._model(rules, base)
         w, a, d = (_rows(x, len(self.layer_names), name) for x, name in
                    ((weight_bits, "weight_bits"), (act_bits, "act_bits"), (density, "density")))
@@ -131,8 +139,7 @@ class Scorer:
         _check_bits(w, "weight_bits")
         _check_bits(a, "act_bits")
         w, a, d = (x.astype(np.float64, copy=False) for x in (w, a, d))
-        if not (np.all(d > 0) and np.all(d <= 1)):
-            raise ScorerError("density must be in (0, 1] (sparsity 1 - density in [0, 1))")
+        _check_density(d)
         parts = [lm.totals(w[i:i + chunk], a[i:i + chunk], d[i:i + chunk]) for i in range(0, len(w), chunk)]
         cols = {c: np.concatenate([p[c] for p in parts]) if parts else np.zeros(0) for c in SWEEP_COLUMNS}
         return pd.DataFrame(cols, columns=SWEEP_COLUMNS)
@@ -141,7 +148,8 @@ class Scorer:
                        rules: object = None, mask_temperature: float = 0.05,
                        base: Mapping | None = None) -> torch.Tensor:
         """The score (a 0-d float64 tensor) of one configuration of tensors [len(layer_names)], equal to
-        ``sweep`` at integer bits, differentiable in the bits and the density.
+        ``sweep`` at integer bits, differentiable in the bits and the density. Bits must lie in [1, 64] and
+        densities in (0, 1] (``sweep``'s ranges; bits need not be whole), else ScorerError.
 
         Relaxation: bits are continuous; an op's width is the maximum of its sources' bits (the gradient goes
         to the widest; ``torch.maximum`` splits a tie); the 1-bit rule (a ±1 weight counts 1 bit) applies where
@@ -160,6 +168,14 @@ def _rows(x: object, n: int, name: str) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[1] != n:
         raise ScorerError(f"{name} must be [K, {n}] (one column per layer name), got shape {np.shape(x)}")
     return arr
+
+
+def _check_density(d: np.ndarray) -> None:
+    """Density in (0, 1] as score() receives it: sparsity 1 - d must be below 1, so a d under about 1.1e-16
+    (for which 1 - d rounds to 1.0) is refused as score() refuses it."""
+    if not (np.all(d > 0) and np.all(d <= 1) and np.all(1.0 - (1.0 - d) > 0)):
+        raise ScorerError("density must be in (0, 1], with sparsity 1 - density below 1.0 in float64 "
+                          "(density above about 1.1e-16)")
 
 
 def _check_bits(x: np.ndarray, name: str) -> None:
@@ -241,6 +257,11 @@ class _LinearModel:
             group_of.append(groups.setdefault(key, len(groups)))
             members.append(j)
         g = len(groups)
+        row_group = np.full(len(c), g, dtype=np.int64)  # g: a fixed-width row (no group)
+        row_group[members] = group_of
+        # each op's own coefficients, for _verify's op-by-op check
+        self._op = dict(mult_0=mult_0, mult_d=mult_d, add_0=add_0, add_d=add_d, p0=p0, p1=p1, p2=p2,
+                        mask_c=mask_c, mask_k=mask_k, add_bits=add_bits, c=c, fixed=fixed, group=row_group)
         width = max([len(k[1]) for k in groups] + [1])
         self.idx = np.full((g, width), 2 * n, dtype=np.int64)
         self.const = np.empty(g)
@@ -293,7 +314,11 @@ class _LinearModel:
         the one annotation gave its op, the rule set fixes it (``Cost.mul_bits``): remembered for ``_widths``."""
         sc = self.scorer
         cap = sc._cap.copy()
-        rows, unknown, _ = cost_rows(cap, self._options(act, weight, dens))
+        opts = self._options(act, weight, dens)  # a base score() refuses fails here, as in score()
+        try:
+            rows, unknown, _ = cost_rows(cap, opts)
+        except (ValueError, ArithmeticError) as e:  # a rule refusing a configuration the model tries
+            raise self._unfit(f"at a configuration it probes, {type(e).__name__}: {e}") from e
         if unknown and not sc.allow_unknown:
             raise UnknownOpError([(u["name"], u["module"], u["target"]) for u in unknown])
         annotated = np.array([op.mul_bits for path in cap.paths for op in path.ops], dtype=np.float64)
@@ -315,23 +340,64 @@ class _LinearModel:
         got = np.array([op.mul_bits for path in self._work.paths for op in path.ops], dtype=np.float64)
         return np.where(self._rule_fixed, self._rule_width, got)
 
-    def _verify(self, trials: int = 3) -> None:
-        """The coefficients against the pipeline on random configurations (1-bit widths and d = 1 included)."""
+    def _verify(self) -> None:
+        """The coefficients against the pipeline, op by op and in total, on three random configurations.
+
+        Every layer gets its own random bits (1..16; 1-bit weights in the last two) and, in the first two, its
+        own random density strictly inside (0, 1) (not a round value; the third sets about 30% to 1). Each op's
+        mults, adds, stored and mask bits, width (where it multiplies) and ops are compared with ``_op_rows``:
+        as no op's error can hide in a total or in a layer left at d = 1, an op whose cost is not of the form
+        (e.g. ⌊n·d⌋ products, an adder tree's width growing with d, a cost depending on another layer's d) is
+        found unless its departure vanishes at every drawn point. With the probes the coefficients were read
+        from (d = 1 and 0.5), each op is thus seen at its own d = 1, 0.5 and two or three random densities.
+        Not guaranteed: a departure confined to densities or bit combinations never drawn."""
         rng = np.random.default_rng(0)
         n = self.n
-        for t in range(trials):
-            w = rng.integers(1, 17, n).astype(float)
+        for t in range(3):
+            w = rng.integers(2 if t == 0 else 1, 17, n).astype(float)
             a = rng.integers(1, 17, n).astype(float)
-            d = np.where(rng.random(n) < 0.3, 1.0, rng.uniform(0.05, 1.0, n))
-            if t == 0:
-                w[:] = rng.integers(2, 17, n)
+            d = rng.uniform(0.05, 0.95, n)
+            if t == 2:
+                d[rng.random(n) < 0.3] = 1.0
             rows = self._probe(a, w, d)
-            want = totals_of(*(float(sum(r[k] for r in rows)) for k in ("param_bits", "mults", "adds", "ops")),
-                             self.track)
-            got = self.totals(w[None], a[None], d[None])
+            want = {k: _columns(rows, k) for k in ("mults", "adds", "param_bits", "mask_bits", "mul_bits", "ops")}
+            got = self._op_rows(w, a, d)
+            for k, v in want.items():
+                ok = np.isclose(got[k], v, rtol=1e-10, atol=1e-6)
+                if k == "mul_bits":
+                    ok |= want["mults"] == 0  # a width counts only where the op multiplies
+                bad = np.flatnonzero(~ok)
+                if bad.size:
+                    j = bad[0]
+                    raise self._unfit(f"op {rows[j]['name']} ({rows[j]['module'] or 'top level'}) {k}: "
+                                      f"{float(got[k][j])!r} by the model, {float(v[j])!r} by score()")
+            want_t = totals_of(*(float(want[k].sum()) for k in ("param_bits", "mults", "adds", "ops")), self.track)
+            got_t = self.totals(w[None], a[None], d[None])
             for k in SWEEP_COLUMNS:
-                if not np.isclose(got[k][0], want[k], rtol=1e-12, atol=1e-9):
-                    raise self._unfit(f"{k}: {got[k][0]!r} by the model, {want[k]!r} by score()")
+                if not np.isclose(got_t[k][0], want_t[k], rtol=1e-12, atol=1e-9):
+                    raise self._unfit(f"{k}: {float(got_t[k][0])!r} by the model, {float(want_t[k])!r} by score()")
+
+    def _op_rows(self, w: np.ndarray, a: np.ndarray, d: np.ndarray) -> dict:
+        """The model's value of each op's row columns for one configuration (W, A, D arrays [n])."""
+        o = self._op
+        dens = np.append(1.0 - (1.0 - d), 1.0)[self.layer]  # an op of no layer: d = 1, W = 32
+        bits = np.append(w, 32.0)[self.layer]
+        mults = o["mult_0"] + o["mult_d"] * dens
+        adds = o["add_0"] + o["add_d"] * dens
+        mask = o["mask_c"] + o["mask_k"] * (dens < 1)
+        group_widths = np.append(self._group_widths(np.concatenate([a, w, [1.0]])[None])[0], 0.0)
+        width = np.where(o["fixed"], o["c"], group_widths[o["group"]])
+        return {"mults": mults, "adds": adds, "param_bits": o["p0"] + o["p1"] * bits + o["p2"] * dens * bits + mask,
+                "mask_bits": mask, "mul_bits": width, "ops": (mults * width + adds * o["add_bits"]) / 32}
+
+    def _group_widths(self, x: np.ndarray) -> np.ndarray:
+        """Each group's multiplication width [K, g] for X = [A, W, 1] rows [K, 2n + 1]."""
+        widths = x[:, self.idx[:, 0]] if self.idx.shape[1] == 1 else x[:, self.idx].max(axis=2)
+        widths = np.maximum(widths, self.const)
+        if self.has_binary:
+            one = self.group_binary & (x[:, self.n + self.group_layer] == 1)
+            widths = np.where(one, 1.0, widths)
+        return widths
 
     def totals(self, w: np.ndarray, a: np.ndarray, d: np.ndarray) -> dict:
         """SWEEP_COLUMNS arrays [K] for W, A, D arrays [K, n]."""
@@ -339,12 +405,7 @@ class _LinearModel:
         param_bits = self.param0 + w @ self.param_w + (dens * w) @ self.param_dw + (dens < 1) @ self.mask_k
         mults = self.mults0 + dens @ self.mults_d
         adds = self.adds0 + dens @ self.adds_d
-        x = np.concatenate([a, w, np.ones((len(w), 1))], axis=1)
-        widths = x[:, self.idx[:, 0]] if self.idx.shape[1] == 1 else x[:, self.idx].max(axis=2)
-        widths = np.maximum(widths, self.const)
-        if self.has_binary:
-            one = self.group_binary & (x[:, self.n + self.group_layer] == 1)
-            widths = np.where(one, 1.0, widths)
+        widths = self._group_widths(np.concatenate([a, w, np.ones((len(w), 1))], axis=1))
         group_mults = self.group_m0 + dens[:, self.group_layer] * self.group_md
         ops = self.ops0 + dens @ self.ops_d + (group_mults * widths).sum(axis=1) / 32
         return totals_of(param_bits, mults, adds, ops, self.track)
@@ -360,6 +421,11 @@ class _LinearModel:
             if not isinstance(v, torch.Tensor) or v.shape != (n,):
                 raise ScorerError(f"{name} must be a tensor of shape ({n},), one value per layer name")
         w, a, d = (v.to(torch.float64) for v in (w, a, d))
+        with torch.no_grad():  # the ranges sweep checks; bits may be fractional (the relaxation)
+            for v, name in ((w, "weight_bits"), (a, "act_bits")):
+                if not bool(((v >= 1) & (v <= 64)).all()):
+                    raise ScorerError(f"{name} must be between 1 and 64, got {v.min().item()}..{v.max().item()}")
+            _check_density(d.detach().cpu().numpy())
         dens = 1.0 - (1.0 - d)
         step = (dens < 1).to(torch.float64)
         soft = torch.sigmoid((1.0 - dens) / temperature)

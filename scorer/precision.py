@@ -242,14 +242,22 @@ def _layer_bits(policy: PrecisionPolicy, module: str, mod: nn.Module | None, pla
     cfg = policy.layer(module)
     if (mod is None or _bare_layer(mod, plain)) and not cfg:  # the usual layer: the policy's widths
         return (policy.param_bits, policy.read_model_bits, policy.param_bits, policy.act_bits, policy.acc_bits)
-    model_wbits = _module_int(mod, "weight_bits") or _weight_fake_quant_bits(mod)
-    mod_bias, mod_act, mod_acc = (_module_int(mod, "bias_bits"), _module_int(mod, "act_bits"),
-                                  _module_int(mod, "acc_bits"))
+    own = width_attrs(mod) if mod is not None else {}
+    model_wbits = own.get("weight_bits")
     wbits = cfg.get("weight") or model_wbits or policy.param_bits
     # a weight stored in a narrower dtype (fp16, bf16, int8) is stored at that width
     by_dtype = policy.read_model_bits and not cfg.get("weight") and model_wbits is None
-    return (wbits, by_dtype, cfg.get("bias") or mod_bias or policy.param_bits,
-            cfg.get("act") or mod_act or policy.act_bits, cfg.get("acc") or mod_acc or policy.acc_bits)
+    return (wbits, by_dtype, cfg.get("bias") or own.get("bias_bits") or policy.param_bits,
+            cfg.get("act") or own.get("act_bits") or policy.act_bits,
+            cfg.get("acc") or own.get("acc_bits") or policy.acc_bits)
+
+
+def width_attrs(mod: nn.Module) -> dict[str, int]:
+    """The widths layer ``mod`` sets on itself, as ``_layer_bits`` reads them: ``weight_bits`` (else a QAT
+    ``weight_fake_quant``'s range), ``bias_bits``, ``act_bits``, ``acc_bits``; those it does not set are absent."""
+    widths = {"weight_bits": _module_int(mod, "weight_bits") or _weight_fake_quant_bits(mod),
+              **{k: _module_int(mod, k) for k in ("bias_bits", "act_bits", "acc_bits")}}
+    return {k: v for k, v in widths.items() if v is not None}
 
 
 def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, nn.Module]) -> None:
