@@ -28,6 +28,8 @@ wikitext103: ``rules.records.Op.out_numel`` divides by ``op.batch``):
   live until it runs; a gather by a constant index larger than its source writes too. In-place calls
   (``relu_``) are counted as new tensors (an upper bound). A call that reads only another tensor's size or
   type (``zeros_like(x)``, ``x.new_zeros(n)``, the ``y`` of ``x.view_as(y)``) does not read that tensor.
+- **Items**: picking one output of a call that has several (``y, w = attn(q, k, v)``, marked
+  ``attrs["item"]`` by the capture) is an alias read by nothing itself: an unused item keeps nothing live.
 - **Live**: a storage is live at step i (the i-th op in captured order) when it was written at or before i
   and is read (through any alias) at or after i; one that no op reads (a model output) is live only at the
   step that writes it.
@@ -86,8 +88,9 @@ def activation_memory(ops: list[Op], input_bits: float, input_numel: int) -> lis
             size[i] = op.out_numel * op.out_bits
             numel[i] = math.prod(op.out_shape)
         reads.append(srcs)
-        for s in srcs:
-            last[s] = i
+        if not op.attrs.get("item"):  # an item picked from a call's outputs: its readers keep it live
+            for s in srcs:
+                last[s] = i
     # live[i] = sum of the storages written at or before i and read at or after i (a difference array)
     delta = [0.0] * (len(ops) + 1)
     for s, bits in size.items():

@@ -23,11 +23,11 @@ from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_mod
 from torch.utils._pytree import tree_leaves, tree_map
 
 from scorer.capture.export_capture import fake_inputs, fake_of, has_meta
-from scorer.capture.fx_capture import FxCapture
+from scorer.capture.fx_capture import FxCapture, layer_arg
 from scorer.capture.guard import attribute_tensors, module_walk, preserved, substituted, versions_kept
 from scorer.ops import is_whole, targets, translate
 from scorer.ops.attention import QUIET_MODULES, WHOLE_FUNCTIONS
-from scorer.ops.call import make_call
+from scorer.ops.call import Call, make_call, out_producers
 from scorer.ops.values import Val, carries_param, meta_of
 
 #: Largest example input (bytes of zeros) a real run may allocate.
@@ -120,15 +120,16 @@ class _Recorder(TorchDispatchMode):
         call = make_call(form, func, f"{base}_{self.count}", path, vargs, vkwargs, meta_out)
         new = translate(call)
         carried = carries_param(new, call.vals)
-        self._remember(out, carried, new)
+        self._remember(call, out, carried, new)
         if carried is None:
             self.ops.extend(new)
 
-    def _remember(self, out: object, carried: Val | None, new: list) -> None:
+    def _remember(self, call: Call, out: object, carried: Val | None, new: list) -> None:
         """The Val of each output tensor: the parameter ``carried`` still (a view of it, ``pos[:T]``, with the
-        view's shape: T rows, not all), else the last of the ``new`` ops' output."""
-        producer = new[-1].name if new else None
-        for t in (t for t in tree_leaves(out) if isinstance(t, torch.Tensor)):
+        view's shape: T rows, not all), else the output of the ``new`` op writing it (``out_producers``)."""
+        tensors = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        producers = out_producers(call, new, len(tensors)) if carried is None else [None] * len(tensors)
+        for t, producer in zip(tensors, producers, strict=True):
             self.keep.append(t)
             self.vals[id(t)] = (replace(carried, meta=meta_of(t)) if carried is not None
                                 else Val(meta=meta_of(t), producer=producer))
@@ -150,7 +151,7 @@ class _Recorder(TorchDispatchMode):
             # a quantiser applied to a parameter (``weight_fake_quant``) leaves it that parameter
             carried = carries_param(new, [v for v in call.vals if v.is_tensor][:1])
             self.read.update(f"{path}.{n}" if path else n for n, _ in mod.named_parameters())
-            self._remember(out, carried, new)
+            self._remember(call, out, carried, new)
             if carried is None:
                 self.whole_ops.extend(new)
                 self.ops.extend(new)
@@ -234,10 +235,11 @@ def _zeros(example_inputs: tuple) -> tuple:
 
 
 def _record(model: nn.Module, example_inputs: tuple, fake: bool, kwargs: dict | None = None,
-            model_inputs: bool = True) -> FxCapture:
+            outs: list | None = None) -> FxCapture:
     """One run of ``model`` under the recorder: on fake tensors, or (``fake=False``) on the real inputs given
-    (``_zeros``) against cloned weights. ``model_inputs``: the inputs are the model's (False for one layer
-    of a larger capture, whose inputs the caller links)."""
+    (``_zeros``) against cloned weights. With ``outs`` (one layer of a larger capture, whose inputs the caller
+    links) the inputs are not the model's: each is named ``layer_arg(position or keyword)`` as its producer,
+    and ``outs`` gets the producer of each output tensor."""
     mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else None
     kwargs = kwargs or {}
     if mode is not None:
@@ -283,18 +285,26 @@ def _record(model: nn.Module, example_inputs: tuple, fake: bool, kwargs: dict | 
             params = {id(t): (name, t) for name, t in [*model.named_parameters(), *model.named_buffers()]}
             real_of.update(stand_ins)
             rec = _Recorder({**attributes, **params, **real_of}, stack, mode, buffers)
-            if model_inputs:
+            if outs is None:
                 rec.inputs = {id(t) for t in (*inputs, *kwargs.values()) if isinstance(t, torch.Tensor)}
+            else:
+                for key, t in [*enumerate(inputs), *kwargs.items()]:
+                    if isinstance(t, torch.Tensor):
+                        rec.keep.append(t)
+                        rec.vals[id(t)] = Val(meta=meta_of(t), producer=layer_arg(key))
             if mode is not None:
                 with versions_kept(model), mode, rec, _WholeCalls(rec):
-                    model(*inputs, **kwargs)
+                    result = model(*inputs, **kwargs)
             else:
                 with rec, _WholeCalls(rec):
-                    model(*inputs, **kwargs)
+                    result = model(*inputs, **kwargs)
     finally:
         h1.remove()
         h2.remove()
     assert rec is not None
+    if outs is not None:
+        outs.extend(getattr(rec.vals.get(id(t)), "producer", None) for t in tree_leaves(result)
+                    if isinstance(t, torch.Tensor))
     rec.real_weights(real_of)
     used = {w.name for op in rec.ops for w in op.weights}
     # Ops recorded under the model's root get the path "" (the root's name in named_modules()).
@@ -319,16 +329,19 @@ def capture_dispatch(model: nn.Module, example_inputs: tuple) -> FxCapture:
     return _record(model, inputs, fake=False)
 
 
-def module_call_ops(mod: nn.Module, path: str, name: str, args: tuple, kwargs: dict) -> list:
+def module_call_ops(mod: nn.Module, path: str, name: str, args: tuple, kwargs: dict) -> tuple[list, list]:
     """The ops of one call of ``mod`` (at ``path``, in a graph node ``name``) on meta arguments, recorded on
-    fake tensors: how fx counts a torch.nn layer it keeps whole but has no extractor for (a transformer layer,
-    whose forward fx cannot trace). Names, paths and parameter names are made those of the enclosing model."""
-    ops = _record(mod, args, fake=True, kwargs=kwargs).ops  # reads_input: reads the layer's arguments
+    fake tensors, and the producer of each output tensor: how fx counts a torch.nn layer it keeps whole but
+    has no extractor for (a transformer layer, whose forward fx cannot trace). Names, paths and parameter
+    names are made those of the enclosing model; an argument read stays ``layer_arg(...)`` for fx to link."""
+    outs: list[str | None] = []
+    ops = _record(mod, args, fake=True, kwargs=kwargs, outs=outs).ops
     prefix = f"{path}." if path else ""
+    inner = {op.name for op in ops}
     for op in ops:
         op.name = f"{name}.{op.name}"
-        op.inputs = [f"{name}.{i}" for i in op.inputs]
+        op.inputs = [f"{name}.{i}" if i in inner else i for i in op.inputs]
         op.module = f"{prefix}{op.module}" if op.module else path
         for w in op.weights:
             w.name = prefix + w.name
-    return ops
+    return ops, [f"{name}.{p}" if p in inner else p for p in outs]

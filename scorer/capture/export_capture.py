@@ -20,11 +20,11 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
 from torch.overrides import TorchFunctionMode
 
-from scorer.capture.fx_capture import FxCapture
+from scorer.capture.fx_capture import FxCapture, item_of
 from scorer.capture.guard import attribute_tensors, module_walk, substituted
 from scorer.ops import is_whole, translate
 from scorer.ops.attention import QUIET_MODULES, WHOLE_ATEN
-from scorer.ops.call import make_call
+from scorer.ops.call import make_call, out_producers
 from scorer.ops.quant import packed_int8
 from scorer.ops.values import Val, carries_param, meta_of
 
@@ -268,8 +268,11 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
             out = meta_of(out) if isinstance(out, torch.Tensor) else out
             call = make_call("aten", node.target, node.name, _layer(node), args, kwargs, out)
             if call.base not in WHOLE_ATEN and _in_quiet(model, call.path):
-                producer = next((v.producer for v in call.vals if v.producer), None)
-                from_input = producer is None and any(v.model_input for v in call.vals)
+                vals = call.vals
+                if call.base == "getitem" and isinstance(call.args[0], (list, tuple)):  # one item of a tuple
+                    vals = [v for v in call.args[0][call.args[1]:][:1] if isinstance(v, Val)]
+                producer = next((v.producer for v in vals if v.producer), None)
+                from_input = producer is None and any(v.model_input for v in vals)
                 env[node] = _pass_through(out, producer, from_input)
                 continue
             new = translate(call)
@@ -277,13 +280,15 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
             if carried is not None:
                 env[node] = replace(carried, meta=meta_of(out))
                 continue
+            item_of(call, new)
             ops.extend(new)
             used.update(w.name for o in new for w in o.weights)
-            name = new[-1].name if new else None
             if isinstance(out, (list, tuple)):
-                env[node] = type(out)(Val(meta=meta_of(o), producer=name) for o in out)
+                names = iter(out_producers(call, new, sum(isinstance(o, torch.Tensor) for o in out)))
+                env[node] = type(out)(Val(meta=meta_of(o), producer=next(names) if isinstance(o, torch.Tensor)
+                                          else None) for o in out)
             else:
-                env[node] = Val(meta=meta_of(out), producer=name)
+                env[node] = Val(meta=meta_of(out), producer=out_producers(call, new, 1)[0])
     return FxCapture(ops, "export", used, read)
 
 
@@ -303,12 +308,13 @@ def _whole_ops(nodes: list[torch.fx.Node], mod: nn.Module, path: str, env: dict,
     if len(outs) != 1:
         raise ValueError(f"{type(mod).__name__} {path!r} is captured whole but has {len(outs)} outputs in the graph")
     out = meta_of(outs[0].meta.get("val"))
-    new = translate(make_call("module", mod, outs[0].name, path, tuple(args), {}, out))
+    call = make_call("module", mod, outs[0].name, path, tuple(args), {}, out)
+    new = translate(call)
     carried = carries_param(new, args[:1])
     if carried is not None:
         env[outs[0]] = replace(carried, meta=out)
         return []
-    env[outs[0]] = Val(meta=out, producer=new[-1].name if new else None)
+    env[outs[0]] = Val(meta=out, producer=out_producers(call, new, 1)[0])
     return new
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import operator
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -37,7 +38,7 @@ from scorer.capture.shapes import (
 )
 from scorer.ops import is_known_leaf, quant_bits, targets, translate
 from scorer.ops.act import COMPARISONS
-from scorer.ops.call import Call, make_call
+from scorer.ops.call import Call, make_call, out_producers
 from scorer.ops.quant import QUANTISERS, hooked_quantisers
 from scorer.ops.registry import memoised
 from scorer.ops.values import Val, carries_param, meta_of
@@ -822,8 +823,9 @@ class FxCapture:
         return self._read
 
 
-#: Records the ops of one call of a layer: ``(module, path, node name, meta args, meta kwargs) -> ops``.
-LayerRecorder = Callable[[nn.Module, str, str, tuple, dict], list[Op]]
+#: Records the ops of one call of a layer: ``(module, path, node name, meta args, meta kwargs) -> (ops, the
+#: producer of each output tensor)``; an op reading an argument names it ``layer_arg(position or keyword)``.
+LayerRecorder = Callable[[nn.Module, str, str, tuple, dict], tuple[list[Op], list[str | None]]]
 
 
 def _delegated(mod: nn.Module, record_layer: LayerRecorder | None) -> bool:
@@ -833,20 +835,46 @@ def _delegated(mod: nn.Module, record_layer: LayerRecorder | None) -> bool:
             and not isinstance(mod, (nn.Sequential, nn.ModuleList, nn.ModuleDict)) and not is_known_leaf(mod))
 
 
+def layer_arg(key: int | str) -> str:
+    """The producer name a layer's recorder (``dispatch_capture.module_call_ops``) gives its positional
+    argument ``key`` (an index) or keyword argument ``key``; ``_delegate`` replaces it by the caller's."""
+    return f"<arg {key}>"
+
+
 def _delegate(record_layer: LayerRecorder, mod: nn.Module, call: Call, margs: tuple, mkwargs: dict) -> list[Op]:
-    """The layer's ops from ``record_layer``, the first reading the call's inputs; an unknown op if that fails."""
+    """The layer's ops from ``record_layer``, each linked to the producers of the layer arguments it reads
+    (and its outputs to the ops writing them: ``call.producers``); an unknown op if that fails."""
     try:
-        ops = record_layer(mod, call.path, call.name, margs, mkwargs)
+        ops, outs = record_layer(mod, call.path, call.name, margs, mkwargs)
     except Exception:  # noqa: BLE001 - the layer stays one unknown op, as without delegation
         return [call.unknown()]
-    outside = [v.producer for v in call.acts if v.producer]
+    given = {layer_arg(i): v for i, v in enumerate(call.args) if isinstance(v, Val)}
+    given.update((layer_arg(k), v) for k, v in call.kwargs.items() if isinstance(v, Val))
     for op in ops:
-        # an op reading the layer's arguments (recorded as the layer's inputs) reads the call's activations
-        reads_args = op.reads_input or (not op.inputs and bool(op.in_shapes))
-        if reads_args:
-            op.inputs = [*op.inputs, *(p for p in outside if p not in op.inputs)]
-        op.reads_input = reads_args and any(v.model_input for v in call.acts)
+        read = [given[p] for p in op.inputs if p in given]
+        if read:
+            op.inputs = [q for p in op.inputs for q in ((given[p].producer,) if p in given else (p,)) if q]
+            op.reads_input = op.reads_input or any(v.model_input for v in read)
+    call.producers = [given[p].producer if p in given else p for p in outs]  # type: ignore[misc]
     return ops
+
+
+def item_of(call: Call, ops: list[Op]) -> None:
+    """``seq[i]`` of a call's outputs written by different ops (``Call.producers``: attention's output and
+    weights): its op reads that item alone, not every item of ``seq``, and is marked ``attrs["item"]``: picking
+    it keeps nothing live by itself (scorer.memory; dispatch records no such op)."""
+    if call.target is not operator.getitem and call.base != "getitem":  # (checked first: every call comes here)
+        return
+    seq, i = (call.args + (None, None))[:2]
+    if len(ops) != 1 or not isinstance(seq, (list, tuple)) or type(i) is not int:
+        return
+    item = seq[i]
+    producers = {v.producer for v in seq if isinstance(v, Val) and v.is_tensor}
+    if len(producers) > 1 and isinstance(item, Val) and item.is_tensor:
+        ops[0].inputs = [item.producer] if item.producer else []
+        ops[0].in_shapes = [item.shape]
+        ops[0].reads_input = item.model_input
+        ops[0].attrs["item"] = True
 
 
 def trace(model: nn.Module, walked: list[tuple[str, nn.Module]] | None = None,
@@ -992,7 +1020,7 @@ def ops_from_graph(
                     new = _delegate(record_layer, mod, call, margs, mkwargs)
                     ops.extend(new)
                     used.update(w.name for o in new for w in o.weights)
-                    env[node] = _wrap_out(out, new[-1].name if new else None)
+                    env[node] = _wrap_out(out, _producers(call, new, out))
                     continue
             elif kind == "call_function":
                 out = _fast_output(target, margs, mkwargs)
@@ -1012,11 +1040,12 @@ def ops_from_graph(
                 env[node] = replace(carried, meta=out)
                 continue
             if new:
+                item_of(call, new)
                 ops.extend(new)
                 for o in new:
                     if o.weights:
                         used.update(w.name for w in o.weights)
-                env[node] = _wrap_out(out, new[-1].name)
+                env[node] = _wrap_out(out, _producers(call, new, out))
             else:
                 # no op (a call whose output no rule records): a tensor still carries the model's input onwards
                 env[node] = _wrap_out(out, None, any(v.model_input for v in call.acts))
@@ -1038,14 +1067,24 @@ def _param_names(mod: nn.Module) -> list[str]:
     return names
 
 
-def _wrap_out(out: object, producer: str | None, model_input: bool = False) -> object:
+def _producers(call: Call, ops: list[Op], out: object) -> str | None | Iterator[str | None]:
+    """What ``_wrap_out`` takes for the outputs of ``call`` (its ``ops``): one producer, or one per tensor."""
+    if call.producers is None:
+        return ops[-1].name if ops else None
+    return iter(out_producers(call, ops, sum(isinstance(t, torch.Tensor) for t in tree_leaves(out))))
+
+
+def _wrap_out(out: object, producer: str | None | Iterator[str | None], model_input: bool = False) -> object:
+    """``out`` as Vals of ``producer``: one op's name (or None), or an iterator giving each output tensor's in
+    turn."""
+    single = producer is None or type(producer) is str
     if isinstance(out, torch.Size):  # x.shape, x.shape[:2]: ints only, one value (torch.Size holds no Val)
-        return Val(meta=out, producer=producer)
+        return Val(meta=out, producer=producer if single else None)
     if isinstance(out, torch.Tensor):
-        return Val(meta=out, producer=producer, model_input=model_input)
+        return Val(meta=out, producer=producer if single else next(producer), model_input=model_input)
     if isinstance(out, (tuple, list)):
         return type(out)(_wrap_out(o, producer, model_input) for o in out)
-    return Val(meta=out, producer=producer) if producer else Val(meta=out)
+    return Val(meta=out, producer=producer) if single and producer else Val(meta=out)
 
 
 def _submodule(model: nn.Module, path: str) -> nn.Module:

@@ -243,9 +243,13 @@ def _mha_ops(call: Call, a: dict) -> list[Op]:
     weights = _ref(p["out_proj_weight"], "weight") + _ref(p["out_proj_bias"], "bias")
     ops.append(call.op("linear", weights, acts=[], attrs=attrs, suffix="_out_proj", out_shape=call.out_shape,
                        inputs=[heads_out]))
-    if plain(a.get("need_weights")) and plain(a.get("average_attn_weights")):
-        ops.append(call.op("mean", acts=[], attrs={"reduce": heads}, suffix="_weights_mean", out_shape=(n, lq, s),
-                           inputs=[ops[-3].name]))
+    if plain(a.get("need_weights")):  # (output, weights): out_proj writes the output; the weights are the
+        out_by, weights_by = ops[-1].name, ops[-3].name  # softmax's, or their mean over the heads
+        if plain(a.get("average_attn_weights")):
+            ops.append(call.op("mean", acts=[], attrs={"reduce": heads}, suffix="_weights_mean",
+                               out_shape=(n, lq, s), inputs=[weights_by]))
+            weights_by = ops[-1].name
+        call.producers = [out_by, weights_by]
     return ops
 
 

@@ -59,6 +59,9 @@ class Call:
     out: object  # meta tensor, or a tuple/list holding some
     tname: str  # readable target for messages: "nn.Conv2d", "F.relu", "Tensor.add_", "aten.add"
     base: str = ""  # aten packet name without in-place underscore (aten form only)
+    #: set by an extractor whose outputs are not all written by its last op: the op name writing each output
+    #: tensor (the tensor leaves of ``out`` in order); read through ``out_producers``
+    producers: list[str] | None = None
     _vals: list[Val] | None = field(default=None, repr=False)
     _acts: list[Val] | None = field(default=None, repr=False)
 
@@ -199,6 +202,17 @@ class Call:
         else:
             weights = self.params("operand")
         return self.op(f"unknown:{self.tname}{why}", weights)
+
+
+def out_producers(call: Call, ops: list[Op], n: int) -> list[str | None]:
+    """The name of the op of ``ops`` (the call's) writing each of its ``n`` output tensors: those the extractor
+    named in ``call.producers``, else the last op (None without ops). Every capture maps outputs by this."""
+    if call.producers is None:
+        return [ops[-1].name if ops else None] * n
+    if len(call.producers) != n:
+        raise ValueError(f"the extractor for {call.tname} names the producers of {len(call.producers)} outputs, "
+                         f"the call has {n}")
+    return list(call.producers)
 
 
 _NONE = object()
