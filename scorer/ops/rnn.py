@@ -10,8 +10,15 @@ time step (its ``out_shape`` keeps the time dimension, so its count is the per-s
 - GRU:  r, z = σ(W_i{r,z} x + b_i{r,z} + W_h{r,z} h + b_h{r,z})
         n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),  h' = (1 − z) * n + z * h
 
-The first step with h0 = c0 = 0 is counted like every other (the equations run at every step). Each
-weight (``weight_ih_l0``, ``weight_hh_l0``, ``bias_*``, ``weight_hr_l0``, ``*_reverse``) is stored once, by
+The first step with h0 = c0 = 0 is counted like every other (the equations run at every step). For
+activation memory (``scorer.memory``) the first step's W_hh h, f * c and z * h read the state arguments
+(h0, c0; a cell's hx) when they are activations, and a constant (nothing) when absent or constant; later
+steps read the previous step's h and c, terms of the same ops here, so over T > 1 steps W_hh h also reads
+W_ih x (live until the gates anyway) and f * c, z * h read their gate. A bidirectional layer ends with a
+``free`` op joining both directions' h (PyTorch writes them into one output tensor), which the next layer and
+the call's outputs read.
+
+Each weight (``weight_ih_l0``, ``weight_hh_l0``, ``bias_*``, ``weight_hr_l0``, ``*_reverse``) is stored once, by
 its linear, as ``weight``/``bias``. Matched as modules (fx leaves), as the ``torch.lstm``-style functions
 (dispatch records them whole) and as aten ``lstm``/``gru``/``rnn_*`` and ``*_cell`` (export). Their
 argument layout is aten's: ``lstm(input, hx, params, has_biases, num_layers, dropout, train,
@@ -76,13 +83,37 @@ def _unary(call: Call, kind: str, operand: Op, out: tuple[int, ...], suffix: str
     return op
 
 
-def _cell(call: Call, mode: str, w: _Weights, lead: tuple[int, ...], acts: list[Val], inputs: list[str]) -> list[Op]:
-    """The equation terms of one layer and direction over ``lead`` (time and batch dims)."""
+def _reads(op: Op, ops: list[Op], state: list[Val]) -> Op:
+    """Set what ``op`` reads: ``ops`` of this call and the ``state`` arguments that are activations. Reading
+    neither makes it a constant (``Call.op`` would link an op built reading nothing to every argument)."""
+    acts = [v for v in state if v.is_activation]
+    op.inputs = [o.name for o in ops] + [v.producer for v in acts if v.producer]
+    op.reads_input = any(v.model_input for v in acts)
+    return op
+
+
+def _state(hx: object) -> tuple[list[Val], list[Val]]:
+    """The h and c tensors of a state argument (``h``, ``(h, c)`` or ``None``), each ``[Val]`` or ``[]``."""
+    h, c = (tuple(hx) + (None, None))[:2] if isinstance(hx, (list, tuple)) else (hx, None)
+    return ([h] if isinstance(h, Val) and h.is_tensor else []), ([c] if isinstance(c, Val) and c.is_tensor else [])
+
+
+def _steps(x: Val, batch_first: bool) -> int:
+    """Time steps of a stack's input: (T, B, in), (B, T, in) with ``batch_first``, or unbatched (T, in)."""
+    return x.shape[1] if batch_first and len(x.shape) == 3 else x.shape[0]
+
+
+def _cell(call: Call, mode: str, w: _Weights, lead: tuple[int, ...], acts: list[Val], inputs: list[str],
+          h0: list[Val], c0: list[Val], steps: int) -> list[Op]:
+    """The equation terms of one layer and direction over ``lead`` (time and batch dims), from state ``h0``,
+    ``c0`` (``[]``: zero) over ``steps`` time steps."""
     g, hid, t = _GATES[mode], w.hidden, w.tag
     gates = (*lead, g * hid)
     one = (*lead, hid)
     ih = _linear(call, w.w_ih, w.b_ih, w.in_size, gates, lead, f"{t}_ih", acts, inputs)
-    hh = _linear(call, w.w_hh, w.b_hh, w.out_size, gates, lead, f"{t}_hh", [], [])
+    # W_hh h: h0 at step 1, then the previous step's h (computed from W_ih x): ih stands for it
+    hh = _reads(_linear(call, w.w_hh, w.b_hh, w.out_size, gates, lead, f"{t}_hh", [], []),
+                [ih] if steps > 1 else [], h0)
     if mode in ("rnn_tanh", "rnn_relu"):
         pre = _elementwise(call, "add", [ih, hh], one, f"{t}_add")
         return [ih, hh, pre, _unary(call, "act:tanh" if mode == "rnn_tanh" else "act:relu", pre, one, f"{t}_h")]
@@ -92,7 +123,7 @@ def _cell(call: Call, mode: str, w: _Weights, lead: tuple[int, ...], acts: list[
         f = _unary(call, "act:sigmoid", pre, one, f"{t}_f")
         gg = _unary(call, "act:tanh", pre, one, f"{t}_g")
         o = _unary(call, "act:sigmoid", pre, one, f"{t}_o")
-        fc = _elementwise(call, "mul", [f], one, f"{t}_fc")  # f * c
+        fc = _reads(_elementwise(call, "mul", [f], one, f"{t}_fc"), [f], c0)  # f * c: c0, then c (after f)
         ig = _elementwise(call, "mul", [i, gg], one, f"{t}_ig")
         c = _elementwise(call, "add", [fc, ig], one, f"{t}_c")
         tc = _unary(call, "act:tanh", c, one, f"{t}_tanh_c")
@@ -109,9 +140,16 @@ def _cell(call: Call, mode: str, w: _Weights, lead: tuple[int, ...], acts: list[
     n = _unary(call, "act:tanh", npre, one, f"{t}_n")
     omz = _elementwise(call, "sub", [z], one, f"{t}_1mz", scalar=True)  # 1 − z
     a = _elementwise(call, "mul", [omz, n], one, f"{t}_1mz_n")
-    zh = _elementwise(call, "mul", [z], one, f"{t}_zh")  # z * h
+    zh = _reads(_elementwise(call, "mul", [z], one, f"{t}_zh"), [z], h0)  # z * h: h0, then h (after z)
     h = _elementwise(call, "add", [a, zh], one, f"{t}_h")
     return [ih, hh, rz, r, z, rn, npre, n, omz, a, zh, h]
+
+
+def _cell_outputs(call: Call, mode: str, ops: list[Op]) -> list[Op]:
+    """A cell's ops; an LSTM cell returns ``(h, c)``: the ops writing each (``Call.producers``)."""
+    if mode == "lstm":
+        call.producers = [ops[-1].name, next(o.name for o in ops if o.name == f"{call.name}_c")]
+    return ops
 
 
 def _sizes(mode: str, w_ih: tuple, w_hh: tuple) -> tuple[int, int, int]:
@@ -119,18 +157,25 @@ def _sizes(mode: str, w_ih: tuple, w_hh: tuple) -> tuple[int, int, int]:
     return w_ih[1], w_ih[0] // _GATES[mode], w_hh[1]
 
 
-def _stack(call: Call, mode: str, x: Val, layers: list[list[_Weights]]) -> list[Op]:
-    """Every layer and direction over the input's time (and batch) dims; layer l > 0 reads layer l − 1."""
-    lead = x.shape[:-1]
+def _stack(call: Call, mode: str, x: Val, layers: list[list[_Weights]], hx: object, batch_first: bool) -> list[Op]:
+    """Every layer and direction over the input's time (and batch) dims, from state ``hx`` (each reads its
+    slice of h0, c0); layer l > 0 reads layer l − 1; a bidirectional layer's output joins both directions."""
+    lead, steps, (h0, c0) = x.shape[:-1], _steps(x, batch_first), _state(hx)
     ops: list[Op] = []
     acts, inputs = [x], [x.producer] if x.producer else []
-    for dirs in layers:
+    for li, dirs in enumerate(layers):
         outs = []
         for w in dirs:
-            cell = _cell(call, mode, w, lead, acts, inputs)
+            cell = _cell(call, mode, w, lead, acts, inputs, h0, c0, steps)
             ops.extend(cell)
-            outs.append(cell[-1].name)
-        acts, inputs = [], outs
+            outs.append(cell[-1])
+        if len(outs) == 2:  # data movement: both directions' h into one tensor, no arithmetic
+            join = call.op("free", [], acts=[], suffix=f"_l{li}_out", out_shape=(*lead, 2 * dirs[0].out_size),
+                           inputs=[o.name for o in outs])
+            join.in_shapes = [o.out_shape for o in outs]
+            ops.append(join)
+            outs = [join]
+        acts, inputs = [], [o.name for o in outs]
     return ops
 
 
@@ -151,7 +196,8 @@ def _from_module(call: Call) -> list[Op] | Op:
         by = {r.name.rsplit(".", 1)[-1]: [r] for r in refs}
         w = _Weights(by.get("weight_ih", []), by.get("weight_hh", []), by.get("bias_ih", []), by.get("bias_hh", []),
                      [], mod.input_size, mod.hidden_size, mod.hidden_size, mod.bias, "")
-        return _cell(call, mode, w, x.shape[:-1], [x], [x.producer] if x.producer else [])
+        return _cell_outputs(call, mode, _cell(call, mode, w, x.shape[:-1], [x], [x.producer] if x.producer else [],
+                                               *_state(call.arg(1, "hx")), 1))
     mode = _MODE_OF_MODULE[mod.mode]
     layers = []
     for layer in range(mod.num_layers):
@@ -165,7 +211,7 @@ def _from_module(call: Call) -> list[Op] | Op:
             in_size, hid, out = _sizes(mode, shapes[0], shapes[1])
             dirs.append(_Weights(*(by.get(n, []) for n in names), in_size, hid, out, mod.bias, f"_l{layer}{sfx}"))
         layers.append(dirs)
-    return _stack(call, mode, x, layers)
+    return _stack(call, mode, x, layers, call.arg(1, "hx"), mod.batch_first)
 
 
 def _weights_of(call: Call, mode: str, vals: list[Val], has_bias: bool, tag: str) -> _Weights:
@@ -190,8 +236,8 @@ def _from_call(call: Call) -> list[Op] | Op:
         b_ih, b_hh = call.arg(4, "b_ih"), call.arg(5, "b_hh")
         has_bias = isinstance(b_ih, Val) and b_ih.is_tensor
         vals = [w_ih, w_hh, *((b_ih, b_hh) if has_bias else ())]
-        return _cell(call, mode, _weights_of(call, mode, vals, has_bias, ""), x.shape[:-1], [x],
-                     [x.producer] if x.producer else [])
+        return _cell_outputs(call, mode, _cell(call, mode, _weights_of(call, mode, vals, has_bias, ""), x.shape[:-1],
+                                               [x], [x.producer] if x.producer else [], *_state(call.args[1]), 1))
     if isinstance(call.value(3, "has_biases"), (list, tuple)):  # .data: (data, batch_sizes, hx, params, ...)
         return call.unknown("(packed sequence)")
     params = call.args[2]
@@ -207,7 +253,7 @@ def _from_call(call: Call) -> list[Op] | Op:
             tag = f"_l{layer}{'_reverse' if d else ''}"
             row.append(_weights_of(call, base, list(params[k:k + per]), has_bias, tag))
         layers.append(row)
-    return _stack(call, base, x, layers)
+    return _stack(call, base, x, layers, call.args[1], bool(call.value(8, "batch_first")))
 
 
 @register("rnn", modules=(nn.RNNBase, nn.RNNCellBase),
