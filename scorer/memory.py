@@ -77,8 +77,8 @@ def activation_memory(ops: list[Op], input_bits: float, input_numel: int) -> lis
                 srcs.append(s)
         if op.reads_input and INPUT not in srcs:
             srcs.append(INPUT)
-        if not srcs:
-            storage.append(CONST)
+        if not srcs or op.attrs.get("item"):
+            storage.append(srcs[0] if srcs else CONST)  # an item: nothing written (its readers read its sources)
         elif op.kind == "free" and len(srcs) == 1 and math.prod(op.out_shape) <= min(
                 numel[srcs[0]], max((math.prod(s) for s in op.in_shapes), default=0)):
             storage.append(srcs[0])  # an alias: no larger than its storage (not a gather by a bigger constant

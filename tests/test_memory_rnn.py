@@ -177,3 +177,27 @@ def test_bidirectional_layers_read_the_previous_join() -> None:
         assert list(df[df["name"].str.endswith(("_l1_ih", "_l1_reverse_ih"))]["act_bits_op"] / 32) == [36, 36]
         joins = df[df["name"].str.endswith(("_l0_out", "_l1_out"))]
         assert len(joins) == 2 and joins["mults"].sum() == joins["adds"].sum() == 0
+
+
+class LstmState(nn.Module):
+    """One-layer LSTM over one step from zero state; its final cell state c_n feeds a linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.l, self.fc = nn.LSTM(4, 3, batch_first=True), nn.Linear(3, 2)
+
+    def forward(self, x):
+        out, (h, c) = self.l(x)
+        return self.fc(c[0])
+
+
+def test_lstm_final_cell_state_is_its_c_term() -> None:
+    # x 4. ih: x + 12; hh reads the zero state: nothing; gates 12; i f g o 3 each; f*c0 reads f only; c = fc + ig;
+    # c_n (c) is read by fc at the end, so it is live through tanh(c) and h: tanh_c: o 3 + c 3 + tc 3 = 9;
+    # h: o + c + tc + h 3 = 12 (c would be dead if c_n were linked to h); fc: c + 2
+    for rep in _scores(LstmState(), input_shape=(1, 1, 4)):
+        assert _row(rep, "l0_tanh_c")["act_bits_live"] == 9
+        assert _row(rep, "l0_h")["act_bits_live"] == 12
+        fc = rep.layers[rep.layers["module"] == "fc"].iloc[0]
+        assert fc["act_bits_op"] / 32 == 3 + 2
+        assert rep.totals["mtas_bits"] / 32 == 24  # ih + gates, or gates + i f g o

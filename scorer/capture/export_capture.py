@@ -280,10 +280,12 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
             if carried is not None:
                 env[node] = replace(carried, meta=meta_of(out))
                 continue
-            item_of(call, new)
+            picked = item_of(call, new)
             ops.extend(new)
             used.update(w.name for o in new for w in o.weights)
-            if isinstance(out, (list, tuple)):
+            if picked is not None:  # an item of a call's outputs: its Vals as they are (their own producers)
+                env[node] = picked
+            elif isinstance(out, (list, tuple)):
                 names = iter(out_producers(call, new, sum(isinstance(o, torch.Tensor) for o in out)))
                 env[node] = type(out)(Val(meta=meta_of(o), producer=next(names) if isinstance(o, torch.Tensor)
                                           else None) for o in out)

@@ -859,22 +859,26 @@ def _delegate(record_layer: LayerRecorder, mod: nn.Module, call: Call, margs: tu
     return ops
 
 
-def item_of(call: Call, ops: list[Op]) -> None:
-    """``seq[i]`` of a call's outputs written by different ops (``Call.producers``: attention's output and
-    weights): its op reads that item alone, not every item of ``seq``, and is marked ``attrs["item"]``: picking
-    it keeps nothing live by itself (scorer.memory; dispatch records no such op)."""
+def item_of(call: Call, ops: list[Op]) -> object:
+    """For ``seq[i]`` picking from a call's outputs written by different ops (``Call.producers``: attention's
+    output and weights, an LSTM's ``(output, (h, c))``): the picked value (a Val, or a tuple of them) as it is,
+    for the capture to pass on with its own producers, after making its op read that item alone and marking it
+    ``attrs["item"]`` (it writes nothing and keeps nothing live by itself: scorer.memory; dispatch records no
+    such op). None for any other call."""
     if call.target is not operator.getitem and call.base != "getitem":  # (checked first: every call comes here)
-        return
+        return None
     seq, i = (call.args + (None, None))[:2]
     if len(ops) != 1 or not isinstance(seq, (list, tuple)) or type(i) is not int:
-        return
+        return None
+    if len({v.producer for v in call.vals if v.is_tensor}) < 2:
+        return None
     item = seq[i]
-    producers = {v.producer for v in seq if isinstance(v, Val) and v.is_tensor}
-    if len(producers) > 1 and isinstance(item, Val) and item.is_tensor:
-        ops[0].inputs = [item.producer] if item.producer else []
-        ops[0].in_shapes = [item.shape]
-        ops[0].reads_input = item.model_input
-        ops[0].attrs["item"] = True
+    picked = [v for v in (item if isinstance(item, (list, tuple)) else (item,)) if isinstance(v, Val) and v.is_tensor]
+    ops[0].inputs = [v.producer for v in picked if v.producer]
+    ops[0].in_shapes = [v.shape for v in picked]
+    ops[0].reads_input = any(v.model_input for v in picked)
+    ops[0].attrs["item"] = True
+    return item
 
 
 def trace(model: nn.Module, walked: list[tuple[str, nn.Module]] | None = None,
@@ -1040,12 +1044,12 @@ def ops_from_graph(
                 env[node] = replace(carried, meta=out)
                 continue
             if new:
-                item_of(call, new)
+                picked = item_of(call, new)
                 ops.extend(new)
                 for o in new:
                     if o.weights:
                         used.update(w.name for w in o.weights)
-                env[node] = _wrap_out(out, _producers(call, new, out))
+                env[node] = picked if picked is not None else _wrap_out(out, _producers(call, new, out))
             else:
                 # no op (a call whose output no rule records): a tensor still carries the model's input onwards
                 env[node] = _wrap_out(out, None, any(v.model_input for v in call.acts))

@@ -16,7 +16,8 @@ activation memory (``scorer.memory``) the first step's W_hh h, f * c and z * h r
 steps read the previous step's h and c, terms of the same ops here, so over T > 1 steps W_hh h also reads
 W_ih x (live until the gates anyway) and f * c, z * h read their gate. A bidirectional layer ends with a
 ``free`` op joining both directions' h (PyTorch writes them into one output tensor), which the next layer and
-the call's outputs read.
+the call's outputs read. An LSTM cell's ``c`` output, and a one-layer one-direction LSTM's ``c_n``, are its
+``c`` term (a deeper or bidirectional layer's ``h_n``, ``c_n`` stack several terms: they are linked to its last op).
 
 Each weight (``weight_ih_l0``, ``weight_hh_l0``, ``bias_*``, ``weight_hr_l0``, ``*_reverse``) is stored once, by
 its linear, as ``weight``/``bias``. Matched as modules (fx leaves), as the ``torch.lstm``-style functions
@@ -176,6 +177,10 @@ def _stack(call: Call, mode: str, x: Val, layers: list[list[_Weights]], hx: obje
             ops.append(join)
             outs = [join]
         acts, inputs = [], [o.name for o in outs]
+    if len(layers) == 1 and len(layers[0]) == 1:  # (output, h_n[, c_n]) are its h, h[, c]: ``Call.producers``
+        h = ops[-1].name
+        c = [next(o.name for o in ops if o.name == f"{call.name}{layers[0][0].tag}_c")] if mode == "lstm" else []
+        call.producers = [h, h, *c]
     return ops
 
 
