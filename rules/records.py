@@ -57,6 +57,9 @@ class Op:
     inputs: list[str] = field(default_factory=list)  # names of the ops producing the tensor inputs
     scalar_operand: bool = False  # elementwise op with a Python scalar operand
     reads_input: bool = False  # reads a tensor passed to the model (its input), which no op produces
+    #: what activation memory (scorer.memory) reads instead of ``inputs``, when the values the op holds live are
+    #: not the ones its width comes from (a recurrent term reading its state; ``zeros_like(x)`` reading no value)
+    memory_inputs: list[str] | None = None
     # Filled by annotation:
     batch: int = 1
     in_bits: list[int] = field(default_factory=list)

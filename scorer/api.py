@@ -179,19 +179,22 @@ class Captured:
         which an in-place edit or ``model.half()`` changes); and each layer's width attributes, as
         ``_HeldWidths`` in ``modules``. Activation quantisers' widths are already in the ops (``attrs``)."""
         self.nonzeros.clear()
-        copies: dict[int, torch.Tensor] = {}  # id -> copy: a tensor shared by ops stays shared
+        # one copy per stored tensor (``WeightRef.ident``: tied weights, and a pruned layer called again, whose
+        # effective weight and mask are made anew per call, stay one tensor), else per tensor object
+        copies: dict[object, torch.Tensor] = {}
 
-        def held(t: object) -> object:
+        def held(t: object, key: object) -> object:
             if not isinstance(t, torch.Tensor):
                 return t
-            if id(t) not in copies:
-                copies[id(t)] = t.detach().clone()
-            return copies[id(t)]
+            if key not in copies:
+                copies[key] = t.detach().clone()
+            return copies[key]
 
         for p in self.paths:
             for op in p.ops:
                 for w in op.weights:
-                    w.tensor, w.mask = held(w.tensor), held(w.mask)
+                    ident = w.ident if w.ident is not None else id(w.tensor)
+                    w.tensor, w.mask = held(w.tensor, ("tensor", ident)), held(w.mask, ("mask", ident))
             measure_nonzeros(p.ops, self.nonzeros)
             p.modules = {**p.modules, **{op.module: _held_widths(p.modules.get(op.module)) for op in p.ops}}
 

@@ -18,7 +18,9 @@ wikitext103: ``rules.records.Op.out_numel`` divides by ``op.batch``):
 - **Constants are not activations**: an op that reads no activation (a tensor made from sizes or data,
   ``zeros``, ``arange``, a constant index table, and what is computed from those alone) writes nothing
   counted here; an activation is a tensor computed from the model's input. Captures differ in whether they
-  record such tensors as ops (export, dispatch) or fold them (fx), so this keeps the counts the same.
+  record such tensors as ops (export, dispatch) or fold them (fx), so this keeps the counts the same. An op
+  reads the outputs of its ``inputs``, or of ``Op.memory_inputs`` where what it holds live differs from what
+  its operands' widths come from (a recurrent term holds its state; ``zeros_like(x)`` holds none of x).
 - **Aliases**: a ``free`` op (data movement) whose tensor inputs all share one storage and whose output has
   no more elements than its largest input nor than that storage is an alias of it (view, reshape, flatten,
   permute, transpose, slice, select, squeeze, dropout in eval, an item of a chunk): it writes nothing, and reading it
@@ -71,7 +73,7 @@ def activation_memory(ops: list[Op], input_bits: float, input_numel: int) -> lis
     last: dict[int, int] = {INPUT: 0}  # storage -> last step reading it
     for i, op in enumerate(ops):
         srcs: list[int] = []  # distinct, in the order read; the model's input last
-        for p in op.inputs:
+        for p in op.inputs if op.memory_inputs is None else op.memory_inputs:
             j = index.get(p, i)
             if j < i and (s := storage[j]) != CONST and s not in srcs:
                 srcs.append(s)

@@ -335,3 +335,24 @@ def test_writes_larger_than_a_view(capture) -> None:
     # a: x 4 + y 8; the halves are views of y; cat: y + 8; b: 8 + 2
     assert rep.totals["mtas_bits"] == 16 * 32
     assert sorted(rep.layers["act_bits_out"])[-2:] == [8 * 32, 8 * 32]
+
+
+class QuantTimesMadeFromIt(nn.Module):
+    """An 8-bit fake-quantised y times ones_like(y) and times a buffer expanded to y's shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(8, 8)
+        self.register_buffer("b", torch.ones(1, 8))
+
+    def forward(self, x):
+        y = torch.fake_quantize_per_tensor_affine(self.l(x), 0.1, 0, -128, 127)
+        return y * torch.ones_like(y) + y * self.b.expand_as(y)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_size_only_reads_keep_widths(capture) -> None:
+    """ones_like(y) and b.expand_as(y) hold none of y live, but their widths still follow y (8 bits): both
+    products multiply at 8 bits on every capture."""
+    rep = score(QuantTimesMadeFromIt().eval(), input_shape=(2, 8), capture=capture)
+    assert list(rep.layers[rep.layers["kind"] == "mul"]["mul_bits"]) == [8, 8]

@@ -265,3 +265,23 @@ def test_adder_tree_message_is_not_self_contradictory():
     assert "density 0.1 " in text and "max(n − 1, 0)" in text
     counted, tree = text.split("counts ")[1].split(" adds")[0], text.rsplit("= ", 1)[1]
     assert float(counted) < float(tree)  # the two numbers the message compares differ as it says
+
+
+def test_snapshot_copies_each_stored_tensor_once() -> None:
+    """A pruned layer called three times: capture makes its effective weight and mask anew per call, and the held
+    Scorer keeps one copy of each (and of the bias), not one per call."""
+    import torch.nn.utils.prune as prune
+
+    class Thrice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = prune.l1_unstructured(nn.Linear(16, 16), "weight", amount=0.5)
+
+        def forward(self, x):
+            return self.fc(self.fc(self.fc(x)))
+
+    sc = Scorer(Thrice(), input_shape=(1, 16))
+    held = {id(t) for p in sc._cap.paths for op in p.ops for w in op.weights for t in (w.tensor, w.mask)
+            if isinstance(t, torch.Tensor)}
+    assert len(held) == 3  # weight (orig * mask), its mask, the bias
+    assert sc.score().totals == score(sc.model, input_shape=(1, 16)).totals

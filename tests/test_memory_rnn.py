@@ -201,3 +201,26 @@ def test_lstm_final_cell_state_is_its_c_term() -> None:
         fc = rep.layers[rep.layers["module"] == "fc"].iloc[0]
         assert fc["act_bits_op"] / 32 == 3 + 2
         assert rep.totals["mtas_bits"] / 32 == 24  # ih + gates, or gates + i f g o
+
+
+class LstmFc(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.fc = nn.LSTM(8, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x)[0])
+
+
+@pytest.mark.parametrize("precision", [{"default": {"weight": 8, "input": 8}},
+                                       {"layers": {"rnn": {"act": 8, "weight": 8}}}])
+def test_memory_reads_leave_widths_alone(precision) -> None:
+    """What a recurrent term holds live (its state) is not what its operand width comes from: under a precision
+    config the counts are the same on every capture, and W_hh h multiplies at max(weight, the width of an
+    operand no op produces: the input width), as before memory reads existed."""
+    reps = [score(LstmFc(), input_shape=(5, 2, 8), capture=c, precision=precision) for c in CAPTURES]
+    assert len({r.totals["ops"] for r in reps}) == 1
+    input_width = precision["default"].get("input", 32) if "default" in precision else 32
+    for r in reps:
+        hh = r.layers[r.layers["name"].str.endswith("_l0_hh")].iloc[0]
+        assert hh["mul_bits"] == max(8, input_width)

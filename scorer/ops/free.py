@@ -117,14 +117,13 @@ def free(call: Call) -> Op:
     """Data movement, no arithmetic (official_rules.md §2.3); a parameter it moves (a learned class token
     concatenated to the activations) is stored here. What it reads (for activation memory) leaves out the
     tensors whose size or type alone it reads."""
+    op = call.op("free", call.params(), attrs=movement_attrs(call))
     name = call_name(call)
-    if name not in _SIZE_ONLY and name not in _SHAPE_FROM_OTHER:
-        return call.op("free", call.params(), attrs=movement_attrs(call))
-    source = call.args[0] if call.args and name in _SHAPE_FROM_OTHER else None
-    reads = [source] if isinstance(source, Val) and source.is_activation else []
-    op = call.op("free", call.params(), acts=reads, attrs=movement_attrs(call),
-                 inputs=[source.producer] if reads and source.producer else [])
-    op.reads_input = bool(reads) and source.model_input  # not what the call's other tensors are
+    if name in _SIZE_ONLY or name in _SHAPE_FROM_OTHER:  # what it holds live (its width still follows inputs)
+        source = call.args[0] if call.args and name in _SHAPE_FROM_OTHER else None
+        reads = isinstance(source, Val) and source.is_activation
+        op.memory_inputs = [source.producer] if reads and source.producer else []
+        op.reads_input = reads and source.model_input  # not what the call's other tensors are
     return op
 
 

@@ -85,10 +85,11 @@ def _unary(call: Call, kind: str, operand: Op, out: tuple[int, ...], suffix: str
 
 
 def _reads(op: Op, ops: list[Op], state: list[Val]) -> Op:
-    """Set what ``op`` reads: ``ops`` of this call and the ``state`` arguments that are activations. Reading
-    neither makes it a constant (``Call.op`` would link an op built reading nothing to every argument)."""
+    """Set what ``op`` holds live (``Op.memory_inputs``): ``ops`` of this call and the ``state`` arguments that
+    are activations; reading neither makes it a constant (``Call.op`` would link an op built reading nothing to
+    every argument). Its ``inputs``, which give its operands' widths, stay as built."""
     acts = [v for v in state if v.is_activation]
-    op.inputs = [o.name for o in ops] + [v.producer for v in acts if v.producer]
+    op.memory_inputs = [o.name for o in ops] + [v.producer for v in acts if v.producer]
     op.reads_input = any(v.model_input for v in acts)
     return op
 
