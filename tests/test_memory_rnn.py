@@ -13,7 +13,7 @@ from scorer import score
 
 CAPTURES = ("fx", "export", "dispatch")
 TERMS = ("_ih", "_hh", "_gates", "_i", "_f", "_g", "_o", "_fc", "_ig", "_c", "_tanh_c", "_h", "_rz", "_r",
-         "_z", "_r_hn", "_n_pre", "_n", "_1mz", "_1mz_n", "_zh", "_out")
+         "_z", "_r_hn", "_n_pre", "_n", "_1mz", "_1mz_n", "_zh", "_out", "_h_n", "_c_n")
 
 
 def _scores(model: nn.Module, **kw) -> list:
@@ -161,12 +161,12 @@ class BiLstm(nn.Module):
 
 
 def test_bidirectional_output_joins_both_directions() -> None:
-    # the join (free, no arithmetic) writes the output (6) from both directions' h (3 + 3): 12 live;
-    # fc reads all 6: 6 + 64 = 70
+    # the join (free, no arithmetic) writes the output (6) from both directions' h (3 + 3), op 12; live 18: both
+    # directions' c (3 + 3) wait for c_n's join; fc reads all 6: 6 + 64 = 70
     for rep in _scores(BiLstm(), input_shape=(1, 1, 4)):
         join = rep.layers[rep.layers["name"].str.endswith("_l0_out")].iloc[0]
         assert join["kind"] == "free" and join["mults"] == join["adds"] == 0
-        assert _row(rep, "_l0_out") == {"act_bits_out": 6, "act_bits_op": 12, "act_bits_live": 12}
+        assert _row(rep, "_l0_out") == {"act_bits_out": 6, "act_bits_op": 12, "act_bits_live": 18}
         assert rep.totals["mtas_bits"] / 32 == 70
 
 
@@ -224,3 +224,85 @@ def test_memory_reads_leave_widths_alone(precision) -> None:
     for r in reps:
         hh = r.layers[r.layers["name"].str.endswith("_l0_hh")].iloc[0]
         assert hh["mul_bits"] == max(8, input_width)
+
+
+class DeepLstm(nn.Module):
+    """A two-layer LSTM whose final hidden states feed a linear: ``h_n`` (2, B, 3) stacks both layers' h."""
+
+    def __init__(self):
+        super().__init__()
+        self.l, self.fc = nn.LSTM(4, 3, num_layers=2), nn.Linear(3, 2)
+
+    def forward(self, x):
+        out, (h, c) = self.l(x)
+        return self.fc(h[-1]), c
+
+
+class DeepLstmWrittenOut(nn.Module):
+    """The same math from two one-layer LSTMs, h_n and c_n concatenated by hand."""
+
+    def __init__(self, deep: DeepLstm):
+        super().__init__()
+        self.l0, self.l1, self.fc = nn.LSTM(4, 3), nn.LSTM(3, 3), deep.fc
+        for layer, one in enumerate((self.l0, self.l1)):
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                setattr(one, f"{name}_l0", getattr(deep.l, f"{name}_l{layer}"))
+
+    def forward(self, x):
+        out0, (h0, c0) = self.l0(x)
+        out1, (h1, c1) = self.l1(out0)
+        h, c = torch.cat([h0, h1]), torch.cat([c0, c1])
+        return self.fc(h[-1]), c
+
+
+def test_deeper_lstm_final_states_stack_every_layer() -> None:
+    # T = B = 1 from zero state. Layer 0 as in the one-layer case; its h (3) and c (3) stay live for h_n and c_n.
+    # Layer 1: ih reads h0: c0 3 + h0 3 + ih 12 = 18; gates: 6 + ih 12 + gates 12 = 30 (also at o: 6 + 12 + 4·3).
+    # h_n (free) writes 2·3 from h0, h1: c0 + c1 + h0 + h1 + h_n = 18; c_n: h_n 6 (read by fc) + c0 + c1 + c_n 6
+    # = 18; fc reads h_n's last row (a view of h_n): 6 + 2
+    for rep in _scores(DeepLstm(), input_shape=(1, 1, 4)):
+        assert _row(rep, "l1_gates")["act_bits_live"] == 30
+        assert _row(rep, "_h_n") == {"act_bits_out": 6, "act_bits_op": 12, "act_bits_live": 18}
+        assert _row(rep, "_c_n") == {"act_bits_out": 6, "act_bits_op": 12, "act_bits_live": 18}
+        fc = rep.layers[rep.layers["module"] == "fc"].iloc[0]
+        assert fc["act_bits_op"] / 32 == 6 + 2
+        assert rep.totals["mtas_bits"] / 32 == 30
+        joins = rep.layers[rep.layers["name"].str.endswith(("_h_n", "_c_n"))]
+        assert set(joins["kind"]) == {"free"} and joins["mults"].sum() == joins["adds"].sum() == 0
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 4), (3, 2, 4)])
+def test_deeper_lstm_equals_its_layers_written_out(shape: tuple) -> None:
+    """Module form == the same math written out: the stacked final states are the concatenation of each
+    layer's (its h and c terms), so the memory totals and what the head reads agree, as do the counts."""
+    deep = DeepLstm()
+    for c in CAPTURES:
+        a = score(deep, input_shape=shape, capture=c)
+        b = score(DeepLstmWrittenOut(deep), input_shape=shape, capture=c)
+        for key in ("mtas_bits", "peak_op_activation_bits", "params", "mults", "adds"):
+            assert a.totals[key] == b.totals[key], (c, key)
+        heads = [r.layers[r.layers["module"] == "fc"].iloc[0]["act_bits_op"] for r in (a, b)]
+        # h_n (2, B, 3) + fc's output (B, 2), per example: divided by the input's dim 0 (here the time dim)
+        assert heads[0] == heads[1] == (2 * shape[1] * 3 + shape[1] * 2) / shape[0] * 32
+
+
+class DeepGru(nn.Module):
+    def __init__(self, bidirectional: bool):
+        super().__init__()
+        self.g = nn.GRU(4, 3, num_layers=2, bidirectional=bidirectional, batch_first=True)
+        self.fc = nn.Linear(3, 5)
+
+    def forward(self, x):
+        return self.fc(self.g(x)[1])
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_deeper_gru_h_n_stacks_every_layer_and_direction(bidirectional: bool) -> None:
+    # h_n (layers · directions, B, 3) per example: 4 · 3 = 12 bidirectional, 2 · 3 = 6 not; fc reads it all
+    n = 4 if bidirectional else 2
+    for rep in _scores(DeepGru(bidirectional), input_shape=(2, 5, 4)):
+        h_n = rep.layers[rep.layers["name"].str.endswith("_h_n")]
+        assert len(h_n) == 1 and h_n.iloc[0]["act_bits_out"] / 32 == n * 3
+        assert h_n.iloc[0]["out_shape"] == f"{n}x2x3"
+        fc = rep.layers[rep.layers["module"] == "fc"].iloc[0]
+        assert fc["act_bits_op"] / 32 == n * 3 + n * 5

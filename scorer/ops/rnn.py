@@ -17,7 +17,9 @@ steps read the previous step's h and c, terms of the same ops here, so over T > 
 W_ih x (live until the gates anyway) and f * c, z * h read their gate. A bidirectional layer ends with a
 ``free`` op joining both directions' h (PyTorch writes them into one output tensor), which the next layer and
 the call's outputs read. An LSTM cell's ``c`` output, and a one-layer one-direction LSTM's ``c_n``, are its
-``c`` term (a deeper or bidirectional layer's ``h_n``, ``c_n`` stack several terms: they are linked to its last op).
+``c`` term (their last step, a slice of it); a deeper or bidirectional layer's ``h_n`` and ``c_n`` stack the final
+h and c of every layer and direction: a ``free`` op each, after the last layer, reading those terms (which stay
+live until then, as a concatenation's inputs do).
 
 Each weight (``weight_ih_l0``, ``weight_hh_l0``, ``bias_*``, ``weight_hr_l0``, ``*_reverse``) is stored once, by
 its linear, as ``weight``/``bias``. Matched as modules (fx leaves), as the ``torch.lstm``-style functions
@@ -161,9 +163,13 @@ def _sizes(mode: str, w_ih: tuple, w_hh: tuple) -> tuple[int, int, int]:
 
 def _stack(call: Call, mode: str, x: Val, layers: list[list[_Weights]], hx: object, batch_first: bool) -> list[Op]:
     """Every layer and direction over the input's time (and batch) dims, from state ``hx`` (each reads its
-    slice of h0, c0); layer l > 0 reads layer l − 1; a bidirectional layer's output joins both directions."""
+    slice of h0, c0); layer l > 0 reads layer l − 1; a bidirectional layer's output joins both directions.
+    The call's outputs (``Call.producers``): ``output`` is the last layer's h (or join); a one-layer
+    one-direction ``h_n``, ``c_n`` are its h and c terms (their last step: a slice), a deeper or bidirectional
+    layer's are ``free`` ops stacking the final h (c) of every layer and direction, after them."""
     lead, steps, (h0, c0) = x.shape[:-1], _steps(x, batch_first), _state(hx)
     ops: list[Op] = []
+    finals: list[tuple[Op, Op | None]] = []  # each layer and direction's h and c terms, in h_n's order
     acts, inputs = [x], [x.producer] if x.producer else []
     for li, dirs in enumerate(layers):
         outs = []
@@ -171,18 +177,33 @@ def _stack(call: Call, mode: str, x: Val, layers: list[list[_Weights]], hx: obje
             cell = _cell(call, mode, w, lead, acts, inputs, h0, c0, steps)
             ops.extend(cell)
             outs.append(cell[-1])
+            finals.append((cell[-1], next((o for o in cell if o.name == f"{call.name}{w.tag}_c"), None)))
         if len(outs) == 2:  # data movement: both directions' h into one tensor, no arithmetic
-            join = call.op("free", [], acts=[], suffix=f"_l{li}_out", out_shape=(*lead, 2 * dirs[0].out_size),
-                           inputs=[o.name for o in outs])
-            join.in_shapes = [o.out_shape for o in outs]
-            ops.append(join)
-            outs = [join]
+            outs = [_join(call, outs, f"_l{li}_out", (*lead, 2 * dirs[0].out_size))]
+            ops.append(outs[0])
         acts, inputs = [], [o.name for o in outs]
-    if len(layers) == 1 and len(layers[0]) == 1:  # (output, h_n[, c_n]) are its h, h[, c]: ``Call.producers``
-        h = ops[-1].name
-        c = [next(o.name for o in ops if o.name == f"{call.name}{layers[0][0].tag}_c")] if mode == "lstm" else []
-        call.producers = [h, h, *c]
+    output = ops[-1].name
+    if len(finals) == 1:
+        h, c = finals[0]
+        call.producers = [output, h.name, *([c.name] if c is not None else [])]
+        return ops
+    # h_n, c_n: (layers · directions, batch, size), or without the batch dim for an unbatched input
+    batch = () if len(lead) < 2 else (lead[0] if batch_first else lead[1],)
+    h_n = _join(call, [h for h, _ in finals], "_h_n", (len(finals), *batch, layers[-1][0].out_size))
+    ops.append(h_n)
+    call.producers = [output, h_n.name]
+    if mode == "lstm":
+        c_n = _join(call, [c for _, c in finals if c is not None], "_c_n", (len(finals), *batch, layers[-1][0].hidden))
+        ops.append(c_n)
+        call.producers.append(c_n.name)
     return ops
+
+
+def _join(call: Call, parts: list[Op], suffix: str, out: tuple[int, ...]) -> Op:
+    """A ``free`` op writing ``parts`` into one tensor of shape ``out`` (data movement, no arithmetic)."""
+    op = call.op("free", [], acts=[], suffix=suffix, out_shape=out, inputs=[o.name for o in parts])
+    op.in_shapes = [o.out_shape for o in parts]
+    return op
 
 
 def _from_module(call: Call) -> list[Op] | Op:
