@@ -95,3 +95,22 @@ def test_delegated_layer_on_the_model_inputs(cap):
     # cross-attention's v_proj, whose step is 176 + norm1 16 + q 16 + k 160 + v 160 = 528
     r = score(_Decoder(project=False), input_shape=[(1, 2, 8), (1, 20, 8)], capture=cap)
     assert r.totals["mtas_bits"] / 32 == 528
+
+
+class _PassThrough(nn.Module):
+    """A torch.nn wrapper fx hands whole to the dispatch recorder, around a layer that returns its input as it
+    is (dropout in eval mode): the wrapper's output is the model's input."""
+
+    def __init__(self):
+        super().__init__()
+        self.dp, self.a, self.b = nn.DataParallel(nn.Dropout()), nn.Linear(8, 4), nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.a(x) + self.b(self.dp(x))
+
+
+@pytest.mark.parametrize("cap", CAPTURES)
+def test_delegated_layer_returning_the_input_keeps_it_live(cap):
+    # x 8 is read by a and by b (through the wrapper): live until b. a: x + 4 = 12; b: x + a + b = 16; add: 12
+    r = score(_PassThrough().eval(), input_shape=(1, 8), capture=cap)
+    assert r.totals["mtas_bits"] / 32 == 16

@@ -841,13 +841,15 @@ def layer_arg(key: int | str) -> str:
     return f"<arg {key}>"
 
 
-def _delegate(record_layer: LayerRecorder, mod: nn.Module, call: Call, margs: tuple, mkwargs: dict) -> list[Op]:
+def _delegate(record_layer: LayerRecorder, mod: nn.Module, call: Call, margs: tuple,
+              mkwargs: dict) -> tuple[list[Op], list[bool]]:
     """The layer's ops from ``record_layer``, each linked to the producers of the layer arguments it reads
-    (and its outputs to the ops writing them: ``call.producers``); an unknown op if that fails."""
+    (and its outputs to the ops writing them: ``call.producers``), and for each output tensor whether it is
+    the model's input (a layer may return an argument as it is); an unknown op if recording fails."""
     try:
         ops, outs = record_layer(mod, call.path, call.name, margs, mkwargs)
     except Exception:  # noqa: BLE001 - the layer stays one unknown op, as without delegation
-        return [call.unknown()]
+        return [call.unknown()], []
     given = {layer_arg(i): v for i, v in enumerate(call.args) if isinstance(v, Val)}
     given.update((layer_arg(k), v) for k, v in call.kwargs.items() if isinstance(v, Val))
     for op in ops:
@@ -856,7 +858,16 @@ def _delegate(record_layer: LayerRecorder, mod: nn.Module, call: Call, margs: tu
             op.inputs = [q for p in op.inputs for q in ((given[p].producer,) if p in given else (p,)) if q]
             op.reads_input = op.reads_input or any(v.model_input for v in read)
     call.producers = [given[p].producer if p in given else p for p in outs]  # type: ignore[misc]
-    return ops
+    return ops, [p in given and given[p].model_input for p in outs]
+
+
+def _mark_model_inputs(wrapped: object, flags: list[bool]) -> object:
+    """``wrapped`` (``_wrap_out``'s Vals) with each output tensor's ``model_input`` set from ``flags``, in order."""
+    if any(flags):
+        tensors = [v for v in tree_leaves(wrapped) if isinstance(v, Val) and v.is_tensor]
+        for v, flag in zip(tensors, flags, strict=True):
+            v.model_input = flag
+    return wrapped
 
 
 def item_of(call: Call, ops: list[Op]) -> object:
@@ -1021,10 +1032,10 @@ def ops_from_graph(
                 out = _module_meta_forward(mod, margs, mkwargs)
                 call = make_call("module", mod, node.name, path, args, kwargs, out)
                 if record_layer is not None and not node.meta.get("known_leaf") and _delegated(mod, record_layer):
-                    new = _delegate(record_layer, mod, call, margs, mkwargs)
+                    new, inputs = _delegate(record_layer, mod, call, margs, mkwargs)
                     ops.extend(new)
                     used.update(w.name for o in new for w in o.weights)
-                    env[node] = _wrap_out(out, _producers(call, new, out))
+                    env[node] = _mark_model_inputs(_wrap_out(out, _producers(call, new, out)), inputs)
                     continue
             elif kind == "call_function":
                 out = _fast_output(target, margs, mkwargs)
