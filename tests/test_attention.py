@@ -208,10 +208,10 @@ EMB, HEADS, NB, LQ, LK = 16, 4, 2, 5, 7
 
 class Mha(nn.Module):
     def __init__(self, batch_first=True, kdim=None, vdim=None, bias=True, add_bias_kv=False, need_weights=False,
-                 kpm=False, mask=None, self_attn=False):
+                 kpm=False, mask=None, self_attn=False, add_zero_attn=False):
         super().__init__()
         self.attn = nn.MultiheadAttention(EMB, HEADS, bias=bias, add_bias_kv=add_bias_kv, kdim=kdim, vdim=vdim,
-                                          batch_first=batch_first)
+                                          batch_first=batch_first, add_zero_attn=add_zero_attn)
         self.need_weights, self.self_attn = need_weights, self_attn
         # masks are data (buffers, never stored): boolean True = not attended, or an additive float mask
         self.register_buffer("kpm", torch.zeros(NB, LK, dtype=torch.bool) if kpm else None)
@@ -244,6 +244,7 @@ MHA_CASES = {
     "kdim_vdim": dict(kdim=12, vdim=10),
     "no_bias": dict(bias=False),
     "bias_kv": dict(add_bias_kv=True),
+    "zero_attn": dict(add_zero_attn=True, batch_first=False),
     "need_weights": dict(need_weights=True),
     "key_padding_mask": dict(kpm=True),
     "bool_mask": dict(mask="bool"),
@@ -282,7 +283,7 @@ class HandMha(nn.Module):
                     lin.bias.copy_(mha.in_proj_bias[i * e:(i + 1) * e])
         self.out = mha.out_proj
         self.bias_k, self.bias_v = mha.bias_k, mha.bias_v
-        self.heads, self.batch_first = mha.num_heads, mha.batch_first
+        self.heads, self.batch_first, self.zero_attn = mha.num_heads, mha.batch_first, mha.add_zero_attn
 
     def forward(self, q, k, v, biases=(), need_weights=False):
         if not self.batch_first:
@@ -296,6 +297,9 @@ class HandMha(nn.Module):
         q = q.view(n, lq, h, e // h).transpose(1, 2)
         k = k.view(n, -1, h, e // h).transpose(1, 2)
         v = v.view(n, -1, h, e // h).transpose(1, 2)
+        if self.zero_attn:
+            k = torch.cat([k, k.new_zeros(n, h, 1, e // h)], 2)
+            v = torch.cat([v, v.new_zeros(n, h, 1, e // h)], 2)
         logits = q @ k.transpose(-2, -1) * (1 / math.sqrt(e // h))
         for bias in biases:  # attn_mask, key_padding_mask: each added to every logit
             logits = logits + bias
@@ -306,21 +310,40 @@ class HandMha(nn.Module):
         return out + w.mean(1).sum() if need_weights else out
 
 
-@pytest.mark.parametrize("case", ["self", "seq_first", "kdim_vdim", "no_bias", "bias_kv", "need_weights",
-                                  "float_mask_and_kpm"])
+@pytest.mark.parametrize("case", ["self", "seq_first", "kdim_vdim", "no_bias", "bias_kv", "zero_attn",
+                                  "need_weights", "float_mask_and_kpm"])
 def test_mha_counts_like_the_same_computation_by_hand(case: str) -> None:
     cfg = MHA_CASES[case]
     model = Mha(**cfg).eval()
     inputs = mha_inputs(model)
     rep = score(model, example_inputs=inputs)
     hand = HandMha(model.attn)
-    s = LK + (1 if cfg.get("add_bias_kv") else 0)
+    s = LK + (1 if cfg.get("add_bias_kv") else 0) + (1 if cfg.get("add_zero_attn") else 0)
     masks = (cfg.get("mask") is not None) + bool(cfg.get("kpm"))
     hand_inputs = (*inputs, *([torch.zeros(LQ, s)] if masks else []))  # an additive mask per logit
     hand_rep = score(_Bound(hand, cfg.get("need_weights", False), masks, cfg.get("self_attn", False)),
                      example_inputs=hand_inputs)
     for key in ("mults", "adds", "params"):
         assert rep.totals[key] == hand_rep.totals[key], key
+
+
+@pytest.mark.parametrize("case", ["self", "seq_first", "kdim_vdim", "no_bias", "bias_kv", "zero_attn", "need_weights"])
+def test_mha_activation_memory_like_the_same_computation_by_hand(case: str) -> None:
+    """Module form == written out, row by row for the rows that write or hold activations (the hand form's
+    views and transposes are aliases): with ``add_bias_kv`` or ``add_zero_attn`` k' and v' are two concatenations,
+    each written."""
+    cfg = MHA_CASES[case]
+    model = Mha(**cfg).eval()
+    inputs = mha_inputs(model)
+    hand = _Bound(HandMha(model.attn), cfg.get("need_weights", False), 0, cfg.get("self_attn", False))
+    cols = ["kind", "act_bits_out", "act_bits_op", "act_bits_live"]
+    got: list[tuple[list, list]] = []
+    for m in (model, hand):
+        df = score(m, example_inputs=inputs).layers
+        df = df[(df.kind != "free") | (df.act_bits_out != 0)]
+        got.append((list(df.kind), [x for r in df[cols[1:]].itertuples(index=False) for x in r]))
+    assert got[0][0] == got[1][0]
+    assert got[0][1] == pytest.approx(got[1][1], rel=1e-12)  # per example: a sum in another order
 
 
 class _Bound(nn.Module):

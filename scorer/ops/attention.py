@@ -224,14 +224,21 @@ def _mha_ops(call: Call, a: dict) -> list[Op]:
                            inputs=_producers(x)))
         projected.append(ops[-1].name)
     kv_in = [projected[1]], [projected[2]]
-    extra = _ref(p["bias_k"], "operand") + _ref(p["bias_v"], "operand")
-    if extra:  # learned key/value biases appended as one more key (a concatenation: free, they are stored)
+    if p["bias_k"] is not None or p["bias_v"] is not None:
+        # learned key and value biases appended as one more key and value: a concatenation each (free; each
+        # bias is stored by its own), writing k' and v'
         s += 1
-        ops.append(call.op("free", extra, acts=[], suffix="_bias_kv", out_shape=(s, n, e_out),
-                           inputs=[projected[1], projected[2]]))
-        kv_in = [ops[-1].name], [ops[-1].name]
-    if plain(a["add_zero_attn"]):
+        shape = (s, n, e_out) if not bf else (n, s, e_out)
+        for i, tag in ((1, "k"), (2, "v")):
+            ops.append(call.op("free", _ref(p[f"bias_{tag}"], "operand"), acts=[], suffix=f"_bias_{tag}",
+                               out_shape=shape, inputs=[projected[i]]))
+        kv_in = [ops[-2].name], [ops[-1].name]
+    if plain(a["add_zero_attn"]):  # a zero key and value appended to every head: a concatenation each
         s += 1
+        shape = (s, n, e_out) if not bf else (n, s, e_out)
+        for i, tag in ((0, "k"), (1, "v")):
+            ops.append(call.op("free", [], acts=[], suffix=f"_zero_attn_{tag}", out_shape=shape, inputs=kv_in[i]))
+        kv_in = [ops[-2].name], [ops[-1].name]
     masks = [m for m in (_tensor(a.get("attn_mask")), _tensor(a.get("key_padding_mask"))) if m is not None]
     if not masks and plain(a.get("is_causal")):
         masks = [None]
