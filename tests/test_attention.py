@@ -487,3 +487,31 @@ def test_a_mask_sliced_to_the_traced_length_is_captured_by_fx() -> None:
     assert fx_report.totals == dispatch_report.totals
     # parameters: c_attn 16*48 + 48, c_proj 16*16 + 16 (the mask is a buffer, not stored)
     assert fx_report.totals["params"] == 16 * 48 + 48 + 16 * 16 + 16
+
+
+class Gqa(nn.Module):
+    """Grouped-query attention: 4 query heads, 2 key/value heads; by ``enable_gqa`` or written out as
+    transformers' ``repeat_kv`` does (expand, reshape) before plain SDPA."""
+
+    def __init__(self, written_out: bool):
+        super().__init__()
+        self.written_out, self.q, self.kv = written_out, nn.Linear(4, 4 * 2), nn.Linear(4, 2 * 2 * 2)
+
+    def forward(self, x):  # (1, 2, 4)
+        q = self.q(x).view(1, 2, 4, 2).transpose(1, 2)
+        k, v = self.kv(x).view(1, 2, 4, 2).transpose(1, 2).chunk(2, 1)
+        if not self.written_out:
+            return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        k, v = (h[:, :, None].expand(1, 2, 2, 2, 2).reshape(1, 4, 2, 2) for h in (k, v))
+        return F.scaled_dot_product_attention(q, k, v)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_gqa_repeats_key_and_value_heads_as_written_out(capture: str) -> None:
+    """SDPA's reference math repeats each key/value head for its query heads (a copy each: 16 elements written
+    from 8): the same rows that write, the same counts and MTAS as the written-out form."""
+    reps = [score(Gqa(w), input_shape=(1, 2, 4), capture=capture) for w in (False, True)]
+    writes = [sorted(r.layers["act_bits_out"][r.layers["act_bits_out"] > 0] / 32) for r in reps]
+    assert writes[0] == writes[1] == [16] * 8  # q, kv, k and v repeated, qk, scale, softmax, av
+    for key in ("mults", "adds", "mtas_bits", "peak_op_activation_bits"):
+        assert reps[0].totals[key] == reps[1].totals[key], key

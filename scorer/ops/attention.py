@@ -102,7 +102,8 @@ def _producers(*vals: object) -> list[str]:
 @register("sdpa", functions=(F.scaled_dot_product_attention,), aten=_SDPA_ATEN)
 def sdpa(call: Call) -> list[Op]:
     """``F.scaled_dot_product_attention`` and its aten variants (``attn_mask`` or ``attn_bias``, ``is_causal``,
-    ``scale``, ``enable_gqa``): the reference math above, whatever backend computed it."""
+    ``scale``, ``enable_gqa``): the reference math above (with ``enable_gqa``, after repeating the key and value
+    heads), whatever backend computed it."""
     a = bound(call)
     q, k, v = (_tensor(a[n]) for n in ("query", "key", "value"))
     if q is None or k is None or v is None:
@@ -111,7 +112,18 @@ def sdpa(call: Call) -> list[Op]:
     masks: list[Val | None] = [mask] if mask is not None else ([None] if plain(a.get("is_causal")) else [])
     out = call.out_shape
     logits = (*out[:-1], k.shape[-2])
-    return attention_ops(call, (q, k, v), q.shape[-1], masks, logits, out, (_producers(q, k), _producers(v)))
+    ops: list[Op] = []
+    qk_in, v_in = _producers(q, k), _producers(v)
+    heads = q.shape[-3] if len(q.shape) >= 3 else None
+    if plain(a.get("enable_gqa")) and heads is not None and k.is_activation and v.is_activation and (
+            k.shape[-3] != heads or v.shape[-3] != heads):
+        # the reference math repeats each key and value head for its group of query heads (repeat_interleave):
+        # a copy each (free: data movement), which the matmuls read
+        for x, tag in ((k, "k"), (v, "v")):
+            ops.append(call.op("free", [], acts=[x], suffix=f"_repeat_{tag}",
+                               out_shape=(*x.shape[:-3], heads, *x.shape[-2:]), inputs=_producers(x)))
+        qk_in, v_in = [*_producers(q), ops[0].name], [ops[1].name]
+    return ops + attention_ops(call, (q, k, v), q.shape[-1], masks, logits, out, (qk_in, v_in))
 
 
 # ---------------------------------------------------------------------------------------------- multi-head
