@@ -60,6 +60,9 @@ class Op:
     #: what activation memory (scorer.memory) reads instead of ``inputs``, when the values the op holds live are
     #: not the ones its width comes from (a recurrent term reading its state; ``zeros_like(x)`` reading no value)
     memory_inputs: list[str] | None = None
+    #: what activation memory writes instead of ``out_shape``: an in-place write into a view of a bigger tensor
+    #: (``out[:, t] = h``) leaves that whole tensor changed, a new one as every in-place call's (scorer.memory)
+    memory_out_shape: tuple[int, ...] | None = None
     # Filled by annotation:
     batch: int = 1
     in_bits: list[int] = field(default_factory=list)

@@ -27,9 +27,13 @@ wikitext103: ``rules.records.Op.out_numel`` divides by ``op.batch``):
   keeps the storage live. A deployment lays such tensors out as strided reads of the source (PyTorch's
   ``contiguous`` copy included). Every other op writes a new tensor, the ``free`` ops that join or grow
   tensors too (cat, stack, pad, repeat, expand): a concatenation writes its own buffer, and its inputs stay
-  live until it runs; a gather by a constant index larger than its source writes too. In-place calls
-  (``relu_``) are counted as new tensors (an upper bound). A call that reads only another tensor's size or
-  type (``zeros_like(x)``, ``x.new_zeros(n)``, the ``y`` of ``x.view_as(y)``) does not read that tensor.
+  live until it runs; a gather by a constant index larger than what it reads, and an ``expand`` or
+  ``expand_as`` growing a tensor, write too. A call that reads only another tensor's size or type
+  (``zeros_like(x)``, ``x.new_zeros(n)``, the ``y`` of ``x.view_as(y)`` or ``x.expand_as(y)``) does not read it.
+- **In place**: an in-place call (``relu_``, ``acc.add_(y)``, ``out[:, t] = h``) counts as writing a new tensor
+  (an upper bound), the whole tensor it changes when it writes into a view of it (``Op.memory_out_shape``); later
+  reads of the changed tensor, by whatever name the forward reads it, read that one (a tensor made from sizes and
+  then filled with activations is an activation).
 - **Items**: picking one output of a call that has several (``y, w = attn(q, k, v)``, marked
   ``attrs["item"]`` by the capture) is an alias read by nothing itself: an unused item keeps nothing live.
 - **Live**: a storage is live at step i (the i-th op in captured order) when it was written at or before i
@@ -73,22 +77,30 @@ def activation_memory(ops: list[Op], input_bits: float, input_numel: int) -> lis
     last: dict[int, int] = {INPUT: 0}  # storage -> last step reading it
     for i, op in enumerate(ops):
         srcs: list[int] = []  # distinct, in the order read; the model's input last
+        largest = 0  # elements of the largest value read from an op (a view's own, not its storage's)
         for p in op.inputs if op.memory_inputs is None else op.memory_inputs:
             j = index.get(p, i)
-            if j < i and (s := storage[j]) != CONST and s not in srcs:
-                srcs.append(s)
-        if op.reads_input and INPUT not in srcs:
-            srcs.append(INPUT)
+            if j < i and (s := storage[j]) != CONST:
+                largest = max(largest, math.prod(ops[j].out_shape))
+                if s not in srcs:
+                    srcs.append(s)
+        if op.reads_input:
+            # the model's input: which one of its tensors the op reads is not recorded; its shapes are among
+            # the op's input shapes
+            largest = max(largest, max((math.prod(s) for s in op.in_shapes), default=0))
+            if INPUT not in srcs:
+                srcs.append(INPUT)
+        out_shape = op.out_shape if op.memory_out_shape is None else op.memory_out_shape
         if not srcs or op.attrs.get("item"):
             storage.append(srcs[0] if srcs else CONST)  # an item: nothing written (its readers read its sources)
-        elif op.kind == "free" and len(srcs) == 1 and math.prod(op.out_shape) <= min(
-                numel[srcs[0]], max((math.prod(s) for s in op.in_shapes), default=0)):
+        elif op.kind == "free" and len(srcs) == 1 and math.prod(out_shape) <= min(numel[srcs[0]], largest):
             storage.append(srcs[0])  # an alias: no larger than its storage (not a gather by a bigger constant
-            # index) nor than its largest input (not a concatenation of two views of the storage)
+            # index) nor than the largest value it reads (not a concatenation of two views of the storage, not
+            # an expand_as(y) growing it to the size of y, which it does not read)
         else:
             storage.append(i)
-            size[i] = op.out_numel * op.out_bits
-            numel[i] = math.prod(op.out_shape)
+            numel[i] = math.prod(out_shape)
+            size[i] = numel[i] / op.batch * op.out_bits
         reads.append(srcs)
         if not op.attrs.get("item"):  # an item picked from a call's outputs: its readers keep it live
             for s in srcs:

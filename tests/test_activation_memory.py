@@ -337,6 +337,107 @@ def test_writes_larger_than_a_view(capture) -> None:
     assert sorted(rep.layers["act_bits_out"])[-2:] == [8 * 32, 8 * 32]
 
 
+class Grows(nn.Module):
+    """A view of the last step grown to every step (``expand_as``, or ``expand``), and a view of two columns
+    gathered by a 6-column index the forward makes: each a new tensor, larger than what it reads."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how, self.fc = how, nn.Linear(2, 2)
+
+    def forward(self, x):  # x (1, 3, 2)
+        h = self.fc(x)
+        if self.how == "expand_as":
+            g = h[:, -1:].expand_as(h)
+        elif self.how == "expand":
+            g = h[:, -1:].expand(-1, 3, -1)
+        else:
+            g = h[:, :, :1].flatten(1)[:, torch.tensor([0, 1, 2, 0, 1, 2])].view(1, 3, 2)
+        return torch.cat([h, g], -1)
+
+
+@pytest.mark.parametrize("how", ["expand_as", "expand", "index"])
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_a_view_grown_beyond_what_it_reads_writes(how, capture) -> None:
+    """``v.expand_as(h)`` reads v (2 elements), not h: it writes 6, as ``expand`` does; a gather by a 6-element
+    index made in the forward (a constant, not read) from a 3-element view writes 6."""
+    rep = score(Grows(how), input_shape=(1, 3, 2), capture=capture)
+    # fc: x 6 + h 6; the grown tensor: h (its source, held for the cat) + 6; cat: h + g + 12
+    assert sorted(rep.layers["act_bits_out"])[-3:] == [6 * 32, 6 * 32, 12 * 32]
+    assert rep.totals["mtas_bits"] == 24 * 32
+
+
+class Accumulates(nn.Module):
+    """A tensor changed in place and read again by its old name: an accumulator made from a size, a layer's
+    output through an in-place ReLU module, ``F.relu(inplace=True)`` and ``torch.sigmoid_``."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how, self.fc, self.act, self.head = how, nn.Linear(4, 4), nn.ReLU(inplace=True), nn.Linear(4, 16)
+
+    def forward(self, x):  # x (1, 4)
+        if self.how == "accumulator":
+            y = x.new_zeros(x.shape[0], 4)
+            y.add_(self.fc(x))
+        else:
+            y = self.fc(x)
+            if self.how == "module":
+                self.act(y)
+            else:
+                torch.nn.functional.relu(y, inplace=True)
+                torch.sigmoid_(y)
+        return self.head(y)
+
+
+@pytest.mark.parametrize("how", ["accumulator", "module", "functions"])
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_a_tensor_changed_in_place_is_read_as_changed(how, capture) -> None:
+    """The head reads the changed tensor (an activation: 4), not the constant or value it was made as; in-place
+    calls write a new tensor each (an upper bound, scorer.memory). head: 4 + 16 = 20."""
+    rep = score(Accumulates(how), input_shape=(1, 4), capture=capture)
+    head = rep.layers[rep.layers["module"] == "head"].iloc[0]
+    assert (head["act_bits_out"], head["act_bits_op"]) == (16 * 32, 20 * 32)
+    assert rep.totals["mtas_bits"] == 20 * 32
+
+
+class FillsSteps(nn.Module):
+    """A decoder loop writing each step into a tensor made from sizes (``out[:, t] = h``, ``out[:, t].copy_(h)``,
+    ``out.narrow(1, t, 1).copy_(...)``), then a head reading it; or the steps stacked."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how, self.fc, self.head = how, nn.Linear(2, 2), nn.Linear(2, 3)
+
+    def forward(self, x):  # x (1, 2, 2)
+        if self.how == "stack":
+            return self.head(torch.stack([torch.tanh(self.fc(x[:, t])) for t in range(2)], 1))
+        out = x.new_zeros(1, 2, 2)
+        for t in range(2):
+            h = torch.tanh(self.fc(x[:, t]))
+            if self.how == "setitem":
+                out[:, t] = h
+            elif self.how == "copy":
+                out[:, t].copy_(h)
+            else:
+                out.narrow(1, t, 1).copy_(h.unsqueeze(1))
+        return self.head(out)
+
+
+@pytest.mark.parametrize("how", ["setitem", "copy", "narrow"])
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_writes_into_a_view_change_the_whole_tensor(how, capture) -> None:
+    """The head reads the filled tensor (4), not the zeros it was made as; each write leaves it changed as a whole
+    (a new 4-element tensor, as every in-place call counts). head: 4 + 6; first write: x 4 + h 2 + 4. Stacking the
+    steps instead gives the same MTAS."""
+    if capture == "fx" and how == "setitem":
+        pytest.skip("fx cannot trace item assignment (auto falls back to export)")
+    rep = score(FillsSteps(how), input_shape=(1, 2, 2), capture=capture)
+    head = rep.layers[rep.layers["module"] == "head"].iloc[0]
+    assert (head["act_bits_out"], head["act_bits_op"]) == (6 * 32, 10 * 32)
+    assert rep.totals["mtas_bits"] == 10 * 32
+    assert rep.totals["mtas_bits"] == score(FillsSteps("stack"), input_shape=(1, 2, 2), capture=capture).totals["mtas_bits"]
+
+
 class QuantTimesMadeFromIt(nn.Module):
     """An 8-bit fake-quantised y times ones_like(y) and times a buffer expanded to y's shape."""
 

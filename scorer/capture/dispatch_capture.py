@@ -123,6 +123,18 @@ class _Recorder(TorchDispatchMode):
         self._remember(call, out, carried, new)
         if carried is None:
             self.ops.extend(new)
+            if new and call.in_place and isinstance(out, torch.Tensor) and out._base is not None:
+                self._rebind_base(out._base, new[-1])
+
+    def _rebind_base(self, base: torch.Tensor, op: object) -> None:
+        """After an in-place write into a view of ``base`` (``out[:, t] = h``), later reads of ``base`` read the
+        write's result, which leaves it changed as a whole (``Op.memory_out_shape``). Parameters and buffers keep
+        their Vals."""
+        if id(base) in self.params or (id(base) in self.vals and self.vals[id(base)].param is not None):
+            return
+        op.memory_out_shape = tuple(base.shape)
+        self.keep.append(base)
+        self.vals[id(base)] = Val(meta=meta_of(base), producer=op.name)
 
     def _remember(self, call: Call, out: object, carried: Val | None, new: list) -> None:
         """The Val of each output tensor: the parameter ``carried`` still (a view of it, ``pos[:T]``, with the
@@ -341,6 +353,8 @@ def module_call_ops(mod: nn.Module, path: str, name: str, args: tuple, kwargs: d
     for op in ops:
         op.name = f"{name}.{op.name}"
         op.inputs = [f"{name}.{i}" if i in inner else i for i in op.inputs]
+        if op.memory_inputs is not None:
+            op.memory_inputs = [f"{name}.{i}" if i in inner else i for i in op.memory_inputs]
         op.module = f"{prefix}{op.module}" if op.module else path
         for w in op.weights:
             w.name = prefix + w.name

@@ -291,7 +291,34 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
                                           else None) for o in out)
             else:
                 env[node] = Val(meta=meta_of(out), producer=out_producers(call, new, 1)[0])
+            if new and call.in_place:
+                _rebind_base(node, env, new[-1])
     return FxCapture(ops, "export", used, read)
+
+
+def _rebind_base(node: torch.fx.Node, env: dict, op: object) -> None:
+    """After an in-place write into a view (``out[:, t] = h``: ``copy_`` of a ``select``), later reads of the
+    tensor viewed read the write's result, which leaves that tensor changed as a whole (``Op.memory_out_shape``);
+    export already links later reads of the view itself. The viewed tensor is found through the operators whose
+    schema returns an alias of their first argument. Parameters and buffers keep their Vals."""
+    view = node.args[0] if node.args else None
+    base = view
+    while isinstance(base, torch.fx.Node) and _views_first(base):
+        base = base.args[0]
+    if base is view or not isinstance(base, torch.fx.Node) or type(env.get(base)) is not Val:
+        return
+    if env[base].param is None and isinstance(env[base].meta, torch.Tensor):
+        op.memory_out_shape = tuple(env[base].meta.shape)
+        env[base] = Val(meta=env[base].meta, producer=op.name)
+
+
+def _views_first(node: torch.fx.Node) -> bool:
+    """Whether ``node`` is an aten view of its first argument (``select``, ``slice``, ``view``, ``transpose``)."""
+    schema = getattr(node.target, "_schema", None)
+    if node.op != "call_function" or schema is None or not schema.returns or not node.args:
+        return False
+    alias = schema.returns[0].alias_info
+    return alias is not None and not alias.is_write
 
 
 def _whole_ops(nodes: list[torch.fx.Node], mod: nn.Module, path: str, env: dict, mutated: set[str]) -> list:

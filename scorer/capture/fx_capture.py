@@ -857,6 +857,10 @@ def _delegate(record_layer: LayerRecorder, mod: nn.Module, call: Call, margs: tu
         if read:
             op.inputs = [q for p in op.inputs for q in ((given[p].producer,) if p in given else (p,)) if q]
             op.reads_input = op.reads_input or any(v.model_input for v in read)
+        if op.memory_inputs is not None and any(p in given for p in op.memory_inputs):
+            op.reads_input = op.reads_input or any(given[p].model_input for p in op.memory_inputs if p in given)
+            op.memory_inputs = [q for p in op.memory_inputs
+                                for q in ((given[p].producer,) if p in given else (p,)) if q]
     call.producers = [given[p].producer if p in given else p for p in outs]  # type: ignore[misc]
     return ops, [p in given and given[p].model_input for p in outs]
 
@@ -1061,10 +1065,32 @@ def ops_from_graph(
                     if o.weights:
                         used.update(w.name for w in o.weights)
                 env[node] = picked if picked is not None else _wrap_out(out, _producers(call, new, out))
+                if call.in_place:
+                    _rebind_changed(node, env, new[-1])
             else:
                 # no op (a call whose output no rule records): a tensor still carries the model's input onwards
                 env[node] = _wrap_out(out, None, any(v.model_input for v in call.acts))
     return FxCapture(ops, method, used, read, read_modules)
+
+
+def _rebind_changed(node: Node, env: dict, op: Op) -> None:
+    """After an in-place call (``op`` its last op): later reads of the tensor it changed, its first argument, read
+    its result (the forward may read it again by its old name, as the dispatch recorder sees by identity), and
+    so do later reads of the tensor that argument is a view of (``out[:, t].copy_(h)``), which the write leaves
+    changed as a whole (``Op.memory_out_shape``). Parameters and buffers keep their Vals."""
+    first = node.args[0] if node.args else None
+    changed = env.get(first) if isinstance(first, (TracedCall, fx.Node)) else None
+    result = env[node]
+    if type(changed) is not Val or changed.param is not None or type(result) is not Val:
+        return
+    env[first] = result
+    base = changed.meta._base if isinstance(changed.meta, torch.Tensor) else None
+    if base is not None:
+        holder = next((n for n in reversed(env) if n is not first and n is not node and type(env[n]) is Val
+                       and env[n].meta is base), None)
+        if holder is not None and env[holder].param is None:
+            op.memory_out_shape = tuple(base.shape)
+            env[holder] = Val(meta=base, producer=result.producer)
 
 
 def _param_names(mod: nn.Module) -> list[str]:

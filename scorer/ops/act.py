@@ -41,6 +41,9 @@ _UNARY: dict[str, tuple[str, tuple[type, ...], tuple[object, ...]]] = {
     "bitwise_not": ("act:not", (), (torch.bitwise_not, operator.invert)),
     "reciprocal": ("act:reciprocal", (), (torch.reciprocal,)),
 }
+for _base, (_kind, _mods, _fns) in list(_UNARY.items()):  # the in-place function forms (torch.sigmoid_, F.elu_)
+    _UNARY[_base] = (_kind, _mods, _fns + tuple(
+        f for f in (getattr(torch, _base + "_", None), getattr(F, _base + "_", None)) if f is not None and f not in _fns))
 _COMPARE = ("gt", "lt", "ge", "le", "eq", "ne")
 _KIND_OF_BASE = ({base: kind for base, (kind, _, _) in _UNARY.items()} | {c: "act:compare" for c in _COMPARE}
                  | {"special_erf": "act:erf"})
@@ -137,7 +140,8 @@ def hardtanh(call: Call) -> Op:
     return call.op(_bounds_kind(lo, hi))
 
 
-_CLAMP_FUNCTIONS = (torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max)
+_CLAMP_FUNCTIONS = (torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max,
+                    torch.clamp_, torch.clip_, torch.clamp_min_, torch.clamp_max_)
 _CLAMP_METHODS = ("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_min_", "clamp_max", "clamp_max_")
 
 

@@ -36,6 +36,7 @@ _FREE_METHODS = (
     "size", "dim", "squeeze", "unsqueeze", "chunk", "split", "expand", "expand_as", "repeat", "narrow", "detach",
     "clone", "float", "half", "double", "long", "int", "bool", "to", "type", "type_as", "unbind",
     "numel", "new_zeros", "new_ones", "new_empty", "new_full", "new_tensor", "gather", "take", "take_along_dim",
+    "copy_", "fill_", "zero_",
 )
 _FREE_ATEN = (
     "view", "_unsafe_view", "reshape", "_reshape_alias", "t", "numpy_T", "mT", "transpose", "permute", "expand",
