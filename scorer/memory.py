@@ -77,23 +77,20 @@ def activation_memory(ops: list[Op], input_bits: float, input_numel: int) -> lis
     last: dict[int, int] = {INPUT: 0}  # storage -> last step reading it
     for i, op in enumerate(ops):
         srcs: list[int] = []  # distinct, in the order read; the model's input last
-        largest = 0  # elements of the largest value read from an op (a view's own, not its storage's)
+        read: list[int] = []  # the ops whose values it reads
         for p in op.inputs if op.memory_inputs is None else op.memory_inputs:
             j = index.get(p, i)
             if j < i and (s := storage[j]) != CONST:
-                largest = max(largest, math.prod(ops[j].out_shape))
+                read.append(j)
                 if s not in srcs:
                     srcs.append(s)
-        if op.reads_input:
-            # the model's input: which one of its tensors the op reads is not recorded; its shapes are among
-            # the op's input shapes
-            largest = max(largest, max((math.prod(s) for s in op.in_shapes), default=0))
-            if INPUT not in srcs:
-                srcs.append(INPUT)
+        if op.reads_input and INPUT not in srcs:
+            srcs.append(INPUT)
         out_shape = op.out_shape if op.memory_out_shape is None else op.memory_out_shape
         if not srcs or op.attrs.get("item"):
             storage.append(srcs[0] if srcs else CONST)  # an item: nothing written (its readers read its sources)
-        elif op.kind == "free" and len(srcs) == 1 and math.prod(out_shape) <= min(numel[srcs[0]], largest):
+        elif op.kind == "free" and len(srcs) == 1 and math.prod(out_shape) <= min(
+                numel[srcs[0]], _largest_read(op, [ops[j] for j in read])):
             storage.append(srcs[0])  # an alias: no larger than its storage (not a gather by a bigger constant
             # index) nor than the largest value it reads (not a concatenation of two views of the storage, not
             # an expand_as(y) growing it to the size of y, which it does not read)
@@ -123,6 +120,16 @@ def activation_memory(ops: list[Op], input_bits: float, input_numel: int) -> lis
             working = sum(size[s] for s in (set(srcs) | {own}) - {CONST})
         rows.append({"act_bits_out": size.get(i, 0.0), "act_bits_op": working, "act_bits_live": live})
     return rows
+
+
+def _largest_read(op: Op, read: list[Op]) -> int:
+    """Elements of the largest value ``op`` reads: the outputs of the ``read`` ops (a view's own, not its
+    storage's) and, when it reads the model's input, its input shapes (which of the input tensors it reads is not
+    recorded)."""
+    largest = max((math.prod(r.out_shape) for r in read), default=0)
+    if op.reads_input:
+        largest = max(largest, max((math.prod(s) for s in op.in_shapes), default=0))
+    return largest
 
 
 def input_bits(inputs: tuple, divisor: int, bits: int) -> float:

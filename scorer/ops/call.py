@@ -84,15 +84,16 @@ class Call:
         """Whether the call changes its first argument in place and returns it: an aten operator whose schema
         writes its first argument (``copy_``, ``add_``, ``index_put_``), a method or function named ``name_``
         (``acc.add_(y)``, ``torch.relu_``), ``inplace=True`` (``F.relu``), a layer with ``inplace=True``."""
-        if self.form == "aten":
+        form = self.form
+        if form == "module":
+            return module_attr(self.target, "inplace") is True  # type: ignore[arg-type]
+        if form == "aten":
             schema = getattr(self.target, "_schema", None)
             alias = schema.arguments[0].alias_info if schema is not None and schema.arguments else None
             return alias is not None and alias.is_write
-        if self.form == "module":
-            return getattr(self.target, "inplace", False) is True
-        name = self.target if self.form == "method" else getattr(self.target, "__name__", "")
-        return (isinstance(name, str) and name.endswith("_") and not name.startswith("_")) or \
-            self.kwargs.get("inplace") is True
+        name = self.target if form == "method" else getattr(self.target, "__name__", "")
+        return (type(name) is str and name[-1:] == "_" and name[:1] != "_") or (
+            bool(self.kwargs) and self.kwargs.get("inplace") is True)
 
     @property
     def vals(self) -> list[Val]:
