@@ -852,15 +852,17 @@ def _delegate(record_layer: LayerRecorder, mod: nn.Module, call: Call, margs: tu
         return [call.unknown()], []
     given = {layer_arg(i): v for i, v in enumerate(call.args) if isinstance(v, Val)}
     given.update((layer_arg(k), v) for k, v in call.kwargs.items() if isinstance(v, Val))
+    def linked(names: list[str]) -> list[str]:  # an argument read by its producer (the model input: none)
+        return [q for p in names for q in ((given[p].producer,) if p in given else (p,)) if q]
+
     for op in ops:
-        read = [given[p] for p in op.inputs if p in given]
-        if read:
-            op.inputs = [q for p in op.inputs for q in ((given[p].producer,) if p in given else (p,)) if q]
+        for names in (op.inputs, op.memory_inputs or ()):
+            read = [given[p] for p in names if p in given]
             op.reads_input = op.reads_input or any(v.model_input for v in read)
-        if op.memory_inputs is not None and any(p in given for p in op.memory_inputs):
-            op.reads_input = op.reads_input or any(given[p].model_input for p in op.memory_inputs if p in given)
-            op.memory_inputs = [q for p in op.memory_inputs
-                                for q in ((given[p].producer,) if p in given else (p,)) if q]
+        if any(p in given for p in op.inputs):
+            op.inputs = linked(op.inputs)
+        if op.memory_inputs is not None:
+            op.memory_inputs = linked(op.memory_inputs)
     call.producers = [given[p].producer if p in given else p for p in outs]  # type: ignore[misc]
     return ops, [p in given and given[p].model_input for p in outs]
 
