@@ -236,20 +236,16 @@ def _mha_ops(call: Call, a: dict) -> list[Op]:
                            inputs=_producers(x)))
         projected.append(ops[-1].name)
     kv_in = [projected[1]], [projected[2]]
+    appended = []  # one more key and value: learned biases (each stored by its own op), then zeros per head
     if p["bias_k"] is not None or p["bias_v"] is not None:
-        # learned key and value biases appended as one more key and value: a concatenation each (free; each
-        # bias is stored by its own), writing k' and v'
+        appended.append(("bias", (_ref(p["bias_k"], "operand"), _ref(p["bias_v"], "operand"))))
+    if plain(a["add_zero_attn"]):
+        appended.append(("zero_attn", ([], [])))
+    for name, weights in appended:  # a concatenation each (free), writing k' and v'
         s += 1
         shape = (s, n, e_out) if not bf else (n, s, e_out)
-        for i, tag in ((1, "k"), (2, "v")):
-            ops.append(call.op("free", _ref(p[f"bias_{tag}"], "operand"), acts=[], suffix=f"_bias_{tag}",
-                               out_shape=shape, inputs=[projected[i]]))
-        kv_in = [ops[-2].name], [ops[-1].name]
-    if plain(a["add_zero_attn"]):  # a zero key and value appended to every head: a concatenation each
-        s += 1
-        shape = (s, n, e_out) if not bf else (n, s, e_out)
-        for i, tag in ((0, "k"), (1, "v")):
-            ops.append(call.op("free", [], acts=[], suffix=f"_zero_attn_{tag}", out_shape=shape, inputs=kv_in[i]))
+        for i, tag in enumerate("kv"):
+            ops.append(call.op("free", weights[i], acts=[], suffix=f"_{name}_{tag}", out_shape=shape, inputs=kv_in[i]))
         kv_in = [ops[-2].name], [ops[-1].name]
     masks = [m for m in (_tensor(a.get("attn_mask")), _tensor(a.get("key_padding_mask"))) if m is not None]
     if not masks and plain(a.get("is_causal")):

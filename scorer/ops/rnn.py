@@ -152,8 +152,13 @@ def _cell(call: Call, mode: str, w: _Weights, lead: tuple[int, ...], acts: list[
 def _cell_outputs(call: Call, mode: str, ops: list[Op]) -> list[Op]:
     """A cell's ops; an LSTM cell returns ``(h, c)``: the ops writing each (``Call.producers``)."""
     if mode == "lstm":
-        call.producers = [ops[-1].name, next(o.name for o in ops if o.name == f"{call.name}_c")]
+        call.producers = [ops[-1].name, _c_term(call, ops, "").name]  # type: ignore[union-attr]
     return ops
+
+
+def _c_term(call: Call, cell: list[Op], tag: str) -> Op | None:
+    """The cell state term ``c`` among one layer and direction's ops (``tag``), None for a GRU or RNN."""
+    return next((o for o in cell if o.name == f"{call.name}{tag}_c"), None)
 
 
 def _sizes(mode: str, w_ih: tuple, w_hh: tuple) -> tuple[int, int, int]:
@@ -177,7 +182,7 @@ def _stack(call: Call, mode: str, x: Val, layers: list[list[_Weights]], hx: obje
             cell = _cell(call, mode, w, lead, acts, inputs, h0, c0, steps)
             ops.extend(cell)
             outs.append(cell[-1])
-            finals.append((cell[-1], next((o for o in cell if o.name == f"{call.name}{w.tag}_c"), None)))
+            finals.append((cell[-1], _c_term(call, cell, w.tag)))
         if len(outs) == 2:  # data movement: both directions' h into one tensor, no arithmetic
             outs = [_join(call, outs, f"_l{li}_out", (*lead, 2 * dirs[0].out_size))]
             ops.append(outs[0])
