@@ -457,3 +457,47 @@ def test_size_only_reads_keep_widths(capture) -> None:
     products multiply at 8 bits on every capture."""
     rep = score(QuantTimesMadeFromIt().eval(), input_shape=(2, 8), capture=capture)
     assert list(rep.layers[rep.layers["kind"] == "mul"]["mul_bits"]) == [8, 8]
+
+
+class ExpandsToOther(nn.Module):
+    """``src.expand_as(y)`` (``as_other``) or the same written with y's sizes, ``src.expand(y.shape)``; ``src`` is
+    the model's first input (``quantised``: a 4-bit fake-quantised slice of the second), then multiplied by y or
+    by a 4-bit-weight layer."""
+
+    def __init__(self, as_other: bool, quantised: bool = False):
+        super().__init__()
+        self.fc, self.head = nn.Linear(4, 4), nn.Linear(4, 4, bias=False)
+        self.as_other, self.quantised = as_other, quantised
+
+    def forward(self, m, x):
+        y = self.fc(x)
+        src = torch.fake_quantize_per_tensor_affine(x[:1], 0.5, 0, -8, 7) if self.quantised else m
+        e = src.expand_as(y) if self.as_other else src.expand(y.shape)
+        return self.head(e) if self.quantised else y * e
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_expand_as_reads_only_its_own_tensor(capture) -> None:
+    """m (1x4, a model input) expanded to y's 8x4 writes 32 new elements; y's size alone is read. Expand: inputs
+    (4 + 32) + y 32 + its own 32 live; mul: y + e + out. The same as ``m.expand(y.shape)``, on every capture."""
+    shapes = [(1, 4), (8, 4)]
+    rep = score(ExpandsToOther(as_other=True), input_shape=shapes, capture=capture)
+    expand = rep.layers[rep.layers["kind"] == "free"].iloc[0]
+    assert (expand["act_bits_out"], expand["act_bits_live"]) == (32 * 32, (36 + 32 + 32) * 32)
+    assert rep.totals["peak_op_activation_bits"] == 3 * 32 * 32
+    assert rep.totals["mtas_bits"] == (36 + 32 + 32) * 32
+    written = score(ExpandsToOther(as_other=False), input_shape=shapes, capture=capture)
+    cols = ["kind", "act_bits_out", "act_bits_op", "act_bits_live"]
+    assert rep.layers[cols].values.tolist() == written.layers[cols].values.tolist()
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_expand_as_keeps_its_own_tensors_width(capture) -> None:
+    """A 4-bit tensor expanded to the size of a 32-bit y stays 4-bit: the 4-bit-weight head multiplies at 4 bits,
+    as for ``expand(y.shape)`` (y's width is not the expanded values')."""
+    precision = {"default": {"weight": 4, "act": 32, "acc": 32}}
+    shapes = [(1, 4), (8, 4)]
+    for as_other in (True, False):
+        rep = score(ExpandsToOther(as_other, quantised=True), input_shape=shapes, capture=capture,
+                    precision=precision)
+        assert rep.layers.iloc[-1]["mul_bits"] == 4, as_other

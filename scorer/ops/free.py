@@ -118,13 +118,16 @@ def free(call: Call) -> Op:
     """Data movement, no arithmetic (official_rules.md §2.3); a parameter it moves (a learned class token
     concatenated to the activations) is stored here. What it reads (for activation memory) leaves out the
     tensors whose size or type alone it reads."""
-    op = call.op("free", call.params(), attrs=movement_attrs(call))
     name = call_name(call)
-    if name in _SIZE_ONLY or name in _SHAPE_FROM_OTHER:  # what it holds live (its width still follows inputs)
-        source = call.args[0] if call.args and name in _SHAPE_FROM_OTHER else None
-        reads = isinstance(source, Val) and source.is_activation
-        op.memory_inputs = [source.producer] if reads and source.producer else []
-        op.reads_input = reads and source.model_input  # not what the call's other tensors are
+    source = call.args[0] if name in _SHAPE_FROM_OTHER and call.args else None
+    if isinstance(source, Val) and source.is_activation:  # x.view_as(y): x's values, width and memory, as aten's
+        return call.op("free", call.params(), acts=[source], attrs=movement_attrs(call))
+    op = call.op("free", call.params(), attrs=movement_attrs(call))
+    if name in _SIZE_ONLY or name in _SHAPE_FROM_OTHER:
+        # reads no activation's values: holds nothing live; its width still follows its inputs, as a constant
+        # operand's does on aten
+        op.memory_inputs = []
+        op.reads_input = False
     return op
 
 
