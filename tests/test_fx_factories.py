@@ -56,3 +56,41 @@ def test_huge_created_tensor_is_never_allocated() -> None:
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert rep.capture == "fx" and rep.totals["params"] == 20
     assert grown_mb < 500
+
+
+class WritesIntoMade(nn.Module):
+    """y (1x4x8) written into a tensor made from fixed sizes, four ways, then that tensor scaled and added to y."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.fc, self.how = nn.Linear(8, 8), how
+
+    def forward(self, x):
+        y = self.fc(x)
+        z = torch.zeros(1, 4, 8)
+        if self.how == "setitem":
+            z[:] = y
+        elif self.how == "add_":
+            z.add_(y)
+        elif self.how == "out":
+            torch.mul(y, 1, out=z)
+        else:  # copy_, then a call on z alone, which fx would run untraced
+            z.copy_(y)
+            z.relu_()
+        return z * 2 + y
+
+
+@pytest.mark.parametrize("how", ["setitem", "add_", "out", "copy_relu_"])
+def test_fx_refuses_traced_writes_into_a_made_tensor(how: str) -> None:
+    """fx sees the made tensor as a constant: what is written into it, and calls on it alone, would be lost (the
+    scaling of z would count no multiplication). fx refuses; auto falls back and counts fc (4*8*8 mults), z's
+    scaling (32) and, where written, the multiplication by 1 (out) or the relu (copy_relu_: 32, official_rules.md's
+    activation table counts a relu as one multiplication per element), as export and dispatch do."""
+    with pytest.raises(Exception, match="into a tensor it made from fixed sizes"):
+        score(WritesIntoMade(how), input_shape=(1, 4, 8), capture="fx")
+    totals = {c: score(WritesIntoMade(how), input_shape=(1, 4, 8), capture=c).totals
+              for c in ("auto", "export", "dispatch")}
+    assert totals["auto"]["mults"] == totals["export"]["mults"] == totals["dispatch"]["mults"] == 4 * 8 * 8 + 32 + (
+        32 if how in ("out", "copy_relu_") else 0)
+    assert totals["auto"]["ops"] == totals["export"]["ops"] == totals["dispatch"]["ops"]
+    assert totals["auto"]["mtas_bits"] == totals["export"]["mtas_bits"] == totals["dispatch"]["mtas_bits"]

@@ -343,6 +343,8 @@ class LeafTracer(fx.Tracer):
 
     def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, proxy_factory_fn=None):
         """fx's ``create_proxy`` without its type assertions (the arguments are a tuple and a dict here)."""
+        if kind != "call_module" and (kwargs or args and type(args[0]) is not fx.Proxy):
+            _refuse_untraced_write(kind, target, args, kwargs)
         node = self.create_node(kind, target, self.create_arg(args), self.create_arg(kwargs) if kwargs else {},
                                 name, type_expr)
         return proxy_factory_fn(node) if proxy_factory_fn is not None else fx.Proxy(node, self)
@@ -1073,6 +1075,26 @@ def ops_from_graph(
                 # no op (a call whose output no rule records): a tensor still carries the model's input onwards
                 env[node] = _wrap_out(out, None, any(v.model_input for v in call.acts))
     return FxCapture(ops, method, used, read, read_modules)
+
+
+def _refuse_untraced_write(kind: str, target: object, args: tuple, kwargs: dict) -> None:
+    """ValueError for a traced call writing in place into a tensor fx does not trace: one the forward made from
+    fixed sizes (``z = torch.zeros(1, T, D)``, then ``z[:, t] = h``, ``z.add_(y)``, ``torch.add(a, b, out=z)``).
+    fx sees that tensor as a constant, so later reads of it, and calls on it alone (which run untraced), would
+    lose what was written; export and dispatch follow it (``capture="auto"`` falls back)."""
+    out = kwargs.get("out") if kwargs else None
+    if isinstance(out, torch.Tensor):
+        written = "out="
+    elif args and isinstance(args[0], torch.Tensor):
+        name = target if kind == "call_method" else getattr(target, "__name__", "")
+        if type(name) is not str or not (name in ("__setitem__", "setitem") or name[-1:] == "_" and name[:1] != "_"):
+            return
+        written = "item assignment" if "setitem" in name else name
+    else:
+        return
+    raise ValueError(f"the forward writes traced values ({written}) into a tensor it made from fixed sizes: fx "
+                     "does not trace that tensor, so what is written into it would be lost (export and dispatch "
+                     "follow it; auto falls back to them)")
 
 
 def _rebind_changed(node: Node, env: dict, op: Op) -> None:
