@@ -501,3 +501,31 @@ def test_expand_as_keeps_its_own_tensors_width(capture) -> None:
         rep = score(ExpandsToOther(as_other, quantised=True), input_shape=shapes, capture=capture,
                     precision=precision)
         assert rep.layers.iloc[-1]["mul_bits"] == 4, as_other
+
+
+class WritesIntoAnItem(nn.Module):
+    """y (1x4x8) split into pieces (chunk, split or unbind), one piece doubled in place, the pieces joined again."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.fc, self.how = nn.Linear(8, 8), how
+
+    def forward(self, x):
+        y = self.fc(x)
+        if self.how == "unbind":
+            rows = y.unbind(1)
+            rows[0].mul_(2.0)
+            return torch.stack(rows, 1)
+        a, b = y.chunk(2, -1) if self.how == "chunk" else torch.split(y, [4, 4], -1)
+        a.mul_(2.0)
+        return torch.cat([a, b], -1)
+
+
+@pytest.mark.parametrize("how", ["chunk", "split", "unbind"])
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_a_write_into_one_piece_changes_the_whole_tensor(how, capture) -> None:
+    """The write into one piece (a view of y) leaves y changed as a whole: a new 32-element tensor, as every in-place
+    call counts. The join reads it and the other pieces (still y's storage): y 32 + written 32 + joined 32."""
+    rep = score(WritesIntoAnItem(how), input_shape=(1, 4, 8), capture=capture)
+    assert rep.layers[rep.layers["kind"] == "mul"].iloc[0]["act_bits_out"] == 32 * 32
+    assert rep.totals["mtas_bits"] == 3 * 32 * 32

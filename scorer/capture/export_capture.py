@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import operator
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -303,7 +304,7 @@ def _rebind_base(node: torch.fx.Node, env: dict, op: object) -> None:
     schema returns an alias of their first argument. Parameters and buffers keep their Vals."""
     view = node.args[0] if node.args else None
     base = view
-    while isinstance(base, torch.fx.Node) and _views_first(base):
+    while isinstance(base, torch.fx.Node) and (_views_first(base) or _item_of_views(base)):
         base = base.args[0]
     if base is view or not isinstance(base, torch.fx.Node) or type(env.get(base)) is not Val:
         return
@@ -319,6 +320,13 @@ def _views_first(node: torch.fx.Node) -> bool:
         return False
     alias = schema.returns[0].alias_info
     return alias is not None and not alias.is_write
+
+
+def _item_of_views(node: torch.fx.Node) -> bool:
+    """Whether ``node`` picks one output of an aten call returning views of its first argument (an item of
+    ``split``, ``chunk`` or ``unbind``)."""
+    return (node.op == "call_function" and node.target is operator.getitem and bool(node.args)
+            and isinstance(node.args[0], torch.fx.Node) and _views_first(node.args[0]))
 
 
 def _whole_ops(nodes: list[torch.fx.Node], mod: nn.Module, path: str, env: dict, mutated: set[str]) -> list:

@@ -1108,6 +1108,8 @@ def _rebind_changed(node: Node, env: dict, op: Op) -> None:
     if type(changed) is not Val or changed.param is not None or type(result) is not Val:
         return
     env[first] = result
+    if first.op == "call_function" and first.target is operator.getitem:  # an item of a split, chunk or unbind:
+        _rebind_item(env, first.args, changed, result)  # reads of the whole result read the write there too
     base = changed.meta._base if isinstance(changed.meta, torch.Tensor) else None
     if base is not None:
         holder = next((n for n in reversed(env) if n is not first and n is not node and type(env[n]) is Val
@@ -1115,6 +1117,18 @@ def _rebind_changed(node: Node, env: dict, op: Op) -> None:
         if holder is not None and env[holder].param is None:
             op.memory_out_shape = tuple(base.shape)
             env[holder] = Val(meta=base, producer=result.producer)
+
+
+def _rebind_item(env: dict, args: tuple, changed: Val, result: Val) -> None:
+    """Put ``result`` where ``changed`` is among the Vals of a call's outputs (``args``: the getitem's source and
+    index), so ``torch.stack(rows)`` after ``rows[0].mul_(2)`` reads the write, as the dispatch recorder sees it."""
+    source, index = args[0] if args else None, args[1] if len(args) > 1 else None
+    items = env.get(source) if isinstance(source, (TracedCall, fx.Node)) else None
+    if type(items) in (tuple, list) and type(index) is int and -len(items) <= index < len(items) \
+            and type(items[index]) is Val and items[index].meta is changed.meta:
+        rebuilt = list(items)
+        rebuilt[index] = result
+        env[source] = type(items)(rebuilt)
 
 
 def _param_names(mod: nn.Module) -> list[str]:
