@@ -107,8 +107,9 @@ class Scorer:
             return evaluate(self._cap.copy(), opts, unknown_ok)
 
     def _model(self, rules: object, base: Mapping | None = None) -> _LinearModel:
-        # a value JSON cannot spell (numpy's int64) keys by type and repr; Options.parse then judges it as score() does
-        base_key = json.dumps(base, sort_keys=True, default=lambda v: f"{type(v).__name__}:{v!r}") if base else None
+        # a value JSON cannot spell (numpy's int64) keys by type and repr; Options.parse then judges it as score() does.
+        # Keys keep their order: the later of two layer globs matching a layer wins
+        base_key = json.dumps(base, default=lambda v: f"{type(v).__name__}:{v!r}") if base else None
         key = (self.rules if rules is None else rules, base_key)
         if key not in self._linear:
             with CAPTURE_LOCK:
@@ -201,6 +202,11 @@ class _LinearModel:
         self._rule_width = np.zeros(0)
         self._work: Captured | None = None
         names = scorer.layer_names
+        replaced = [name for name in self.base_layers if name in names]
+        if replaced:  # {**base["layers"], name: {...}} would drop it without a word
+            raise ScorerError(f"base precision: layers entry {replaced[0]!r} is a swept layer's own name, so the "
+                              "sweep's entry for that layer replaces it; give its other keys (acc) under a glob "
+                              "that matches the layer, or under default")
         n = len(names)
         self.n = n
         base = self._probe([32] * n, [32] * n, [1.0] * n)

@@ -147,6 +147,29 @@ def test_base_with_numpy_integer_refused_like_score():
     assert row["score"][0] == pytest.approx(want.totals["score"], rel=1e-12)
 
 
+def test_base_layer_globs_keep_their_order():
+    """Of two layer globs matching a layer, the later wins, so two bases differing only in their order are two
+    cost models: each sweep row equals score() under its own base, whichever was swept first."""
+    model = mlp()
+    sc = Scorer(model, **SHAPE)
+    n = len(sc.layer_names)
+    first = {"layers": {"[0]": {"acc": 8}, "*": {"acc": 16}}}
+    second = {"layers": {"*": {"acc": 16}, "[0]": {"acc": 8}}}
+    for base in (first, second):
+        row = sc.sweep(weight_bits=[8] * n, act_bits=[8] * n, density=[1.0] * n, base=base)
+        layers = {**base["layers"], **{name: {"weight": 8, "act": 8} for name in sc.layer_names}}
+        want = score(model, **SHAPE, precision={"default": {"weight": 32, "act": 32, "acc": 32}, "layers": layers})
+        assert row["score"][0] == pytest.approx(want.totals["score"], rel=1e-12)
+    assert score(model, **SHAPE, precision=first).totals["score"] != score(model, **SHAPE, precision=second).totals["score"]
+
+
+def test_base_entry_named_as_a_swept_layer_refused():
+    """``{**base["layers"], name: {...}}`` would drop a base entry keyed by a swept layer's own name."""
+    sc = Scorer(mlp(), **SHAPE)
+    with pytest.raises(ScorerError, match="swept layer's own name"):
+        sc.sweep(weight_bits=[8, 8], act_bits=[8, 8], density=[1.0, 1.0], base={"layers": {sc.layer_names[0]: {"acc": 8}}})
+
+
 # ------------------------------------------------------------------ 5. a held Scorer: everything as at capture
 def _held_equals_capture_time(model, edit, rules="micronet2019", shape=SHAPE):
     """Scorer.score() and a sweep after ``edit`` (no refresh) equal score() before it; after refresh, score() now."""
