@@ -98,6 +98,24 @@ def test_torch_prune_masks_are_read() -> None:
     assert row.mults == 70 and row.adds == 70 - 10
 
 
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_torch_prune_masks_are_read_on_every_capture(capture: str) -> None:
+    """export and dispatch see the prune hook's ``weight_orig * weight_mask``: it is the masked weight, stored under
+    ``weight`` with its mask as fx stores it, not a dense weight plus a product counted as multiplications."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 10, bias=False), nn.ReLU(), nn.Linear(10, 4))
+    prune.l1_unstructured(model[0], "weight", amount=30)
+    prune.l1_unstructured(model[2], "bias", amount=1)
+    rep = score(model, input_shape=(1, 10), capture=capture)
+    first = rep.layers.iloc[0]
+    assert (first.nonzeros, first.param_bits, first.mults, first.adds) == (70, 70 * 32 + 100, 70, 60)
+    # params in 32-bit words: 70 values and a 100-bit mask; the second layer's 40 weights and its 4-element bias, a
+    # vector stored dense even with a pruned entry (§2.2 credits zeros to matrices); mults: 70, the relu's 10, 40
+    assert rep.totals["params"] == (70 * 32 + 100) / 32 + 40 + 4 and rep.totals["mults"] == 70 + 10 + 40
+    cols = ["kind", "module", "nonzeros", "param_bits", "mults", "adds"]
+    assert rep.layers[cols].values.tolist() == score(model, input_shape=(1, 10), capture="fx").layers[cols].values.tolist()
+
+
 def test_uniform_sparsity_override_on_every_weight_tensor() -> None:
     model = nn.Sequential(nn.Linear(10, 20, bias=False), nn.Linear(20, 5, bias=False))
     rep = score(model, input_shape=(1, 10), sparsity="uniform:0.64", bits=16)

@@ -130,7 +130,7 @@ class Call:
         """``[WeightRef]`` for a parameter Val with data (a buffer or an activation: ``[]``)."""
         if isinstance(v, Val) and v.param is not None and v.real is not None and not v.buffer:
             t = v.real
-            return [WeightRef(role=role, name=v.param, tensor=t, shape=tuple(t.shape), ident=v.ident)]
+            return [WeightRef(role=role, name=v.param, tensor=t, shape=tuple(t.shape), ident=v.ident, mask=v.mask)]
         return []
 
     def params(self, role: str = "operand") -> list[WeightRef]:

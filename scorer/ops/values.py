@@ -32,6 +32,7 @@ class Val:
     ident: int | None = None  # identity of the stored tensor, for shared-weight detection
     buffer: bool = False  # a buffer (running stats, masks, index tables): read, never stored as a parameter
     model_input: bool = False  # a tensor passed to the model
+    mask: torch.Tensor | None = None  # a pruned parameter's mask (``real`` is then the masked weight: ``pruned``)
 
     @property
     def is_tensor(self) -> bool:
@@ -53,11 +54,26 @@ def carries_param(ops: list, vals: list[Val]) -> Val | None:
     """For a single free op applied to exactly one parameter or buffer (``w.t()``, ``w.T``, ``w.view(...)``),
     or a quantiser applied to one (a QAT ``weight_fake_quant``: its other tensors are its scale and zero
     point), that tensor's Val: the op's output is still it, stored by the op that computes with it."""
-    if len(ops) != 1 or ops[0].kind not in ("free", "quant"):
+    if len(ops) != 1 or ops[0].kind not in ("free", "quant", "mul"):
         return None
     tensors = [v for v in vals if isinstance(v, Val) and v.is_tensor]
+    if ops[0].kind == "mul":
+        return pruned(tensors) if len(tensors) == 2 else None
     if ops[0].kind == "quant":
         return tensors[0] if tensors and tensors[0].param is not None else None
     if len(tensors) == 1 and tensors[0].param is not None:
         return tensors[0]
     return None
+
+
+def pruned(tensors: list[Val]) -> Val | None:
+    """``X_orig * X_mask``, what a ``torch.nn.utils.prune`` forward pre-hook computes on the aten captures (export,
+    dispatch): the masked weight with its mask, stored under ``X`` as a layer's module form stores it
+    (``Call.module_weights``); None for any other product."""
+    orig, mask = tensors if not tensors[0].buffer else tensors[::-1]
+    if (orig.param is None or orig.buffer or orig.real is None or not mask.buffer or mask.real is None
+            or not orig.param.endswith("_orig") or mask.param != orig.param[: -len("_orig")] + "_mask"):
+        return None
+    weight, bits = orig.real.detach(), mask.real.detach()
+    effective = (weight * bits).detach() if weight.device.type != "meta" else weight
+    return Val(meta=orig.meta, param=orig.param[: -len("_orig")], real=effective, ident=orig.ident, mask=bits)
