@@ -47,6 +47,16 @@ def test_a_meta_model_counts_like_the_same_model_with_dense_real_weights(capture
     assert not any("meta device" in n for n in want.notes)
 
 
+@pytest.mark.parametrize("rules", ["kaist2019", "mit_han2019", "osi_ai2019"])
+def test_a_meta_model_counts_like_its_dense_twin_under_team_rules(rules: str) -> None:
+    """The team rule sets that count a bias's nonzeros read a meta bias as dense, as micronet2019 does."""
+    with torch.device("meta"):
+        meta = MLP()
+    got = score(meta, input_shape=(1, 16), rules=rules).totals
+    want = score(MLP(), input_shape=(1, 16), rules=rules).totals
+    assert {k: got[k] for k in ("params", "mults", "adds")} == {k: want[k] for k in ("params", "mults", "adds")}
+
+
 @pytest.mark.parametrize("capture", CAPTURES)
 def test_some_real_some_meta_parameters(capture: str) -> None:
     model = MLP()
