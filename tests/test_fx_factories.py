@@ -94,3 +94,30 @@ def test_fx_refuses_traced_writes_into_a_made_tensor(how: str) -> None:
         32 if how in ("out", "copy_relu_") else 0)
     assert totals["auto"]["ops"] == totals["export"]["ops"] == totals["dispatch"]["ops"]
     assert totals["auto"]["mtas_bits"] == totals["export"]["mtas_bits"] == totals["dispatch"]["mtas_bits"]
+
+
+class StateFromBatch(nn.Module):
+    """A tutorial recurrent cell: its first state made with sizes as separate arguments, the first read off the
+    input."""
+
+    def __init__(self):
+        super().__init__()
+        self.cell, self.fc = nn.LSTMCell(4, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h, c = torch.zeros(x.size(0), 8), torch.ones(x.shape[0], 8)
+        for t in range(3):
+            h, c = self.cell(x[:, t], (h, c))
+        return self.fc(h)
+
+
+def test_fx_traces_factories_given_separate_sizes() -> None:
+    """``torch.zeros(x.size(0), 8)``: torch's argument parser refuses fx's proxy as the first of separate sizes, so
+    fx alone could not trace it; the trace records the call, auto stays on fx, and the counts equal export's and
+    dispatch's. torch's own functions are back in place after the trace."""
+    zeros, ones = torch.zeros, torch.ones
+    reps = {c: score(StateFromBatch(), input_shape=(2, 3, 4), capture=c) for c in ("auto", "export", "dispatch")}
+    assert reps["auto"].capture == "fx"
+    keys = ("params", "mults", "adds", "mtas_bits")
+    assert len({tuple(r.totals[k] for k in keys) for r in reps.values()}) == 1
+    assert torch.zeros is zeros and torch.ones is ones

@@ -59,18 +59,35 @@ def _swap_in_wrappers(patcher: object, frame_dict: dict, function_ids: set[int],
     tracer to put back."""
     if not patcher.visit_once(frame_dict):  # type: ignore[attr-defined]
         return
-    originals = {}
-    wrappers = {}
-    for name, value in frame_dict.items():
-        if not name.startswith("_") and callable(value) and id(value) in function_ids:
-            hit = _WRAPPED.get(id(value))
-            if hit is None or hit[0] is not value:
-                hit = _WRAPPED[id(value)] = (value, _st._create_wrapped_func(value))
-            originals[name] = value
-            wrappers[name] = hit[1]
-    if wrappers:
-        frame_dict.update(wrappers)
+    originals = {name: value for name, value in frame_dict.items()
+                 if not name.startswith("_") and callable(value) and id(value) in function_ids}
+    if originals:
+        frame_dict.update({name: _wrapper(value) for name, value in originals.items()})
         swapped.append((frame_dict, originals))
+
+
+def _wrapper(function: Callable) -> Callable:
+    """fx's wrapper of ``function`` (records a call on a proxy among its arguments), made once."""
+    hit = _WRAPPED.get(id(function))
+    if hit is None or hit[0] is not function:
+        hit = _WRAPPED[id(function)] = (function, _st._create_wrapped_func(function))
+    return hit[1]
+
+
+#: torch factories that take sizes as separate arguments (``torch.zeros(n, h)``, an LSTM's first state): torch's
+#: argument parser refuses a proxy among them (``x.size(0)``), so fx cannot trace them as they are
+_SIZED_FACTORIES = ("zeros", "ones", "empty", "rand", "randn")
+
+
+def _swap_in_factories(swapped: list) -> None:
+    """``torch.zeros`` and the other ``_SIZED_FACTORIES`` replaced, for the trace, by fx's wrappers, which record a
+    call with a proxy among its sizes (as ``torch.zeros((n, h))`` is); ``(torch.__dict__, originals)`` goes on
+    ``swapped`` for the tracer to put back. The forward's own names for them (``from torch import zeros``) are
+    wrapped with its globals (``LeafTracer``'s autowrap functions)."""
+    table = torch.__dict__
+    originals = {name: table[name] for name in _SIZED_FACTORIES}
+    table.update({name: _wrapper(value) for name, value in originals.items()})
+    swapped.append((table, originals))
 
 
 _MISSING = object()
@@ -237,6 +254,9 @@ class LeafTracer(fx.Tracer):
 
     proxy_buffer_attributes = True
 
+    def __init__(self) -> None:
+        super().__init__(autowrap_functions=tuple(getattr(torch, name) for name in _SIZED_FACTORIES))
+
     def trace(self, root: nn.Module, concrete_args: dict | None = None) -> list[TracedCall]:
         """``fx.Tracer.trace`` for a module root, leaner: returns the nodes in run order and defers the
         walk over every module's attributes that finds tensor constants (``tensor_attrs``) to the first
@@ -285,6 +305,7 @@ class LeafTracer(fx.Tracer):
                 _st._patch_wrapped_functions(patcher)
                 self._swapped: list[tuple[dict, dict]] = []
                 try:
+                    _swap_in_factories(self._swapped)
                     _swap_in_wrappers(patcher, fn_globals, self._autowrap_function_ids, self._swapped)
                     for module in self._autowrap_search:
                         _swap_in_wrappers(patcher, module.__dict__, self._autowrap_function_ids, self._swapped)
