@@ -20,6 +20,7 @@ from scorer.engine import build_context, cost_ops
 from scorer.errors import CaptureError, ScorerError, UnknownOpError
 from scorer.inputs import dtypes_of, make_inputs, parse_dtype, shapes_of, token_count
 from scorer.memory import activation_memory, input_bits, input_numel
+from scorer.ops.values import masked_name
 from scorer.passes import run_passes
 from scorer.precision import PrecisionPolicy, annotate_bits, width_attrs
 from scorer.report import Report, row_of
@@ -499,13 +500,16 @@ def _named_params(model: nn.Module) -> list[tuple[str, nn.Parameter, bool]]:
 
 
 def _param_ids(model: nn.Module, named: list[tuple[str, nn.Parameter, bool]] | None = None) -> dict[str, int]:
-    """Every name of every parameter (tied ones under each of their names; a pruned ``X_orig`` also as ``X``)
-    mapped to the parameter's identity; ``named``: ``_named_params(model)`` when already walked."""
+    """Every name of every parameter (tied ones under each of their names; a masked weight's unmasked parameter,
+    a pruned ``X_orig``, also under the name it is stored as, ``X``) mapped to the parameter's identity;
+    ``named``: ``_named_params(model)`` when already walked."""
     ids = {}
     for name, p, _ in named if named is not None else _named_params(model):
         ids[name] = id(p)
-        if name.endswith("_orig"):
-            ids[name[: -len("_orig")]] = id(p)
+        if name.endswith("original") or name.endswith("_orig"):
+            stored_as = masked_name(name)
+            if stored_as is not None:
+                ids[stored_as] = id(p)
     return ids
 
 

@@ -116,6 +116,25 @@ def test_torch_prune_masks_are_read_on_every_capture(capture: str) -> None:
     assert rep.layers[cols].values.tolist() == score(model, input_shape=(1, 10), capture="fx").layers[cols].values.tolist()
 
 
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_torch_ao_sparsifier_masks_are_read_on_every_capture(capture: str) -> None:
+    """torch.ao.pruning's sparsifier masks a weight by a parametrization (``mask * original``) until
+    ``squash_mask``: scored as the squashed model is, the masked weight stored under ``weight`` with its mask."""
+    from torch.ao.pruning import WeightNormSparsifier
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+    sparsifier = WeightNormSparsifier(sparsity_level=0.5, sparse_block_shape=(1, 4), zeros_per_block=4)
+    sparsifier.prepare(model, [{"tensor_fqn": "0.weight"}])
+    sparsifier.step()
+    rep = score(model, input_shape=(1, 16), capture=capture)
+    first = rep.layers.iloc[0]
+    assert (first.nonzeros, first.param_bits, first.mults) == (128, 128 * 32 + 256 + 16 * 32, 128)
+    sparsifier.squash_mask()
+    cols = ["kind", "nonzeros", "param_bits", "mults", "adds"]
+    assert rep.layers[cols].values.tolist() == score(model, input_shape=(1, 16), capture=capture).layers[cols].values.tolist()
+
+
 def test_uniform_sparsity_override_on_every_weight_tensor() -> None:
     model = nn.Sequential(nn.Linear(10, 20, bias=False), nn.Linear(20, 5, bias=False))
     rep = score(model, input_shape=(1, 10), sparsity="uniform:0.64", bits=16)

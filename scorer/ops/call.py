@@ -138,14 +138,17 @@ class Call:
         return [w for v in self.vals if v.is_tensor for w in self.stored(v, role)]
 
     def module_weights(self, *pairs: tuple[str, str]) -> list[WeightRef]:
-        """The module's parameters ``(attr, role)`` that exist; a ``torch.nn.utils.prune`` pair
-        (``attr_orig`` × ``attr_mask``) gives the effective weight with its mask."""
+        """The module's parameters ``(attr, role)`` that exist; a masked weight (a ``torch.nn.utils.prune`` pair
+        ``attr_orig`` × ``attr_mask``, or torch.ao.pruning's mask parametrization) gives the effective weight with
+        its mask."""
         mod, prefix = self.module, f"{self.path}." if self.path else ""
         params, buffers = mod._parameters, mod._buffers
         out = []
         for attr, role in pairs:
             orig = params.get(attr + "_orig")
             mask = buffers.get(attr + "_mask") if orig is not None else None
+            if orig is None and mod._modules:
+                orig, mask = _mask_parametrized(mod, attr)
             if orig is not None and mask is not None:
                 eff = (orig.detach() * mask).detach() if orig.device.type != "meta" else orig.detach()
                 out.append(WeightRef(role=role, name=prefix + attr, tensor=eff, shape=tuple(eff.shape),
@@ -309,3 +312,17 @@ def make_call(form: str, target: object, name: str, path: str, args: tuple, kwar
     else:
         tname = target_name(target)
     return Call(form, target, name, path, args, kwargs, out, tname, base)
+
+
+def _mask_parametrized(mod: nn.Module, attr: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(original, mask)`` of ``mod.attr`` when its one parametrization is torch.ao.pruning's ``FakeSparsity``
+    (``mask * original``, before ``squash_mask``), else ``(None, None)``."""
+    chain = mod._modules.get("parametrizations")
+    chain = chain._modules.get(attr) if chain is not None else None
+    if chain is None or len(chain._modules) != 1:
+        return None, None
+    fake = next(iter(chain._modules.values()))
+    original, mask = chain._parameters.get("original"), fake._buffers.get("mask") if fake is not None else None
+    if type(fake).__name__ != "FakeSparsity" or original is None or mask is None or mask.shape != original.shape:
+        return None, None
+    return original, mask

@@ -66,14 +66,32 @@ def carries_param(ops: list, vals: list[Val]) -> Val | None:
     return None
 
 
+def masked_name(param: str) -> str | None:
+    """The name a masked weight is stored under, from its unmasked parameter's: torch.nn.utils.prune's ``X_orig``
+    gives ``X``, a parametrized ``A.parametrizations.W.original`` (torch.ao.pruning's ``FakeSparsity``) ``A.W``;
+    None for any other name."""
+    if param.endswith("_orig"):
+        return param[: -len("_orig")]
+    head, found, tail = param.rpartition("parametrizations.")
+    if found and tail.endswith(".original") and tail.count(".") == 1 and (not head or head.endswith(".")):
+        return head + tail[: -len(".original")]
+    return None
+
+
+def mask_name(param: str) -> str:
+    """The mask buffer beside an unmasked parameter ``masked_name`` knows: ``X_mask``, ``A.parametrizations.W.0.mask``."""
+    return param[: -len("_orig")] + "_mask" if param.endswith("_orig") else param[: -len("original")] + "0.mask"
+
+
 def pruned(tensors: list[Val]) -> Val | None:
-    """``X_orig * X_mask``, what a ``torch.nn.utils.prune`` forward pre-hook computes on the aten captures (export,
-    dispatch): the masked weight with its mask, stored under ``X`` as a layer's module form stores it
-    (``Call.module_weights``); None for any other product."""
+    """A parameter times the mask buffer beside it, what a ``torch.nn.utils.prune`` forward pre-hook (``X_orig *
+    X_mask``) or torch.ao.pruning's parametrization computes on the aten captures (export, dispatch): the masked
+    weight with its mask, stored under ``masked_name`` as a layer's module form stores it (``Call.module_weights``);
+    None for any other product."""
     orig, mask = tensors if not tensors[0].buffer else tensors[::-1]
-    if (orig.param is None or orig.buffer or orig.real is None or not mask.buffer or mask.real is None
-            or not orig.param.endswith("_orig") or mask.param != orig.param[: -len("_orig")] + "_mask"):
+    name = masked_name(orig.param) if orig.param is not None and not orig.buffer else None
+    if name is None or orig.real is None or not mask.buffer or mask.real is None or mask.param != mask_name(orig.param):
         return None
     weight, bits = orig.real.detach(), mask.real.detach()
     effective = (weight * bits).detach() if weight.device.type != "meta" else weight
-    return Val(meta=orig.meta, param=orig.param[: -len("_orig")], real=effective, ident=orig.ident, mask=bits)
+    return Val(meta=orig.meta, param=name, real=effective, ident=orig.ident, mask=bits)
