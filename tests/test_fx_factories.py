@@ -81,12 +81,13 @@ class WritesIntoMade(nn.Module):
 
 
 @pytest.mark.parametrize("how", ["setitem", "add_", "out", "copy_relu_"])
-def test_fx_refuses_traced_writes_into_a_made_tensor(how: str) -> None:
-    """fx sees the made tensor as a constant: what is written into it, and calls on it alone, would be lost (the
+def test_fx_refuses_reads_after_traced_writes_into_a_made_tensor(how: str) -> None:
+    """fx sees the made tensor as a constant: a read after a write into it, and calls on it alone, would lose the
+    write (the
     scaling of z would count no multiplication). fx refuses; auto falls back and counts fc (4*8*8 mults), z's
     scaling (32) and, where written, the multiplication by 1 (out) or the relu (copy_relu_: 32, official_rules.md's
     activation table counts a relu as one multiplication per element), as export and dispatch do."""
-    with pytest.raises(Exception, match="into a tensor it made from fixed sizes"):
+    with pytest.raises(Exception, match="after writing traced values into it in place"):
         score(WritesIntoMade(how), input_shape=(1, 4, 8), capture="fx")
     totals = {c: score(WritesIntoMade(how), input_shape=(1, 4, 8), capture=c).totals
               for c in ("auto", "export", "dispatch")}
@@ -121,3 +122,23 @@ def test_fx_traces_factories_given_separate_sizes() -> None:
     keys = ("params", "mults", "adds", "mtas_bits")
     assert len({tuple(r.totals[k] for k in keys) for r in reps.values()}) == 1
     assert torch.zeros is zeros and torch.ones is ones
+
+
+class UsesTheWriteResult(nn.Module):
+    """``torch.zeros(2, 8).add_(y)``: the made tensor is never read again, only the traced result of the write."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        y = self.fc(x)
+        return torch.ones(2, 8).mul_(y) + y
+
+
+def test_fx_keeps_a_write_whose_result_alone_is_read() -> None:
+    """Nothing reads the made tensor after the write, so fx traces it, with export's and dispatch's counts."""
+    reps = {c: score(UsesTheWriteResult(), input_shape=(2, 8), capture=c) for c in ("auto", "export", "dispatch")}
+    assert reps["auto"].capture == "fx"
+    keys = ("params", "mults", "adds", "mtas_bits")
+    assert len({tuple(r.totals[k] for k in keys) for r in reps.values()}) == 1

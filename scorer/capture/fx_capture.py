@@ -256,6 +256,8 @@ class LeafTracer(fx.Tracer):
 
     def __init__(self) -> None:
         super().__init__(autowrap_functions=tuple(getattr(torch, name) for name in _SIZED_FACTORIES))
+        #: untraced tensors a traced call wrote in place, and what the forward computed from them untraced
+        self.written = _Derived()
 
     def trace(self, root: nn.Module, concrete_args: dict | None = None) -> list[TracedCall]:
         """``fx.Tracer.trace`` for a module root, leaner: returns the nodes in run order and defers the
@@ -309,7 +311,10 @@ class LeafTracer(fx.Tracer):
                     _swap_in_wrappers(patcher, fn_globals, self._autowrap_function_ids, self._swapped)
                     for module in self._autowrap_search:
                         _swap_in_wrappers(patcher, module.__dict__, self._autowrap_function_ids, self._swapped)
-                    self.create_node("output", "output", (self.create_arg(fn(*args)),), {})
+                    result = fn(*args)
+                    if self.written.tensors and self.written.read_by((result,), {}):
+                        raise _read_after_untraced_write()
+                    self.create_node("output", "output", (self.create_arg(result),), {})
                 finally:
                     for frame_dict, originals in reversed(self._swapped):
                         frame_dict.update(originals)
@@ -364,8 +369,11 @@ class LeafTracer(fx.Tracer):
 
     def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, proxy_factory_fn=None):
         """fx's ``create_proxy`` without its type assertions (the arguments are a tuple and a dict here)."""
+        written = self.written
+        if written.tensors and written.read_by(args, kwargs):
+            raise _read_after_untraced_write()
         if kind != "call_module" and (kwargs or args and type(args[0]) is not fx.Proxy):
-            _refuse_untraced_write(kind, target, args, kwargs)
+            written.add(_untraced_writes(kind, target, args, kwargs))
         node = self.create_node(kind, target, self.create_arg(args), self.create_arg(kwargs) if kwargs else {},
                                 name, type_expr)
         return proxy_factory_fn(node) if proxy_factory_fn is not None else fx.Proxy(node, self)
@@ -493,6 +501,8 @@ class MetaFactories(TorchFunctionMode):
         #: set by the tracer: a tensor kept in a plain module attribute -> its get_attr proxy (else None)
         self.attribute_proxy: Callable[[torch.Tensor], object] | None = None
         self.made_proxies = 0  # plain tensor attributes replaced by their proxies in a call's arguments
+        #: set by the tracer (``LeafTracer.written``): what is computed from those tensors untraced joins them
+        self.written: _Derived | None = None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -509,6 +519,8 @@ class MetaFactories(TorchFunctionMode):
         out = func(*args, **kwargs)
         if factory or (self.made and self.made.read_by(args, kwargs)):
             self.made.add(out)
+        if self.written is not None and self.written.tensors and self.written.read_by(args, kwargs):
+            self.written.add(out)
         return out
 
     def _proxied(self, a: object) -> object:
@@ -931,11 +943,11 @@ def trace(model: nn.Module, walked: list[tuple[str, nn.Module]] | None = None,
     tracer.walked = walked
     if factories is None:
         return tracer.trace(model)
-    factories.attribute_proxy = tracer.attribute_proxy
+    factories.attribute_proxy, factories.written = tracer.attribute_proxy, tracer.written
     try:
         return tracer.trace(model)
     finally:
-        factories.attribute_proxy = None
+        factories.attribute_proxy, factories.written = None, None
 
 
 def capture_fx(model: nn.Module, example_inputs: tuple, record_layer: LayerRecorder | None = None,
@@ -1098,24 +1110,24 @@ def ops_from_graph(
     return FxCapture(ops, method, used, read, read_modules)
 
 
-def _refuse_untraced_write(kind: str, target: object, args: tuple, kwargs: dict) -> None:
-    """ValueError for a traced call writing in place into a tensor fx does not trace: one the forward made from
-    fixed sizes (``z = torch.zeros(1, T, D)``, then ``z[:, t] = h``, ``z.add_(y)``, ``torch.add(a, b, out=z)``).
-    fx sees that tensor as a constant, so later reads of it, and calls on it alone (which run untraced), would
-    lose what was written; export and dispatch follow it (``capture="auto"`` falls back)."""
+def _untraced_writes(kind: str, target: object, args: tuple, kwargs: dict) -> list[torch.Tensor]:
+    """The tensors fx does not trace that a traced call writes in place: one the forward made from fixed sizes
+    or holds in a global (``z = torch.zeros(1, T, D)``, then ``z[:, t] = h``, ``z.add_(y)``, ``out=z``). The
+    call's result is traced; a later read of such a tensor (``LeafTracer.written``) is refused."""
     out = kwargs.get("out") if kwargs else None
-    if isinstance(out, torch.Tensor):
-        written = "out="
-    elif args and isinstance(args[0], torch.Tensor):
+    if out is not None:
+        return [t for t in (out if isinstance(out, (tuple, list)) else (out,)) if isinstance(t, torch.Tensor)]
+    if args and isinstance(args[0], torch.Tensor):
         name = target if kind == "call_method" else getattr(target, "__name__", "")
-        if type(name) is not str or not (name in ("__setitem__", "setitem") or name[-1:] == "_" and name[:1] != "_"):
-            return
-        written = "item assignment" if "setitem" in name else name
-    else:
-        return
-    raise ValueError(f"the forward writes traced values ({written}) into a tensor it made from fixed sizes: fx "
-                     "does not trace that tensor, so what is written into it would be lost (export and dispatch "
-                     "follow it; auto falls back to them)")
+        if type(name) is str and (name in ("__setitem__", "setitem") or name[-1:] == "_" and name[:1] != "_"):
+            return [args[0]]
+    return []
+
+
+def _read_after_untraced_write() -> ValueError:
+    return ValueError("the forward reads a tensor fx does not trace (one it made from fixed sizes, or a global) after "
+                      "writing traced values into it in place: fx would read what it was before the write (export "
+                      "and dispatch follow it; auto falls back to them)")
 
 
 def _rebind_changed(node: Node, env: dict, op: Op) -> None:
