@@ -72,8 +72,7 @@ class MitHan2019(Micronet2019):
         cell 3 ``param_type in ['weight', 'bias', 'pos_emb']``)."""
         if b is None or not b.first_use:
             return 0.0, 0.0
-        nz = float((b.tensor != 0).sum()) if b.tensor is not None and b.tensor.device.type != "meta" else b.numel
-        return nz * b.bits, self.mask_bits(b, ctx)
+        return b.tensor_nonzeros() * b.bits, self.mask_bits(b, ctx)
 
     def density(self, w: WeightRef | None) -> float:
         """Dense op counts: the submitted notebooks' ``densities = defaultdict(lambda: 1)`` (§2.5, cell 4)."""

@@ -41,6 +41,12 @@ class WeightRef:
         """Fraction of zeros (0 for an empty tensor)."""
         return 1.0 - self.nonzeros / self.numel if self.numel else 0.0
 
+    def tensor_nonzeros(self) -> float:
+        """Nonzeros of the tensor itself, whose zeros annotation may not credit (a bias: §2.2 credits matrices), or its
+        element count when it holds no data (a meta tensor): what a rule set storing a bias sparse counts."""
+        t = self.tensor
+        return float((t != 0).sum()) if t is not None and t.device.type != "meta" else float(self.numel)
+
 
 @dataclass(slots=True)
 class Op:

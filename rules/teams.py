@@ -90,8 +90,7 @@ class Kaist2019(Micronet2019):
         vbits, mbits = self.weight_storage(w, ctx)
         bias_bits = 0.0
         if b is not None and b.first_use:
-            nz = float((b.tensor != 0).sum()) if b.tensor is not None and b.tensor.device.type != "meta" else b.numel
-            bias_bits = nz * b.bits
+            bias_bits = b.tensor_nonzeros() * b.bits
         return Cost(mults=mults, adds=adds, param_bits=vbits + bias_bits, mask_bits=mbits)
 
     def cost_mean(self, op: Op, ctx: RuleContext) -> Cost:

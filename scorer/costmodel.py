@@ -108,8 +108,10 @@ class Scorer:
 
     def _model(self, rules: object, base: Mapping | None = None) -> _LinearModel:
         # a value JSON cannot spell (numpy's int64) keys by type and repr; Options.parse then judges it as score() does.
-        # Keys keep their order: the later of two layer globs matching a layer wins
-        base_key = json.dumps(base, default=lambda v: f"{type(v).__name__}:{v!r}") if base else None
+        # The layer globs keep their order (the later of two matching a layer wins), as a list of pairs
+        layers = base.get("layers") if isinstance(base, Mapping) else None
+        spelled = {**base, "layers": list(layers.items())} if isinstance(layers, Mapping) else base
+        base_key = json.dumps(spelled, sort_keys=True, default=lambda v: f"{type(v).__name__}:{v!r}") if base else None
         key = (self.rules if rules is None else rules, base_key)
         if key not in self._linear:
             with CAPTURE_LOCK:

@@ -74,16 +74,19 @@ def _wrapper(function: Callable) -> Callable:
     return hit[1]
 
 
-#: torch factories that take sizes as separate arguments (``torch.zeros(n, h)``, an LSTM's first state): torch's
-#: argument parser refuses a proxy among them (``x.size(0)``), so fx cannot trace them as they are
-_SIZED_FACTORIES = ("zeros", "ones", "empty", "rand", "randn")
+#: torch factories that take sizes as separate arguments (``torch.zeros(n, h)``, an LSTM's first state) and have a
+#: rule: torch's argument parser refuses a proxy as the first of them (``x.size(0)``), so fx cannot trace them as
+#: they are
+_SIZED_FACTORIES = ("zeros", "ones", "empty")
 
 
 def _swap_in_factories(swapped: list) -> None:
     """``torch.zeros`` and the other ``_SIZED_FACTORIES`` replaced, for the trace, by fx's wrappers, which record a
     call with a proxy among its sizes (as ``torch.zeros((n, h))`` is); ``(torch.__dict__, originals)`` goes on
     ``swapped`` for the tracer to put back. The forward's own names for them (``from torch import zeros``) are
-    wrapped with its globals (``LeafTracer``'s autowrap functions)."""
+    wrapped with its globals (``LeafTracer``'s autowrap functions). The swap is process-wide, as fx's own of
+    ``math`` is: another thread calling them meanwhile goes through the wrapper (same result, a little slower),
+    and code that binds ``torch.zeros`` during the trace keeps the wrapper."""
     table = torch.__dict__
     originals = {name: table[name] for name in _SIZED_FACTORIES}
     table.update({name: _wrapper(value) for name, value in originals.items()})
@@ -249,7 +252,8 @@ class LeafTracer(fx.Tracer):
     Buffers are proxied like parameters, so the forward's Python never touches them. Every module call goes
     through fx's call wrapper process-wide while it traces (``_call_hook``), and the model's classes route
     their attribute reads through fx's wrapper (``_attribute_hook``); modules run by other threads meanwhile
-    are passed through untouched.
+    are passed through untouched, as are their calls of the factories swapped for the trace
+    (``_swap_in_factories``).
     """
 
     proxy_buffer_attributes = True

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from rules.kinds import KINDS, is_unknown
 from rules.records import Op, WeightRef
-from scorer.ops.values import Val
+from scorer.ops.values import Val, mask_parametrized, masked_weight
 
 
 def _flatten(obj: object, out: list[Val]) -> None:
@@ -148,9 +148,9 @@ class Call:
             orig = params.get(attr + "_orig")
             mask = buffers.get(attr + "_mask") if orig is not None else None
             if orig is None and mod._modules:
-                orig, mask = _mask_parametrized(mod, attr)
+                orig, mask = mask_parametrized(mod, attr)
             if orig is not None and mask is not None:
-                eff = (orig.detach() * mask).detach() if orig.device.type != "meta" else orig.detach()
+                eff = masked_weight(orig, mask)
                 out.append(WeightRef(role=role, name=prefix + attr, tensor=eff, shape=tuple(eff.shape),
                                      mask=mask.detach(), ident=id(orig)))
                 continue
@@ -313,16 +313,3 @@ def make_call(form: str, target: object, name: str, path: str, args: tuple, kwar
         tname = target_name(target)
     return Call(form, target, name, path, args, kwargs, out, tname, base)
 
-
-def _mask_parametrized(mod: nn.Module, attr: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """``(original, mask)`` of ``mod.attr`` when its one parametrization is torch.ao.pruning's ``FakeSparsity``
-    (``mask * original``, before ``squash_mask``), else ``(None, None)``."""
-    chain = mod._modules.get("parametrizations")
-    chain = chain._modules.get(attr) if chain is not None else None
-    if chain is None or len(chain._modules) != 1:
-        return None, None
-    fake = next(iter(chain._modules.values()))
-    original, mask = chain._parameters.get("original"), fake._buffers.get("mask") if fake is not None else None
-    if type(fake).__name__ != "FakeSparsity" or original is None or mask is None or mask.shape != original.shape:
-        return None, None
-    return original, mask

@@ -53,7 +53,8 @@ class Val:
 def carries_param(ops: list, vals: list[Val]) -> Val | None:
     """For a single free op applied to exactly one parameter or buffer (``w.t()``, ``w.T``, ``w.view(...)``),
     or a quantiser applied to one (a QAT ``weight_fake_quant``: its other tensors are its scale and zero
-    point), that tensor's Val: the op's output is still it, stored by the op that computes with it."""
+    point), that tensor's Val: the op's output is still it, stored by the op that computes with it. For a
+    parameter times the mask beside it (``pruned``), the masked weight's Val."""
     if len(ops) != 1 or ops[0].kind not in ("free", "quant", "mul"):
         return None
     tensors = [v for v in vals if isinstance(v, Val) and v.is_tensor]
@@ -92,6 +93,25 @@ def pruned(tensors: list[Val]) -> Val | None:
     name = masked_name(orig.param) if orig.param is not None and not orig.buffer else None
     if name is None or orig.real is None or not mask.buffer or mask.real is None or mask.param != mask_name(orig.param):
         return None
-    weight, bits = orig.real.detach(), mask.real.detach()
-    effective = (weight * bits).detach() if weight.device.type != "meta" else weight
-    return Val(meta=orig.meta, param=name, real=effective, ident=orig.ident, mask=bits)
+    bits = mask.real.detach()
+    return Val(meta=orig.meta, param=name, real=masked_weight(orig.real, bits), ident=orig.ident, mask=bits)
+
+
+def masked_weight(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``weight * mask``, detached; a weight without data (meta) as it is."""
+    return (weight.detach() * mask).detach() if weight.device.type != "meta" else weight.detach()
+
+
+def mask_parametrized(module: object, attr: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(original, mask)`` of ``module.attr`` when its one parametrization is torch.ao.pruning's ``FakeSparsity``
+    (``mask * original`` until ``squash_mask``), else ``(None, None)``: a layer's module form cannot see what another
+    parametrization computes (the aten captures see the product: ``pruned``)."""
+    chain = module._modules.get("parametrizations")  # type: ignore[attr-defined]
+    chain = chain._modules.get(attr) if chain is not None else None
+    if chain is None or len(chain._modules) != 1:
+        return None, None
+    fake = next(iter(chain._modules.values()))
+    original, mask = chain._parameters.get("original"), fake._buffers.get("mask")
+    if type(fake).__name__ != "FakeSparsity" or original is None or mask is None or mask.shape != original.shape:
+        return None, None
+    return original, mask
