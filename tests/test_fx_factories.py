@@ -142,3 +142,22 @@ def test_fx_keeps_a_write_whose_result_alone_is_read() -> None:
     assert reps["auto"].capture == "fx"
     keys = ("params", "mults", "adds", "mtas_bits")
     assert len({tuple(r.totals[k] for k in keys) for r in reps.values()}) == 1
+
+
+class WritesThenReadsAFlag(WritesIntoMade):
+    """``WritesIntoMade("add_")`` and a plain tensor attribute read for a Python value, which makes fx trace a second
+    time with plain attributes as themselves: that trace must refuse the read after the write too."""
+
+    def __init__(self):
+        super().__init__("add_")
+        self.flag = torch.tensor(1.0)
+
+    def forward(self, x):
+        return super().forward(x) if self.flag.item() > 0 else x
+
+
+def test_fx_refuses_a_read_after_a_write_when_tracing_plain_attributes_as_themselves() -> None:
+    with pytest.raises(Exception, match="after writing traced values into it in place"):
+        score(WritesThenReadsAFlag(), input_shape=(1, 4, 8), capture="fx")
+    totals = {c: score(WritesThenReadsAFlag(), input_shape=(1, 4, 8), capture=c).totals for c in ("auto", "export")}
+    assert totals["auto"]["mults"] == totals["export"]["mults"] == 4 * 8 * 8 + 32

@@ -38,7 +38,7 @@ from scorer.capture.shapes import (
 )
 from scorer.ops import is_known_leaf, quant_bits, targets, translate
 from scorer.ops.act import COMPARISONS
-from scorer.ops.call import Call, make_call, out_producers
+from scorer.ops.call import Call, make_call, named_in_place, out_producers
 from scorer.ops.quant import QUANTISERS, hooked_quantisers
 from scorer.ops.registry import memoised
 from scorer.ops.values import Val, carries_param, meta_of
@@ -938,16 +938,19 @@ def item_of(call: Call, ops: list[Op]) -> object:
 
 
 def trace(model: nn.Module, walked: list[tuple[str, nn.Module]] | None = None,
-          factories: MetaFactories | None = None) -> list[TracedCall]:
+          factories: MetaFactories | None = None, attribute_proxies: bool = True) -> list[TracedCall]:
     """Symbolically trace ``model`` with the leaf-keeping tracer: its nodes in run order (no GraphModule is
     built, which would compile code and re-register every submodule); ``walked``: ``list(model.named_modules())``
-    when the caller has it; ``factories``: the active ``MetaFactories``, which then traces the reads of plain
-    tensor attributes on their proxies."""
+    when the caller has it; ``factories``: the active ``MetaFactories``, which follows what the forward computes
+    untraced from a tensor a traced call wrote in place (``LeafTracer.written``) and, with ``attribute_proxies``,
+    traces the reads of plain tensor attributes on their proxies."""
     tracer = LeafTracer()
     tracer.walked = walked
     if factories is None:
         return tracer.trace(model)
-    factories.attribute_proxy, factories.written = tracer.attribute_proxy, tracer.written
+    factories.written = tracer.written
+    if attribute_proxies:
+        factories.attribute_proxy = tracer.attribute_proxy
     try:
         return tracer.trace(model)
     finally:
@@ -991,7 +994,7 @@ def _trace_and_translate(model: nn.Module, example_inputs: tuple, record_layer: 
     before = set(model.__dict__)
     try:
         with substituted(model, meta_like, walked), factories:
-            nodes = trace(model, walked, factories if attribute_proxies else None)
+            nodes = trace(model, walked, factories, attribute_proxies)
         # fx stores tensors the forward creates or closes over as ``_tensor_constant<N>`` attributes of
         # the root; they are kept here and must not stay on the user's model
         constants = {key: model.__dict__[key] for key in set(model.__dict__) - before}
@@ -1123,7 +1126,7 @@ def _untraced_writes(kind: str, target: object, args: tuple, kwargs: dict) -> li
         return [t for t in (out if isinstance(out, (tuple, list)) else (out,)) if isinstance(t, torch.Tensor)]
     if args and isinstance(args[0], torch.Tensor):
         name = target if kind == "call_method" else getattr(target, "__name__", "")
-        if type(name) is str and (name in ("__setitem__", "setitem") or name[-1:] == "_" and name[:1] != "_"):
+        if name in ("__setitem__", "setitem") or named_in_place(name):
             return [args[0]]
     return []
 

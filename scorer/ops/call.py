@@ -92,8 +92,7 @@ class Call:
             alias = schema.arguments[0].alias_info if schema is not None and schema.arguments else None
             return alias is not None and alias.is_write
         name = self.target if form == "method" else getattr(self.target, "__name__", "")
-        return (type(name) is str and name[-1:] == "_" and name[:1] != "_") or (
-            bool(self.kwargs) and self.kwargs.get("inplace") is True)
+        return named_in_place(name) or (bool(self.kwargs) and self.kwargs.get("inplace") is True)
 
     @property
     def vals(self) -> list[Val]:
@@ -295,6 +294,12 @@ def packet_name(func: object) -> str:
 
 #: module class -> its readable name (fixed by the class)
 _MODULE_TNAMES: dict[type, str] = {}
+
+
+def named_in_place(name: object) -> bool:
+    """Whether a method or function named ``name`` writes its first argument in place, by torch's naming
+    (``add_``, ``torch.relu_``; not a special method)."""
+    return type(name) is str and name[-1:] == "_" and name[:1] != "_"
 
 
 def make_call(form: str, target: object, name: str, path: str, args: tuple, kwargs: dict, out: object) -> Call:
