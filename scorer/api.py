@@ -506,7 +506,7 @@ def _param_ids(model: nn.Module, named: list[tuple[str, nn.Parameter, bool]] | N
     ids = {}
     for name, p, _ in named if named is not None else _named_params(model):
         ids[name] = id(p)
-        if name.endswith("original") or name.endswith("_orig"):
+        if name.endswith("original") or name.endswith("_orig"):  # the usual name skips masked_name's parsing
             stored_as = masked_name(name)
             if stored_as is not None:
                 ids[stored_as] = id(p)

@@ -317,4 +317,3 @@ def make_call(form: str, target: object, name: str, path: str, args: tuple, kwar
     else:
         tname = target_name(target)
     return Call(form, target, name, path, args, kwargs, out, tname, base)
-
