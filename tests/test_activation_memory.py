@@ -503,6 +503,31 @@ def test_expand_as_keeps_its_own_tensors_width(capture) -> None:
         assert rep.layers.iloc[-1]["mul_bits"] == 4, as_other
 
 
+class ScaleExpandedToOther(nn.Module):
+    """A per-channel scale parameter ``p`` expanded to y's size (``p.expand_as(y)``, or ``p.expand(y.shape)``) and
+    multiplied by y."""
+
+    def __init__(self, as_other: bool):
+        super().__init__()
+        self.fc, self.p, self.as_other = nn.Linear(4, 4), nn.Parameter(torch.randn(1, 4)), as_other
+
+    def forward(self, x):
+        y = self.fc(x)
+        return y * (self.p.expand_as(y) if self.as_other else self.p.expand(y.shape))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_a_parameter_expanded_to_another_size_keeps_its_width(capture) -> None:
+    """``p.expand_as(y)`` is still the 32-bit parameter p, not a value of y's 4-bit width: y * p multiplies 8 x 4 = 32
+    elements at max(4, 32) = 32 bits, as for ``p.expand(y.shape)``; p stored once (4 of 24 + 4 parameters)."""
+    precision = {"default": {"weight": 32, "act": 4, "acc": 32}}
+    for as_other in (True, False):
+        rep = score(ScaleExpandedToOther(as_other), input_shape=(8, 4), capture=capture, precision=precision)
+        mul = rep.layers[rep.layers["kind"] == "mul"].iloc[0]
+        assert (mul["mul_bits"], mul["mults"] * 8) == (32, 32), as_other
+        assert rep.totals["params"] == 16 + 4 + 4, as_other
+
+
 class WritesIntoAnItem(nn.Module):
     """y (1x4x8) split into pieces (chunk, split or unbind), one piece doubled in place, the pieces joined again."""
 

@@ -128,6 +128,8 @@ def free(call: Call) -> Op:
         # operand's does on aten
         op.memory_inputs = []
         op.reads_input = False
+    if name in _SHAPE_FROM_OTHER:
+        op.attrs["values_of_first"] = True  # self.p.expand_as(y) is still p (``values.carries_param``)
     return op
 
 
