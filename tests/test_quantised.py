@@ -213,3 +213,35 @@ def test_observers_and_disabled_fake_quant_compute_in_float(make, path: str) -> 
     assert "quant" not in set(rep.layers.kind)
     ref = score(float_net(), input_shape=SHAPE, capture=path).totals
     assert (rep.totals["mults"], rep.totals["adds"]) == (ref["mults"], ref["adds"])
+
+
+class WidthMarker(nn.Module):
+    """A user's activation quantiser that only declares its width (``bits``) and returns its input."""
+
+    def __init__(self, bits: int):
+        super().__init__()
+        self.bits = bits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class Marked(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.q, self.b = nn.Conv2d(3, 4, 1), WidthMarker(4), nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.q(self.a(x)))
+
+
+def test_a_quantiser_export_cannot_see_is_refused_there() -> None:
+    """The marker's 4 bits reach the second conv on fx and dispatch (4-bit weights: 16 x 16 mults at 4 bits); export
+    records nothing for an identity forward, so it refuses rather than score that conv at 32 bits, and auto stays
+    exact."""
+    precision = {"default": {"weight": 4, "act": 32, "acc": 32}}
+    for path in ("fx", "dispatch", "auto"):
+        rep = score(Marked(), input_shape=(1, 3, 4, 4), capture=path, precision=precision)
+        assert rep.layers[rep.layers["kind"] == "conv"]["mul_bits"].tolist() == [32, 4], path
+    with pytest.raises(CaptureError, match="activation quantiser q .*4 bits"):
+        score(Marked(), input_shape=(1, 3, 4, 4), capture="export", precision=precision)

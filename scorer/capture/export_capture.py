@@ -11,7 +11,7 @@ import inspect
 import logging
 import operator
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
 import torch
@@ -26,7 +26,7 @@ from scorer.capture.guard import attribute_tensors, module_walk, substituted
 from scorer.ops import is_whole, translate
 from scorer.ops.attention import QUIET_MODULES, WHOLE_ATEN
 from scorer.ops.call import make_call, out_producers
-from scorer.ops.quant import packed_int8
+from scorer.ops.quant import packed_int8, quant_bits
 from scorer.ops.values import Val, carries_param, meta_of
 
 _WRAPPED = "model"
@@ -201,11 +201,23 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
     # meta parameters and buffers stand as fake CPU tensors of the same mode (export keeps those as they are)
     stand_ins = (substituted(model, lambda t: fake_of(t, mode) if t.device.type == "meta" else t)
                  if has_meta(model) else contextlib.nullcontext())
+    # the activation quantisers the forward calls (found before export: a fake-quantiser's switch is a tensor)
+    widths = {id(m) for m in model.modules() if is_whole(m) and quant_bits(m) is not None}
+    quantisers: set[int] = set()
+    me = threading.get_ident()
+
+    def note_quantiser(mod: nn.Module, _args: object) -> None:
+        if id(mod) in widths and threading.get_ident() == me:
+            quantisers.add(id(mod))
+
+    hook = nn.modules.module.register_module_forward_pre_hook(note_quantiser)
     try:
         with quiet_torch_logs(), torch.no_grad(), stand_ins:
             ep = torch.export.export(_Wrapper(model), fake_inputs(example_inputs, mode), strict=False)
     except ForwardFailed as exc:
         raise exc.__cause__ from None
+    finally:
+        hook.remove()
     sig = ep.graph_signature
     user_inputs = set(sig.user_inputs)
     param_of = {k: _unwrap_name(v) for k, v in {**sig.inputs_to_parameters, **sig.inputs_to_buffers}.items()}
@@ -294,7 +306,22 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
                 env[node] = Val(meta=meta_of(out), producer=out_producers(call, new, 1)[0])
             if new and call.in_place:
                 _rebind_base(node, env, new[-1])
+    _check_quantisers_seen(quantisers, modules, ep.graph_module.graph.nodes)
     return FxCapture(ops, "export", used, read)
+
+
+def _check_quantisers_seen(called: set[int], modules: dict[str, nn.Module], nodes: Iterable[torch.fx.Node]) -> None:
+    """ValueError for an activation quantiser the forward called that left no node in export's graph (a module with
+    a ``bits`` attribute whose forward returns its input): its width would be lost (fx and dispatch see the call)."""
+    if not called:
+        return
+    seen = {_module_path(path) for node in nodes for path, _ in (node.meta.get("nn_module_stack") or {}).values()}
+    lost = [path for path, m in modules.items() if id(m) in called and path not in seen]
+    if lost:
+        mod = modules[lost[0]]
+        raise ValueError(f"the activation quantiser {lost[0]} ({type(mod).__name__}, {quant_bits(mod)} bits) computes "
+                         "nothing torch.export records, so its width would be lost; the fx and dispatch captures see "
+                         "the call")
 
 
 def _rebind_base(node: torch.fx.Node, env: dict, op: object) -> None:
