@@ -41,7 +41,7 @@ class ConvInstanceNorm(nn.Module):
         return self.norm(self.conv(x))
 
 
-@pytest.mark.parametrize("capture", ["fx", "export"])
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
 def test_instance_norm_computes_statistics_and_does_not_fold(capture) -> None:
     # InstanceNorm normalises each channel of each example by statistics of that example: it cannot be
     # folded into the conv (unlike BN, §2.3) and costs what GroupNorm with one channel per group costs.
@@ -59,6 +59,34 @@ def test_instance_norm_computes_statistics_and_does_not_fold(capture) -> None:
     assert not any("folded" in str(n) for n in rep.layers["note"])
     ref = score(ConvInstanceNorm(nn.GroupNorm(4, 4)), input_shape=SHAPE, capture=capture).totals
     assert (t["mults"], t["adds"], t["param_bits"]) == (ref["mults"], ref["adds"], ref["param_bits"])
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_instance_norm_per_example_on_every_capture(capture, batch) -> None:
+    """Per example, whatever the batch: torch runs it as a batch norm over a (1, batch x channels) view, its affine
+    repeated per example, which the dispatch recorder once costed as a BN of batch x 4 channels (params 8 x batch).
+    Module and functional forms; no affine: 4 groups of 25 (layer_norm_counts), nothing stored."""
+    c, n = 4, 25
+    shape = (batch, *SHAPE[1:])
+    for norm in (nn.InstanceNorm2d(4), Fn(F.instance_norm)):
+        t = score(norm, input_shape=shape, capture=capture).totals
+        assert (t["mults"], t["adds"], t["params"]) == (c * (2 * n + 3), c * (3 * n - 1), 0)
+    t = score(nn.InstanceNorm2d(4, affine=True), input_shape=shape, capture=capture).totals
+    assert (t["mults"], t["adds"], t["params"]) == (c * (2 * n + 3) + c * n, c * (3 * n - 1) + c * n, 2 * c)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_instance_norm_with_running_statistics_is_a_channel_affine(capture) -> None:
+    """``track_running_stats`` in eval normalises by the running statistics, as BatchNorm does (torch's
+    ``use_input_stats = training or not track_running_stats``): one mult and one add per element, γ and β stored;
+    after a conv it folds, as BN does (§2.3)."""
+    norm = nn.InstanceNorm2d(4, affine=True, track_running_stats=True)
+    t = score(norm, input_shape=SHAPE, capture=capture).totals
+    assert (t["mults"], t["adds"], t["params"]) == (100, 100, 8)
+    folded = score(ConvInstanceNorm(norm), input_shape=SHAPE, capture=capture).totals
+    conv = score(ConvInstanceNorm(nn.Identity()), input_shape=SHAPE, capture=capture).totals
+    assert folded["mults"] == conv["mults"]
 
 
 G = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 4, 1, 1)

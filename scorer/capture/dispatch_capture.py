@@ -179,10 +179,11 @@ class _Recorder(TorchDispatchMode):
 
 #: Functions recorded whole, as one call: attention (its aten decomposition depends on the kernel chosen) and
 #: the recurrent layers (``torch.lstm`` decomposes into addmm, sigmoid, ... before a dispatch mode sees it),
-#: RMSNorm (CompositeImplicitAutograd: the recorder would see pow, mean, add, rsqrt, mul) and F.linear (on a
+#: RMSNorm (CompositeImplicitAutograd: the recorder would see pow, mean, add, rsqrt, mul), instance norm (a
+#: batch norm over a (1, batch x channels) view, its affine repeated per example) and F.linear (on a
 #: non-contiguous 3-d input it runs as matmul + add: the same counts in two rows instead of one).
 _WHOLE = (frozenset(WHOLE_FUNCTIONS) | targets("function", "rnn") | targets("function", "rmsnorm")
-          | targets("function", "linear"))
+          | targets("function", "instance_norm") | targets("function", "linear"))
 
 
 class _WholeCalls(TorchFunctionMode):

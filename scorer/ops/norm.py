@@ -35,15 +35,23 @@ def batch_norm(call: Call) -> Op:
 @register("instance_norm", modules=(nn.modules.instancenorm._InstanceNorm,), functions=(F.instance_norm,),
           aten=("instance_norm",), weighted=True)
 def instance_norm(call: Call) -> Op:
-    """Per-example, per-channel statistics computed at inference: GroupNorm with one channel per group."""
+    """Per-example, per-channel statistics computed at inference: GroupNorm with one channel per group. With running
+    statistics instead (``track_running_stats`` in eval: ``use_input_stats=False``), BatchNorm's per-channel affine."""
     x = call.args[0]
     c = x.shape[1]
     if call.form == "module":
-        ws = call.module_weights(("weight", "gn_weight"), ("bias", "gn_bias"))
-    elif call.form == "aten":
-        ws = call.stored(call.args[1], "gn_weight") + call.stored(call.args[2], "gn_bias")
+        running = call.module.track_running_stats and not call.module.training
     else:
-        ws = call.stored(call.arg(3, "weight"), "gn_weight") + call.stored(call.arg(4, "bias"), "gn_bias")
+        running = not call.value(5, "use_input_stats", True)
+    roles = ("bn_weight", "bn_bias") if running else ("gn_weight", "gn_bias")
+    if call.form == "module":
+        ws = call.module_weights(("weight", roles[0]), ("bias", roles[1]))
+    elif call.form == "aten":
+        ws = call.stored(call.args[1], roles[0]) + call.stored(call.args[2], roles[1])
+    else:
+        ws = call.stored(call.arg(3, "weight"), roles[0]) + call.stored(call.arg(4, "bias"), roles[1])
+    if running:
+        return call.op("bn", ws, acts=[x], attrs={"channels": c})
     return call.op("groupnorm", ws, acts=[x], attrs={"groups": c, "channels": c})
 
 
