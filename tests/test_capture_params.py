@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from scorer import score
 from scorer.capture import capture_model
+from scorer.errors import CaptureError
 
 CAPTURES = ("fx", "export", "dispatch")
 
@@ -101,3 +103,27 @@ def test_fx_traces_a_tensor_made_from_a_shape() -> None:
     cap = capture_model(NewZeros(), (torch.empty(2, 5, 16, device="meta"),), "fx")
     assert cap.method == "fx"
     assert tuple(cap.ops[-1].out_shape) == (2, 5, 16)
+
+
+class ReadsDotData(nn.Module):
+    """A weight read through ``.data`` (old BNN and weight-clipping code), 16 of its 32 entries zero."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4, 8))
+        with torch.no_grad():
+            self.w[:, :4] = 0
+
+    def forward(self, x):
+        return F.linear(x, self.w.data)
+
+
+def test_a_weight_read_through_data_is_stored_or_refused() -> None:
+    """fx and dispatch store w (16 nonzeros x 16 bits + a 32-bit mask; 4 outputs x 4 nonzero mults); export lifts
+    ``w.data`` as a constant without values (it listed w as unused and stored nothing): it refuses, so auto stays
+    exact."""
+    for capture in ("fx", "dispatch", "auto"):
+        rep = score(ReadsDotData(), input_shape=(1, 8), bits=16, capture=capture)
+        assert (rep.totals["param_bits"], rep.totals["mults"], rep.excluded) == (16 * 16 + 32, 16, []), capture
+    with pytest.raises(CaptureError, match="w.data"):
+        score(ReadsDotData(), input_shape=(1, 8), bits=16, capture="export")

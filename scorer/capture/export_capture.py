@@ -17,7 +17,7 @@ from dataclasses import replace
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
 from torch.overrides import TorchFunctionMode
 
@@ -265,7 +265,11 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
                 env[node] = Val(meta=meta_of(val), param=fqn, real=real, ident=id(real) if real is not None else None,
                                 buffer=node.name in sig.inputs_to_buffers)
             elif node.name in constants_of:  # a plain tensor attribute the forward reads: stored as fx stores it
-                hit = attributes.get(id(ep.constants.get(constants_of[node.name])))  # export keeps the object
+                constant = ep.constants.get(constants_of[node.name])  # export keeps the object
+                if isinstance(constant, FakeTensor):  # read off a parameter untraced (``w.data``): values unknown
+                    raise ValueError(f"torch.export lifted {constants_of[node.name]} as a constant without values: the "
+                                     "forward reads a parameter untraced (w.data?), which export loses")
+                hit = attributes.get(id(constant))
                 if hit is None:  # a tensor the forward made (or a global): data of its code
                     env[node] = Val(meta=meta_of(val))
                 else:
