@@ -71,7 +71,7 @@ for _name, _doc in {
     "relu": "max(x, 0)", "relu6": "min(max(x, 0), 6)", "hardtanh": "min(max(x, lo), hi)",
     "sigmoid": "1 / (1 + exp(-x))", "hardsigmoid": "relu6(x + 3) / 6", "silu": "x · sigmoid(x)",
     "hardswish": "x · relu6(x + 3) / 6", "tanh": "hyperbolic tangent", "gelu": "x · Φ(x)",
-    "leaky_relu": "x or slope · x", "elu": "x or α(exp(x) − 1)", "mish": "x · tanh(softplus(x))",
+    "leaky_relu": "x or slope · x", "elu": "x or α(exp(x) − 1)", "selu": "λ · elu(x)", "mish": "x · tanh(softplus(x))",
     "gelu_tanh": "0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))", "erf": "erf(x)",
     "sign": "sign(x)", "exp": "exp(x)", "log": "log(x)", "sqrt": "sqrt(x)", "rsqrt": "1 / sqrt(x)",
     "abs": "|x|", "neg": "−x", "reciprocal": "1 / x", "compare": "x > y and friends",

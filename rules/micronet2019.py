@@ -25,6 +25,7 @@ OFFICIAL_ACTIVATIONS: dict[str, tuple[float, float]] = {
     "act:erf": (1, 0),  # a transcendental evaluation counts as one op (official page)
     "act:leaky_relu": (2, 0),  # comparison + slope multiplication [INF]
     "act:elu": (3, 1),  # comparison, exp, scale; −1 [INF]
+    "act:selu": (4, 1),  # ELU's, then the λ scale [INF]
     "act:mish": (5, 2),  # x·tanh(softplus(x)): exp, log, tanh (2,2), final mult [INF]
     "act:sign": (1, 0),  # a bitwise op counts as one op (official page)
     "act:exp": (1, 0),  # a transcendental evaluation counts as one op (official page)

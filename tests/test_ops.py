@@ -48,6 +48,15 @@ def test_other_activations_have_rules(mod) -> None:
     assert not rep.unknown and rep.totals["mults"] > 0
 
 
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_selu_is_elu_then_its_scale(capture) -> None:
+    """SELU = λ · ELU: ELU's comparison, exp and α scale plus the −1 add (3 mults, 1 add [INF]) and one more mult for
+    λ, per element, in module and functional form (aten runs it as an ``elu`` with a scale)."""
+    for mod in (nn.SELU(), Fn(F.selu)):
+        t = score(mod, input_shape=SHAPE, capture=capture).totals
+        assert (t["mults"], t["adds"]) == (4 * 100, 100)
+
+
 def test_prelu_stores_its_slopes() -> None:
     t = score(nn.PReLU(4), input_shape=SHAPE, bits=16).totals
     assert t["param_bits"] == 4 * 16

@@ -28,6 +28,7 @@ _UNARY: dict[str, tuple[str, tuple[type, ...], tuple[object, ...]]] = {
     "gelu": ("act:gelu", (nn.GELU,), (F.gelu,)),
     "leaky_relu": ("act:leaky_relu", (nn.LeakyReLU,), (F.leaky_relu, F.leaky_relu_)),
     "elu": ("act:elu", (nn.ELU,), (F.elu,)),
+    "selu": ("act:selu", (nn.SELU,), (F.selu, torch.selu)),
     "mish": ("act:mish", (nn.Mish,), (F.mish,)),
     "sign": ("act:sign", (), (torch.sign,)),
     "exp": ("act:exp", (), (torch.exp,)),
@@ -69,6 +70,8 @@ def _layer_class(mod: nn.Module) -> type:
 def _unary_kind(call: Call) -> str:
     if call.form == "aten":
         kind = _KIND_OF_BASE[call.base]
+        if kind == "act:elu" and call.value(2, "scale", 1) != 1:  # F.selu as the dispatch recorder sees it
+            return "act:selu"
     else:
         kind = _KIND_OF_TARGET[_layer_class(call.target) if call.form == "module" else call.target]
     if kind == "act:gelu":
