@@ -281,7 +281,9 @@ class RuleSet:
 
     # ----------------------------------------------------------------- dot products
     def dot_product(self, op: Op, ctx: RuleContext) -> Cost:
-        """n mults and n−1 adds per output, n the (sparse) vector length; +1 add per output for a bias.
+        """n mults and n−1 adds per output, n the (sparse) vector length; +1 add per output for a bias (stored, or
+        an activation added in the same call: ``addmm(h, x, W)``, ``attrs["has_bias"]``); +1 mult per output for
+        each scaling factor other than 1 (``addmm``'s alpha and beta, ``attrs["scalings"]``, as ``add``'s alpha).
 
         Source: `counting.py` Conv2D/DepthWiseConv2D/FullyConnected (official_rules.md §2.2); grouped
         convolution uses n = k²·C_in/groups (the natural generalisation, §2.2 [INF]).
@@ -290,8 +292,8 @@ class RuleSet:
         b = op.weight("bias")
         n = op.attrs["vector_len"] * self.density(w)
         outputs = op.out_numel
-        mults = n * outputs
-        adds = (n - 1) * outputs + (outputs if b is not None else 0.0)
+        mults = (n + op.attrs.get("scalings", 0)) * outputs
+        adds = (n - 1) * outputs + (outputs if b is not None or op.attrs.get("has_bias") else 0.0)
         vbits, mbits = self.weight_storage(w, ctx)
         return Cost(mults=mults, adds=adds, param_bits=vbits + self.dense_storage(b), mask_bits=mbits)
 

@@ -57,8 +57,9 @@ _CONV_ATTRS = ("groups", "kernel", "in_channels", "out_channels", "vector_len", 
 # dot products over a weight (or a second activation)
 declare("conv", "convolution, any dimension and groups", dot=True, sparse=True, attrs=_CONV_ATTRS)
 declare("linear", "fully connected layer over the last dimension", dot=True, sparse=True,
-        attrs=("vector_len", "out_features", "has_bias"))
-declare("matmul", "matmul/bmm/mm/einsum with one contracted length", dot=True, sparse=True, attrs=("vector_len",))
+        attrs=("vector_len", "out_features", "has_bias"), optional=("scalings",))
+declare("matmul", "matmul/bmm/mm/einsum with one contracted length", dot=True, sparse=True, attrs=("vector_len",),
+        optional=("has_bias", "scalings"))
 declare("embedding", "table lookup (no arithmetic); the table is stored", sparse=True)
 
 # normalisation

@@ -57,6 +57,35 @@ def test_selu_is_elu_then_its_scale(capture) -> None:
         assert (t["mults"], t["adds"]) == (4 * 100, 100)
 
 
+class ActivationBias(nn.Module):
+    """A 16 -> 8 product whose added term is computed in the forward (a hand-written RNN cell's ``addmm(h, x, W)``,
+    a hypernetwork's ``F.linear(x, W, b)``), or addmm scaled by beta and alpha."""
+
+    def __init__(self, form: str):
+        super().__init__()
+        self.w, self.b, self.form = nn.Parameter(torch.randn(16, 8)), nn.Parameter(torch.randn(8)), form
+
+    def forward(self, x):
+        h = x[:, :8] * 1.0  # 8 mults
+        if self.form == "addmm":
+            return torch.addmm(h, x, self.w)
+        if self.form == "linear":
+            return F.linear(x, self.w.t(), h)
+        return torch.addmm(self.b, x, self.w, beta=0.5, alpha=2.0) + h  # + 8 adds
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_an_added_activation_costs_its_add_per_output(capture) -> None:
+    """§2.2: n mults and n − 1 adds per output, + 1 add per output for the added term, stored or computed (8 x 16
+    mults, 8 x 15 + 8 adds, + h's 8 mults); beta and alpha other than 1 are one mult per output each (as ``add``'s
+    alpha), then h added."""
+    for form in ("addmm", "linear"):
+        t = score(ActivationBias(form), input_shape=(1, 16), capture=capture).totals
+        assert (t["mults"], t["adds"]) == (8 * 16 + 8, 8 * 15 + 8), form
+    t = score(ActivationBias("scaled"), input_shape=(1, 16), capture=capture).totals
+    assert (t["mults"], t["adds"]) == (8 * 16 + 2 * 8 + 8, 8 * 15 + 8 + 8)
+
+
 def test_prelu_stores_its_slopes() -> None:
     t = score(nn.PReLU(4), input_shape=SHAPE, bits=16).totals
     assert t["param_bits"] == 4 * 16

@@ -144,11 +144,13 @@ def linear(call: Call) -> Op:
         return call.op("linear", ws, acts=call.acts[:1], attrs=attrs)
     if call.base == "addmm" or call.target is torch.addmm:
         b, x, w = call.args[0], call.args[1], call.args[2]
+        # beta·b + alpha·(x @ w): one mult per output for each factor that is not 1
+        scalings = sum(call.value(i, key, 1) != 1 for i, key in ((3, "beta"), (4, "alpha")))
         if w.param is None:  # b + x @ y with y computed: a matmul with a bias
             weights = call.stored(x, "weight") + call.stored(w, "weight") + call.stored(b, "bias")
             return call.op("matmul", weights, acts=[v for v in (x, w) if v.is_activation],
-                           attrs={"vector_len": x.shape[-1]})
-        attrs = {"vector_len": x.shape[-1], "out_features": call.out_shape[-1], "has_bias": True}
+                           attrs={"vector_len": x.shape[-1], "has_bias": True, "scalings": scalings})
+        attrs = {"vector_len": x.shape[-1], "out_features": call.out_shape[-1], "has_bias": True, "scalings": scalings}
         return call.op("linear", call.stored(w, "weight") + call.stored(b, "bias"), acts=[x], attrs=attrs)
     x, w, b = call.args[0], call.args[1], call.arg(2, "bias")
     has_bias = isinstance(b, Val) and b.is_tensor
