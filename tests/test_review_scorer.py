@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from scorer import score
 
@@ -163,6 +164,64 @@ def test_einsum_in_every_capture(capture) -> None:
     # bchw,bdhw->bcd: 4x4 outputs, each a dot product of length 25 (n mults, n-1 adds)
     t = score(Fn(lambda x: torch.einsum("bchw,bdhw->bcd", x, x)), input_shape=SHAPE, capture=capture).totals
     assert (t["mults"], t["adds"]) == (16 * 25, 16 * 24)
+
+
+class Einsum(nn.Module):
+    """``einsum(eq, x, x)``, or ``einsum(eq, x, w)`` with a weight of ``w_shape``."""
+
+    def __init__(self, eq: str, w_shape: tuple[int, ...] | None = None) -> None:
+        super().__init__()
+        self.eq = eq
+        self.w = nn.Parameter(torch.randn(w_shape)) if w_shape else None
+
+    def forward(self, x):
+        return torch.einsum(self.eq, x, x if self.w is None else self.w)
+
+
+# (equation, input shape, weight shape, micronet2019 (mults, adds) per example, flops per example = FlopCounterMode's)
+EINSUMS = [
+    # outer product, no index contracted: torch runs a broadcast mul, 16·16 products (FlopCounterMode: none)
+    ("bi,bj->bij", (2, 16), None, (16 * 16, 0), 0),
+    # i in x only: torch sums it out first (4 adds for each of 16 values), then (16)@(16,8): 8 outputs of
+    # 16 mults and 15 adds; FlopCounterMode counts the mm, 2·16·8
+    ("bij,jk->bk", (2, 5, 16), (16, 8), (8 * 16, 16 * 4 + 8 * 15), 2 * 16 * 8),
+    # a contraction over d: 6·6 outputs of 8 mults and 7 adds (a bmm)
+    ("bqd,bkd->bqk", (2, 6, 8), None, (36 * 8, 36 * 7), 2 * 36 * 8),
+]
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+@pytest.mark.parametrize(("eq", "shape", "w_shape", "counts", "flops"), EINSUMS)
+def test_einsum_counts_as_torch_lowers_it(capture, eq, shape, w_shape, counts, flops) -> None:
+    # README "How it counts": every capture gives the same totals; under flops the ops equal FlopCounterMode's
+    m = Einsum(eq, w_shape)
+    t = score(m, input_shape=shape, capture=capture).totals
+    assert (t["mults"], t["adds"]) == counts
+    assert score(m, input_shape=shape, rules="flops", capture=capture).totals["ops"] == flops
+    with FlopCounterMode(display=False) as counter:
+        m(torch.randn(shape))
+    assert counter.get_total_flops() / shape[0] == flops
+
+
+def _einsum_rows(m: nn.Module, shape: tuple[int, ...], capture: str) -> list[tuple]:
+    rows = score(m, input_shape=shape, capture=capture).layers
+    rows = rows[rows.kind != "free"]
+    cols = ["kind", "mults", "adds", "param_bits", "nonzeros", "act_bits_out", "act_bits_op", "act_bits_live"]
+    return [tuple(r) for r in rows[cols].itertuples(index=False)]
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_einsum_presum_rows_match_dispatch(capture) -> None:
+    # the pre-summed x feeds the product (its 2x16 sum read by the matmul, then freed); a weight summed over
+    # i (an index in w only) is a constant: its 16x8 sum writes no activation and the matmul reads none
+    w = torch.randn(16, 8)
+    w[:8] = 0  # half the weight zero: the matmul is credited 8 nonzeros per output (§2.2)
+    act = Einsum("bij,jk->bk", (16, 8))
+    act.w.data.copy_(w)
+    for m, shape in ((act, (2, 5, 16)), (Einsum("bj,ijk->bk", (3, 16, 8)), (2, 16))):
+        assert _einsum_rows(m, shape, capture) == _einsum_rows(m, shape, "dispatch")
+    rows = _einsum_rows(act, (2, 5, 16), capture)
+    assert [r[:3] for r in rows] == [("sum", 0, 16 * 4), ("matmul", 8 * 8, 8 * 7)]
 
 
 def test_functional_and_module_upsample_nearest_exact_agree() -> None:

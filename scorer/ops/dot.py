@@ -158,7 +158,22 @@ def linear(call: Call) -> Op:
     return call.op("linear", call.stored(w, "weight") + call.stored(b, "bias"), acts=[x], attrs=attrs)
 
 
-def _einsum(call: Call) -> Op:
+def _presum(call: Call, v: Val, spec: str, solo: list[str], sizes: dict[str, int], i: int) -> Op:
+    """Operand ``v`` summed over ``solo``, its indices in no other operand nor the output (aten ``sum``)."""
+    kept = tuple(sizes[c] for c in dict.fromkeys(spec) if c not in solo)
+    op = call.op("sum", call.stored(v, "operand"), acts=[v] if v.is_activation else [], suffix=f"_sum{i}",
+                 attrs={"reduce": math.prod(sizes[c] for c in solo)}, out_shape=kept,
+                 inputs=[v.producer] if v.producer else [])
+    if not v.is_activation:
+        op.reads_input = False  # a summed weight reads no activation (a constant, as on dispatch)
+    return op
+
+
+def _einsum(call: Call) -> Op | list[Op]:
+    """Two-operand einsum as torch lowers it (ATen ``einsum``, Linear.cpp): an index in one operand only and
+    not in the output is summed out of that operand first (``sum``, n−1 adds per value kept); the product is
+    then a dot product over the indices both operands share and the output lacks (``matmul``: bmm, n their
+    sizes' product) or, with none, a broadcast ``mul`` (``x * y``; FlopCounterMode counts no FLOPs)."""
     eq = call.value(0, "equation")
     operands = [a for a in (call.args[1:] if call.form != "aten" else call.args[1]) if isinstance(a, Val)]
     if len(operands) == 1 and isinstance(operands[0].meta, (list, tuple)):
@@ -166,17 +181,37 @@ def _einsum(call: Call) -> Op:
     if not isinstance(eq, str) or "->" not in eq or len(operands) != 2 or "..." in eq:
         return call.unknown()
     lhs, rhs = eq.replace(" ", "").split("->")
-    sizes = {ch: n for spec, v in zip(lhs.split(","), operands, strict=True) for ch, n in zip(spec, v.shape, strict=True)}
-    contraction = math.prod(n for c, n in sizes.items() if c not in rhs)
-    weights = [w for v in operands for w in call.stored(v, "weight")]
-    return call.op("matmul", weights, acts=[v for v in operands if v.is_activation],
-                   attrs={"vector_len": contraction})
+    specs = lhs.split(",")
+    sizes = {ch: n for spec, v in zip(specs, operands, strict=True) for ch, n in zip(spec, v.shape, strict=True)}
+    ops, kept, inputs, kept_specs = [], [], [], []
+    for i, (spec, v) in enumerate(zip(specs, operands, strict=True)):
+        solo = [c for c in dict.fromkeys(spec) if c not in rhs and c not in specs[1 - i]]
+        if math.prod(sizes[c] for c in solo) > 1:  # a size-1 index is squeezed, not summed
+            ops.append(_presum(call, v, spec, solo, sizes, i))
+            inputs.append(ops[-1].name)
+            continue
+        kept.append(v)
+        kept_specs.append(spec)
+        inputs += [v.producer] if v.producer else []
+    contracted = [c for c in dict.fromkeys(specs[0]) if c in specs[1] and c not in rhs]
+    acts = [v for v in kept if v.is_activation]
+    if contracted:
+        weights = [w for v in kept for w in call.stored(v, "weight")]
+        ops.append(call.op("matmul", weights, acts=acts, attrs={"vector_len": math.prod(sizes[c] for c in contracted)},
+                           inputs=inputs))
+        return ops
+    ops.append(call.op("mul", [w for v in kept for w in call.stored(v, "operand")], acts=acts, inputs=inputs))
+    # the operands as the product broadcasts them over the output's indices (an outer product is a broadcast)
+    ops[-1].in_shapes = [tuple(sizes[c] if c in spec else 1 for c in rhs)
+                         for v, spec in zip(kept, kept_specs, strict=True) if v.is_activation]
+    return ops
 
 
 @register("matmul", functions=(torch.matmul, operator.matmul, torch.bmm, torch.mm, torch.einsum),
           methods=("matmul", "bmm", "mm", "__matmul__"), aten=("mm", "bmm", "matmul", "einsum"))
-def matmul(call: Call) -> Op:
-    """Matrix products: n = the contracted length (the last dimension of the left operand)."""
+def matmul(call: Call) -> Op | list[Op]:
+    """Matrix products: n = the contracted length (the last dimension of the left operand); einsum as torch
+    lowers it (``_einsum``)."""
     if call.target is torch.einsum or call.base == "einsum":
         return _einsum(call)
     a, b = call.args[0], call.args[1]
