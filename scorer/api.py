@@ -259,6 +259,8 @@ def capture_paths(
             stored |= {ids[n] for n in cap.used_params if n in ids}
             unnamed.update(n for n in cap.used_params if n not in ids)
             reads.append((cap, ids))
+            if path_model is model:
+                _first_names(cap.ops, ids, named, modules)
             for op in cap.ops:
                 op.path = path_name
                 op.batch = divisor
@@ -511,6 +513,39 @@ def _param_ids(model: nn.Module, named: list[tuple[str, nn.Parameter, bool]] | N
             if stored_as is not None:
                 ids[stored_as] = id(p)
     return ids
+
+
+def _first_names(ops: list[Op], ids: dict[str, int], named: list[tuple[str, nn.Parameter, bool]],
+                 modules: dict[str, nn.Module]) -> None:
+    """Name each tied parameter (``out.weight = emb.weight``) and each module held under several names
+    (``self.b = self.a``) by its first name, as ``named_parameters()`` and ``named_modules()`` give them, whichever
+    name the capture read it by: one tensor, one layer, one name on every capture path (sparsity and precision
+    globs match the same rows). ``ids``: ``_param_ids``; ``modules``: ``dict(model.named_modules())``."""
+    first_param: dict[int, str] | None = None
+    first_module: dict[int, str] | None = None
+    for op in ops:
+        if op.module not in modules:
+            if first_module is None:
+                first_module = {id(m): name for name, m in reversed(modules.items())}
+            held = _module_at(modules.get(""), op.module)
+            if held is not None and id(held) in first_module:
+                op.module = first_module[id(held)]
+        for w in op.weights:
+            ident = ids.get(w.name)
+            if ident is None or ident != w.ident:
+                continue
+            if first_param is None:
+                first_param = {id(p): name for name, p, first in named if first}
+            w.name = first_param.get(ident, w.name)
+
+
+def _module_at(model: nn.Module | None, path: str) -> nn.Module | None:
+    """The module at dotted ``path`` of ``model`` (a name ``named_modules()`` skips: a second name of a module), or
+    None."""
+    mod = model
+    for part in path.split(".") if path else ():
+        mod = mod._modules.get(part) if isinstance(mod, nn.Module) else None
+    return mod
 
 
 def _refuse_uninitialised(modules: dict[str, nn.Module]) -> None:

@@ -127,3 +127,31 @@ def test_a_weight_read_through_data_is_stored_or_refused() -> None:
         assert (rep.totals["param_bits"], rep.totals["mults"], rep.excluded) == (16 * 16 + 32, 16, []), capture
     with pytest.raises(CaptureError, match="w.data"):
         score(ReadsDotData(), input_shape=(1, 8), bits=16, capture="export")
+
+
+class TiedTable(nn.Module):
+    """An embedding table reused as the output layer's weight, and a layer held under a second name, called by it."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.out = nn.Embedding(100, 16), nn.Linear(16, 100, bias=False)
+        self.out.weight = self.emb.weight
+        self.a = nn.Linear(100, 8, bias=False)
+        self.b = self.a
+
+    def forward(self, tokens):
+        return self.b(self.out(self.emb(tokens)))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_tied_tensors_and_shared_layers_go_by_their_first_names(capture) -> None:
+    """One tensor, one name (``named_parameters()``'s first: emb.weight); one layer, one name (``named_modules()``'s
+    first: a), whatever name the forward reads it by; so a sparsity glob on either first name acts on every capture,
+    on storage and products alike (0.5 of the 100 x 16 table: 800 values x 16 bits + a 1600-bit mask; of a's
+    8 x 100: 400 x 16 + 800)."""
+    rep = score(TiedTable(), input_shape=(1, 1), input_dtype="long", bits=16, capture=capture)
+    assert rep.layers[rep.layers.param_bits > 0].module.tolist() == ["emb", "a"]
+    t = score(TiedTable(), input_shape=(1, 1), input_dtype="long", bits=16, capture=capture,
+              sparsity={"emb.weight": 0.5, "a": 0.5}).totals
+    assert t["param_bits"] == 800 * 16 + 1600 + 400 * 16 + 800
+    assert t["mults"] == 800 + 400  # the output layer multiplies the half-zero table, a its half-zero weight
