@@ -300,6 +300,26 @@ def test_tensors_in_a_list_or_tuple_attribute_are_stored_on_every_path(capture: 
     assert any("cs.0, cs.1, projs.0" in n for n in rep.notes)
 
 
+class TensorInADict(nn.Module):
+    """A scale kept in a config dict attribute (``self.cfg = {"scale": ...}``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.cfg = {"scale": torch.randn(4), "name": "head"}
+
+    def forward(self, x):
+        return self.fc(x) * self.cfg["scale"]
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_a_tensor_in_a_dict_attribute_is_stored_on_every_path(capture: str) -> None:
+    """Needed for inference, so stored (§3.1), as cfg.scale, on every capture (export and dispatch left it out)."""
+    rep = score(TensorInADict(), input_shape=(1, 4), capture=capture)
+    assert rep.totals["params"] == 4 * 4 + 4 + 4
+    assert any("cfg.scale" in n for n in rep.notes)
+
+
 class Pieces(nn.Module):
     """Two attributes cut from one tensor (same storage, different elements), and a slice of a parameter
     reduced (dispatch sees the slice of the stored parameter)."""

@@ -32,6 +32,8 @@ _TABLES = frozenset((dict, OrderedDict, set))
 #: Types of most of a module's attribute values, none of them a tensor (no ``isinstance`` call for them).
 _NOT_TENSORS = frozenset((bool, int, float, str, tuple, type(None), dict, OrderedDict, set))
 _TENSOR_OR_NONE = frozenset((torch.Tensor, nn.Parameter, type(None)))
+#: The tables ``nn.Module`` keeps in its ``__dict__`` (parameters, buffers, submodules).
+_MODULE_TABLES = frozenset(("_parameters", "_buffers", "_modules"))
 _MISSING = object()
 _NO_TORCH_FUNCTION = torch._C.DisableTorchFunction
 _INFERENCE_MODE = torch._C._InferenceMode
@@ -99,9 +101,12 @@ def attribute_tensors(walked: list[tuple[str, nn.Module]]) -> dict[int, Attribut
     found: dict[int, AttributeTensor] = {}
     for path, m in walked:
         for k, v in m.__dict__.items():
-            # a tensor, or the tensors of a list or tuple (``self.cs = (cos, sin)``: ``cs.0``, ``cs.1``)
+            # a tensor, or the tensors of a list or tuple (``self.cs = (cos, sin)``: ``cs.0``, ``cs.1``) or of a
+            # dict (``self.cfg = {"mask": m}``: ``cfg.mask``; not the module's own tables)
             if type(v) in (list, tuple):
                 items: Iterable = ((f"{k}.{i}", x) for i, x in enumerate(v))
+            elif type(v) is dict and k not in _MODULE_TABLES:
+                items = ((f"{k}.{key}", x) for key, x in v.items() if type(key) is str)
             elif type(v) not in _NOT_TENSORS:
                 items = ((k, v),)
             else:
