@@ -550,15 +550,25 @@ def _module_at(model: nn.Module | None, path: str) -> nn.Module | None:
 
 def _refuse_uninitialised(modules: dict[str, nn.Module]) -> None:
     """ScorerError naming the lazy modules (``nn.LazyLinear``, ...) whose parameters have no shape yet: only a
-    forward pass on real data gives them one, and a count needs it."""
-    lazy = [f"{name or 'the model'} ({type(m).__name__})" for name, m in modules.items()
-            if isinstance(m, _LAZY) and m.has_uninitialized_params()]  # type: ignore[operator]
+    forward pass on real data gives them one, and a count needs it; or the dynamically quantised recurrent layers,
+    whose packed int8 weights no capture reads (``--allow-unknown`` would zero their storage too)."""
+    lazy, packed = [], []
+    for name, m in modules.items():
+        if isinstance(m, _LAZY) and m.has_uninitialized_params():  # type: ignore[operator]
+            lazy.append(f"{name or 'the model'} ({type(m).__name__})")
+        elif isinstance(m, _PACKED_RNN):
+            packed.append(f"{name or 'the model'} ({type(m).__name__})")
     if lazy:
         raise ScorerError(f"{len(lazy)} lazy module(s) have uninitialised parameters ({', '.join(lazy[:4])}): run "
                           "one forward pass on an example input first, which gives them their shapes")
+    if packed:
+        raise ScorerError(f"{len(packed)} dynamically quantised recurrent layer(s) ({', '.join(packed[:4])}) keep "
+                          "packed int8 weights no capture reads: score the float model with 8-bit weights instead "
+                          "(--precision with weight = 8 for those layers)")
 
 
 _LAZY = nn.modules.lazy.LazyModuleMixin
+_PACKED_RNN = (torch.ao.nn.quantized.dynamic.modules.rnn.RNNBase, torch.ao.nn.quantized.dynamic.modules.rnn.RNNCellBase)
 
 
 def _lost_params(named: list[tuple[str, nn.Parameter, bool]], stored: set[int], read: set[int]) -> list[str]:

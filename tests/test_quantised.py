@@ -245,3 +245,22 @@ def test_a_quantiser_export_cannot_see_is_refused_there() -> None:
         assert rep.layers[rep.layers["kind"] == "conv"]["mul_bits"].tolist() == [32, 4], path
     with pytest.raises(CaptureError, match="activation quantiser q .*4 bits"):
         score(Marked(), input_shape=(1, 3, 4, 4), capture="export", precision=precision)
+
+
+def test_a_dynamic_int8_lstm_is_refused_even_with_allow_unknown() -> None:
+    """Its int8 weights are packed where no capture reads them: with ``allow_unknown`` its row stored 0 bits (the
+    LSTM's 4H(E+H) weights and 8H biases lost), and ``allow_unknown`` may zero arithmetic, never storage."""
+    from scorer.errors import ScorerError
+
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.head = nn.LSTM(8, 8, batch_first=True), nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0])
+
+    m = tq.quantize_dynamic(Tagger().eval(), {nn.LSTM, nn.Linear})
+    for capture in ("auto", "dispatch"):
+        with pytest.raises(ScorerError, match=r"rnn \(LSTM\).*packed int8"):
+            score(m, input_shape=(1, 3, 8), capture=capture, allow_unknown=True)
