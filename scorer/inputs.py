@@ -1,9 +1,10 @@
 """Example inputs from shapes and dtypes, and the number the counts are divided by.
 
 A float input is a meta tensor (shape and dtype only: nothing of its size is made). An integer input is a real
-tensor of token ids drawn inside the model's vocabulary (the smallest ``num_embeddings`` of its embedding
-tables, so every lookup is valid and an adaptive embedding sees ids of every bin), from a fixed seed; a bool
-input is all False. On a model whose weights are on the meta device, integer inputs are meta tensors too.
+tensor of token ids drawn below the smallest ``num_embeddings`` of its embedding tables (so every lookup is
+valid), from a fixed seed: an adaptive input whose bins have tables of their own, indexed by id minus the bin's
+start, sees ids of its first bin only, so a forward that branches on the ids needs ``paths()`` and path fractions
+(docs/contracts.md) to count every bin; a bool input is all False. On a model whose weights are on the meta device, integer inputs are meta tensors too.
 
 Counts are per example (``batch_of``: dim 0 of the first input of rank >= 2) on the image tracks and per token
 on WikiText-103 (``token_count``: official_rules.md §1.1, "counts are per token").
