@@ -24,7 +24,7 @@ from scorer.ops.values import masked_name
 from scorer.passes import run_passes
 from scorer.precision import PrecisionPolicy, annotate_bits, width_attrs
 from scorer.report import Report, row_of
-from scorer.sparsity import SparsitySpec, annotate_sparsity, measure_nonzeros
+from scorer.sparsity import GlobUse, SparsitySpec, annotate_sparsity, check_unmatched, measure_nonzeros
 from scorer.tracks import Track, get_track
 
 
@@ -115,7 +115,8 @@ def score(
         rules: rule set name (micronet2019, official_notebook, macs, flops, team sets), import path or object.
         bits: N stores parameters and runs multiplications at N bits, additions at 32 (16 = the freebie).
         track: cifar100, imagenet or wikitext103 (normalisation baselines).
-        sparsity: None (measured zeros / prune masks), "uniform:S", S, or {name glob: S}.
+        sparsity: None (measured zeros / prune masks), "uniform:S", S, or {name glob: S} (a glob on the names of
+            conv/linear/matmul weights or their layers; one matching none of any path is a ScorerError).
         precision: per-layer bits config (TOML/JSON path or mapping).
         example_inputs: real example inputs instead of ``input_shape``.
         path_fractions: {path: fraction} for a model with data-dependent compute (``paths()`` or
@@ -127,8 +128,8 @@ def score(
         allow_unknown: count ops without a rule as zero (listed in ``report.unknown``) instead of raising.
         param_bits, mul_bits, add_bits: global overrides of one width each.
         capture: "auto" (fx, then torch.export, then the dispatch recorder) or one of them.
-        allow_unmatched: a ``precision`` layer glob that matches no layer of any path is a warning note
-            instead of a ScorerError.
+        allow_unmatched: a ``precision`` layer glob that matches no layer of any path, or a ``sparsity`` glob
+            that matches no creditable weight, is a warning note instead of a ScorerError.
     """
     opts = Options.parse(rules=rules, bits=bits, sparsity=sparsity, precision=precision, mask_block=mask_block,
                          param_bits=param_bits, mul_bits=mul_bits, add_bits=add_bits, allow_unmatched=allow_unmatched)
@@ -291,6 +292,7 @@ class Options:
     spec: SparsitySpec
     block: tuple[int, int] | None
     settings: dict
+    allow_unmatched: bool = False  # for the sparsity globs (the precision config's is in policy_args)
 
     @classmethod
     def parse(cls, rules: str | RuleSet = "micronet2019", bits: int | None = None, sparsity: object = None,
@@ -314,7 +316,7 @@ class Options:
             "sparsity": sparsity if isinstance(sparsity, (str, float, int, type(None))) else dict(sparsity),
             "mask_block": block,
         }
-        return cls(ruleset, args, SparsitySpec.parse(sparsity), block, settings)
+        return cls(ruleset, args, SparsitySpec.parse(sparsity), block, settings, allow_unmatched)
 
     def policy(self) -> PrecisionPolicy:
         """A fresh policy (it records the globs it matched, so one per evaluation)."""
@@ -331,8 +333,9 @@ def cost_rows(cap: Captured, opts: Options) -> tuple[list[dict], list[dict], lis
     seen: set = set()
     rows: list[dict] = []
     unknown_rows: list[dict] = []
+    use = GlobUse()
     for path in cap.paths:
-        annotate_sparsity(path.ops, spec, seen, cap.nonzeros)
+        annotate_sparsity(path.ops, spec, seen, cap.nonzeros, use)
         annotate_bits(path.ops, policy, path.modules)
         if spec.uniform is None and ruleset.mask_policy == "sparse" and ruleset.credit_sparsity:
             notes.extend(_costly_masks(path.ops))
@@ -345,6 +348,7 @@ def cost_rows(cap: Captured, opts: Options) -> tuple[list[dict], list[dict], lis
         unknown_rows.extend({"name": op.name, "module": op.module, "target": op.target, "path": path.name}
                             for op in unknown)
     notes.extend(policy.check_unmatched())  # after every path: a glob matching in any path is used
+    notes.extend(check_unmatched(spec, use, opts.allow_unmatched))
     return rows, unknown_rows, notes
 
 

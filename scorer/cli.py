@@ -79,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--add-bits", type=int, metavar="N", help="addition width for every op")
     g.add_argument("--precision", metavar="FILE", help="per-layer bits config (TOML or JSON)")
     g.add_argument("--allow-unmatched", action="store_true",
-                   help="a --precision layer glob matching no layer, or a --sparsity glob matching no parameter "
-                        "or layer, is a warning, not an error")
+                   help="a --precision layer glob matching no layer, or a --sparsity glob matching no conv/linear/"
+                        "matmul weight (by tensor or layer name), is a warning, not an error")
     g = p.add_argument_group("scoring")
     g.add_argument("--rules", metavar="NAME", help="rule set name or package.module:Class (see --list-rules)")
     g.add_argument("--track", choices=("cifar100", "imagenet", "wikitext103"),
@@ -247,10 +247,12 @@ def _unknown_warning(report: Any) -> str:
     return head + "\n" + tabulate(rows, headers=["op", "layer", "node", "path"], tablefmt="simple") + "\n"
 
 
-def _is_precision_warning(note: str) -> bool:
+def _is_unmatched_warning(note: str) -> bool:
+    """A note for a precision or sparsity glob that matched nothing (``--allow-unmatched``): a warning."""
     from scorer.precision import UNMATCHED_NOTE
+    from scorer.sparsity import UNMATCHED_NOTE as SPARSITY_UNMATCHED
 
-    return note.startswith(UNMATCHED_NOTE)
+    return note.startswith((UNMATCHED_NOTE, SPARSITY_UNMATCHED))
 
 
 def _render(report: Any, args: argparse.Namespace, title: str) -> None:
@@ -263,8 +265,8 @@ def _render(report: Any, args: argparse.Namespace, title: str) -> None:
     _write(render(args.format, view, options), args.output)
     if args.format == "csv":
         for note in report.notes:
-            # the unknown-op table and the precision warnings are printed louder, after the report
-            if not (report.unknown and note.startswith("WARNING:")) and not _is_precision_warning(note):
+            # the unknown-op table and the unmatched-glob warnings are printed louder, after the report
+            if not (report.unknown and note.startswith("WARNING:")) and not _is_unmatched_warning(note):
                 print(f"{PROG}: note: {note}", file=sys.stderr)
 
 
@@ -292,8 +294,6 @@ def _score(args: argparse.Namespace) -> int:
 
         SparsitySpec.parse(args.sparsity)  # a malformed --sparsity fails before the model is loaded
     loaded = load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle, trust_code=args.trust_code)
-    if args.sparsity:
-        _check_sparsity_globs(args.sparsity, loaded.model, args.allow_unmatched)
     if args.measure_paths:
         exit_fractions = _measure_paths(loaded.model, args)
     if args.measure_exits:
@@ -348,7 +348,7 @@ def _score(args: argparse.Namespace) -> int:
         report.plot(args.plot, args.depth)
     if report.unknown:
         sys.stderr.write(_unknown_warning(report))
-    for note in filter(_is_precision_warning, report.notes):
+    for note in filter(_is_unmatched_warning, report.notes):
         print(f"{PROG}: warning: {note.removeprefix('WARNING: ')}", file=sys.stderr)
     return 0
 
@@ -372,27 +372,6 @@ def _write_submission(report: Any, loaded: Any, track: str, args: argparse.Names
     write_submission(args.report, report, quality=quality, argv=getattr(args, "argv", None),
                      title=loaded.description or str(args.model), depth=args.depth if args.depth is not None else 2)
     sys.stderr.write(f"wrote {args.report}\n")
-
-
-def _check_sparsity_globs(text: str, model: Any, allow_unmatched: bool) -> None:
-    """A ``--sparsity`` glob that matches no parameter and no layer name of the model can change nothing (a
-    typo): an error, or with ``--allow-unmatched`` a warning."""
-    from scorer.errors import ScorerError
-    from scorer.globs import glob_match
-    from scorer.sparsity import SparsitySpec
-
-    globs = SparsitySpec.parse(text).per_tensor
-    if not globs:
-        return
-    names = [n for n, _ in model.named_parameters(remove_duplicate=False)]
-    names += [n for n, _ in model.named_modules() if n]
-    for glob in globs:
-        if not any(glob_match(n, glob) for n in names):
-            message = (f"--sparsity glob {glob!r} matches no parameter or layer of the model (e.g. "
-                       f"{', '.join(names[:3])})")
-            if not allow_unmatched:
-                raise ScorerError(message + "; --allow-unmatched makes this a warning")
-            print(f"{PROG}: warning: {message}", file=sys.stderr)
 
 
 def _measure_exits(model: Any, args: argparse.Namespace) -> dict[str, float]:

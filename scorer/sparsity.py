@@ -1,13 +1,15 @@
 """Sparsity of weight tensors: measured exact zeros, torch.nn.utils.prune masks, or a user override.
 
 The official code credits sparsity to the weights of Conv2D, DepthWiseConv2D and FullyConnected only
-(official_rules.md §2.2); biases and normalisation parameters are always dense.
+(official_rules.md §2.2); biases and normalisation parameters are always dense. A per-tensor glob that matches
+no such weight of any capture path is an error (:func:`check_unmatched`), unless ``allow_unmatched`` makes it a
+warning note, as a precision config's layer globs (``scorer.precision``): a typo must not score a layer dense.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -18,6 +20,8 @@ from scorer.errors import ScorerError
 from scorer.globs import glob_match
 
 SPARSE_ROLES = frozenset({"weight"})
+#: Start of the report note for a glob that matched no creditable weight (under ``allow_unmatched``).
+UNMATCHED_NOTE = "WARNING: sparsity:"
 
 
 @dataclass
@@ -150,17 +154,28 @@ def _measured(w: WeightRef, measured: dict) -> float:
     return measured[key]
 
 
+@dataclass
+class GlobUse:
+    """What the per-tensor globs met over every capture path of one evaluation: the globs that matched a
+    creditable weight, and the creditable weights seen (tensor name -> layer name), for :func:`check_unmatched`."""
+
+    matched: set[str] = field(default_factory=set)
+    weights: dict[str, str] = field(default_factory=dict)
+
+
 def annotate_sparsity(ops: list[Op], spec: SparsitySpec, seen: set | None = None,
-                      measured: dict | None = None) -> None:
+                      measured: dict | None = None, use: GlobUse | None = None) -> None:
     """Set nonzeros and first-use flags on every weight reference.
 
     ``seen`` carries the identities of tensors already stored (shared weights, several exit paths);
-    ``measured`` caches measured nonzero counts by tensor identity (``measure_nonzeros``), counted when missing.
+    ``measured`` caches measured nonzero counts by tensor identity (``measure_nonzeros``), counted when missing;
+    ``use`` collects the globs that matched and the creditable weights (several paths: one ``use``).
     A per-tensor glob matches the tensor's name (``features.0.weight``) or the layer reading it (``features.0``,
     the name a precision config uses).
     """
     seen = set() if seen is None else seen
     measured = {} if measured is None else measured
+    use = GlobUse() if use is None else use
     overrides = spec.uniform is not None or bool(spec.per_tensor)
     for op in ops:
         for w in op.weights:
@@ -170,14 +185,17 @@ def annotate_sparsity(ops: list[Op], spec: SparsitySpec, seen: set | None = None
             if not creditable(op, w):
                 w.nonzeros = float(w.numel)
                 continue
-            override = _override(spec, w.name, op.module) if overrides else None
+            use.weights.setdefault(w.name, op.module)
+            override = _override(spec, w.name, op.module, use.matched) if overrides else None
             if override is not None:
                 w.nonzeros = w.numel * (1.0 - override)
                 continue
             w.nonzeros = _measured(w, measured)
 
 
-def _override(spec: SparsitySpec, name: str, layer: str) -> float | None:
+def _override(spec: SparsitySpec, name: str, layer: str, matched: set[str]) -> float | None:
+    """The sparsity ``spec`` gives tensor ``name`` of ``layer`` (None: measure it); the globs that match it are
+    added to ``matched``."""
     if spec.uniform is not None:
         return spec.uniform
     if spec.per_tensor:
@@ -185,5 +203,25 @@ def _override(spec: SparsitySpec, name: str, layer: str) -> float | None:
         for glob, s in spec.per_tensor.items():
             if glob_match(name, glob) or glob_match(layer, glob):
                 value = s
+                matched.add(glob)
         return value
     return None
+
+
+def check_unmatched(spec: SparsitySpec, use: GlobUse, allow_unmatched: bool = False) -> list[str]:
+    """After every capture path is annotated: ScorerError naming the per-tensor globs that matched no creditable
+    weight (§2.2: conv, linear and matmul weights, by tensor or layer name; a bias never is), or with
+    ``allow_unmatched`` one warning note per such glob (``[]`` when all matched), as
+    ``PrecisionPolicy.check_unmatched`` does for a precision config."""
+    globs = [g for g in spec.per_tensor or () if g not in use.matched]
+    if not globs:
+        return []
+    names = [f"{name} ({layer})" if layer and not name.startswith(f"{layer}.") else name
+             for name, layer in use.weights.items()]
+    some = ", ".join(names[:6]) + (f", ... ({len(names)} weights)" if len(names) > 6 else "")
+    what = (f"no weight whose zeros are credited (conv, linear and matmul weights; biases and norm parameters "
+            f"stay dense), by tensor or layer name (weights: {some or 'none'})")
+    if not allow_unmatched:
+        raise ScorerError(f"sparsity: glob(s) {', '.join(repr(g) for g in globs)} match {what}; fix the glob, or "
+                          "pass --allow-unmatched (allow_unmatched=True) to ignore it")
+    return [f"{UNMATCHED_NOTE} glob {g!r} matches {what} and was ignored" for g in globs]

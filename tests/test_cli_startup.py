@@ -190,7 +190,7 @@ def test_cli_sparsity_globs(capsys: pytest.CaptureFixture, tiny_file: Path) -> N
     assert code == 2 and "'cnov*'" in err and "--allow-unmatched" in err
     code, out, err = run(capsys, f"{tiny_file}:build", "--format", "json", "--sparsity", "cnov*:0.5,fc:0.75",
                          "--allow-unmatched")
-    assert code == 0 and "warning: --sparsity glob 'cnov*'" in err
+    assert code == 0 and "warning: sparsity: glob 'cnov*'" in err
     assert json.loads(out)["totals"] == pytest.approx(score(model, input_shape=(1, 3, 32, 32),
                                                             sparsity={"fc": 0.75}).totals)
 

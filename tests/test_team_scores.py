@@ -108,7 +108,7 @@ OSI_BN_BIAS_EXIT = (20_844, 1_703_936, 1_651_464)  # §2.1.1 "early exit (48→1
 # Sparsity is uniform (64% main, 0% or 50% early-exit module); exit fractions 32.17% and 29.29%.
 OSI_STAGES: dict[str, dict] = {
     "before pruning": {"sparsity": "uniform:0"},
-    "64% pruning": {"sparsity": {"*": 0.64, "_exit*": 0.0}},
+    "64% pruning": {"sparsity": {"*": 0.64}},  # no exit path: "_exit*" would match no weight scored
     "+ early exit (EE dense)": {"sparsity": {"*": 0.64, "_exit*": 0.0}, "exit_fractions": {"exit4": 0.3217}},
     "+ EE pruned 50% (final)": {"sparsity": {"*": 0.64, "_exit*": 0.5}, "exit_fractions": {"exit4": 0.2929}},
 }
