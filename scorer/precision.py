@@ -2,7 +2,8 @@
 
 An op costs max(input bits)/32 per multiplication (official page, §3.1), where the inputs are its
 activation tensors and the weights it multiplies; additions run at the accumulator width. ``--bits 16``
-is the freebie: parameters and multiplications at 16 bits, additions at 32.
+is the freebie: parameters and multiplications at 16 bits, additions at 32. A parameter stored in a narrower
+dtype (fp16, bf16, int8) is stored at that width, whatever its role, unless a config or its layer sets one.
 
 A precision config has two sections, ``default`` (keys ``weight act acc input``) and ``layers`` (a glob
 on layer names -> keys ``weight act acc bias``). Any other section or key is an error, and so is a glob
@@ -237,19 +238,27 @@ _WEIGHT_ROLES = frozenset({"weight", "operand", "embedding"})
 
 def _layer_bits(policy: PrecisionPolicy, module: str, mod: nn.Module | None, plain: dict[type, bool]) -> tuple:
     """What layer ``module`` (its module ``mod``, None when the model's widths are not read) runs at:
-    (weight bits, whether a narrower stored dtype may lower them, bias bits, act bits, acc bits), from the
-    config's overrides, then the layer's attributes, then the policy's defaults."""
+    (weight bits, whether a narrower stored dtype may lower them, bias bits, whether it may lower those, act
+    bits, acc bits), from the config's overrides, then the layer's attributes, then the policy's defaults."""
     cfg = policy.layer(module)
+    read = policy.read_model_bits
     if (mod is None or _bare_layer(mod, plain)) and not cfg:  # the usual layer: the policy's widths
-        return (policy.param_bits, policy.read_model_bits, policy.param_bits, policy.act_bits, policy.acc_bits)
+        return (policy.param_bits, read, policy.param_bits, read, policy.act_bits, policy.acc_bits)
     own = width_attrs(mod) if mod is not None else {}
-    model_wbits = own.get("weight_bits")
+    model_wbits, model_bbits = own.get("weight_bits"), own.get("bias_bits")
     wbits = cfg.get("weight") or model_wbits or policy.param_bits
-    # a weight stored in a narrower dtype (fp16, bf16, int8) is stored at that width
-    by_dtype = policy.read_model_bits and not cfg.get("weight") and model_wbits is None
-    return (wbits, by_dtype, cfg.get("bias") or own.get("bias_bits") or policy.param_bits,
+    # a tensor stored in a narrower dtype (fp16, bf16, int8) is stored at that width unless a width is set for it
+    return (wbits, read and not cfg.get("weight") and model_wbits is None,
+            cfg.get("bias") or model_bbits or policy.param_bits, read and not cfg.get("bias") and model_bbits is None,
             cfg.get("act") or own.get("act_bits") or policy.act_bits,
             cfg.get("acc") or own.get("acc_bits") or policy.acc_bits)
+
+
+def _stored_bits(t: object, bits: int) -> int:
+    """The width a parameter ``t`` at ``bits`` is stored at when its own dtype may lower it: the narrower of the
+    two (a float16 bias at 16 bits; official_rules.md §2.2, §3.2: parameters count at their stored width)."""
+    stored = _dtype_bits(t)
+    return stored if stored < bits else bits
 
 
 def width_attrs(mod: nn.Module) -> dict[str, int]:
@@ -274,7 +283,7 @@ def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, 
         if layer is None:
             mod = modules.get(op.module) if read_model else None
             layer = per_layer[op.module] = _layer_bits(policy, op.module, mod, plain)
-        wbits, by_dtype, bias_bits, act, acc = layer
+        wbits, by_dtype, bias_bits, bias_by_dtype, act, acc = layer
         multiplied = []
         if op.weights:
             if by_dtype:
@@ -282,7 +291,10 @@ def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, 
                 if stored and min(stored) < wbits:
                     wbits = min(stored)
             for w in op.weights:
-                w.bits = wbits if w.role in _WEIGHT_ROLES else bias_bits
+                if w.role in _WEIGHT_ROLES:
+                    w.bits = wbits
+                else:  # a bias, a norm's scale and shift, a PReLU slope: each at its own dtype's width
+                    w.bits = _stored_bits(w.tensor, bias_bits) if bias_by_dtype else bias_bits
                 if w.role in _MULTIPLIED_ROLES:
                     multiplied.append(w.bits)
         ins = [out_bits.get(p, act) for p in op.inputs] if op.inputs else []

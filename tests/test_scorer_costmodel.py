@@ -162,8 +162,8 @@ def test_refresh_rereads_weights() -> None:
 
 def test_a_held_scorer_keeps_the_dtypes_it_read() -> None:
     """model.half() after capture swaps every parameter's data (nn.Module._apply): a held Scorer still scores
-    the float32 weights it read, refresh() the float16 ones (a weight's narrower dtype is its stored width;
-    biases keep the default 32 bits)."""
+    the float32 weights it read, refresh() the float16 ones (a parameter's narrower dtype is its stored width,
+    a bias's too)."""
     model = Tiny()
     sc = Scorer(model, input_shape=(1, 3, 8, 8))
     before = sc.score().totals
@@ -171,7 +171,7 @@ def test_a_held_scorer_keeps_the_dtypes_it_read() -> None:
     assert sc.score().totals == before
     sc.refresh()
     assert before["param_bits"] == (3 * 3 * 3 * 8 + 8 * 10 + 10) * 32
-    assert sc.score().totals["param_bits"] == (3 * 3 * 3 * 8 + 8 * 10) * 16 + 10 * 32
+    assert sc.score().totals["param_bits"] == (3 * 3 * 3 * 8 + 8 * 10 + 10) * 16
 
 
 def test_sweep_rejects_what_score_rejects() -> None:
