@@ -168,6 +168,7 @@ class Captured:
     notes: list[str] = field(default_factory=list)
     nonzeros: dict = field(default_factory=dict)
     attributes: list[str] = field(default_factory=list)  # stored tensors that are neither parameter nor buffer
+    aliases: dict[str, list[str]] = field(default_factory=dict)  # a tied parameter's first name -> its other names
 
     def copy(self) -> Captured:
         """A copy whose ops and weight references annotation may overwrite (tensors and modules shared)."""
@@ -280,7 +281,7 @@ def capture_paths(
             )
         return Captured(model=model, track=trk, inputs=inputs, method=method, paths=captured,
                         fractions=fractions, divisor=divisor, excluded=_excluded_params(named, stored),
-                        notes=_meta_note(named), attributes=sorted(unnamed))
+                        notes=_meta_note(named), attributes=sorted(unnamed), aliases=_aliases(named))
 
 
 @dataclass
@@ -335,7 +336,7 @@ def cost_rows(cap: Captured, opts: Options) -> tuple[list[dict], list[dict], lis
     unknown_rows: list[dict] = []
     use = GlobUse()
     for path in cap.paths:
-        annotate_sparsity(path.ops, spec, seen, cap.nonzeros, use)
+        annotate_sparsity(path.ops, spec, seen, cap.nonzeros, use, cap.aliases)
         annotate_bits(path.ops, policy, path.modules)
         if spec.uniform is None and ruleset.mask_policy == "sparse" and ruleset.credit_sparsity:
             notes.extend(_costly_masks(path.ops))
@@ -541,6 +542,19 @@ def _first_names(ops: list[Op], ids: dict[str, int], named: list[tuple[str, nn.P
             if first_param is None:
                 first_param = {id(p): name for name, p, first in named if first}
             w.name = first_param.get(ident, w.name)
+
+
+def _aliases(named: list[tuple[str, nn.Parameter, bool]]) -> dict[str, list[str]]:
+    """A tied parameter's first name -> its other names (``out.weight`` for ``emb.weight``), which a sparsity glob
+    may name too."""
+    out: dict[str, list[str]] = {}
+    first: dict[int, str] = {}
+    for name, p, is_first in named:
+        if is_first:
+            first[id(p)] = name
+        else:
+            out.setdefault(first[id(p)], []).append(name)
+    return out
 
 
 def _module_at(model: nn.Module | None, path: str) -> nn.Module | None:

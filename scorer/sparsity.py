@@ -164,48 +164,61 @@ class GlobUse:
 
 
 def annotate_sparsity(ops: list[Op], spec: SparsitySpec, seen: set | None = None,
-                      measured: dict | None = None, use: GlobUse | None = None) -> None:
-    """Set nonzeros and first-use flags on every weight reference.
+                      measured: dict | None = None, use: GlobUse | None = None,
+                      aliases: Mapping[str, list[str]] | None = None) -> None:
+    """Set nonzeros and first-use flags on every weight reference, one decision per tensor.
 
     ``seen`` carries the identities of tensors already stored (shared weights, several exit paths);
     ``measured`` caches measured nonzero counts by tensor identity (``measure_nonzeros``), counted when missing;
     ``use`` collects the globs that matched and the creditable weights (several paths: one ``use``).
-    A per-tensor glob matches the tensor's name (``features.0.weight``) or the layer reading it (``features.0``,
-    the name a precision config uses).
+    A per-tensor glob matches the tensor's name (``features.0.weight``; a tied one's other names, ``aliases``) or
+    a layer reading it (``features.0``, the name a precision config uses), and sets the sparsity of the tensor, at
+    every use: a table tied to an
+    output layer is as sparse where it is stored as where it is multiplied (official_rules.md §4.2: one s for
+    storage and products). A tensor with a creditable use is stored there (sparse, with its mask), not where a
+    use that credits nothing (``w.sum()``) reads it first.
     """
     seen = set() if seen is None else seen
     measured = {} if measured is None else measured
     use = GlobUse() if use is None else use
-    overrides = spec.uniform is not None or bool(spec.per_tensor)
+    stored_at: dict = {}  # tensor key -> the weight reference storing it: its first creditable use, if any
+    uses: dict = {}  # tensor key -> (tensor name, layer) of each creditable use
+    for op in ops:
+        for w in op.weights:
+            if creditable(op, w):
+                key = w.ident if w.ident is not None else w.name
+                if key not in stored_at:
+                    stored_at[key] = w
+                    uses[key] = [(alias, "") for alias in aliases.get(w.name, ())] if aliases else []
+                uses[key].append((w.name, op.module))
+    override = _overrides(spec, uses, use.matched)
     for op in ops:
         for w in op.weights:
             key = w.ident if w.ident is not None else w.name
-            w.first_use = key not in seen
-            seen.add(key)
-            if not creditable(op, w):
+            at = stored_at.get(key)
+            w.first_use = key not in seen and (at is None or at is w)
+            if w.first_use:
+                seen.add(key)
+            if at is None or not creditable(op, w):
                 w.nonzeros = float(w.numel)
                 continue
             use.weights.setdefault(w.name, op.module)
-            override = _override(spec, w.name, op.module, use.matched) if overrides else None
-            if override is not None:
-                w.nonzeros = w.numel * (1.0 - override)
-                continue
-            w.nonzeros = _measured(w, measured)
+            s = override.get(key)
+            w.nonzeros = w.numel * (1.0 - s) if s is not None else _measured(w, measured)
 
 
-def _override(spec: SparsitySpec, name: str, layer: str, matched: set[str]) -> float | None:
-    """The sparsity ``spec`` gives tensor ``name`` of ``layer`` (None: measure it); the globs that match it are
-    added to ``matched``."""
+def _overrides(spec: SparsitySpec, uses: dict, matched: set[str]) -> dict:
+    """Tensor key -> the sparsity ``spec`` gives it (absent: measure it): the uniform one, or the last glob matching
+    a name or layer of any of its uses (``uses``: key -> [(tensor name, layer)]); matching globs go to ``matched``."""
     if spec.uniform is not None:
-        return spec.uniform
-    if spec.per_tensor:
-        value = None
-        for glob, s in spec.per_tensor.items():
-            if glob_match(name, glob) or glob_match(layer, glob):
-                value = s
+        return dict.fromkeys(uses, spec.uniform)
+    out: dict = {}
+    for glob, s in (spec.per_tensor or {}).items():
+        for key, named in uses.items():
+            if any(glob_match(name, glob) or glob_match(layer, glob) for name, layer in named):
+                out[key] = s
                 matched.add(glob)
-        return value
-    return None
+    return out
 
 
 def check_unmatched(spec: SparsitySpec, use: GlobUse, allow_unmatched: bool = False) -> list[str]:

@@ -133,3 +133,70 @@ def test_named_layers():
     net = nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 4, 3), relu=nn.ReLU(), flat=nn.Flatten(), fc=nn.Linear(16, 2)))
     with pytest.raises(ScorerError, match=r"'cnov\*'.*conv\.weight, fc\.weight"):
         score(net, (1, 3, 4, 4), sparsity={"cnov*": 0.5})
+
+
+class TiedLM(nn.Module):
+    """A 100 x 16 embedding table tied to the 16 -> 100 output layer, with a 16 -> 16 layer between."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.encoder, self.fc, self.decoder = nn.Embedding(100, 16), nn.Linear(16, 16), nn.Linear(16, 100, bias=False)
+        self.decoder.weight = self.encoder.weight
+
+    def forward(self, tokens):
+        return self.decoder(self.fc(self.encoder(tokens)))
+
+
+#: per token at s = 0.5 on the table: 800 values x 16 bits + a 1600-bit mask, and fc dense (272 x 16); the decoder
+#: multiplies the 800 nonzeros, fc 256 products
+TIED_HALF = (800 * 16 + 1600 + 272 * 16, 800 + 256)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_a_glob_sets_a_tied_tensors_sparsity_at_every_use(capture):
+    """One tensor, one sparsity (official_rules.md §4.2: the same s for its storage and its products), whichever
+    name or layer the glob names: the decoder's layer or second name once halved the products while the table was
+    stored dense with no mask, the encoder's once stored it sparse while the decoder multiplied it dense."""
+    for sparsity in ({"decoder": 0.5}, {"encoder": 0.5}, {"decoder.weight": 0.5}, {"encoder.weight": 0.5}):
+        t = score(TiedLM(), (1, 1), input_dtype="long", track="wikitext103", bits=16, sparsity=sparsity,
+                  capture=capture).totals
+        assert (t["param_bits"], t["mults"]) == TIED_HALF, sparsity
+
+
+class ReadFirstBySum(nn.Module):
+    """A 16 -> 8 weight with half its entries zero, read first by a sum (which credits no zeros), then by its layer."""
+
+    def __init__(self, sum_first: bool):
+        super().__init__()
+        self.fc, self.sum_first = nn.Linear(16, 8, bias=False), sum_first
+        with torch.no_grad():
+            self.fc.weight[:, :8] = 0
+
+    def forward(self, x):
+        if self.sum_first:
+            return self.fc.weight.sum() + self.fc(x)
+        return self.fc(x) + self.fc.weight.sum()
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_a_sparse_tensor_is_stored_sparse_whichever_op_reads_it_first(capture):
+    """64 nonzeros x 16 bits + a 128-bit mask in either order (the sum read first once stored it dense)."""
+    for sum_first in (True, False):
+        t = score(ReadFirstBySum(sum_first), SHAPE, bits=16, capture=capture).totals
+        assert t["param_bits"] == 64 * 16 + 128, sum_first
+
+
+def test_the_sweep_of_a_tied_model_equals_score():
+    """Scorer.sweep on the tied table: the later layer's density is the tensor's, as score() gives it."""
+    sc = Scorer(TiedLM(), (1, 1), input_dtype="long", track="wikitext103")
+    assert sc.layer_names == ["encoder", "fc", "decoder"]
+    w, a, d = [[8, 32, 4], [32, 8, 8]], [[8, 8, 32], [32, 16, 8]], [[0.3, 1.0, 0.5], [1.0, 0.25, 0.75]]
+    table = sc.sweep(weight_bits=w, act_bits=a, density=d)
+    for k in range(2):
+        layers = {n: {"weight": w[k][i], "act": a[k][i]} for i, n in enumerate(sc.layer_names)}
+        want = score(TiedLM(), (1, 1), input_dtype="long", track="wikitext103",
+                     precision={"default": {"weight": 32, "act": 32, "acc": 32}, "layers": layers},
+                     sparsity={n: 1 - d[k][i] for i, n in enumerate(sc.layer_names)}).totals
+        for col in ("param_bits", "mults", "adds", "ops"):
+            assert table.iloc[k][col] == pytest.approx(want[col], rel=1e-12), (k, col)
