@@ -299,3 +299,34 @@ def test_batchnorm_after_conv_transpose_folds() -> None:
     model = nn.Sequential(nn.ConvTranspose1d(2, 3, 3, bias=False), nn.BatchNorm1d(3))
     t = same_on_every_path(model, input_shape=(1, 2, 4))
     assert (t["mults"], t["adds"], t["params"]) == (72, 72 - 18 + 18, 2 * 3 * 3 + 3)
+
+
+class WithWeight(nn.Module):
+    """``fn(self.w, x)`` for a 2-d weight w."""
+
+    def __init__(self, fn, w: torch.Tensor):
+        super().__init__()
+        self.fn, self.w = fn, nn.Parameter(w)
+
+    def forward(self, x):
+        return self.fn(self.w, x)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_padding_modes_vectors_repeats_and_triangles_on_every_capture(capture) -> None:
+    """Ops one capture once refused: a reflect- or replicate-padded conv (padding is free: 27 x 4 x 36 mults,
+    26 x 4 x 36 adds), a matrix times a vector (5 x 8 mults, 5 x 7 adds), a dot product (8, 7), repeat_interleave
+    (free) and triu (where of the triangle: one selection per element; 4 x 4 per 4 rows of the batch)."""
+    for mode in ("reflect", "replicate"):
+        conv = nn.Conv2d(3, 4, 3, padding=1, padding_mode=mode, bias=False)
+        t = score(conv, input_shape=(1, 3, 6, 6), capture=capture).totals
+        assert (t["mults"], t["adds"]) == (27 * 4 * 36, 26 * 4 * 36), mode
+    t = score(WithWeight(lambda w, x: w @ x, torch.randn(5, 8)), input_shape=(8,), capture=capture).totals
+    assert (t["mults"], t["adds"]) == (40, 35)
+    t = score(WithWeight(lambda w, x: torch.dot(x, w[0]), torch.randn(1, 8)), input_shape=(8,), capture=capture).totals
+    assert (t["mults"], t["adds"]) == (8, 7)
+    t = score(WithWeight(lambda w, x: (x * w).repeat_interleave(2, dim=1), torch.randn(1, 8)), input_shape=(1, 8),
+              capture=capture).totals
+    assert (t["mults"], t["adds"]) == (8, 0)
+    t = score(WithWeight(lambda w, x: torch.triu(x @ w), torch.randn(4, 4)), input_shape=(4, 4), capture=capture).totals
+    assert (t["mults"], t["adds"]) == ((64 + 16) / 4, 48 / 4)

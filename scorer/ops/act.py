@@ -95,11 +95,12 @@ def unary(call: Call) -> Op:
     return call.op(_unary_kind(call), call.params())
 
 
-@register("where", functions=(torch.where, torch.masked_fill), methods=("where", "masked_fill", "masked_fill_"),
-          aten=("where", "masked_fill"))
+@register("where", functions=(torch.where, torch.masked_fill, torch.triu, torch.tril),
+          methods=("where", "masked_fill", "masked_fill_", "triu", "tril", "triu_", "tril_"),
+          aten=("where", "masked_fill", "triu", "tril"))
 def where(call: Call) -> Op:
-    """``where(cond, a, b)`` and ``x.masked_fill(mask, v)`` (= ``where(mask, v, x)``): one selection per output
-    element."""
+    """``where(cond, a, b)``, ``x.masked_fill(mask, v)`` (= ``where(mask, v, x)``) and ``triu``/``tril`` (= ``where``
+    of the triangle, x, 0: a causal mask made in the forward): one selection per output element."""
     return call.op("act:select", call.params())
 
 

@@ -207,8 +207,8 @@ def _einsum(call: Call) -> Op | list[Op]:
     return ops
 
 
-@register("matmul", functions=(torch.matmul, operator.matmul, torch.bmm, torch.mm, torch.einsum),
-          methods=("matmul", "bmm", "mm", "__matmul__"), aten=("mm", "bmm", "matmul", "einsum"))
+@register("matmul", functions=(torch.matmul, operator.matmul, torch.bmm, torch.mm, torch.mv, torch.dot, torch.einsum),
+          methods=("matmul", "bmm", "mm", "mv", "dot", "__matmul__"), aten=("mm", "bmm", "mv", "dot", "matmul", "einsum"))
 def matmul(call: Call) -> Op | list[Op]:
     """Matrix products: n = the contracted length (the last dimension of the left operand); einsum as torch
     lowers it (``_einsum``)."""

@@ -26,7 +26,7 @@ _FREE_FUNCTIONS = (
     torch.tensor_split, torch.unbind, torch.movedim, getattr, F.pad, F.dropout, F.dropout1d,
     F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout, F.pixel_shuffle, F.pixel_unshuffle,
     # reads by index: a lookup, no arithmetic (a parameter read is stored here, whole)
-    torch.gather, torch.take, torch.take_along_dim,
+    torch.gather, torch.take, torch.take_along_dim, torch.repeat_interleave,
     # tensors made from sizes or data: no arithmetic on activations
     torch.zeros, torch.ones, torch.empty, torch.full, torch.arange, torch.tensor, torch.as_tensor,
     torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like,
@@ -36,7 +36,7 @@ _FREE_METHODS = (
     "size", "dim", "squeeze", "unsqueeze", "chunk", "split", "expand", "expand_as", "repeat", "narrow", "detach",
     "clone", "float", "half", "double", "long", "int", "bool", "to", "type", "type_as", "unbind",
     "numel", "new_zeros", "new_ones", "new_empty", "new_full", "new_tensor", "gather", "take", "take_along_dim",
-    "copy_", "fill_", "zero_",
+    "copy_", "fill_", "zero_", "repeat_interleave",
 )
 _FREE_ATEN = (
     "view", "_unsafe_view", "reshape", "_reshape_alias", "t", "numpy_T", "mT", "transpose", "permute", "expand",
@@ -47,7 +47,10 @@ _FREE_ATEN = (
     "narrow", "sym_size", "scalar_tensor", "empty", "zeros", "ones", "full", "arange",
     "_assert_tensor_metadata", "feature_dropout", "alpha_dropout", "pixel_shuffle", "pixel_unshuffle", "type_as",
     "clone_", "getitem", "new_zeros", "new_ones", "new_empty", "new_full",
-    "empty_strided", "fill", "gather", "take", "take_along_dim",
+    "empty_strided", "fill", "gather", "take", "take_along_dim", "repeat_interleave",
+    # F.pad's reflect and replicate modes, as the dispatch recorder sees them
+    "reflection_pad1d", "reflection_pad2d", "reflection_pad3d", "replication_pad1d", "replication_pad2d",
+    "replication_pad3d",
 )
 
 
