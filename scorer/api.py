@@ -336,7 +336,7 @@ def cost_rows(cap: Captured, opts: Options) -> tuple[list[dict], list[dict], lis
     unknown_rows: list[dict] = []
     use = GlobUse()
     for path in cap.paths:
-        annotate_sparsity(path.ops, spec, seen, cap.nonzeros, use, cap.aliases)
+        annotate_sparsity(path.ops, spec, seen, cap.nonzeros, use, cap.aliases, opts.block)
         annotate_bits(path.ops, policy, path.modules)
         if spec.uniform is None and ruleset.mask_policy == "sparse" and ruleset.credit_sparsity:
             notes.extend(_costly_masks(path.ops))

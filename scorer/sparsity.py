@@ -165,7 +165,7 @@ class GlobUse:
 
 def annotate_sparsity(ops: list[Op], spec: SparsitySpec, seen: set | None = None,
                       measured: dict | None = None, use: GlobUse | None = None,
-                      aliases: Mapping[str, list[str]] | None = None) -> None:
+                      aliases: Mapping[str, list[str]] | None = None, block: tuple[int, int] | None = None) -> None:
     """Set nonzeros and first-use flags on every weight reference, one decision per tensor.
 
     ``seen`` carries the identities of tensors already stored (shared weights, several exit paths);
@@ -176,7 +176,8 @@ def annotate_sparsity(ops: list[Op], spec: SparsitySpec, seen: set | None = None
     every use: a table tied to an
     output layer is as sparse where it is stored as where it is multiplied (official_rules.md §4.2: one s for
     storage and products). A tensor with a creditable use is stored there (sparse, with its mask), not where a
-    use that credits nothing (``w.sum()``) reads it first.
+    use that credits nothing (``w.sum()``) reads it first. With a block mask (``block``), a measured tensor keeps
+    every value of each block holding a nonzero (``block_nonzeros``).
     """
     seen = set() if seen is None else seen
     measured = {} if measured is None else measured
@@ -204,7 +205,37 @@ def annotate_sparsity(ops: list[Op], spec: SparsitySpec, seen: set | None = None
                 continue
             use.weights.setdefault(w.name, op.module)
             s = override.get(key)
-            w.nonzeros = w.numel * (1.0 - s) if s is not None else _measured(w, measured)
+            if s is not None:
+                w.nonzeros = w.numel * (1.0 - s)
+            else:
+                w.nonzeros = _measured(w, measured) if block is None else _measured_blocks(w, measured, block)
+
+
+def _measured_blocks(w: WeightRef, measured: dict, block: tuple[int, int]) -> float:
+    key = (w.ident if w.ident is not None else w.name, block)
+    if key not in measured:
+        nz = block_nonzeros(w.tensor, block)
+        measured[key] = float(w.numel) if nz is None else nz
+    return measured[key]
+
+
+def block_nonzeros(t: torch.Tensor | None, block: tuple[int, int]) -> float | None:
+    """The elements of the blocks of ``t`` that hold a nonzero, or None for a tensor without data: what a block
+    mask stores and multiplies (official_rules.md §4.1: one bit marks a block, so a zero inside a kept block cannot
+    be located and is stored). Blocks tile ``t`` as a ``shape[0] x numel/shape[0]`` matrix, partial ones at the
+    edges, as ``RuleSet.mask_bits`` counts them."""
+    if t is None or t.is_meta or t.dim() == 0 or t.numel() == 0:
+        return None
+    nz = t.detach().reshape(t.shape[0], -1) != 0
+    rows, cols = nz.shape
+    bh, bw = block
+    rb, cb = -(-rows // bh), -(-cols // bw)
+    tiles = torch.zeros(rb * bh, cb * bw, dtype=torch.bool)
+    tiles[:rows, :cols] = nz
+    kept = tiles.reshape(rb, bh, cb, bw).any(dim=3).any(dim=1)
+    tall = torch.clamp(rows - torch.arange(rb) * bh, max=bh)
+    wide = torch.clamp(cols - torch.arange(cb) * bw, max=bw)
+    return float((kept * tall[:, None] * wide[None, :]).sum())
 
 
 def _overrides(spec: SparsitySpec, uses: dict, matched: set[str]) -> dict:

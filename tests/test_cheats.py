@@ -77,13 +77,29 @@ def prune_smallest_(model: nn.Module, fraction: float) -> None:
 
 
 # ============================================================================ 1. block masks, uneven shapes
+def block_kept(w: torch.Tensor, bh: int, bw: int) -> int:
+    """The elements of the bh × bw tiles of ``w`` (as a C_out × rest matrix, partial tiles at the edges) holding a
+    nonzero: what a block mask keeps (§4.1: one bit per block, so a kept block stores all its values)."""
+    m = w.detach().reshape(w.shape[0], -1)
+    kept = 0
+    for r in range(0, m.shape[0], bh):
+        for c in range(0, m.shape[1], bw):
+            tile = m[r:r + bh, c:c + bw]
+            kept += tile.numel() if bool((tile != 0).any()) else 0
+    return kept
+
+
 def test_block_mask_linear_uneven() -> None:
     # Linear(6, 10): a 10×6 weight. 4×4 blocks: ceil(10/4)·ceil(6/4) = 3·2 = 6 mask bits (floor gives 2·1).
     model = nn.Linear(6, 10)
     zero_fraction(model.weight, 0.5)  # 30 of 60 entries zero
+    with torch.no_grad():
+        model.weight[8:, :4] = 0.0  # one whole edge block (2 × 4) zero: the only one left out
     row = score(model, input_shape=(1, 6), mask_block=(4, 4)).layers.iloc[0]
     assert row.mask_bits == 3 * 2
-    assert row.param_bits == 30 * 32 + 10 * 32 + 6  # nonzeros + bias at 32 bits + mask
+    kept = block_kept(model.weight, 4, 4)
+    assert nnz(model.weight) < kept <= 60 - 8  # zeros inside kept blocks are stored
+    assert row.param_bits == kept * 32 + 10 * 32 + 6  # kept blocks' values + bias at 32 bits + mask
 
 
 @pytest.mark.parametrize(
@@ -100,7 +116,8 @@ def test_block_mask_linear_uneven() -> None:
 def test_block_mask_conv_uneven(cin: int, cout: int, bits: int) -> None:
     model = nn.Conv2d(cin, cout, 3, bias=False)
     zero_fraction(model.weight, 0.5)
-    kept = nnz(model.weight)
+    kept = block_kept(model.weight, 2, 2)
+    assert nnz(model.weight) < kept < model.weight.numel()  # some 2 × 2 tiles whole zero, some half
     row = score(model, input_shape=(1, cin, 6, 6), mask_block="2x2").layers.iloc[0]
     assert row.mask_bits == bits
     assert row.param_bits == kept * 32 + bits
