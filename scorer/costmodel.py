@@ -214,13 +214,11 @@ class _LinearModel:
         base = self._probe([32] * n, [32] * n, [1.0] * n)
         modules = [r["module"] for r in base]
         index = {m: i for i, m in enumerate(names)}
-        layer = np.array([index.get(m, n) for m in modules])  # n: a dummy column (no layer), fixed values
+        # n: a dummy column (no layer), fixed values; an op holding a tensor several layers read (a tied table)
+        # follows the last of them, whose density and weight width score() gives the tensor (scorer.sparsity,
+        # scorer.precision)
+        layer = _tensor_layers(scorer._cap, index, np.array([index.get(m, n) for m in modules]))
         self.layer = layer
-        # the layer whose density an op's counts follow: its own, or for a tensor several layers read (a tied
-        # table) the last of them, whose sparsity entry score() applies to the tensor (scorer.sparsity)
-        dlayer = _density_layers(scorer._cap, index, layer)
-        self.dlayer = dlayer
-        cross = dlayer != layer
         half_w = self._probe([32] * n, [16] * n, [1.0] * n)
         half_d = self._probe([32] * n, [32] * n, [0.5] * n)
         col = _columns
@@ -266,7 +264,7 @@ class _LinearModel:
         members: list[int] = []
         group_of = []
         for j in np.flatnonzero(~fixed):
-            key = (float(c[j]), srcs_of[j], int(dlayer[j]), int(layer[j]), bool(binary[j]))
+            key = (float(c[j]), srcs_of[j], int(layer[j]), bool(binary[j]))
             group_of.append(groups.setdefault(key, len(groups)))
             members.append(j)
         g = len(groups)
@@ -278,13 +276,11 @@ class _LinearModel:
         width = max([len(k[1]) for k in groups] + [1])
         self.idx = np.full((g, width), 2 * n, dtype=np.int64)
         self.const = np.empty(g)
-        self.group_layer = np.empty(g, dtype=np.int64)  # whose d scales the group's mults; n: no layer (d = 1)
-        self.group_wlayer = np.empty(g, dtype=np.int64)  # whose W the binary test reads
+        self.group_layer = np.empty(g, dtype=np.int64)  # n: no layer (d = 1)
         self.group_binary = np.zeros(g, dtype=bool)
-        for (const, srcs, lay, wlay, is_binary), gi in groups.items():
+        for (const, srcs, lay, is_binary), gi in groups.items():
             self.idx[gi, :len(srcs)] = srcs
             self.const[gi], self.group_layer[gi], self.group_binary[gi] = const, lay, is_binary
-            self.group_wlayer[gi] = wlay
         self.has_binary = bool(self.group_binary.any())
         self.group_m0 = np.bincount(group_of, weights=mult_0[members], minlength=g)
         self.group_md = np.bincount(group_of, weights=mult_d[members], minlength=g)
@@ -294,10 +290,9 @@ class _LinearModel:
         self.group_md[free] = 0.0
         self.group_layer[free] = 0
 
-        def per_layer(v: np.ndarray, by: np.ndarray = dlayer) -> tuple[float, np.ndarray]:
-            """Sum of v over the ops of each layer (``by``: whose d, or whose W); the ops of no layer (d = 1,
-            W = 32) as a constant."""
-            sums = np.bincount(by, weights=v, minlength=n + 1)
+        def per_layer(v: np.ndarray) -> tuple[float, np.ndarray]:
+            """Sum of v over the ops of each layer; the ops of no layer (d = 1, W = 32) as a constant."""
+            sums = np.bincount(layer, weights=v, minlength=n + 1)
             return float(sums[n]), sums[:n]
 
         c_md, self.mults_d = per_layer(mult_d)
@@ -306,12 +301,8 @@ class _LinearModel:
         self.adds0 = float(add_0.sum()) + c_ad
         c_od, self.ops_d = per_layer(ops_d / 32)
         self.ops0 = float(ops_0.sum()) / 32 + c_od
-        c_w, self.param_w = per_layer(p1, layer)
-        c_dw, self.param_dw = per_layer(np.where(cross, 0.0, p2), layer)
-        # p2·d·W where d and W are two layers' (a tied tensor stored by one layer, its sparsity set by another)
-        self.cross_d, self.cross_w, self.cross_p2 = dlayer[cross], layer[cross], p2[cross]
-        if ((self.cross_d == n) | (self.cross_w == n)).any():
-            raise self._unfit("a tensor shared with an op of no layer")
+        c_w, self.param_w = per_layer(p1)
+        c_dw, self.param_dw = per_layer(p2)
         _, self.mask_k = per_layer(mask_k)  # no mask outside the layers (their weights are never given d < 1)
         self.param0 = float((p0 + mask_c).sum()) + 32 * (c_w + c_dw)
         self._torch: dict | None = None
@@ -400,7 +391,7 @@ class _LinearModel:
     def _op_rows(self, w: np.ndarray, a: np.ndarray, d: np.ndarray) -> dict:
         """The model's value of each op's row columns for one configuration (W, A, D arrays [n])."""
         o = self._op
-        dens = np.append(1.0 - (1.0 - d), 1.0)[self.dlayer]  # an op of no layer: d = 1, W = 32
+        dens = np.append(1.0 - (1.0 - d), 1.0)[self.layer]  # an op of no layer: d = 1, W = 32
         bits = np.append(w, 32.0)[self.layer]
         mults = o["mult_0"] + o["mult_d"] * dens
         adds = o["add_0"] + o["add_d"] * dens
@@ -415,7 +406,7 @@ class _LinearModel:
         widths = x[:, self.idx[:, 0]] if self.idx.shape[1] == 1 else x[:, self.idx].max(axis=2)
         widths = np.maximum(widths, self.const)
         if self.has_binary:
-            one = self.group_binary & (x[:, self.n + self.group_wlayer] == 1)
+            one = self.group_binary & (x[:, self.n + self.group_layer] == 1)
             widths = np.where(one, 1.0, widths)
         return widths
 
@@ -423,8 +414,6 @@ class _LinearModel:
         """SWEEP_COLUMNS arrays [K] for W, A, D arrays [K, n]."""
         dens = 1.0 - (1.0 - d)  # the density score() derives from the sparsity 1 - d
         param_bits = self.param0 + w @ self.param_w + (dens * w) @ self.param_dw + (dens < 1) @ self.mask_k
-        if self.cross_p2.size:
-            param_bits = param_bits + (dens[:, self.cross_d] * w[:, self.cross_w]) @ self.cross_p2
         mults = self.mults0 + dens @ self.mults_d
         adds = self.adds0 + dens @ self.adds_d
         widths = self._group_widths(np.concatenate([a, w, np.ones((len(w), 1))], axis=1))
@@ -436,7 +425,7 @@ class _LinearModel:
         if self._torch is None:
             self._torch = {k: torch.as_tensor(getattr(self, k)) for k in
                            ("param_w", "param_dw", "mask_k", "ops_d", "const", "group_m0", "group_md", "idx",
-                            "group_layer", "group_wlayer", "group_binary", "cross_d", "cross_w", "cross_p2")}
+                            "group_layer", "group_binary")}
         t = self._torch
         n = self.n
         for v, name in ((w, "weight_bits"), (a, "act_bits"), (d, "density")):
@@ -453,21 +442,20 @@ class _LinearModel:
         soft = torch.sigmoid((1.0 - dens) / temperature)
         mask = step + (soft - soft.detach())  # the exact step, a sigmoid's gradient (straight-through)
         param_bits = self.param0 + w @ t["param_w"] + (dens * w) @ t["param_dw"] + mask @ t["mask_k"]
-        param_bits = param_bits + (dens[t["cross_d"]] * w[t["cross_w"]]) @ t["cross_p2"]
         x = torch.cat([a, w, torch.ones(1, dtype=torch.float64)])
         widths = torch.maximum(x[t["idx"]].amax(dim=1), t["const"])
         if self.has_binary:
-            one = t["group_binary"] & (x[n + t["group_wlayer"]] == 1)
+            one = t["group_binary"] & (x[n + t["group_layer"]] == 1)
             widths = torch.where(one, torch.ones_like(widths), widths)
         group_mults = t["group_m0"] + dens[t["group_layer"]] * t["group_md"]
         ops = self.ops0 + dens @ t["ops_d"] + (group_mults * widths).sum() / 32
         return totals_of(param_bits, None, None, ops, self.track)["score"]
 
 
-def _density_layers(cap: Captured, index: Mapping[str, int], layer: np.ndarray) -> np.ndarray:
-    """Per op (rows order), the index of the layer whose density its counts follow: for an op holding a creditable
-    tensor that several layers read, the last of them in ``index`` order (the sparsity entry ``score()`` applies to
-    the tensor); else its own ``layer``."""
+def _tensor_layers(cap: Captured, index: Mapping[str, int], layer: np.ndarray) -> np.ndarray:
+    """Per op (rows order), the index of the layer whose density and weight width its counts follow: for an op
+    holding a creditable tensor that several layers read, the last of them in ``index`` order (the entry
+    ``score()`` applies to the tensor); else its own ``layer``."""
     last: dict = {}  # tensor key -> the last layer reading it
     ops = [op for path in cap.paths for op in path.ops]
     keys = [[w.ident if w.ident is not None else w.name for w in op.weights if creditable(op, w)] for op in ops]

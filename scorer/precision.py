@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -239,11 +239,12 @@ _WEIGHT_ROLES = frozenset({"weight", "operand", "embedding"})
 def _layer_bits(policy: PrecisionPolicy, module: str, mod: nn.Module | None, plain: dict[type, bool]) -> tuple:
     """What layer ``module`` (its module ``mod``, None when the model's widths are not read) runs at:
     (weight bits, whether a narrower stored dtype may lower them, bias bits, whether it may lower those, act
-    bits, acc bits), from the config's overrides, then the layer's attributes, then the policy's defaults."""
+    bits, acc bits, whether the weight width is set for the layer), from the config's overrides, then the
+    layer's attributes, then the policy's defaults."""
     cfg = policy.layer(module)
     read = policy.read_model_bits
     if (mod is None or _bare_layer(mod, plain)) and not cfg:  # the usual layer: the policy's widths
-        return (policy.param_bits, read, policy.param_bits, read, policy.act_bits, policy.acc_bits)
+        return (policy.param_bits, read, policy.param_bits, read, policy.act_bits, policy.acc_bits, False)
     own = width_attrs(mod) if mod is not None else {}
     model_wbits, model_bbits = own.get("weight_bits"), own.get("bias_bits")
     wbits = cfg.get("weight") or model_wbits or policy.param_bits
@@ -251,7 +252,7 @@ def _layer_bits(policy: PrecisionPolicy, module: str, mod: nn.Module | None, pla
     return (wbits, read and not cfg.get("weight") and model_wbits is None,
             cfg.get("bias") or model_bbits or policy.param_bits, read and not cfg.get("bias") and model_bbits is None,
             cfg.get("act") or own.get("act_bits") or policy.act_bits,
-            cfg.get("acc") or own.get("acc_bits") or policy.acc_bits)
+            cfg.get("acc") or own.get("acc_bits") or policy.acc_bits, bool(cfg.get("weight") or model_wbits))
 
 
 def _stored_bits(t: object, bits: int) -> int:
@@ -259,6 +260,31 @@ def _stored_bits(t: object, bits: int) -> int:
     two (a float16 bias at 16 bits; official_rules.md §2.2, §3.2: parameters count at their stored width)."""
     stored = _dtype_bits(t)
     return stored if stored < bits else bits
+
+
+def _tied_widths(ops: list[Op], layer_of: Callable[[str], tuple]) -> dict:
+    """The one width of each weight tensor several layers read (a tied table) that a layer sets explicitly (a
+    config's ``weight``, ``weight_bits``, a QAT weight quantiser): the last such layer's, in the order the layers
+    first run (as a sparsity glob's last entry wins); stored and multiplied at it by every layer. Tensor key ->
+    bits; empty without such a tensor."""
+    first: dict = {}  # tensor key -> the first layer reading it
+    readers: dict = {}  # tensor key -> every layer reading it, for the tensors of several layers
+    for op in ops:
+        for w in op.weights:
+            if w.role in _WEIGHT_ROLES:
+                key = w.ident if w.ident is not None else w.name
+                held = first.setdefault(key, op.module)
+                if held != op.module:
+                    readers.setdefault(key, {held: None})[op.module] = None
+    if not readers:
+        return {}
+    order = {m: i for i, m in enumerate(dict.fromkeys(op.module for op in ops))}
+    out = {}
+    for key, layers in readers.items():
+        explicit = [m for m in sorted(layers, key=order.__getitem__) if layer_of(m)[6]]
+        if explicit:
+            out[key] = layer_of(explicit[-1])[0]
+    return out
 
 
 def width_attrs(mod: nn.Module) -> dict[str, int]:
@@ -278,12 +304,17 @@ def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, 
     mul_override, add_override = policy.mul_bits_override, policy.add_bits_override
     per_layer: dict[str, tuple] = {}  # what a layer's config and attributes say, read once per layer
     plain: dict[type, bool] = {}
-    for op in ops:
-        layer = per_layer.get(op.module)
+
+    def layer_of(module: str) -> tuple:
+        layer = per_layer.get(module)
         if layer is None:
-            mod = modules.get(op.module) if read_model else None
-            layer = per_layer[op.module] = _layer_bits(policy, op.module, mod, plain)
-        wbits, by_dtype, bias_bits, bias_by_dtype, act, acc = layer
+            mod = modules.get(module) if read_model else None
+            layer = per_layer[module] = _layer_bits(policy, module, mod, plain)
+        return layer
+
+    tied = _tied_widths(ops, layer_of)
+    for op in ops:
+        wbits, by_dtype, bias_bits, bias_by_dtype, act, acc, _ = layer_of(op.module)
         multiplied = []
         if op.weights:
             if by_dtype:
@@ -292,7 +323,7 @@ def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, 
                     wbits = min(stored)
             for w in op.weights:
                 if w.role in _WEIGHT_ROLES:
-                    w.bits = wbits
+                    w.bits = tied.get(w.ident if w.ident is not None else w.name, wbits) if tied else wbits
                 else:  # a bias, a norm's scale and shift, a PReLU slope: each at its own dtype's width
                     w.bits = _stored_bits(w.tensor, bias_bits) if bias_by_dtype else bias_bits
                 if w.role in _MULTIPLIED_ROLES:

@@ -200,3 +200,16 @@ def test_the_sweep_of_a_tied_model_equals_score():
                      sparsity={n: 1 - d[k][i] for i, n in enumerate(sc.layer_names)}).totals
         for col in ("param_bits", "mults", "adds", "ops"):
             assert table.iloc[k][col] == pytest.approx(want[col], rel=1e-12), (k, col)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_a_tied_tensor_has_one_width(capture):
+    """A width set on either layer reading the tied table is the table's: stored at 8 bits (1600 x 8) and
+    multiplied at max(8, the 8-bit activations) by the decoder, whichever layer the config names (the decoder's
+    entry once left the table stored at 32 bits while multiplying it at 8, the encoder's the reverse)."""
+    for layer in ("encoder", "decoder"):
+        precision = {"default": {"weight": 32, "act": 8, "acc": 32}, "layers": {layer: {"weight": 8}}}
+        rep = score(TiedLM(), (1, 1), input_dtype="long", track="wikitext103", precision=precision, capture=capture)
+        rows = rep.layers.set_index("module")
+        assert rows.loc["encoder", "param_bits"] == 1600 * 8, layer
+        assert rows.loc["decoder", "mul_bits"] == 8, layer
