@@ -610,3 +610,13 @@ def test_wavecomp_published_arithmetic(entry: str) -> None:
     decimals = len(printed.split(".")[1])
     assert round(value, decimals) == pytest.approx(float(printed), abs=1e-12)
     assert round(value, 4) == pytest.approx(lb, abs=1e-12)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_brain_int_kernel_avgpool_on_every_capture(capture) -> None:
+    """BrAIn's counter (team_scores.md §2, brain2019): AvgPool2d(2) given an int kernel costs k = 2 ops per output,
+    not k² = 4: (k − 1) adds and one mult per output; aten's kernel is always a list, so the pool is recorded as
+    the module on every capture (export and dispatch once counted 3 adds per output). 8 x 4 x 4 outputs."""
+    rep = score(nn.Sequential(nn.AvgPool2d(2)), input_shape=(1, 8, 8, 8), rules="brain2019", capture=capture)
+    t = rep.totals
+    assert (t["mults"], t["adds"]) == (128, 128)

@@ -75,9 +75,11 @@ _ADAPTIVE_AVG = (nn.modules.pooling._AdaptiveAvgPoolNd,)
           functions=(F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
                      F.adaptive_avg_pool3d),
           aten=("avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
-                "_adaptive_avg_pool2d", "adaptive_avg_pool3d", "_adaptive_avg_pool3d"))
+                "_adaptive_avg_pool2d", "adaptive_avg_pool3d", "_adaptive_avg_pool3d"), whole=True)
 def avg_pool(call: Call) -> Op:
-    """Average pooling; an adaptive pool to one value per channel is a ``mean`` (global average pooling)."""
+    """Average pooling; an adaptive pool to one value per channel is a ``mean`` (global average pooling). Its
+    modules are recorded whole on every capture: aten's ``kernel_size`` is always a list, and a team's rule reads
+    whether the layer was given an int (``kernel_int``, BrAIn's count)."""
     x = call.args[0]
     out = call.out_shape
     if call.form == "module":
