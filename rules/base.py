@@ -97,6 +97,18 @@ def _only_consumer(ctx: RuleContext, producer: str, consumer: str) -> bool:
     return readers is not None and len(readers) == 1 and readers[0] == consumer
 
 
+def bias_adds(op: Op, bias: WeightRef | None) -> float:
+    """One add per output of a dot product for its added term: a stored bias, or an activation added in the same
+    call (``addmm(h, x, W)``, ``attrs["has_bias"]``); official_rules.md §2.2."""
+    return op.out_numel if bias is not None or op.attrs.get("has_bias") else 0.0
+
+
+def scaling_mults(op: Op) -> float:
+    """One mult per output of a dot product for each scaling factor other than 1 (``addmm``'s alpha and beta,
+    ``attrs["scalings"]``), as ``add``'s alpha costs one."""
+    return op.attrs.get("scalings", 0) * op.out_numel
+
+
 class RuleSet:
     """Base rule set with the official MicroNet 2019 formulas (`official_rules.md` §2.2).
 
@@ -292,8 +304,8 @@ class RuleSet:
         b = op.weight("bias")
         n = op.attrs["vector_len"] * self.density(w)
         outputs = op.out_numel
-        mults = (n + op.attrs.get("scalings", 0)) * outputs
-        adds = (n - 1) * outputs + (outputs if b is not None or op.attrs.get("has_bias") else 0.0)
+        mults = n * outputs + scaling_mults(op)
+        adds = (n - 1) * outputs + bias_adds(op, b)
         vbits, mbits = self.weight_storage(w, ctx)
         return Cost(mults=mults, adds=adds, param_bits=vbits + self.dense_storage(b), mask_bits=mbits)
 

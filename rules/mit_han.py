@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 
-from rules.base import Cost, RuleContext
+from rules.base import Cost, RuleContext, bias_adds, scaling_mults
 from rules.micronet2019 import Micronet2019
 from rules.records import Op, WeightRef
 
@@ -104,7 +104,7 @@ class MitHan2019(Micronet2019):
         outputs = op.out_numel
         wv, wm = self.weight_storage(w, ctx)
         bv, bm = self.bias_storage(b, ctx)
-        return Cost(mults=n * outputs, adds=(n - 1) * outputs + (outputs if b is not None else 0.0),
+        return Cost(mults=n * outputs + scaling_mults(op), adds=(n - 1) * outputs + bias_adds(op, b),
                     param_bits=wv + bv, mask_bits=wm + bm)
 
     def cost_matmul(self, op: Op, ctx: RuleContext) -> Cost:

@@ -15,14 +15,14 @@ import torch.nn as nn
 from rules import RuleSet, get_ruleset
 from rules.records import Op
 from scorer.capture import batch_of, capture_model
-from scorer.capture.guard import CAPTURE_LOCK
+from scorer.capture.guard import CAPTURE_LOCK, module_at
 from scorer.engine import build_context, cost_ops
 from scorer.errors import CaptureError, ScorerError, UnknownOpError
 from scorer.inputs import dtypes_of, make_inputs, parse_dtype, shapes_of, token_count
 from scorer.memory import activation_memory, input_bits, input_numel
 from scorer.ops.values import masked_name
 from scorer.passes import run_passes
-from scorer.precision import PrecisionPolicy, annotate_bits, width_attrs
+from scorer.precision import PrecisionPolicy, annotate_bits, tied_widths, width_attrs
 from scorer.report import Report, row_of
 from scorer.sparsity import GlobUse, SparsitySpec, annotate_sparsity, check_unmatched, measure_nonzeros
 from scorer.tracks import Track, get_track
@@ -116,7 +116,7 @@ def score(
         bits: N stores parameters and runs multiplications at N bits, additions at 32 (16 = the freebie).
         track: cifar100, imagenet or wikitext103 (normalisation baselines).
         sparsity: None (measured zeros / prune masks), "uniform:S", S, or {name glob: S} (a glob on the names of
-            conv/linear/matmul weights or their layers; one matching none of any path is a ScorerError).
+            conv/linear/matmul/embedding weights or their layers; one matching none of any path is a ScorerError).
         precision: per-layer bits config (TOML/JSON path or mapping).
         example_inputs: real example inputs instead of ``input_shape``.
         path_fractions: {path: fraction} for a model with data-dependent compute (``paths()`` or
@@ -250,7 +250,7 @@ def capture_paths(
         stored: set[int] = set()  # identities of the parameters some op stores, over every path
         read: set[int] = set()  # identities of the parameters the forward reads
         named, modules = _module_tree(model)  # one walk, shared by the checks below
-        _refuse_uninitialised(modules)
+        _refuse_unscorable(modules)
         reads = []  # (capture, its parameter ids): what the forward read, named only when needed below
         unnamed: set[str] = set()  # stored tensors that are not parameters (plain tensor attributes)
         for path_name, path_model, fraction in paths:
@@ -331,13 +331,13 @@ def cost_rows(cap: Captured, opts: Options) -> tuple[list[dict], list[dict], lis
     policy = opts.policy()
     spec, ruleset = opts.spec, opts.ruleset
     notes: list[str] = []
-    seen: set = set()
     rows: list[dict] = []
     unknown_rows: list[dict] = []
     use = GlobUse()
+    annotate_sparsity([path.ops for path in cap.paths], spec, cap.nonzeros, use, cap.aliases, opts.block)
+    tied = tied_widths([(path.ops, path.modules) for path in cap.paths], policy)
     for path in cap.paths:
-        annotate_sparsity(path.ops, spec, seen, cap.nonzeros, use, cap.aliases, opts.block)
-        annotate_bits(path.ops, policy, path.modules)
+        annotate_bits(path.ops, policy, path.modules, tied)
         if spec.uniform is None and ruleset.mask_policy == "sparse" and ruleset.credit_sparsity:
             notes.extend(_costly_masks(path.ops))
         ctx = build_context(path.ops, opts.block)
@@ -526,22 +526,21 @@ def _first_names(ops: list[Op], ids: dict[str, int], named: list[tuple[str, nn.P
     (``self.b = self.a``) by its first name, as ``named_parameters()`` and ``named_modules()`` give them, whichever
     name the capture read it by: one tensor, one layer, one name on every capture path (sparsity and precision
     globs match the same rows). ``ids``: ``_param_ids``; ``modules``: ``dict(model.named_modules())``."""
-    first_param: dict[int, str] | None = None
+    tied = not all(first for _, _, first in named)
+    first_param = {id(p): name for name, p, first in named if first} if tied else {}
     first_module: dict[int, str] | None = None
     for op in ops:
         if op.module not in modules:
             if first_module is None:
                 first_module = {id(m): name for name, m in reversed(modules.items())}
-            held = _module_at(modules.get(""), op.module)
+            held = module_at(modules.get(""), op.module)
             if held is not None and id(held) in first_module:
                 op.module = first_module[id(held)]
-        for w in op.weights:
-            ident = ids.get(w.name)
-            if ident is None or ident != w.ident:
-                continue
-            if first_param is None:
-                first_param = {id(p): name for name, p, first in named if first}
-            w.name = first_param.get(ident, w.name)
+        if tied:
+            for w in op.weights:
+                ident = ids.get(w.name)
+                if ident is not None and ident == w.ident:
+                    w.name = first_param.get(ident, w.name)
 
 
 def _aliases(named: list[tuple[str, nn.Parameter, bool]]) -> dict[str, list[str]]:
@@ -549,6 +548,8 @@ def _aliases(named: list[tuple[str, nn.Parameter, bool]]) -> dict[str, list[str]
     may name too."""
     out: dict[str, list[str]] = {}
     first: dict[int, str] = {}
+    if all(is_first for _, _, is_first in named):
+        return out
     for name, p, is_first in named:
         if is_first:
             first[id(p)] = name
@@ -557,36 +558,29 @@ def _aliases(named: list[tuple[str, nn.Parameter, bool]]) -> dict[str, list[str]
     return out
 
 
-def _module_at(model: nn.Module | None, path: str) -> nn.Module | None:
-    """The module at dotted ``path`` of ``model`` (a name ``named_modules()`` skips: a second name of a module), or
-    None."""
-    mod = model
-    for part in path.split(".") if path else ():
-        mod = mod._modules.get(part) if isinstance(mod, nn.Module) else None
-    return mod
-
-
-def _refuse_uninitialised(modules: dict[str, nn.Module]) -> None:
+def _refuse_unscorable(modules: dict[str, nn.Module]) -> None:
     """ScorerError naming the lazy modules (``nn.LazyLinear``, ...) whose parameters have no shape yet: only a
-    forward pass on real data gives them one, and a count needs it; or the dynamically quantised recurrent layers,
-    whose packed int8 weights no capture reads (``--allow-unknown`` would zero their storage too)."""
+    forward pass on real data gives them one, and a count needs it; or the torch.ao layers whose packed int8 weights
+    no capture reads (dynamic LSTM/GRU, quantised embeddings: ``--allow-unknown`` would zero their storage too)."""
     lazy, packed = [], []
     for name, m in modules.items():
         if isinstance(m, _LAZY) and m.has_uninitialized_params():  # type: ignore[operator]
             lazy.append(f"{name or 'the model'} ({type(m).__name__})")
-        elif isinstance(m, _PACKED_RNN):
+        elif isinstance(m, _PACKED_UNREAD):
             packed.append(f"{name or 'the model'} ({type(m).__name__})")
     if lazy:
         raise ScorerError(f"{len(lazy)} lazy module(s) have uninitialised parameters ({', '.join(lazy[:4])}): run "
                           "one forward pass on an example input first, which gives them their shapes")
     if packed:
-        raise ScorerError(f"{len(packed)} dynamically quantised recurrent layer(s) ({', '.join(packed[:4])}) keep "
-                          "packed int8 weights no capture reads: score the float model with 8-bit weights instead "
-                          "(--precision with weight = 8 for those layers)")
+        raise ScorerError(f"{len(packed)} quantised layer(s) ({', '.join(packed[:4])}) keep packed int8 weights no "
+                          "capture reads: score the float model with 8-bit weights instead (--precision with weight "
+                          "= 8 for those layers)")
 
 
 _LAZY = nn.modules.lazy.LazyModuleMixin
-_PACKED_RNN = (torch.ao.nn.quantized.dynamic.modules.rnn.RNNBase, torch.ao.nn.quantized.dynamic.modules.rnn.RNNCellBase)
+_DYNAMIC_RNN = torch.ao.nn.quantized.dynamic.modules.rnn
+_PACKED_UNREAD = (_DYNAMIC_RNN.RNNBase, _DYNAMIC_RNN.RNNCellBase, torch.ao.nn.quantized.Embedding,
+                  torch.ao.nn.quantized.EmbeddingBag)
 
 
 def _lost_params(named: list[tuple[str, nn.Parameter, bool]], stored: set[int], read: set[int]) -> list[str]:

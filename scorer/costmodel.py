@@ -30,9 +30,9 @@ import torch.nn as nn
 from scorer.api import Captured, Options, capture_paths, cost_rows, evaluate
 from scorer.capture.guard import CAPTURE_LOCK
 from scorer.errors import ScorerError, UnknownOpError
-from scorer.precision import annotate_bits
+from scorer.precision import annotate_bits, tied_widths
 from scorer.report import Report, totals_of
-from scorer.sparsity import creditable
+from scorer.sparsity import creditable, tensor_key
 
 #: Columns of ``Scorer.sweep``'s table.
 SWEEP_COLUMNS = ["param_bits", "params", "mults", "adds", "ops", "score"]
@@ -40,7 +40,7 @@ _GLOB_CHARS = set("*?[")
 
 
 def layer_names(cap: Captured) -> list[str]:
-    """The modules whose ops hold a creditable weight (conv/linear/matmul weights), in execution order."""
+    """The modules whose ops hold a creditable weight (conv/linear/matmul/embedding weights), in execution order."""
     names: dict[str, None] = {}
     for path in cap.paths:
         for op in path.ops:
@@ -346,8 +346,9 @@ class _LinearModel:
         if self._work is None:
             self._work = self.scorer._cap.copy()
         policy = self._options(act, weight, [1.0] * self.n).policy()
+        tied = tied_widths([(path.ops, path.modules) for path in self._work.paths], policy)
         for path in self._work.paths:
-            annotate_bits(path.ops, policy, path.modules)
+            annotate_bits(path.ops, policy, path.modules, tied)
         got = np.array([op.mul_bits for path in self._work.paths for op in path.ops], dtype=np.float64)
         return np.where(self._rule_fixed, self._rule_width, got)
 
@@ -458,7 +459,7 @@ def _tensor_layers(cap: Captured, index: Mapping[str, int], layer: np.ndarray) -
     ``score()`` applies to the tensor); else its own ``layer``."""
     last: dict = {}  # tensor key -> the last layer reading it
     ops = [op for path in cap.paths for op in path.ops]
-    keys = [[w.ident if w.ident is not None else w.name for w in op.weights if creditable(op, w)] for op in ops]
+    keys = [[tensor_key(w) for w in op.weights if creditable(op, w)] for op in ops]
     for op, held in zip(ops, keys, strict=True):
         i = index.get(op.module)
         for key in held:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from scorer.errors import ScorerError
 from scorer.globs import glob_match, is_literal
 from scorer.ops import quant_bits
 from scorer.ops.call import keeps_module_lookup, module_attr
+from scorer.sparsity import tensor_key
 
 _SECTIONS = ("default", "layers")
 _DEFAULT_KEYS = ("weight", "act", "acc", "input")
@@ -262,26 +263,36 @@ def _stored_bits(t: object, bits: int) -> int:
     return stored if stored < bits else bits
 
 
-def _tied_widths(ops: list[Op], layer_of: Callable[[str], tuple]) -> dict:
-    """The one width of each weight tensor several layers read (a tied table) that a layer sets explicitly (a
-    config's ``weight``, ``weight_bits``, a QAT weight quantiser): the last such layer's, in the order the layers
-    first run (as a sparsity glob's last entry wins); stored and multiplied at it by every layer. Tensor key ->
-    bits; empty without such a tensor."""
-    first: dict = {}  # tensor key -> the first layer reading it
-    readers: dict = {}  # tensor key -> every layer reading it, for the tensors of several layers
-    for op in ops:
-        for w in op.weights:
-            if w.role in _WEIGHT_ROLES:
-                key = w.ident if w.ident is not None else w.name
-                held = first.setdefault(key, op.module)
-                if held != op.module:
-                    readers.setdefault(key, {held: None})[op.module] = None
+def tied_widths(paths: list[tuple[list[Op], Mapping[str, nn.Module]]], policy: PrecisionPolicy) -> dict:
+    """The one width of each weight tensor several layers read (a tied table), over every capture path (``paths``:
+    each path's ops and modules): the width of the last of those layers, in the order they first run, that sets
+    one (a config's ``weight``, ``weight_bits``, a QAT weight quantiser); stored and multiplied at it by every
+    layer. Tensor key -> bits; empty without such a tensor (``annotate_bits`` then reads each layer's)."""
+    first: dict = {}  # tensor key -> the first (path, layer) reading it
+    readers: dict = {}  # tensor key -> every (path, layer) reading it, for the tensors of several layers
+    for i, (ops, _) in enumerate(paths):
+        for op in ops:
+            for w in op.weights:
+                if w.role in _WEIGHT_ROLES:
+                    key = tensor_key(w)
+                    held = first.setdefault(key, (i, op.module))
+                    if held[1] != op.module:
+                        readers.setdefault(key, {held: None})[(i, op.module)] = None
     if not readers:
         return {}
-    order = {m: i for i, m in enumerate(dict.fromkeys(op.module for op in ops))}
+    plain: dict[type, bool] = {}
+    read = policy.read_model_bits
+
+    def layer_of(reader: tuple[int, str]) -> tuple:
+        i, module = reader
+        mod = paths[i][1].get(module) if read else None
+        return _layer_bits(policy, module, mod, plain)
+
+    order = {m: n for n, m in enumerate(dict.fromkeys((i, op.module) for i, (ops, _) in enumerate(paths)
+                                                      for op in ops))}
     out = {}
     for key, layers in readers.items():
-        explicit = [m for m in sorted(layers, key=order.__getitem__) if layer_of(m)[6]]
+        explicit = [r for r in sorted(layers, key=order.__getitem__) if layer_of(r)[6]]
         if explicit:
             out[key] = layer_of(explicit[-1])[0]
     return out
@@ -295,8 +306,10 @@ def width_attrs(mod: nn.Module) -> dict[str, int]:
     return {k: v for k, v in widths.items() if v is not None}
 
 
-def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, nn.Module]) -> None:
-    """Set weight bits, edge bits and the mul/add widths of every op, in execution order."""
+def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, nn.Module],
+                  tied: Mapping | None = None) -> None:
+    """Set weight bits, edge bits and the mul/add widths of every op, in execution order; ``tied``: ``tied_widths``
+    over every capture path (default: over ``ops``)."""
     out_bits: dict[str, int] = {}
     integer: set[str] = set()  # ops whose output is a quantised integer tensor (a converted torch.ao model)
     input_bits = policy.input_bits or policy.act_bits
@@ -312,7 +325,8 @@ def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, 
             layer = per_layer[module] = _layer_bits(policy, module, mod, plain)
         return layer
 
-    tied = _tied_widths(ops, layer_of)
+    if tied is None:
+        tied = tied_widths([(ops, modules)], policy)
     for op in ops:
         wbits, by_dtype, bias_bits, bias_by_dtype, act, acc, _ = layer_of(op.module)
         multiplied = []
@@ -323,7 +337,7 @@ def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, 
                     wbits = min(stored)
             for w in op.weights:
                 if w.role in _WEIGHT_ROLES:
-                    w.bits = tied.get(w.ident if w.ident is not None else w.name, wbits) if tied else wbits
+                    w.bits = tied.get(tensor_key(w), wbits) if tied else wbits
                 else:  # a bias, a norm's scale and shift, a PReLU slope: each at its own dtype's width
                     w.bits = _stored_bits(w.tensor, bias_bits) if bias_by_dtype else bias_bits
                 if w.role in _MULTIPLIED_ROLES:

@@ -134,7 +134,8 @@ def _numpy_nonzeros(a: np.ndarray) -> int:
 
 
 def creditable(op: Op, w: WeightRef) -> bool:
-    """Whether ``w``'s zeros are credited to ``op`` (§2.2: the weights of conv/linear/matmul, rank >= 2)."""
+    """Whether ``w``'s zeros are credited to ``op`` (§2.2: the weights of conv/linear/matmul, rank >= 2, and
+    embedding tables)."""
     return op.kind in SPARSE_KINDS and w.role in SPARSE_ROLES and len(w.shape) >= 2
 
 
@@ -163,52 +164,59 @@ class GlobUse:
     weights: dict[str, str] = field(default_factory=dict)
 
 
-def annotate_sparsity(ops: list[Op], spec: SparsitySpec, seen: set | None = None,
-                      measured: dict | None = None, use: GlobUse | None = None,
-                      aliases: Mapping[str, list[str]] | None = None, block: tuple[int, int] | None = None) -> None:
-    """Set nonzeros and first-use flags on every weight reference, one decision per tensor.
+def tensor_key(w: WeightRef) -> object:
+    """What identifies the tensor ``w`` refers to across ops and paths (a tied tensor: one key)."""
+    return w.ident if w.ident is not None else w.name
 
-    ``seen`` carries the identities of tensors already stored (shared weights, several exit paths);
+
+def annotate_sparsity(paths: list[list[Op]], spec: SparsitySpec, measured: dict | None = None,
+                      use: GlobUse | None = None, aliases: Mapping[str, list[str]] | None = None,
+                      block: tuple[int, int] | None = None) -> None:
+    """Set nonzeros and first-use flags on every weight reference of the ops of every capture path (``paths``),
+    one decision per tensor over all of them.
+
     ``measured`` caches measured nonzero counts by tensor identity (``measure_nonzeros``), counted when missing;
-    ``use`` collects the globs that matched and the creditable weights (several paths: one ``use``).
-    A per-tensor glob matches the tensor's name (``features.0.weight``; a tied one's other names, ``aliases``) or
-    a layer reading it (``features.0``, the name a precision config uses), and sets the sparsity of the tensor, at
-    every use: a table tied to an
-    output layer is as sparse where it is stored as where it is multiplied (official_rules.md §4.2: one s for
-    storage and products). A tensor with a creditable use is stored there (sparse, with its mask), not where a
-    use that credits nothing (``w.sum()``) reads it first. With a block mask (``block``), a measured tensor keeps
-    every value of each block holding a nonzero (``block_nonzeros``).
+    ``use`` collects the globs that matched and the creditable weights. A per-tensor glob matches the tensor's
+    name (``features.0.weight``; a tied one's other names, ``aliases``) or a layer reading it (``features.0``, the
+    name a precision config uses), and sets the sparsity of the tensor at every use, the last matching entry
+    winning: a table tied to an output layer is as sparse where it is stored as where it is multiplied
+    (official_rules.md §4.2: one s for storage and products). A tensor with a creditable use is stored at the
+    first one (sparse, with its mask), not where a use that credits nothing (``w.sum()``) reads it first, once over
+    the paths. With a block mask (``block``), a measured tensor keeps every value of each block holding a nonzero
+    (``block_nonzeros``).
     """
-    seen = set() if seen is None else seen
     measured = {} if measured is None else measured
     use = GlobUse() if use is None else use
     stored_at: dict = {}  # tensor key -> the weight reference storing it: its first creditable use, if any
-    uses: dict = {}  # tensor key -> (tensor name, layer) of each creditable use
-    for op in ops:
-        for w in op.weights:
-            if creditable(op, w):
-                key = w.ident if w.ident is not None else w.name
-                if key not in stored_at:
-                    stored_at[key] = w
-                    uses[key] = [(alias, "") for alias in aliases.get(w.name, ())] if aliases else []
-                uses[key].append((w.name, op.module))
-    override = _overrides(spec, uses, use.matched)
-    for op in ops:
-        for w in op.weights:
-            key = w.ident if w.ident is not None else w.name
-            at = stored_at.get(key)
-            w.first_use = key not in seen and (at is None or at is w)
-            if w.first_use:
-                seen.add(key)
-            if at is None or not creditable(op, w):
-                w.nonzeros = float(w.numel)
-                continue
-            use.weights.setdefault(w.name, op.module)
-            s = override.get(key)
-            if s is not None:
-                w.nonzeros = w.numel * (1.0 - s)
-            else:
-                w.nonzeros = _measured(w, measured) if block is None else _measured_blocks(w, measured, block)
+    uses: dict = {}  # tensor key -> (tensor name, layer or None) of each creditable use
+    refs = []  # (weight reference, its key, whether creditable, its layer), in order
+    for ops in paths:
+        for op in ops:
+            for w in op.weights:
+                key = tensor_key(w)
+                credit = creditable(op, w)
+                refs.append((w, key, credit, op.module))
+                if credit:
+                    if key not in stored_at:
+                        stored_at[key] = w
+                        uses[key] = [(alias, None) for alias in aliases.get(w.name, ())] if aliases else []
+                    uses[key].append((w.name, op.module))
+    override = _overrides(spec, uses, use.matched) if spec.uniform is not None or spec.per_tensor else {}
+    seen: set = set()
+    for w, key, credit, layer in refs:
+        at = stored_at.get(key)
+        w.first_use = key not in seen and (at is None or at is w)
+        if w.first_use:
+            seen.add(key)
+        if at is None or not credit:
+            w.nonzeros = float(w.numel)
+            continue
+        use.weights.setdefault(w.name, layer)
+        s = override.get(key)
+        if s is not None:
+            w.nonzeros = w.numel * (1.0 - s)
+        else:
+            w.nonzeros = _measured(w, measured) if block is None else _measured_blocks(w, measured, block)
 
 
 def _measured_blocks(w: WeightRef, measured: dict, block: tuple[int, int]) -> float:
@@ -240,13 +248,14 @@ def block_nonzeros(t: torch.Tensor | None, block: tuple[int, int]) -> float | No
 
 def _overrides(spec: SparsitySpec, uses: dict, matched: set[str]) -> dict:
     """Tensor key -> the sparsity ``spec`` gives it (absent: measure it): the uniform one, or the last glob matching
-    a name or layer of any of its uses (``uses``: key -> [(tensor name, layer)]); matching globs go to ``matched``."""
+    a name or layer of any of its uses (``uses``: key -> [(tensor name, layer; None for an alias)]); matching globs
+    go to ``matched``."""
     if spec.uniform is not None:
         return dict.fromkeys(uses, spec.uniform)
     out: dict = {}
     for glob, s in (spec.per_tensor or {}).items():
         for key, named in uses.items():
-            if any(glob_match(name, glob) or glob_match(layer, glob) for name, layer in named):
+            if any(glob_match(name, glob) or layer is not None and glob_match(layer, glob) for name, layer in named):
                 out[key] = s
                 matched.add(glob)
     return out
@@ -254,7 +263,7 @@ def _overrides(spec: SparsitySpec, uses: dict, matched: set[str]) -> dict:
 
 def check_unmatched(spec: SparsitySpec, use: GlobUse, allow_unmatched: bool = False) -> list[str]:
     """After every capture path is annotated: ScorerError naming the per-tensor globs that matched no creditable
-    weight (§2.2: conv, linear and matmul weights, by tensor or layer name; a bias never is), or with
+    weight (§2.2: conv, linear, matmul and embedding weights, by tensor or layer name; a bias never is), or with
     ``allow_unmatched`` one warning note per such glob (``[]`` when all matched), as
     ``PrecisionPolicy.check_unmatched`` does for a precision config."""
     globs = [g for g in spec.per_tensor or () if g not in use.matched]
@@ -263,8 +272,8 @@ def check_unmatched(spec: SparsitySpec, use: GlobUse, allow_unmatched: bool = Fa
     names = [f"{name} ({layer})" if layer and not name.startswith(f"{layer}.") else name
              for name, layer in use.weights.items()]
     some = ", ".join(names[:6]) + (f", ... ({len(names)} weights)" if len(names) > 6 else "")
-    what = (f"no weight whose zeros are credited (conv, linear and matmul weights; biases and norm parameters "
-            f"stay dense), by tensor or layer name (weights: {some or 'none'})")
+    what = ("no weight whose zeros are credited (conv, linear, matmul and embedding weights; biases and norm "
+            f"parameters stay dense), by tensor or layer name (weights: {some or 'none'})")
     if not allow_unmatched:
         raise ScorerError(f"sparsity: glob(s) {', '.join(repr(g) for g in globs)} match {what}; fix the glob, or "
                           "pass --allow-unmatched (allow_unmatched=True) to ignore it")

@@ -84,6 +84,24 @@ def test_an_added_activation_costs_its_add_per_output(capture) -> None:
         assert (t["mults"], t["adds"]) == (8 * 16 + 8, 8 * 15 + 8), form
     t = score(ActivationBias("scaled"), input_shape=(1, 16), capture=capture).totals
     assert (t["mults"], t["adds"]) == (8 * 16 + 2 * 8 + 8, 8 * 15 + 8 + 8)
+    t = score(ActivationBias("addmm"), input_shape=(1, 16), capture=capture, rules="mit_han2019").totals
+    assert t["adds"] == 8 * 15 + 8  # the team's dot product adds the term too (its scalar x * 1.0 is free there)
+
+
+class IgnoredInput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(16, 8))
+
+    def forward(self, x):
+        return torch.addmm(x[:, :8] * 1.0, x, self.w, beta=0)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_addmm_with_beta_zero_adds_nothing(capture) -> None:
+    """beta = 0: torch ignores the input, so no add per output and no beta mult: 8 x 16 + 8 mults, 8 x 15 adds."""
+    t = score(IgnoredInput(), input_shape=(1, 16), capture=capture).totals
+    assert (t["mults"], t["adds"]) == (8 * 16 + 8, 8 * 15)
 
 
 def test_prelu_stores_its_slopes() -> None:

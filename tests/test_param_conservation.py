@@ -3,6 +3,8 @@ naming it; a parameter the forward never reads is listed in a note, not counted.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import pytest
 import torch
 import torch.nn as nn
@@ -312,12 +314,31 @@ class TensorInADict(nn.Module):
         return self.fc(x) * self.cfg["scale"]
 
 
+class TensorNestedInADict(TensorInADict):
+    """The scale under an int key, nested in a dict, or in a list in an OrderedDict."""
+
+    def __init__(self, form: str):
+        super().__init__()
+        t = self.cfg["scale"]
+        self.cfg = {"int": {0: t}, "nested": {"a": {"scale": t}}, "list": OrderedDict(a=[t])}[form]
+        self.form = form
+
+    def forward(self, x):
+        held = {"int": lambda c: c[0], "nested": lambda c: c["a"]["scale"], "list": lambda c: c["a"][0]}[self.form]
+        return self.fc(x) * held(self.cfg)
+
+
 @pytest.mark.parametrize("capture", CAPTURES)
 def test_a_tensor_in_a_dict_attribute_is_stored_on_every_path(capture: str) -> None:
-    """Needed for inference, so stored (§3.1), as cfg.scale, on every capture (export and dispatch left it out)."""
+    """Needed for inference, so stored (§3.1), as cfg.scale, on every capture (export and dispatch left it out),
+    also nested or under an int key."""
     rep = score(TensorInADict(), input_shape=(1, 4), capture=capture)
     assert rep.totals["params"] == 4 * 4 + 4 + 4
     assert any("cfg.scale" in n for n in rep.notes)
+    for form, name in (("int", "cfg.0"), ("nested", "cfg.a.scale"), ("list", "cfg.a.0")):
+        rep = score(TensorNestedInADict(form), input_shape=(1, 4), capture=capture)
+        assert rep.totals["params"] == 4 * 4 + 4 + 4, form
+        assert any(name in n for n in rep.notes), (form, rep.notes)
 
 
 class Pieces(nn.Module):

@@ -264,3 +264,6 @@ def test_a_dynamic_int8_lstm_is_refused_even_with_allow_unknown() -> None:
     for capture in ("auto", "dispatch"):
         with pytest.raises(ScorerError, match=r"rnn \(LSTM\).*packed int8"):
             score(m, input_shape=(1, 3, 8), capture=capture, allow_unknown=True)
+    table = nn.Sequential(nnq.Embedding(32, 8))  # a quantised table: packed the same way
+    with pytest.raises(ScorerError, match=r"0 \(Embedding\).*packed int8"):
+        score(table, example_inputs=(torch.tensor([1, 2]),), track="wikitext103", allow_unknown=True)

@@ -213,3 +213,72 @@ def test_a_tied_tensor_has_one_width(capture):
         rows = rep.layers.set_index("module")
         assert rows.loc["encoder", "param_bits"] == 1600 * 8, layer
         assert rows.loc["decoder", "mul_bits"] == 8, layer
+
+
+class TwoPathTied(nn.Module):
+    """A 32 x 8 table tied to the output layer; path "a" reads it through the embedding only, path "b" both."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb, self.out = nn.Embedding(32, 8), nn.Linear(8, 32, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, ids):
+        return self.out(self.emb(ids))
+
+    def paths(self):
+        return {"a": _EmbeddingOnly(self.emb), "b": self}
+
+
+class _EmbeddingOnly(nn.Module):
+    def __init__(self, emb):
+        super().__init__()
+        self.emb = emb
+
+    def forward(self, ids):
+        return self.emb(ids).sum(-1)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_one_sparsity_and_width_per_tensor_over_every_path(capture):
+    """The decision is per tensor over all paths, not per path: 'out' (path b only) sets the table's sparsity where
+    path a stores it (128 values x 32 bits + a 256-bit mask), and path b multiplies half of it (0.5 x 0.5 x 256
+    products per token); 'out': weight 8 stores it at 8 bits (256 x 8) though path a never reads 'out'."""
+    ids = torch.randint(0, 32, (1, 4))
+    kw = dict(example_inputs=(ids,), track="wikitext103", path_fractions={"a": 0.5, "b": 0.5}, capture=capture)
+    t = score(TwoPathTied(), sparsity={"out": 0.5}, **kw).totals
+    assert (t["param_bits"], t["mults"]) == (128 * 32 + 256, 0.5 * 128)
+    t = score(TwoPathTied(), precision={"default": {"weight": 32, "act": 32, "acc": 32},
+                                        "layers": {"out": {"weight": 8}}}, **kw).totals
+    assert t["param_bits"] == 256 * 8
+
+
+@pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
+def test_the_last_layer_setting_a_tied_width_wins(capture):
+    """Two layers set the table's width: the one that runs last (the decoder) gives it, whatever the config's order
+    (README: in the order the layers first run): 1600 x 4 stored, the decoder multiplying at max(4, 32-bit act)."""
+    for layers in ({"encoder": {"weight": 8}, "decoder": {"weight": 4}},
+                   {"decoder": {"weight": 4}, "encoder": {"weight": 8}}):
+        rep = score(TiedLM(), (1, 1), input_dtype="long", track="wikitext103", capture=capture,
+                    precision={"default": {"weight": 32, "act": 32, "acc": 32}, "layers": layers})
+        assert rep.layers.set_index("module").loc["encoder", "param_bits"] == 1600 * 4
+
+
+class TiedWithRootProduct(TiedLM):
+    """The tied LM whose root also multiplies by a 16 x 16 matrix of its own (a layer named '')."""
+
+    def __init__(self):
+        super().__init__()
+        self.P = nn.Parameter(torch.randn(100, 16))
+
+    def forward(self, tokens):
+        return super().forward(tokens) @ self.P
+
+
+def test_a_root_glob_does_not_reach_a_tied_tables_aliases():
+    """'' names the root layer (its own product with P), not the tied table's second name: P half sparse (800 of
+    1600), the table dense."""
+    rep = score(TiedWithRootProduct(), (1, 1), input_dtype="long", track="wikitext103", sparsity={"": 0.5})
+    rows = rep.layers[rep.layers.weight_numel > 0].set_index("module")
+    assert rows.loc["", "nonzeros"] == 800 and rows.loc["encoder", "nonzeros"] == 1600

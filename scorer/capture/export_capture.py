@@ -22,7 +22,7 @@ from torch.fx.experimental.symbolic_shapes import ShapeEnv
 from torch.overrides import TorchFunctionMode
 
 from scorer.capture.fx_capture import FxCapture, item_of
-from scorer.capture.guard import attribute_tensors, module_walk, substituted
+from scorer.capture.guard import attribute_tensors, module_at, module_walk, substituted
 from scorer.ops import is_whole, translate
 from scorer.ops.attention import QUIET_MODULES, WHOLE_ATEN
 from scorer.ops.call import make_call, out_producers
@@ -320,7 +320,9 @@ def _check_quantisers_seen(called: set[int], modules: dict[str, nn.Module], node
     if not called:
         return
     seen = {_module_path(path) for node in nodes for path, _ in (node.meta.get("nn_module_stack") or {}).values()}
-    lost = [path for path, m in modules.items() if id(m) in called and path not in seen]
+    # by identity: a module held under two names runs under the name it was called by
+    ran = {id(m) for m in (modules.get(path) or module_at(modules[""], path) for path in seen) if m is not None}
+    lost = [path for path, m in modules.items() if id(m) in called and id(m) not in ran]
     if lost:
         mod = modules[lost[0]]
         raise ValueError(f"the activation quantiser {lost[0]} ({type(mod).__name__}, {quant_bits(mod)} bits) computes "

@@ -17,7 +17,7 @@ import contextlib
 import operator
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -34,6 +34,8 @@ _NOT_TENSORS = frozenset((bool, int, float, str, tuple, type(None), dict, Ordere
 _TENSOR_OR_NONE = frozenset((torch.Tensor, nn.Parameter, type(None)))
 #: The tables ``nn.Module`` keeps in its ``__dict__`` (parameters, buffers, submodules).
 _MODULE_TABLES = frozenset(("_parameters", "_buffers", "_modules"))
+#: Containers whose items ``attribute_tensors`` reads (``_held``).
+_CONTAINERS = frozenset((list, tuple, dict, OrderedDict))
 _MISSING = object()
 _NO_TORCH_FUNCTION = torch._C.DisableTorchFunction
 _INFERENCE_MODE = torch._C._InferenceMode
@@ -69,6 +71,15 @@ def module_walk(model: nn.Module) -> list[tuple[str, nn.Module]]:
 _NAMED_MODULES = nn.Module.named_modules
 
 
+def module_at(model: nn.Module | None, path: str) -> nn.Module | None:
+    """The module at dotted ``path`` of ``model``, by any of its names (``named_modules()`` gives a module held
+    twice under its first only), or None."""
+    mod: object = model
+    for part in path.split(".") if path else ():
+        mod = mod._modules.get(part) if isinstance(mod, nn.Module) else None
+    return mod if isinstance(mod, nn.Module) else None
+
+
 def modules_of(model: nn.Module) -> list[nn.Module]:
     """``list(model.modules())``, as ``nn.Module`` walks them (a third of the time)."""
     return [m for _, m in module_walk(model)]
@@ -101,17 +112,11 @@ def attribute_tensors(walked: list[tuple[str, nn.Module]]) -> dict[int, Attribut
     found: dict[int, AttributeTensor] = {}
     for path, m in walked:
         for k, v in m.__dict__.items():
-            # a tensor, or the tensors of a list or tuple (``self.cs = (cos, sin)``: ``cs.0``, ``cs.1``) or of a
-            # dict (``self.cfg = {"mask": m}``: ``cfg.mask``; not the module's own tables)
-            if type(v) in (list, tuple):
-                items: Iterable = ((f"{k}.{i}", x) for i, x in enumerate(v))
-            elif type(v) is dict and k not in _MODULE_TABLES:
-                items = ((f"{k}.{key}", x) for key, x in v.items() if type(key) is str)
-            elif type(v) not in _NOT_TENSORS:
-                items = ((k, v),)
-            else:
+            # a tensor, or the tensors of a list, tuple or dict (``self.cs = (cos, sin)``: ``cs.0``, ``cs.1``;
+            # ``self.cfg = {"mask": m}``: ``cfg.mask``), nested too; not the module's own tables
+            if type(v) in _NOT_TENSORS and type(v) not in _CONTAINERS or k in _MODULE_TABLES:
                 continue
-            for key, t in items:
+            for key, t in _held(k, v):
                 if isinstance(t, torch.Tensor) and id(t) not in tabled and id(t) not in found:
                     name = f"{path}.{key}" if path else key
                     found[id(t)] = AttributeTensor(name, name, t, False)
@@ -130,6 +135,19 @@ def attribute_tensors(walked: list[tuple[str, nn.Module]]) -> dict[int, Attribut
         else:
             found[key] = AttributeTensor(a.path, *owner)
     return found
+
+
+def _held(name: str, v: object, depth: int = 0) -> Iterator[tuple[str, object]]:
+    """``(name, v)``, or for a list, tuple or dict the same for each item it holds, named ``name.i`` / ``name.key``
+    (three levels deep at most)."""
+    if isinstance(v, (list, tuple)) and depth < 3:
+        for i, x in enumerate(v):
+            yield from _held(f"{name}.{i}", x, depth + 1)
+    elif isinstance(v, dict) and depth < 3:
+        for key, x in v.items():
+            yield from _held(f"{name}.{key}", x, depth + 1)
+    else:
+        yield name, v
 
 
 def _memory(t: torch.Tensor) -> tuple[int, int, int]:

@@ -144,14 +144,17 @@ def linear(call: Call) -> Op:
         return call.op("linear", ws, acts=call.acts[:1], attrs=attrs)
     if call.base == "addmm" or call.target is torch.addmm:
         b, x, w = call.args[0], call.args[1], call.args[2]
-        # beta·b + alpha·(x @ w): one mult per output for each factor that is not 1
-        scalings = sum(call.value(i, key, 1) != 1 for i, key in ((3, "beta"), (4, "alpha")))
+        # beta·b + alpha·(x @ w): one mult per output for each factor that is not 1; beta = 0 ignores b
+        beta, alpha = call.value(3, "beta", 1), call.value(4, "alpha", 1)
+        added = beta != 0
+        scalings = int(added and beta != 1) + int(alpha != 1)
+        bias = call.stored(b, "bias") if added else []
         if w.param is None:  # b + x @ y with y computed: a matmul with a bias
-            weights = call.stored(x, "weight") + call.stored(w, "weight") + call.stored(b, "bias")
+            weights = call.stored(x, "weight") + call.stored(w, "weight") + bias
             return call.op("matmul", weights, acts=[v for v in (x, w) if v.is_activation],
-                           attrs={"vector_len": x.shape[-1], "has_bias": True, "scalings": scalings})
-        attrs = {"vector_len": x.shape[-1], "out_features": call.out_shape[-1], "has_bias": True, "scalings": scalings}
-        return call.op("linear", call.stored(w, "weight") + call.stored(b, "bias"), acts=[x], attrs=attrs)
+                           attrs={"vector_len": x.shape[-1], "has_bias": added, "scalings": scalings})
+        attrs = {"vector_len": x.shape[-1], "out_features": call.out_shape[-1], "has_bias": added, "scalings": scalings}
+        return call.op("linear", call.stored(w, "weight") + bias, acts=[x], attrs=attrs)
     x, w, b = call.args[0], call.args[1], call.arg(2, "bias")
     has_bias = isinstance(b, Val) and b.is_tensor
     attrs = {"vector_len": w.shape[-1], "out_features": w.shape[0], "has_bias": has_bias}
