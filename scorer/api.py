@@ -562,6 +562,8 @@ def _refuse_unscorable(modules: dict[str, nn.Module]) -> None:
     """ScorerError naming the lazy modules (``nn.LazyLinear``, ...) whose parameters have no shape yet: only a
     forward pass on real data gives them one, and a count needs it; or the torch.ao layers whose packed int8 weights
     no capture reads (dynamic LSTM/GRU, quantised embeddings: ``--allow-unknown`` would zero their storage too)."""
+    if not any(issubclass(t, (_LAZY, *_PACKED_UNREAD)) for t in set(map(type, modules.values()))):
+        return
     lazy, packed = [], []
     for name, m in modules.items():
         if isinstance(m, _LAZY) and m.has_uninitialized_params():  # type: ignore[operator]

@@ -28,7 +28,6 @@ from scorer.errors import ScorerError
 from scorer.globs import glob_match, is_literal
 from scorer.ops import quant_bits
 from scorer.ops.call import keeps_module_lookup, module_attr
-from scorer.sparsity import tensor_key
 
 _SECTIONS = ("default", "layers")
 _DEFAULT_KEYS = ("weight", "act", "acc", "input")
@@ -230,6 +229,8 @@ def _dtype_bits(t: object) -> int:
 
 
 _DTYPE_BITS: dict[torch.dtype, int] = {}
+_PLAIN_TENSORS = (torch.Tensor, nn.Parameter)
+_FLOAT32 = torch.float32
 
 
 _MULTIPLIED_ROLES = frozenset({"weight", "operand", "prelu_weight", "scale"})
@@ -259,6 +260,8 @@ def _layer_bits(policy: PrecisionPolicy, module: str, mod: nn.Module | None, pla
 def _stored_bits(t: object, bits: int) -> int:
     """The width a parameter ``t`` at ``bits`` is stored at when its own dtype may lower it: the narrower of the
     two (a float16 bias at 16 bits; official_rules.md §2.2, §3.2: parameters count at their stored width)."""
+    if bits <= 32 and type(t) in _PLAIN_TENSORS and t.dtype is _FLOAT32:  # the usual parameter: bits
+        return bits
     stored = _dtype_bits(t)
     return stored if stored < bits else bits
 
@@ -274,7 +277,7 @@ def tied_widths(paths: list[tuple[list[Op], Mapping[str, nn.Module]]], policy: P
         for op in ops:
             for w in op.weights:
                 if w.role in _WEIGHT_ROLES:
-                    key = tensor_key(w)
+                    key = w.ident if w.ident is not None else w.name  # sparsity.tensor_key, inlined (per call)
                     held = first.setdefault(key, (i, op.module))
                     if held[1] != op.module:
                         readers.setdefault(key, {held: None})[(i, op.module)] = None
@@ -317,18 +320,14 @@ def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, 
     mul_override, add_override = policy.mul_bits_override, policy.add_bits_override
     per_layer: dict[str, tuple] = {}  # what a layer's config and attributes say, read once per layer
     plain: dict[type, bool] = {}
-
-    def layer_of(module: str) -> tuple:
-        layer = per_layer.get(module)
-        if layer is None:
-            mod = modules.get(module) if read_model else None
-            layer = per_layer[module] = _layer_bits(policy, module, mod, plain)
-        return layer
-
     if tied is None:
         tied = tied_widths([(ops, modules)], policy)
     for op in ops:
-        wbits, by_dtype, bias_bits, bias_by_dtype, act, acc, _ = layer_of(op.module)
+        layer = per_layer.get(op.module)
+        if layer is None:
+            mod = modules.get(op.module) if read_model else None
+            layer = per_layer[op.module] = _layer_bits(policy, op.module, mod, plain)
+        wbits, by_dtype, bias_bits, bias_by_dtype, act, acc, _ = layer
         multiplied = []
         if op.weights:
             if by_dtype:
@@ -337,7 +336,7 @@ def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, 
                     wbits = min(stored)
             for w in op.weights:
                 if w.role in _WEIGHT_ROLES:
-                    w.bits = tied.get(tensor_key(w), wbits) if tied else wbits
+                    w.bits = tied.get(w.ident if w.ident is not None else w.name, wbits) if tied else wbits
                 else:  # a bias, a norm's scale and shift, a PReLU slope: each at its own dtype's width
                     w.bits = _stored_bits(w.tensor, bias_bits) if bias_by_dtype else bias_bits
                 if w.role in _MULTIPLIED_ROLES:

@@ -193,7 +193,7 @@ def annotate_sparsity(paths: list[list[Op]], spec: SparsitySpec, measured: dict 
     for ops in paths:
         for op in ops:
             for w in op.weights:
-                key = tensor_key(w)
+                key = w.ident if w.ident is not None else w.name  # tensor_key, inlined (per weight, per call)
                 credit = creditable(op, w)
                 refs.append((w, key, credit, op.module))
                 if credit:
