@@ -98,9 +98,11 @@ def _only_consumer(ctx: RuleContext, producer: str, consumer: str) -> bool:
 
 
 def bias_adds(op: Op, bias: WeightRef | None) -> float:
-    """One add per output of a dot product for its added term: a stored bias, or an activation added in the same
-    call (``addmm(h, x, W)``, ``attrs["has_bias"]``); official_rules.md §2.2."""
-    return op.out_numel if bias is not None or op.attrs.get("has_bias") else 0.0
+    """One add per output of a dot product for its added term: ``attrs["has_bias"]`` where the extractor says
+    (an activation added in the same call, ``addmm(h, x, W)``; none for ``addmm``'s beta = 0, whose stored input
+    torch ignores), else a stored bias; official_rules.md §2.2."""
+    added = op.attrs.get("has_bias")
+    return op.out_numel if (bias is not None if added is None else added) else 0.0
 
 
 def scaling_mults(op: Op) -> float:

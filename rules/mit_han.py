@@ -98,7 +98,8 @@ class MitHan2019(Micronet2019):
     # ----------------------------------------------------------------- dot products (§2.5, cell 4 "matmuls")
     def dot_product(self, op: Op, ctx: RuleContext) -> Cost:
         """n mults and n−1 adds per output, dense, + 1 add per output for a bias (§2.5, cell 4: ``h1·h2`` mults,
-        ``(h1 − 1)·h2 + h2`` adds); weight and bias stored with masks."""
+        ``(h1 − 1)·h2 + h2`` adds) or an added activation, + 1 mult per output per scaling factor (``addmm``'s
+        alpha, beta: ``rules.base.scaling_mults``); weight and bias stored with masks."""
         w, b = op.weight("weight"), op.weight("bias")
         n = op.attrs["vector_len"]
         outputs = op.out_numel

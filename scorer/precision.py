@@ -271,33 +271,31 @@ def tied_widths(paths: list[tuple[list[Op], Mapping[str, nn.Module]]], policy: P
     each path's ops and modules): the width of the last of those layers, in the order they first run, that sets
     one (a config's ``weight``, ``weight_bits``, a QAT weight quantiser); stored and multiplied at it by every
     layer. Tensor key -> bits; empty without such a tensor (``annotate_bits`` then reads each layer's)."""
-    first: dict = {}  # tensor key -> the first (path, layer) reading it
-    readers: dict = {}  # tensor key -> every (path, layer) reading it, for the tensors of several layers
+    first: dict = {}  # tensor key -> the first layer reading it
+    readers: dict = {}  # tensor key -> every layer reading it, for the tensors of several layers
+    where: dict[str, int] = {}  # layer -> the first path it runs in (whose modules hold it), in run order
     for i, (ops, _) in enumerate(paths):
         for op in ops:
+            where.setdefault(op.module, i)
             for w in op.weights:
                 if w.role in _WEIGHT_ROLES:
                     key = w.ident if w.ident is not None else w.name  # sparsity.tensor_key, inlined (per call)
-                    held = first.setdefault(key, (i, op.module))
-                    if held[1] != op.module:
-                        readers.setdefault(key, {held: None})[(i, op.module)] = None
+                    held = first.setdefault(key, op.module)
+                    if held != op.module:
+                        readers.setdefault(key, {held: None})[op.module] = None
     if not readers:
         return {}
     plain: dict[type, bool] = {}
     read = policy.read_model_bits
-
-    def layer_of(reader: tuple[int, str]) -> tuple:
-        i, module = reader
-        mod = paths[i][1].get(module) if read else None
-        return _layer_bits(policy, module, mod, plain)
-
-    order = {m: n for n, m in enumerate(dict.fromkeys((i, op.module) for i, (ops, _) in enumerate(paths)
-                                                      for op in ops))}
+    order = {m: n for n, m in enumerate(where)}
     out = {}
     for key, layers in readers.items():
-        explicit = [r for r in sorted(layers, key=order.__getitem__) if layer_of(r)[6]]
-        if explicit:
-            out[key] = layer_of(explicit[-1])[0]
+        for module in sorted(layers, key=order.__getitem__, reverse=True):  # the last to run first
+            mod = paths[where[module]][1].get(module) if read else None
+            widths = _layer_bits(policy, module, mod, plain)
+            if widths[6]:
+                out[key] = widths[0]
+                break
     return out
 
 

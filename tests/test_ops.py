@@ -97,11 +97,23 @@ class IgnoredInput(nn.Module):
         return torch.addmm(x[:, :8] * 1.0, x, self.w, beta=0)
 
 
+class IgnoredBias(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w, self.b = nn.Parameter(torch.randn(16, 8)), nn.Parameter(torch.randn(8))
+
+    def forward(self, x):
+        return torch.addmm(self.b, x, self.w, beta=0)
+
+
 @pytest.mark.parametrize("capture", ["fx", "export", "dispatch"])
 def test_addmm_with_beta_zero_adds_nothing(capture) -> None:
-    """beta = 0: torch ignores the input, so no add per output and no beta mult: 8 x 16 + 8 mults, 8 x 15 adds."""
+    """beta = 0: torch ignores the input, so no add per output and no beta mult: 8 x 16 (+ 8 for h) mults, 8 x 15
+    adds; a parameter input is still stored (the forward reads it): 128 + 8 parameters."""
     t = score(IgnoredInput(), input_shape=(1, 16), capture=capture).totals
     assert (t["mults"], t["adds"]) == (8 * 16 + 8, 8 * 15)
+    t = score(IgnoredBias(), input_shape=(1, 16), capture=capture).totals
+    assert (t["mults"], t["adds"], t["params"]) == (8 * 16, 8 * 15, 128 + 8)
 
 
 def test_prelu_stores_its_slopes() -> None:

@@ -369,3 +369,20 @@ def test_a_lazy_module_not_run_yet_is_refused_by_name() -> None:
         score(model, input_shape=(1, 3))
     model(torch.zeros(1, 3))  # now 4 -> 5
     assert score(model, input_shape=(1, 3)).totals["params"] == 3 * 4 + 4 + 4 * 5 + 5
+
+
+class ScalesItsDictTensor(TensorInADict):
+    """A forward that changes the tensor its dict holds in place."""
+
+    def forward(self, x):
+        self.cfg["scale"].mul_(2)
+        return self.fc(x) * self.cfg["scale"]
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_a_tensor_held_in_a_dict_is_put_back(capture: str) -> None:
+    """score() leaves the model as it was: export ran the in-place update for real on the dict's tensor."""
+    model = ScalesItsDictTensor()
+    before = model.cfg["scale"].clone()
+    score(model, input_shape=(1, 4), capture=capture)
+    assert torch.equal(model.cfg["scale"], before)

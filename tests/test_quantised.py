@@ -264,6 +264,37 @@ def test_a_dynamic_int8_lstm_is_refused_even_with_allow_unknown() -> None:
     for capture in ("auto", "dispatch"):
         with pytest.raises(ScorerError, match=r"rnn \(LSTM\).*packed int8"):
             score(m, input_shape=(1, 3, 8), capture=capture, allow_unknown=True)
-    table = nn.Sequential(nnq.Embedding(32, 8))  # a quantised table: packed the same way
-    with pytest.raises(ScorerError, match=r"0 \(Embedding\).*packed int8"):
-        score(table, example_inputs=(torch.tensor([1, 2]),), track="wikitext103", allow_unknown=True)
+    for cls in (nnq.Embedding, nnq.EmbeddingBag):  # quantised tables: packed the same way
+        with pytest.raises(ScorerError, match=rf"0 \({cls.__name__}\).*packed int8"):
+            score(nn.Sequential(cls(32, 8)), example_inputs=(torch.tensor([1, 2]),), track="wikitext103",
+                  allow_unknown=True)
+
+
+class MarkedTwice(Marked):
+    """The marker called by a second name (``self.q2 = self.q``), which torch.export runs on a copy."""
+
+    def __init__(self, computes: bool):
+        super().__init__()
+        if computes:
+            self.q = ClampingMarker(4)
+        self.q2 = self.q
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.q2(self.a(x)))
+
+
+class ClampingMarker(WidthMarker):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(x, -1, 1)
+
+
+def test_a_quantiser_called_by_its_second_name() -> None:
+    """Its 4 bits reach the second conv on every capture that scores it; export, which once dropped them silently
+    (32), records a computing one by either name and refuses an identity one."""
+    precision = {"default": {"weight": 4, "act": 32, "acc": 32}}
+    for computes in (True, False):
+        for path in ("fx", "dispatch", "auto") + (("export",) if computes else ()):
+            rep = score(MarkedTwice(computes), input_shape=(1, 3, 4, 4), capture=path, precision=precision)
+            assert rep.layers[rep.layers["kind"] == "conv"]["mul_bits"].tolist() == [32, 4], (computes, path)
+    with pytest.raises(CaptureError, match="computes nothing torch.export records"):
+        score(MarkedTwice(False), input_shape=(1, 3, 4, 4), capture="export", precision=precision)

@@ -282,3 +282,39 @@ def test_a_root_glob_does_not_reach_a_tied_tables_aliases():
     rep = score(TiedWithRootProduct(), (1, 1), input_dtype="long", track="wikitext103", sparsity={"": 0.5})
     rows = rep.layers[rep.layers.weight_numel > 0].set_index("module")
     assert rows.loc["", "nonzeros"] == 800 and rows.loc["encoder", "nonzeros"] == 1600
+
+
+class TiedThrice(nn.Module):
+    """A 32 x 8 table read by emb, out1 and out2; path "short" runs emb -> out1, path "full" emb -> out1 -> out2."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.out1, self.out2 = nn.Embedding(32, 8), nn.Linear(8, 32, bias=False), nn.Linear(8, 32, bias=False)
+        self.out1.weight = self.out2.weight = self.emb.weight
+
+    def forward(self, ids):
+        return self.out2(self.out1(self.emb(ids))[..., :8])
+
+    def paths(self):
+        return {"full": self, "short": _Short(self)}
+
+
+class _Short(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.emb, self.out1 = net.emb, net.out1
+
+    def forward(self, ids):
+        return self.out1(self.emb(ids))
+
+
+def test_a_tied_width_follows_the_run_order_whatever_the_paths():
+    """out2 runs last (README: in the order the layers first run), so its 4 bits are the table's (256 x 4), with one
+    path or two; a layer running again in a later path does not move it (it gave out1's 8)."""
+    precision = {"default": {"weight": 32, "act": 32, "acc": 32},
+                 "layers": {"out1": {"weight": 8}, "out2": {"weight": 4}}}
+    ids = torch.randint(0, 32, (1, 4))
+    for fractions in (None, {"full": 0.5, "short": 0.5}):
+        t = score(TiedThrice(), example_inputs=(ids,), track="wikitext103", precision=precision,
+                  path_fractions=fractions).totals
+        assert t["param_bits"] == 256 * 4, fractions

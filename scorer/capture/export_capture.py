@@ -132,7 +132,7 @@ def _whole_call(node: torch.fx.Node, modules: dict[str, nn.Module]) -> tuple[str
     its torch.ao output observer (``activation_post_process``, run by a hook after it) are not part of it."""
     for key, (path, _) in (node.meta.get("nn_module_stack") or {}).items():
         path = _module_path(path)
-        mod = modules.get(path)
+        mod = modules.get(path) or module_at(modules.get(""), path)  # also a module's second name
         if mod is not None and is_whole(mod):
             observer = f"{path}.activation_post_process" if path else "activation_post_process"
             if _layer(node) == observer or _layer(node).startswith(observer + "."):
@@ -206,9 +206,14 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
     quantisers: set[int] = set()
     me = threading.get_ident()
 
+    ran_model = []  # the model's own forward ran (else torch.export ran a copy of it, unseen by identity)
+
     def note_quantiser(mod: nn.Module, _args: object) -> None:
-        if id(mod) in widths and threading.get_ident() == me:
-            quantisers.add(id(mod))
+        if widths and threading.get_ident() == me:
+            if id(mod) in widths:
+                quantisers.add(id(mod))
+            elif mod is model:
+                ran_model.append(mod)
 
     hook = nn.modules.module.register_module_forward_pre_hook(note_quantiser)
     try:
@@ -241,7 +246,8 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
 
     def flush() -> None:
         if region_key is not None:
-            new = _whole_ops(region, modules[region_key[1]], region_key[1], env, mutated)
+            path = region_key[1]
+            new = _whole_ops(region, modules.get(path) or module_at(model, path), path, env, mutated)
             ops.extend(new)
             used.update(w.name for o in new for w in o.weights)
         region.clear()
@@ -310,6 +316,10 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
                 env[node] = Val(meta=meta_of(out), producer=out_producers(call, new, 1)[0])
             if new and call.in_place:
                 _rebind_base(node, env, new[-1])
+    if widths and not ran_model:
+        # torch.export ran a copy (of a GraphModule, of a model holding a module under two names): every quantiser
+        # counts as called, so one that left no node is refused (an unused one too)
+        quantisers = widths
     _check_quantisers_seen(quantisers, modules, ep.graph_module.graph.nodes)
     return FxCapture(ops, "export", used, read)
 

@@ -32,10 +32,10 @@ _TABLES = frozenset((dict, OrderedDict, set))
 #: Types of most of a module's attribute values, none of them a tensor (no ``isinstance`` call for them).
 _NOT_TENSORS = frozenset((bool, int, float, str, tuple, type(None), dict, OrderedDict, set))
 _TENSOR_OR_NONE = frozenset((torch.Tensor, nn.Parameter, type(None)))
-#: The tables ``nn.Module`` keeps in its ``__dict__`` (parameters, buffers, submodules).
-_MODULE_TABLES = frozenset(("_parameters", "_buffers", "_modules"))
-#: Containers whose items ``attribute_tensors`` reads (``_held``).
-_CONTAINERS = frozenset((list, tuple, dict, OrderedDict))
+#: The attributes every ``nn.Module`` sets on itself (its tables of parameters, buffers, submodules, hooks, ...).
+_MODULE_KEYS = frozenset(nn.Module().__dict__)
+#: Types that hold no tensor (containers of them are passed over: ``held_tensors``).
+_SCALARS = frozenset((bool, int, float, str, type(None)))
 _MISSING = object()
 _NO_TORCH_FUNCTION = torch._C.DisableTorchFunction
 _INFERENCE_MODE = torch._C._InferenceMode
@@ -113,11 +113,11 @@ def attribute_tensors(walked: list[tuple[str, nn.Module]]) -> dict[int, Attribut
     for path, m in walked:
         for k, v in m.__dict__.items():
             # a tensor, or the tensors of a list, tuple or dict (``self.cs = (cos, sin)``: ``cs.0``, ``cs.1``;
-            # ``self.cfg = {"mask": m}``: ``cfg.mask``), nested too; not the module's own tables
-            if type(v) in _NOT_TENSORS and type(v) not in _CONTAINERS or k in _MODULE_TABLES:
+            # ``self.cfg = {"mask": m}``: ``cfg.mask``), nested too; not nn.Module's own tables (hooks, ...)
+            if type(v) in _SCALARS or k in _MODULE_KEYS:
                 continue
-            for key, t in _held(k, v):
-                if isinstance(t, torch.Tensor) and id(t) not in tabled and id(t) not in found:
+            for key, t in held_tensors(k, v):
+                if id(t) not in tabled and id(t) not in found:
                     name = f"{path}.{key}" if path else key
                     found[id(t)] = AttributeTensor(name, name, t, False)
     if not found:
@@ -137,17 +137,20 @@ def attribute_tensors(walked: list[tuple[str, nn.Module]]) -> dict[int, Attribut
     return found
 
 
-def _held(name: str, v: object, depth: int = 0) -> Iterator[tuple[str, object]]:
-    """``(name, v)``, or for a list, tuple or dict the same for each item it holds, named ``name.i`` / ``name.key``
-    (three levels deep at most)."""
-    if isinstance(v, (list, tuple)) and depth < 3:
-        for i, x in enumerate(v):
-            yield from _held(f"{name}.{i}", x, depth + 1)
-    elif isinstance(v, dict) and depth < 3:
-        for key, x in v.items():
-            yield from _held(f"{name}.{key}", x, depth + 1)
-    else:
+def held_tensors(name: str, v: object, depth: int = 0) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(name, v)`` for a tensor ``v``, or the same for each tensor a list, tuple or dict ``v`` holds, named
+    ``name.i`` / ``name.key``, three levels deep at most (a deeper one is not found); containers of plain numbers
+    and strings are passed over at once."""
+    if isinstance(v, torch.Tensor):
         yield name, v
+    elif depth < 3 and isinstance(v, (list, tuple)):
+        if not _SCALARS.issuperset(map(type, v)):
+            for i, x in enumerate(v):
+                yield from held_tensors(f"{name}.{i}", x, depth + 1)
+    elif depth < 3 and isinstance(v, dict):
+        if not _SCALARS.issuperset(map(type, v.values())):
+            for key, x in v.items():
+                yield from held_tensors(f"{name}.{key}", x, depth + 1)
 
 
 def _memory(t: torch.Tensor) -> tuple[int, int, int]:
@@ -199,8 +202,8 @@ def preserved(model: nn.Module, walked: list[tuple[str, nn.Module]] | None = Non
     """Restore every module's ``__dict__`` and tables and every tensor's ``requires_grad`` on exit; yields the
     modules (``model.modules()``, as walked on entry).
 
-    Tensor attributes that are neither parameters nor buffers (fx and torch.export may run in-place ops
-    on them for real) are copied first, up to ``PLAIN_COPY_LIMIT`` bytes, and put back if changed. A tensor
+    Tensor attributes that are neither parameters nor buffers, also those held in a list, tuple or dict attribute
+    (fx and torch.export may run in-place ops on them for real), are copied first, up to ``PLAIN_COPY_LIMIT`` bytes, and put back if changed. A tensor
     changed in place without a copy raises CaptureError: it cannot be undone, so it is not passed over.
     ``walked``: ``module_walk(model)`` when the caller has it.
     """
@@ -216,13 +219,18 @@ def preserved(model: nn.Module, walked: list[tuple[str, nn.Module]] | None = Non
         live = m.__dict__
         attrs = live.copy()
         attr_tensors = None
-        for v in attrs.values():
+        for k, v in attrs.items():
             tp = type(v)
             if tp in _TABLES:
                 if v:
                     keep_full((v, v.copy()))
+                    if tp is not set and k not in _MODULE_KEYS:  # a user's dict: the tensors it holds
+                        attr_tensors = [*(attr_tensors or ()), *(t for _, t in held_tensors(k, v))]
                 else:
                     keep_empty(v)
+            elif tp is tuple or tp is list:
+                if v and not _SCALARS.issuperset(map(type, v)):  # the tensors a list or tuple holds
+                    attr_tensors = [*(attr_tensors or ()), *(t for _, t in held_tensors(k, v))]
             elif tp not in _NOT_TENSORS and isinstance(v, torch.Tensor):
                 attr_tensors = [*(attr_tensors or ()), v]
         keep((live, attrs))

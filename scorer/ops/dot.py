@@ -146,9 +146,9 @@ def linear(call: Call) -> Op:
         b, x, w = call.args[0], call.args[1], call.args[2]
         # beta·b + alpha·(x @ w): one mult per output for each factor that is not 1; beta = 0 ignores b
         beta, alpha = call.value(3, "beta", 1), call.value(4, "alpha", 1)
-        added = beta != 0
+        added = beta != 0  # a parameter b is stored all the same: the forward reads it
         scalings = int(added and beta != 1) + int(alpha != 1)
-        bias = call.stored(b, "bias") if added else []
+        bias = call.stored(b, "bias")
         if w.param is None:  # b + x @ y with y computed: a matmul with a bias
             weights = call.stored(x, "weight") + call.stored(w, "weight") + bias
             return call.op("matmul", weights, acts=[v for v in (x, w) if v.is_activation],
