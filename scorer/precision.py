@@ -273,10 +273,8 @@ def tied_widths(paths: list[tuple[list[Op], Mapping[str, nn.Module]]], policy: P
     layer. Tensor key -> bits; empty without such a tensor (``annotate_bits`` then reads each layer's)."""
     first: dict = {}  # tensor key -> the first layer reading it
     readers: dict = {}  # tensor key -> every layer reading it, for the tensors of several layers
-    where: dict[str, int] = {}  # layer -> the first path it runs in (whose modules hold it), in run order
-    for i, (ops, _) in enumerate(paths):
+    for ops, _ in paths:
         for op in ops:
-            where.setdefault(op.module, i)
             for w in op.weights:
                 if w.role in _WEIGHT_ROLES:
                     key = w.ident if w.ident is not None else w.name  # sparsity.tensor_key, inlined (per call)
@@ -285,6 +283,10 @@ def tied_widths(paths: list[tuple[list[Op], Mapping[str, nn.Module]]], policy: P
                         readers.setdefault(key, {held: None})[op.module] = None
     if not readers:
         return {}
+    where: dict[str, int] = {}  # layer -> the first path it runs in (whose modules hold it), in run order
+    for i, (ops, _) in enumerate(paths):
+        for op in ops:
+            where.setdefault(op.module, i)
     plain: dict[type, bool] = {}
     read = policy.read_model_bits
     order = {m: n for n, m in enumerate(where)}

@@ -34,6 +34,8 @@ _NOT_TENSORS = frozenset((bool, int, float, str, tuple, type(None), dict, Ordere
 _TENSOR_OR_NONE = frozenset((torch.Tensor, nn.Parameter, type(None)))
 #: The attributes every ``nn.Module`` sets on itself (its tables of parameters, buffers, submodules, hooks, ...).
 _MODULE_KEYS = frozenset(nn.Module().__dict__)
+#: The containers whose tensors ``preserved`` keeps (``held_tensors``).
+_CONTAINERS = frozenset((list, tuple, dict, OrderedDict))
 #: Types that hold no tensor (containers of them are passed over: ``held_tensors``).
 _SCALARS = frozenset((bool, int, float, str, type(None)))
 _MISSING = object()
@@ -202,8 +204,9 @@ def preserved(model: nn.Module, walked: list[tuple[str, nn.Module]] | None = Non
     """Restore every module's ``__dict__`` and tables and every tensor's ``requires_grad`` on exit; yields the
     modules (``model.modules()``, as walked on entry).
 
-    Tensor attributes that are neither parameters nor buffers, also those held in a list, tuple or dict attribute
-    (fx and torch.export may run in-place ops on them for real), are copied first, up to ``PLAIN_COPY_LIMIT`` bytes, and put back if changed. A tensor
+    Tensor attributes that are neither parameters nor buffers, also those a user's module (not torch's own
+    layers) holds in a list, tuple or dict attribute (fx and torch.export may run in-place ops on them for real),
+    are copied first, up to ``PLAIN_COPY_LIMIT`` bytes, and put back if changed. A tensor
     changed in place without a copy raises CaptureError: it cannot be undone, so it is not passed over.
     ``walked``: ``module_walk(model)`` when the caller has it.
     """
@@ -215,24 +218,29 @@ def preserved(model: nn.Module, walked: list[tuple[str, nn.Module]] | None = Non
     found: list = []  # each module's parameters and buffers (None included), then its tensor attributes
     at_attr: list[int] = []  # where tensor attributes are in ``found``
     keep, keep_full, keep_empty = saved.append, full.append, empty.append
+    users: dict[type, bool] = {}  # class -> whether its forward is the user's (torch's never changes a container)
     for _, m in walked:
         live = m.__dict__
         attrs = live.copy()
         attr_tensors = None
-        for k, v in attrs.items():
+        cls = type(m)
+        user = users.get(cls)
+        if user is None:
+            user = users[cls] = not cls.__module__.startswith("torch.")
+        for v in attrs.values():
             tp = type(v)
             if tp in _TABLES:
                 if v:
                     keep_full((v, v.copy()))
-                    if tp is not set and k not in _MODULE_KEYS:  # a user's dict: the tensors it holds
-                        attr_tensors = [*(attr_tensors or ()), *(t for _, t in held_tensors(k, v))]
                 else:
                     keep_empty(v)
-            elif tp is tuple or tp is list:
-                if v and not _SCALARS.issuperset(map(type, v)):  # the tensors a list or tuple holds
-                    attr_tensors = [*(attr_tensors or ()), *(t for _, t in held_tensors(k, v))]
             elif tp not in _NOT_TENSORS and isinstance(v, torch.Tensor):
                 attr_tensors = [*(attr_tensors or ()), v]
+        if user:  # the tensors a user's module holds in its own lists, tuples and dicts
+            held = [t for k, v in attrs.items() if type(v) in _CONTAINERS and v and k not in _MODULE_KEYS
+                    for _, t in held_tensors(k, v)]
+            if held:
+                attr_tensors = [*(attr_tensors or ()), *held]
         keep((live, attrs))
         for items in (m._parameters, m._buffers):
             if items:
