@@ -251,6 +251,7 @@ def capture_paths(
         read: set[int] = set()  # identities of the parameters the forward reads
         named, modules = _module_tree(model)  # one walk, shared by the checks below
         _refuse_unscorable(modules)
+        aliases = _aliases(named)  # a tied parameter's other names; empty for most models
         reads = []  # (capture, its parameter ids): what the forward read, named only when needed below
         unnamed: set[str] = set()  # stored tensors that are not parameters (plain tensor attributes)
         for path_name, path_model, fraction in paths:
@@ -262,7 +263,7 @@ def capture_paths(
             unnamed.update(n for n in cap.used_params if n not in ids)
             reads.append((cap, ids))
             if path_model is model:
-                _first_names(cap.ops, ids, named, modules)
+                _first_names(cap.ops, ids, named, modules, tied=bool(aliases))
             for op in cap.ops:
                 op.path = path_name
                 op.batch = divisor
@@ -281,7 +282,7 @@ def capture_paths(
             )
         return Captured(model=model, track=trk, inputs=inputs, method=method, paths=captured,
                         fractions=fractions, divisor=divisor, excluded=_excluded_params(named, stored),
-                        notes=_meta_note(named), attributes=sorted(unnamed), aliases=_aliases(named))
+                        notes=_meta_note(named), attributes=sorted(unnamed), aliases=aliases)
 
 
 @dataclass
@@ -521,12 +522,12 @@ def _param_ids(model: nn.Module, named: list[tuple[str, nn.Parameter, bool]] | N
 
 
 def _first_names(ops: list[Op], ids: dict[str, int], named: list[tuple[str, nn.Parameter, bool]],
-                 modules: dict[str, nn.Module]) -> None:
+                 modules: dict[str, nn.Module], tied: bool) -> None:
     """Name each tied parameter (``out.weight = emb.weight``) and each module held under several names
     (``self.b = self.a``) by its first name, as ``named_parameters()`` and ``named_modules()`` give them, whichever
     name the capture read it by: one tensor, one layer, one name on every capture path (sparsity and precision
-    globs match the same rows). ``ids``: ``_param_ids``; ``modules``: ``dict(model.named_modules())``."""
-    tied = not all(first for _, _, first in named)
+    globs match the same rows). ``ids``: ``_param_ids``; ``modules``: ``dict(model.named_modules())``; ``tied``:
+    whether a parameter has several names."""
     first_param = {id(p): name for name, p, first in named if first} if tied else {}
     first_module: dict[int, str] | None = None
     for op in ops:
@@ -548,8 +549,6 @@ def _aliases(named: list[tuple[str, nn.Parameter, bool]]) -> dict[str, list[str]
     may name too."""
     out: dict[str, list[str]] = {}
     first: dict[int, str] = {}
-    if all(is_first for _, _, is_first in named):
-        return out
     for name, p, is_first in named:
         if is_first:
             first[id(p)] = name

@@ -18,6 +18,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -238,23 +239,36 @@ _MULTIPLIED_ROLES = frozenset({"weight", "operand", "prelu_weight", "scale"})
 _WEIGHT_ROLES = frozenset({"weight", "operand", "embedding"})
 
 
-def _layer_bits(policy: PrecisionPolicy, module: str, mod: nn.Module | None, plain: dict[type, bool]) -> tuple:
-    """What layer ``module`` (its module ``mod``, None when the model's widths are not read) runs at:
-    (weight bits, whether a narrower stored dtype may lower them, bias bits, whether it may lower those, act
-    bits, acc bits, whether the weight width is set for the layer), from the config's overrides, then the
-    layer's attributes, then the policy's defaults."""
+class _LayerWidths(NamedTuple):
+    """What a layer runs at (``_layer_bits``)."""
+
+    weight: int
+    weight_by_dtype: bool  # a narrower stored dtype may lower the weight width
+    bias: int
+    bias_by_dtype: bool  # ... and the bias width
+    act: int
+    acc: int
+    weight_set: bool  # the weight width is set for the layer (a config's ``weight``, ``weight_bits``, a QAT quantiser)
+
+
+def _layer_bits(policy: PrecisionPolicy, module: str, mod: nn.Module | None, plain: dict[type, bool]) -> _LayerWidths:
+    """What layer ``module`` (its module ``mod``, None when the model's widths are not read) runs at, from the
+    config's overrides, then the layer's attributes, then the policy's defaults."""
     cfg = policy.layer(module)
     read = policy.read_model_bits
     if (mod is None or _bare_layer(mod, plain)) and not cfg:  # the usual layer: the policy's widths
-        return (policy.param_bits, read, policy.param_bits, read, policy.act_bits, policy.acc_bits, False)
+        return _LayerWidths(policy.param_bits, read, policy.param_bits, read, policy.act_bits, policy.acc_bits, False)
     own = width_attrs(mod) if mod is not None else {}
     model_wbits, model_bbits = own.get("weight_bits"), own.get("bias_bits")
     wbits = cfg.get("weight") or model_wbits or policy.param_bits
     # a tensor stored in a narrower dtype (fp16, bf16, int8) is stored at that width unless a width is set for it
-    return (wbits, read and not cfg.get("weight") and model_wbits is None,
-            cfg.get("bias") or model_bbits or policy.param_bits, read and not cfg.get("bias") and model_bbits is None,
-            cfg.get("act") or own.get("act_bits") or policy.act_bits,
-            cfg.get("acc") or own.get("acc_bits") or policy.acc_bits, bool(cfg.get("weight") or model_wbits))
+    return _LayerWidths(
+        weight=wbits, weight_by_dtype=read and not cfg.get("weight") and model_wbits is None,
+        bias=cfg.get("bias") or model_bbits or policy.param_bits,
+        bias_by_dtype=read and not cfg.get("bias") and model_bbits is None,
+        act=cfg.get("act") or own.get("act_bits") or policy.act_bits,
+        acc=cfg.get("acc") or own.get("acc_bits") or policy.acc_bits,
+        weight_set=bool(cfg.get("weight") or model_wbits))
 
 
 def _stored_bits(t: object, bits: int) -> int:
@@ -295,8 +309,8 @@ def tied_widths(paths: list[tuple[list[Op], Mapping[str, nn.Module]]], policy: P
         for module in sorted(layers, key=order.__getitem__, reverse=True):  # the last to run first
             mod = paths[where[module]][1].get(module) if read else None
             widths = _layer_bits(policy, module, mod, plain)
-            if widths[6]:
-                out[key] = widths[0]
+            if widths.weight_set:
+                out[key] = widths.weight
                 break
     return out
 
@@ -318,7 +332,7 @@ def annotate_bits(ops: list[Op], policy: PrecisionPolicy, modules: Mapping[str, 
     input_bits = policy.input_bits or policy.act_bits
     read_model = policy.read_model_bits
     mul_override, add_override = policy.mul_bits_override, policy.add_bits_override
-    per_layer: dict[str, tuple] = {}  # what a layer's config and attributes say, read once per layer
+    per_layer: dict[str, _LayerWidths] = {}  # what a layer's config and attributes say, read once per layer
     plain: dict[type, bool] = {}
     if tied is None:
         tied = tied_widths([(ops, modules)], policy)

@@ -220,7 +220,7 @@ def annotate_sparsity(paths: list[list[Op]], spec: SparsitySpec, measured: dict 
 
 
 def _measured_blocks(w: WeightRef, measured: dict, block: tuple[int, int]) -> float:
-    key = (w.ident if w.ident is not None else w.name, block)
+    key = (tensor_key(w), block)
     if key not in measured:
         nz = block_nonzeros(w.tensor, block)
         measured[key] = float(w.numel) if nz is None else nz

@@ -132,13 +132,20 @@ def _whole_call(node: torch.fx.Node, modules: dict[str, nn.Module]) -> tuple[str
     its torch.ao output observer (``activation_post_process``, run by a hook after it) are not part of it."""
     for key, (path, _) in (node.meta.get("nn_module_stack") or {}).items():
         path = _module_path(path)
-        mod = modules.get(path) or module_at(modules.get(""), path)  # also a module's second name
+        mod = _module_named(modules, path)
         if mod is not None and is_whole(mod):
             observer = f"{path}.activation_post_process" if path else "activation_post_process"
             if _layer(node) == observer or _layer(node).startswith(observer + "."):
                 return None
             return key, path
     return None
+
+
+def _module_named(modules: dict[str, nn.Module], path: str) -> nn.Module | None:
+    """The module at ``path`` (``modules``: ``dict(model.named_modules())``), also by a second name of a module
+    held twice, which torch.export's module stack gives where it was called by that name."""
+    mod = modules.get(path)
+    return mod if mod is not None else module_at(modules.get(""), path)
 
 
 def _is_torch(name: str) -> bool:
@@ -247,7 +254,7 @@ def capture_export(model: nn.Module, example_inputs: tuple) -> FxCapture:
     def flush() -> None:
         if region_key is not None:
             path = region_key[1]
-            new = _whole_ops(region, modules.get(path) or module_at(model, path), path, env, mutated)
+            new = _whole_ops(region, _module_named(modules, path), path, env, mutated)
             ops.extend(new)
             used.update(w.name for o in new for w in o.weights)
         region.clear()
@@ -331,7 +338,7 @@ def _check_quantisers_seen(called: set[int], modules: dict[str, nn.Module], node
         return
     seen = {_module_path(path) for node in nodes for path, _ in (node.meta.get("nn_module_stack") or {}).values()}
     # by identity: a module held under two names runs under the name it was called by
-    ran = {id(m) for m in (modules.get(path) or module_at(modules[""], path) for path in seen) if m is not None}
+    ran = {id(m) for m in (_module_named(modules, path) for path in seen) if m is not None}
     lost = [path for path, m in modules.items() if id(m) in called and id(m) not in ran]
     if lost:
         mod = modules[lost[0]]

@@ -52,9 +52,8 @@ class Val:
 
 def carries_param(ops: list, vals: list[Val]) -> Val | None:
     """For a single free op applied to exactly one parameter or buffer (``w.t()``, ``w.T``, ``w.view(...)``,
-    ``w.expand_as(x)``),
-    or a quantiser applied to one (a QAT ``weight_fake_quant``: its other tensors are its scale and zero
-    point), that tensor's Val: the op's output is still it, stored by the op that computes with it. For a
+    ``w.expand_as(x)``), or a quantiser applied to one (a QAT ``weight_fake_quant``: its other tensors are its
+    scale and zero point), that tensor's Val: the op's output is still it, stored by the op that computes with it. For a
     parameter times the mask beside it (``pruned``), the masked weight's Val."""
     if len(ops) != 1 or ops[0].kind not in ("free", "quant", "mul"):
         return None
